@@ -1,0 +1,84 @@
+"""The composition root: builds the engine, clock and settings-derived policies once, for a command or the daemon.
+
+Nothing here runs at import time; every other module receives what it needs from an `App`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from mailcase.clock import Clock
+from mailcase.config import Settings
+from mailcase.db import make_engine, transaction
+
+log = logging.getLogger(__name__)
+
+REPO_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    templates_dir: Path = REPO_TEMPLATES
+    _secret: bytes | None = field(default=None, repr=False)
+
+    @property
+    def secret(self) -> bytes:
+        """The reply-token HMAC key: from config (secret / secret_file), else generated at install."""
+        if self._secret is None:
+            if self.settings.security.secret:
+                self._secret = self.settings.security.secret.encode()
+            else:
+                from mailcase.store.installation import installation_secret
+
+                with transaction(self.engine) as session:
+                    self._secret = installation_secret(session=session).encode()
+        return self._secret
+
+    @functools.cached_property
+    def calendar(self):  # type: ignore[no-untyped-def]
+        from mailcase.rules.businesstime import BusinessCalendar
+
+        return BusinessCalendar(self.settings.business.calendar_spec())
+
+    def desk(self):  # type: ignore[no-untyped-def]
+        from mailcase.casework import Desk
+
+        return Desk(
+            hostname=self.settings.smtp.hostname,
+            support_address=self.settings.smtp.support_address,
+            replan=self.replanner(),
+        )
+
+    @functools.cached_property
+    def planner(self):  # type: ignore[no-untyped-def]
+        from mailcase.deadlines import DeadlinePlanner, sla_policy
+
+        return DeadlinePlanner(sla_policy(self.settings), self.calendar)
+
+    def replanner(self):  # type: ignore[no-untyped-def]
+        """The function that recomputes a case's deadlines after every change."""
+        return self.planner
+
+    def pipeline(self):  # type: ignore[no-untyped-def]
+        """The shared ingest pipeline (SMTP, IMAP and `mailcase ingest`)."""
+        from mailcase.ingest.pipeline import Pipeline
+
+        return Pipeline(
+            engine=self.engine, settings=self.settings, desk=self.desk(), secret=self.secret, calendar=self.calendar
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_app(settings: Settings, clock: Clock) -> App:
+    engine = make_engine(settings.database.url, echo=settings.database.echo)
+    return App(settings=settings, engine=engine, clock=clock)

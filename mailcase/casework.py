@@ -1,0 +1,540 @@
+"""What agents do to cases (status, priority, assignee, ETR, hold, links, notes, replies), applied in the caller's transaction.
+
+Decisions come from `rules.lifecycle`; this module applies them, records history and queues the
+customer notices they cause. It never commits and never sends mail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from mailcase.domain import (
+    CaseKind,
+    CaseStatus,
+    Direction,
+    EventKind,
+    NotificationIntent,
+    Priority,
+    format_case_number,
+)
+from mailcase.errors import UsageError
+from mailcase.models import Case, Message, Organisation
+from mailcase.rules.lifecycle import Actor, Refused, StatusChange, can_link_to_master, change_priority, change_status
+from mailcase.store.cases import add_event, case_by_number, case_view, events_of, participants_of
+from mailcase.store.outbox import enqueue
+
+# Called after any change to a case so its deadlines and next_due_at follow (set by the app).
+Replanner = Callable[[Session, Case, datetime], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Desk:
+    """What case work needs from the installation: addresses, hostname, and the deadline planner."""
+
+    hostname: str
+    support_address: str
+    replan: Replanner | None = None
+
+
+def find_case(session: Session, number: int, *, lock: bool = False) -> Case:
+    case = case_by_number(session=session, number=number, lock=lock)
+    if case is None:
+        raise UsageError(f"no case {format_case_number(number)}")
+    return case
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerThread:
+    """Who hears from us about a case, in which language, and which message we answer."""
+
+    recipients: tuple[str, ...]
+    cc: tuple[str, ...]
+    locale: str
+    timezone: str
+    in_reply_to: str
+    references: tuple[str, ...]
+
+
+def customer_thread(session: Session, case: Case) -> CustomerThread:
+    assert case.id is not None
+    people = participants_of(session=session, case_id=case.id)
+    requester = case.requester or (people[0] if people else "")
+    cc = tuple(p for p in people if p != requester)
+    organisation = session.get(Organisation, case.organisation_id) if case.organisation_id else None
+    last = session.exec(
+        select(Message)
+        .where(Message.case_id == case.id, Message.direction == Direction.INBOUND)
+        .order_by(col(Message.received_at).desc(), col(Message.id).desc())
+        .limit(1)
+    ).first()
+    references: tuple[str, ...] = ()
+    in_reply_to = ""
+    if last is not None and last.message_id:
+        in_reply_to = last.message_id
+        references = tuple(list(last.references)[-20:] + [last.message_id])
+    return CustomerThread(
+        recipients=(requester,) if requester else (),
+        cc=cc,
+        locale=organisation.locale if organisation else "en",
+        timezone=organisation.timezone if organisation else "America/Denver",
+        in_reply_to=in_reply_to,
+        references=references,
+    )
+
+
+def case_context(case: Case) -> dict[str, Any]:
+    """The plain values every case template gets."""
+    return {
+        "case_number": format_case_number(case.number),
+        "subject": case.subject,
+        "status": str(case.status),
+        "status_display": CaseStatus(case.status).display,
+        "priority": str(case.priority),
+        "assignee": case.assignee or "",
+    }
+
+
+def _apply_status(case: Case, change: StatusChange) -> None:
+    case.status = change.new
+    if change.closed_at is not None:
+        case.closed_at = change.closed_at
+    if change.clear_closed_at:
+        case.closed_at = None
+    if change.resolved_at is not None:
+        case.resolved_at = change.resolved_at
+    if change.awaiting_customer_since is not None:
+        case.awaiting_customer_since = change.awaiting_customer_since
+    if change.clear_awaiting_customer:
+        case.awaiting_customer_since = None
+    if change.hold_until is not None:
+        case.hold_until = change.hold_until
+    if change.clear_hold_until:
+        case.hold_until = None
+    if change.duplicate_of_id is not None:
+        case.duplicate_of_id = change.duplicate_of_id
+    if change.clear_duplicate_of:
+        case.duplicate_of_id = None
+    if change.update_clock_resumed_at is not None:
+        case.update_clock_resumed_at = change.update_clock_resumed_at
+
+
+def set_status(
+    session: Session,
+    desk: Desk,
+    case: Case,
+    target: CaseStatus,
+    *,
+    now: datetime,
+    author: str,
+    actor: Actor = Actor.AGENT,
+    hold_until: datetime | None = None,
+    duplicate_of: Case | None = None,
+    notify_customer: bool = True,
+) -> StatusChange:
+    """Change a case's status through the lifecycle rules; raises UsageError when they refuse."""
+    assert case.id is not None
+    primary_view = case_view(duplicate_of) if duplicate_of is not None else None
+    decision = change_status(
+        case_view(case), target, actor=actor, now=now, hold_until=hold_until, duplicate_of=primary_view
+    )
+    if isinstance(decision, Refused):
+        raise UsageError(f"case {format_case_number(case.number)}: {decision.reason}")
+    _apply_status(case, decision)
+    case.updated_at = now
+    if actor is Actor.AGENT:
+        case.last_agent_update_at = now
+        case.needs_attention = False
+    data: dict[str, Any] = {"from": decision.old.value, "to": decision.new.value}
+    summary = f"status {decision.old.value} -> {decision.new.value}"
+    if decision.hold_until:
+        data["hold_until"] = decision.hold_until.isoformat()
+        summary += f" until {decision.hold_until.isoformat()}"
+    if duplicate_of is not None:
+        data["duplicate_of"] = format_case_number(duplicate_of.number)
+        summary += f" (duplicate of {format_case_number(duplicate_of.number)})"
+    add_event(session=session, case=case, kind=EventKind.STATUS_CHANGED, at=now, author=author, summary=summary, data=data)
+    if notify_customer and target in CUSTOMER_VISIBLE_STATUSES:
+        extra = {"hold_until": decision.hold_until.isoformat() if decision.hold_until else ""}
+        if duplicate_of is not None:
+            extra["primary_number"] = format_case_number(duplicate_of.number)
+        notify_customer_of(session, desk, case, event=f"status:{target.value}", now=now, extra=extra)
+    session.add(case)
+    replan(desk, session, case, now)
+    return decision
+
+
+# Status changes the customer is told about (issue: "the customer is told about status changes
+# that matter to them").
+CUSTOMER_VISIBLE_STATUSES = frozenset(
+    {CaseStatus.RESOLVED_FOLLOW_UP, CaseStatus.ON_HOLD, CaseStatus.CLOSED, CaseStatus.DUPLICATE, CaseStatus.SHIPPING}
+)
+
+
+def notify_customer_of(
+    session: Session,
+    desk: Desk,
+    case: Case,
+    *,
+    event: str,
+    now: datetime,
+    extra: dict[str, Any] | None = None,
+) -> int | None:
+    """Tell the customer about a change that matters to them (status, ETR)."""
+    return queue_customer_notice(
+        session, desk, case, template="customer.status_changed", event=event, now=now, extra=extra
+    )
+
+
+def queue_customer_notice(
+    session: Session,
+    desk: Desk,
+    case: Case,
+    *,
+    template: str,
+    event: str,
+    now: datetime,
+    extra: dict[str, Any] | None = None,
+    auto_submitted: str = "auto-generated",
+    in_reply_to: str | None = None,
+    references: tuple[str, ...] | None = None,
+    key: str | None = None,
+) -> int | None:
+    """Queue a message to the case's requester (participants copied), threaded on their last message."""
+    thread = customer_thread(session, case)
+    if not thread.recipients or case.kind is CaseKind.MASTER:
+        return None
+    context = case_context(case) | {
+        "event": event,
+        "etr": case.etr.isoformat() if case.etr else "",
+        "hold_until": case.hold_until.isoformat() if case.hold_until else "",
+        "timezone": thread.timezone,
+    }
+    context |= extra or {}
+    intent = NotificationIntent(
+        kind=template,
+        template=template,
+        recipients=thread.recipients,
+        cc=thread.cc,
+        idempotency_key=key or f"{template}:{case.id}:{event}:{now.isoformat()}",
+        due_at=now,
+        context=context,
+        locale=thread.locale,
+        case_id=case.id,
+        in_reply_to=thread.in_reply_to if in_reply_to is None else in_reply_to,
+        references=thread.references if references is None else tuple(r for r in references if r)[-20:],
+        auto_submitted=auto_submitted,
+        reply_token_case=case.number,
+    )
+    return enqueue(intent, session=session, now=now, hostname=desk.hostname)
+
+
+def queue_staff_notice(
+    session: Session,
+    desk: Desk,
+    case: Case,
+    *,
+    template: str,
+    recipients: Sequence[str],
+    now: datetime,
+    key: str,
+    extra: dict[str, Any] | None = None,
+) -> int | None:
+    """Queue a notice to technicians or managers; replies to it thread back through the token."""
+    people = tuple(dict.fromkeys(r for r in recipients if r))
+    if not people:
+        return None
+    intent = NotificationIntent(
+        kind=template,
+        template=template,
+        recipients=people,
+        idempotency_key=key,
+        due_at=now,
+        context=case_context(case) | {"requester": case.requester or "", "team": case.team or ""} | (extra or {}),
+        locale="en",
+        case_id=case.id,
+        auto_submitted="auto-generated",
+        reply_token_case=case.number,
+    )
+    return enqueue(intent, session=session, now=now, hostname=desk.hostname)
+
+
+def queue_staff_new_case(session: Session, desk: Desk, case: Case, *, now: datetime, excerpt: str) -> None:
+    """Technicians of the assigned team hear about a new case."""
+    from mailcase.models import Technician
+
+    team = case.team or ""
+    people = list(
+        session.exec(select(Technician.email).where(Technician.team == team, col(Technician.active).is_(True)))
+    )
+    queue_staff_notice(
+        session, desk, case, template="staff.new_case", recipients=people, now=now,
+        key=f"staff.new_case:{case.id}", extra={"excerpt": _excerpt(excerpt)},
+    )
+
+
+def queue_staff_update(session: Session, desk: Desk, case: Case, *, now: datetime, sender: str, excerpt: str) -> None:
+    """The assignee (or, with nobody assigned, the team) hears that the customer wrote."""
+    from mailcase.models import Technician
+
+    if case.assignee:
+        people = [case.assignee]
+    else:
+        people = list(
+            session.exec(select(Technician.email).where(Technician.team == (case.team or ""), col(Technician.active).is_(True)))
+        )
+    queue_staff_notice(
+        session, desk, case, template="staff.customer_update", recipients=people, now=now,
+        key=f"staff.customer_update:{case.id}:{now.isoformat()}", extra={"sender": sender, "excerpt": _excerpt(excerpt)},
+    )
+
+
+def queue_non_mpoc_notice(session: Session, desk: Desk, message: Any, *, now: datetime, held_id: int) -> int | None:
+    """The one polite notice that only designated contacts can open cases (SPEC.md §1)."""
+    from mailcase.store.directory import organisation_for_address
+
+    organisation = organisation_for_address(message.from_address, session=session)
+    intent = NotificationIntent(
+        kind="customer.non_mpoc",
+        template="customer.non_mpoc",
+        recipients=(message.from_address,),
+        idempotency_key=f"customer.non_mpoc:{message.from_address}:{held_id}",
+        due_at=now,
+        context={
+            "original_subject": message.subject,
+            "organisation": organisation.name if organisation else "",
+        },
+        locale=organisation.locale if organisation else "en",
+        in_reply_to=message.message_id,
+        references=(*message.references[-20:], message.message_id) if message.message_id else (),
+        auto_submitted="auto-replied",
+    )
+    return enqueue(intent, session=session, now=now, hostname=desk.hostname)
+
+
+def _excerpt(text: str, limit: int = 1200) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit].rstrip() + " …"
+
+
+def replan(desk: Desk, session: Session, case: Case, now: datetime) -> None:
+    if desk.replan is not None:
+        desk.replan(session, case, now)
+
+
+def set_priority(session: Session, desk: Desk, case: Case, target: Priority, *, now: datetime, author: str) -> None:
+    decision = change_priority(case_view(case), target)
+    if isinstance(decision, Refused):
+        raise UsageError(f"case {format_case_number(case.number)}: {decision.reason}")
+    old = case.priority
+    case.priority = decision
+    case.updated_at = now
+    # A new priority restarts its clock: the SLA counts from the moment the real priority is set.
+    case.sla_start_at = now if case.first_response_at is None else case.sla_start_at
+    add_event(
+        session=session,
+        case=case,
+        kind=EventKind.PRIORITY_CHANGED,
+        at=now,
+        author=author,
+        summary=f"priority {old} -> {decision.value}",
+        data={"from": str(old), "to": decision.value},
+    )
+    session.add(case)
+    replan(desk, session, case, now)
+
+
+def set_assignee(session: Session, desk: Desk, case: Case, assignee: str, *, now: datetime, author: str) -> None:
+    from mailcase.models import Technician
+
+    address = assignee.strip().lower()
+    if address in ("", "none", "-"):
+        new: str | None = None
+    else:
+        technician = session.exec(select(Technician).where(Technician.email == address)).first()
+        if technician is None:
+            raise UsageError(f"{address} is not a technician in the directory")
+        if not technician.active:
+            raise UsageError(f"{address} is not an active technician")
+        new = address
+        case.team = technician.team
+    if new == case.assignee:
+        raise UsageError(f"case {format_case_number(case.number)} is already assigned to {new or 'nobody'}")
+    old = case.assignee
+    case.assignee = new
+    case.updated_at = now
+    add_event(
+        session=session,
+        case=case,
+        kind=EventKind.ASSIGNEE_CHANGED,
+        at=now,
+        author=author,
+        summary=f"assignee {old or '-'} -> {new or '-'}",
+        data={"from": old, "to": new},
+    )
+    session.add(case)
+    replan(desk, session, case, now)
+
+
+def set_etr(session: Session, desk: Desk, case: Case, etr: datetime, *, now: datetime, author: str) -> None:
+    if etr <= now:
+        raise UsageError("the ETR must be in the future")
+    case.etr = etr
+    case.updated_at = now
+    case.last_agent_update_at = now
+    add_event(
+        session=session,
+        case=case,
+        kind=EventKind.ETR_CHANGED,
+        at=now,
+        author=author,
+        summary=f"ETR set to {etr.isoformat()}",
+        data={"etr": etr.isoformat()},
+    )
+    session.add(case)
+    notify_customer_of(session, desk, case, event="etr", now=now)
+    replan(desk, session, case, now)
+
+
+def link_master(session: Session, desk: Desk, case: Case, master: Case, *, now: datetime, author: str) -> None:
+    refused = can_link_to_master(case_view(case), case_view(master))
+    if refused is not None:
+        raise UsageError(refused.reason)
+    case.master_id = master.id
+    case.updated_at = now
+    add_event(
+        session=session,
+        case=case,
+        kind=EventKind.LINKED,
+        at=now,
+        author=author,
+        summary=f"linked to master case {format_case_number(master.number)}",
+        data={"master": format_case_number(master.number)},
+    )
+    add_event(
+        session=session,
+        case=master,
+        kind=EventKind.LINKED,
+        at=now,
+        author=author,
+        summary=f"case {format_case_number(case.number)} linked",
+        data={"case": format_case_number(case.number)},
+    )
+    session.add(case)
+
+
+def add_note(
+    session: Session, case: Case, body: str, *, now: datetime, author: str, message_id: int | None = None
+) -> None:
+    """An internal note: kept in the history, never emailed to the customer."""
+    if not body.strip():
+        raise UsageError("a note needs a body")
+    case.updated_at = now
+    add_event(
+        session=session, case=case, kind=EventKind.NOTE, at=now, author=author, summary=body.strip(), message_id=message_id
+    )
+    session.add(case)
+
+
+def public_reply(
+    session: Session,
+    desk: Desk,
+    case: Case,
+    body: str,
+    *,
+    now: datetime,
+    author: str,
+    author_name: str = "",
+    awaiting_customer: bool = False,
+) -> int | None:
+    """A technician's public reply, emailed to the requester (participants copied) from the support
+    address — never from the technician's own — threaded on the customer's last message."""
+    if not body.strip():
+        raise UsageError("a reply needs a body")
+    if case.status in (CaseStatus.CLOSED, CaseStatus.CLOSED_NO_RESPONSE, CaseStatus.DUPLICATE):
+        raise UsageError(f"case {format_case_number(case.number)} is {case.status}; reopen it first")
+    if case.first_response_at is None:
+        case.first_response_at = now
+    case.last_agent_update_at = now
+    case.needs_attention = False
+    case.updated_at = now
+    if awaiting_customer:
+        case.awaiting_customer_since = now
+    if case.status in (CaseStatus.NEW, CaseStatus.CUSTOMER_REOPENED):
+        set_status(session, desk, case, CaseStatus.IN_PROGRESS, now=now, author=author, notify_customer=False)
+    add_event(
+        session=session,
+        case=case,
+        kind=EventKind.OUTBOUND_MESSAGE,
+        at=now,
+        author=author,
+        summary=("reply sent, awaiting customer: " if awaiting_customer else "reply sent: ") + body.strip()[:300],
+        data={"awaiting_customer": awaiting_customer},
+    )
+    outbox_id = queue_customer_notice(
+        session,
+        desk,
+        case,
+        template="customer.reply",
+        event="reply",
+        now=now,
+        extra={"body": body.strip(), "author_name": author_name or "Support", "awaiting_customer": awaiting_customer},
+        auto_submitted="no",
+    )
+    session.add(case)
+    replan(desk, session, case, now)
+    return outbox_id
+
+
+ESCALATION_LEVELS = {1: "support desk", 2: "support manager", 3: "VP of customer support", 4: "executive"}
+
+
+def escalation_contact(settings: Any, case: Case, level: int) -> str:
+    """Who owns a case at each level of the escalation path (config `[escalation]`)."""
+    escalation = settings.escalation
+    if level <= 1:
+        return escalation.support_desk
+    if level == 2:
+        team = escalation.teams.get(case.team or "")
+        return team.manager if team and team.manager else escalation.support_desk
+    if level == 3:
+        return escalation.vp
+    return escalation.executive
+
+
+def escalate(session: Session, desk: Desk, case: Case, *, now: datetime, author: str, settings: Any) -> bool:
+    """A customer's `#escalate`: one level up the path (max 4); the new owner gets the history, the customer is told."""
+    if case.escalation_level >= 4:
+        add_event(
+            session=session, case=case, kind=EventKind.ESCALATED, at=now, author=author,
+            summary="escalation requested, already at the highest level (executive)",
+        )
+        return False
+    case.escalation_level += 1
+    level = case.escalation_level
+    owner = escalation_contact(settings, case, level)
+    add_event(
+        session=session, case=case, kind=EventKind.ESCALATED, at=now, author=author,
+        summary=f"escalated by the customer to level {level} ({ESCALATION_LEVELS[level]}: {owner})",
+        data={"level": level, "owner": owner},
+    )
+    history = [
+        {"at": e.at.isoformat(), "kind": str(e.kind), "author": e.author, "summary": e.summary}
+        for e in events_of(session=session, case_id=case.id)  # type: ignore[arg-type]
+    ]
+    queue_staff_notice(
+        session, desk, case, template="staff.escalated", recipients=[owner], now=now,
+        key=f"staff.escalated:{case.id}:{level}",
+        extra={"level": level, "level_name": ESCALATION_LEVELS[level], "history": history[-50:]},
+    )
+    queue_customer_notice(
+        session, desk, case, template="customer.escalated", event=f"escalated:{level}", now=now,
+        extra={"level": level, "level_name": ESCALATION_LEVELS[level], "owner": owner},
+        key=f"customer.escalated:{case.id}:{level}",
+    )
+    session.add(case)
+    return True

@@ -1,0 +1,13 @@
+"""The CLI's command groups; each module registers its sub-commands and keeps its handlers thin."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    from mailcase.commands import cases, directory, mail, schema
+
+    for module in (schema, directory, cases, mail):
+        module.register(sub)

@@ -1,0 +1,243 @@
+"""`mailcase cases …`: list, show and change cases as an agent."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mailcase.app import App
+from mailcase.clock import parse_instant
+from mailcase.db import transaction
+from mailcase.domain import CaseStatus, Priority, parse_case_number
+from mailcase.errors import UsageError
+
+
+def _number(text: str) -> int:
+    try:
+        return parse_case_number(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _instant(text: str) -> Any:
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _choice(enum: Any) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            return enum(text if enum is not Priority else text.upper())
+        except ValueError:
+            allowed = ", ".join(m.value for m in enum)
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of: {allowed}") from None
+
+    return convert
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    parser = sub.add_parser("cases", help="list, show and change cases")
+    group = parser.add_subparsers(dest="cases_command", metavar="ACTION", required=True)
+
+    p = group.add_parser("list", help="list cases, newest first")
+    p.add_argument("--status", type=_choice(CaseStatus))
+    p.add_argument("--org", help="organisation id from the directory")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_list)
+
+    p = group.add_parser("show", help="one case with its messages and history")
+    p.add_argument("number", type=_number)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_show)
+
+    p = group.add_parser("update", help="change status, priority, assignee, ETR, hold, duplicate or master link")
+    p.add_argument("number", type=_number)
+    p.add_argument("--status", type=_choice(CaseStatus))
+    p.add_argument("--priority", type=_choice(Priority))
+    p.add_argument("--assignee", help="technician email, or 'none' to unassign")
+    p.add_argument("--etr", type=_instant, help="estimated time to resolution, ISO 8601 with offset")
+    p.add_argument("--hold-until", type=_instant, help="with --status on_hold: until when")
+    p.add_argument("--duplicate-of", type=_number, help="with --status duplicate: the primary case")
+    p.add_argument("--master", type=_number, help="link to this master (P1G) case")
+    p.add_argument("--by", default="", help="who makes the change (recorded in the history)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_update)
+
+    p = group.add_parser("reply", help="a technician's public reply, emailed to the customer")
+    p.add_argument("number", type=_number)
+    p.add_argument("--body", required=True)
+    p.add_argument("--from", dest="author", default="", help="the technician's email (recorded; never shown to the customer)")
+    p.add_argument("--awaiting-customer", action="store_true", help="wait for the customer: nudge and close without response")
+    p.set_defaults(handler=run_reply)
+
+    p = group.add_parser("sla", help="every deadline of a case and how it was derived")
+    p.add_argument("number", type=_number)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_sla)
+
+    p = group.add_parser("note", help="add an internal note (never emailed to the customer)")
+    p.add_argument("number", type=_number)
+    p.add_argument("--body", required=True)
+    p.add_argument("--by", default="", help="who writes the note")
+    p.set_defaults(handler=run_note)
+
+
+def run_list(app: App, args: argparse.Namespace) -> int:
+    from mailcase.cli import emit_json
+    from mailcase.present import case_line, cases_json
+    from mailcase.store.cases import list_cases
+
+    with transaction(app.engine) as session:
+        rows = cases_json(session, list_cases(session=session, status=args.status, organisation_key=args.org, limit=args.limit))
+    if args.json:
+        emit_json(rows)
+    else:
+        for row in rows:
+            print(case_line(row, app.settings.business.timezone))
+        if not rows:
+            print("no cases")
+    return 0
+
+
+def run_show(app: App, args: argparse.Namespace) -> int:
+    from mailcase.casework import find_case
+    from mailcase.cli import emit_json
+    from mailcase.present import case_detail_json, case_text
+
+    with transaction(app.engine) as session:
+        data = case_detail_json(session, find_case(session, args.number))
+    if args.json:
+        emit_json(data)
+    else:
+        print(case_text(data, app.settings.business.timezone))
+    return 0
+
+
+def run_update(app: App, args: argparse.Namespace) -> int:
+    from mailcase import casework
+    from mailcase.cli import emit_json
+    from mailcase.present import case_detail_json, case_text
+
+    if not any(
+        v is not None
+        for v in (args.status, args.priority, args.assignee, args.etr, args.hold_until, args.duplicate_of, args.master)
+    ):
+        raise UsageError("nothing to change: give --status, --priority, --assignee, --etr, --hold-until, --duplicate-of or --master")
+    if args.hold_until is not None and args.status is None:
+        args.status = CaseStatus.ON_HOLD
+    if args.duplicate_of is not None and args.status is None:
+        args.status = CaseStatus.DUPLICATE
+    now = app.clock.now()
+    author = args.by or "agent"
+    desk = app.desk()
+    with transaction(app.engine) as session:
+        case = casework.find_case(session, args.number, lock=True)
+        if args.priority is not None:
+            casework.set_priority(session, desk, case, args.priority, now=now, author=author)
+        if args.assignee is not None:
+            casework.set_assignee(session, desk, case, args.assignee, now=now, author=author)
+        if args.master is not None:
+            master = casework.find_case(session, args.master, lock=True)
+            casework.link_master(session, desk, case, master, now=now, author=author)
+        if args.etr is not None:
+            casework.set_etr(session, desk, case, args.etr, now=now, author=author)
+        if args.status is not None:
+            primary = casework.find_case(session, args.duplicate_of) if args.duplicate_of is not None else None
+            casework.set_status(
+                session, desk, case, args.status, now=now, author=author, hold_until=args.hold_until, duplicate_of=primary
+            )
+        session.flush()
+        data = case_detail_json(session, case)
+    if args.json:
+        emit_json(data)
+    else:
+        print(f"case {data['number']}: {data['status']} {data['priority']} assignee {data['assignee'] or '-'}")
+    return 0
+
+
+def run_note(app: App, args: argparse.Namespace) -> int:
+    from mailcase import casework
+
+    now = app.clock.now()
+    with transaction(app.engine) as session:
+        case = casework.find_case(session, args.number, lock=True)
+        casework.add_note(session, case, args.body, now=now, author=args.by or "agent")
+    print(f"note added to case {args.number:08d}")
+    return 0
+
+
+def run_reply(app: App, args: argparse.Namespace) -> int:
+    from mailcase import casework
+    from mailcase.domain import CaseKind
+    from mailcase.models import Technician
+    from sqlmodel import select
+
+    now = app.clock.now()
+    desk = app.desk()
+    author = (args.author or "").lower()
+    with transaction(app.engine) as session:
+        case = casework.find_case(session, args.number, lock=True)
+        name = ""
+        if author:
+            technician = session.exec(select(Technician).where(Technician.email == author)).first()
+            if technician is None:
+                raise UsageError(f"{author} is not a technician in the directory")
+            name = technician.name
+        if case.kind is CaseKind.MASTER:
+            from mailcase import broadcasts
+
+            count = broadcasts.master_update(session, app, case, args.body, now=now, author=author or "agent")
+            print(f"master update for case {args.number:08d} queued to {count} recipients")
+            return 0
+        casework.public_reply(
+            session, desk, case, args.body, now=now, author=author or "agent", author_name=name,
+            awaiting_customer=args.awaiting_customer,
+        )
+    print(f"reply queued for case {args.number:08d}")
+    return 0
+
+
+def run_sla(app: App, args: argparse.Namespace) -> int:
+    from mailcase.casework import find_case
+    from mailcase.cli import emit_json
+    from mailcase.present import iso, local
+
+    now = app.clock.now()
+    with transaction(app.engine) as session:
+        case = find_case(session, args.number)
+        deadlines = app.planner.deadlines(session, case, now)
+    rows = [
+        {
+            "name": d.name.value,
+            "display": d.name.display,
+            "due_at": iso(d.due_at),
+            "started_at": iso(d.started_at),
+            "target": d.target,
+            "calendar": d.calendar,
+            "pauses": list(d.pauses),
+            "holidays_skipped": [{"date": s.day.isoformat(), "name": s.name} for s in d.holidays_skipped],
+            "met": d.met,
+            "met_at": iso(d.met_at),
+            "paused": d.paused,
+            "overdue": d.overdue(now),
+            "reminder_at": iso(d.reminder_at),
+            "escalation_l3_at": iso(d.escalation_l3_at),
+            "explanation": d.explanation,
+        }
+        for d in deadlines
+    ]
+    if args.json:
+        emit_json({"number": f"{args.number:08d}", "now": now.isoformat(), "deadlines": rows})
+        return 0
+    tz = app.settings.business.timezone
+    print(f"Case #{args.number:08d} deadlines as of {local(now.isoformat(), tz)}:")
+    if not rows:
+        print("  none (the case is closed)")
+    for row in rows:
+        state = "met" if row["met"] else "paused" if row["paused"] else "OVERDUE" if row["overdue"] else "pending"
+        print(f"  {row['display']:<24} {local(row['due_at'], tz):<22} [{state}]")
+        print(f"      {row['explanation']}")
+    return 0

@@ -1,0 +1,139 @@
+"""Database engines, sessions, schema migrations and cross-process locks; built only when asked, never at import."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from mailcase.errors import TransientError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """SQLite with WAL, a busy timeout and foreign keys on; PostgreSQL through psycopg 3."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url,
+            echo=echo,
+            connect_args={"timeout": 5.0, "check_same_thread": False},
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own transaction handling defers BEGIN; take it over so every transaction
+        # starts with BEGIN IMMEDIATE and a writer never fails half-way on a lock upgrade.
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgres(session_or_engine: Session | Engine | sa.Connection) -> bool:
+    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
+    return bind.dialect.name == "postgresql"
+
+
+def is_transient(error: BaseException) -> bool:
+    """A database error that a retry can fix: locked, busy, unreachable, serialization failure."""
+    if isinstance(error, TransientError):
+        return True
+    if isinstance(error, exc.OperationalError | exc.InterfaceError):
+        return True
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error; transient errors become TransientError."""
+    session = Session(engine, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except BaseException as error:
+        session.rollback()
+        if is_transient(error) and not isinstance(error, TransientError):
+            raise TransientError(f"database unavailable: {type(error).__name__}") from error
+        raise
+    finally:
+        session.close()
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for pg_advisory locks, derived from a name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def try_advisory_lock(connection: sa.Connection, name: str) -> bool:
+    """Hold a session-level PostgreSQL advisory lock on `name`; SQLite has one process, so always True."""
+    if connection.dialect.name != "postgresql":
+        return True
+    return bool(
+        connection.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": advisory_key(name)}).scalar()
+    )
+
+
+def release_advisory_lock(connection: sa.Connection, name: str) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_key(name)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade_schema(engine: Engine) -> str:
+    """Create or upgrade the schema to the newest revision; idempotent. Returns the revision."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(engine), "head")
+    revision = current_revision(engine)
+    assert revision is not None
+    return revision
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision(engine: Engine) -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    assert head is not None
+    return head

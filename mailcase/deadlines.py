@@ -1,0 +1,82 @@
+"""Keeps each case's deadline columns and indexed `next_due_at` in step with `rules.sla`, whenever the case changes.
+
+It reads and writes case rows in the caller's transaction and never commits or sends mail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlmodel import Session
+
+from mailcase.config import Settings
+from mailcase.models import Case, Organisation
+from mailcase.rules.businesstime import BusinessCalendar
+from mailcase.rules.sla import (
+    Deadline,
+    DeadlineName,
+    SlaPolicy,
+    Target,
+    case_deadlines,
+    next_check_at,
+    notices_due,
+)
+from mailcase.store.cases import case_view
+
+Overrides = Mapping[str, Mapping[str, int]]
+
+
+def sla_policy(settings: Settings) -> SlaPolicy:
+    return SlaPolicy(
+        targets={key: Target(**dataclasses.asdict(value)) for key, value in settings.sla.items()},
+        nudge_business_days=settings.lifecycle.nudge_business_days,
+        close_no_response_business_days=settings.lifecycle.close_no_response_business_days,
+    )
+
+
+class DeadlinePlanner:
+    """Computes a case's deadlines and stores them (shown by `cases sla`, swept by `next_due_at`)."""
+
+    def __init__(self, policy: SlaPolicy, calendar: BusinessCalendar) -> None:
+        self.policy = policy
+        self.calendar = calendar
+        self._overrides: dict[int, Overrides] = {}
+
+    def overrides_for(self, session: Session, organisation_id: int | None) -> Overrides:
+        if organisation_id is None:
+            return {}
+        if organisation_id not in self._overrides:
+            organisation = session.get(Organisation, organisation_id)
+            self._overrides[organisation_id] = dict(organisation.sla_overrides) if organisation else {}
+        return self._overrides[organisation_id]
+
+    def deadlines(self, session: Session, case: Case, now: datetime) -> tuple[Deadline, ...]:
+        view = case_view(case)
+        return case_deadlines(view, self.policy, self.calendar, now, self.overrides_for(session, case.organisation_id))
+
+    def replan(self, session: Session, case: Case, now: datetime) -> tuple[Deadline, ...]:
+        """Recompute and store the deadlines; `next_due_at` is the next instant a sweep must look."""
+        view = case_view(case)
+        deadlines = case_deadlines(view, self.policy, self.calendar, now, self.overrides_for(session, case.organisation_id))
+        by_name = {d.name: d for d in deadlines}
+
+        def due(name: DeadlineName) -> datetime | None:
+            deadline = by_name.get(name)
+            return deadline.due_at if deadline is not None and deadline.pending else None
+
+        case.response_due_at = due(DeadlineName.INITIAL_RESPONSE)
+        case.update_due_at = due(DeadlineName.NEXT_UPDATE)
+        case.resolution_due_at = due(DeadlineName.RESOLUTION)
+        case.customer_due_at = due(DeadlineName.CLOSE_NO_RESPONSE) or due(DeadlineName.HOLD_EXPIRY)
+        pending_now = notices_due(view, deadlines, self.policy, now)
+        if pending_now:
+            case.next_due_at = min(n.due_at for n in pending_now)
+        else:
+            case.next_due_at = next_check_at(view, deadlines, self.policy, now)
+        session.add(case)
+        return deadlines
+
+    def __call__(self, session: Session, case: Case, now: datetime) -> None:
+        self.replan(session, case, now)

@@ -1,0 +1,159 @@
+"""The stable JSON shapes and text lines the CLI prints; documented in README.md, changed only with care."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlmodel import Session, col, select
+
+from mailcase.domain import CaseStatus, format_case_number
+from mailcase.models import Case, CaseEvent, Message, Organisation
+from mailcase.store.cases import cases_by_ids, events_of, participants_of
+
+
+def iso(instant: datetime | None) -> str | None:
+    return instant.isoformat() if instant else None
+
+
+def case_json(case: Case, *, organisations: dict[int, str], numbers: dict[int, int]) -> dict[str, Any]:
+    def number_of(case_id: int | None) -> str | None:
+        return format_case_number(numbers[case_id]) if case_id and case_id in numbers else None
+
+    return {
+        "number": format_case_number(case.number),
+        "subject": case.subject,
+        "status": str(case.status),
+        "status_display": CaseStatus(case.status).display,
+        "priority": str(case.priority),
+        "kind": str(case.kind),
+        "organisation": organisations.get(case.organisation_id) if case.organisation_id else None,
+        "requester": case.requester,
+        "assignee": case.assignee,
+        "team": case.team,
+        "platform": case.platform,
+        "related_to": number_of(case.related_to_id),
+        "duplicate_of": number_of(case.duplicate_of_id),
+        "master": number_of(case.master_id),
+        "needs_attention": case.needs_attention,
+        "escalation_level": case.escalation_level,
+        "etr": iso(case.etr),
+        "hold_until": iso(case.hold_until),
+        "created_at": iso(case.created_at),
+        "updated_at": iso(case.updated_at),
+        "first_response_at": iso(case.first_response_at),
+        "last_customer_activity_at": iso(case.last_customer_activity_at),
+        "last_agent_update_at": iso(case.last_agent_update_at),
+        "awaiting_customer_since": iso(case.awaiting_customer_since),
+        "resolved_at": iso(case.resolved_at),
+        "closed_at": iso(case.closed_at),
+        "response_due_at": iso(case.response_due_at),
+        "update_due_at": iso(case.update_due_at),
+        "resolution_due_at": iso(case.resolution_due_at),
+        "customer_due_at": iso(case.customer_due_at),
+    }
+
+
+def cases_json(session: Session, cases: Sequence[Case]) -> list[dict[str, Any]]:
+    """Many cases, resolving organisation keys and linked case numbers in two queries."""
+    org_ids = {c.organisation_id for c in cases if c.organisation_id}
+    organisations = (
+        {o.id: o.key for o in session.exec(select(Organisation).where(col(Organisation.id).in_(org_ids)))}
+        if org_ids
+        else {}
+    )
+    linked = {i for c in cases for i in (c.related_to_id, c.duplicate_of_id, c.master_id) if i}
+    numbers = {i: c.number for i, c in cases_by_ids(session=session, ids=linked).items()}
+    return [case_json(c, organisations=organisations, numbers=numbers) for c in cases]  # type: ignore[arg-type]
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    return {
+        "message_id": message.message_id,
+        "direction": str(message.direction),
+        "from": message.from_address,
+        "to": list(message.to_addresses),
+        "cc": list(message.cc_addresses),
+        "subject": message.subject,
+        "text": message.text,
+        "new_text": message.new_text,
+        "auto_kind": str(message.auto_kind),
+        "received_at": iso(message.received_at),
+    }
+
+
+def event_json(event: CaseEvent) -> dict[str, Any]:
+    return {
+        "kind": str(event.kind),
+        "at": iso(event.at),
+        "author": event.author,
+        "summary": event.summary,
+        "data": event.data,
+    }
+
+
+def case_detail_json(session: Session, case: Case) -> dict[str, Any]:
+    assert case.id is not None
+    (data,) = cases_json(session, [case])
+    messages = session.exec(
+        select(Message).where(Message.case_id == case.id).order_by(col(Message.received_at), col(Message.id))
+    )
+    related_from = session.exec(select(Case.number).where(Case.related_to_id == case.id))
+    duplicates = session.exec(select(Case.number).where(Case.duplicate_of_id == case.id))
+    linked = session.exec(select(Case.number).where(Case.master_id == case.id))
+    data["participants"] = participants_of(session=session, case_id=case.id)
+    data["related_cases"] = [format_case_number(n) for n in related_from]
+    data["duplicates"] = [format_case_number(n) for n in duplicates]
+    data["linked_cases"] = [format_case_number(n) for n in linked]
+    data["messages"] = [message_json(m) for m in messages]
+    data["events"] = [event_json(e) for e in events_of(session=session, case_id=case.id)]
+    return data
+
+
+def local(instant: str | None, timezone: str) -> str:
+    if not instant:
+        return "-"
+    return datetime.fromisoformat(instant).astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def case_line(data: dict[str, Any], timezone: str) -> str:
+    return (
+        f"{data['number']}  {data['priority']:<4} {data['status']:<19} "
+        f"{(data['organisation'] or '-'):<10} {(data['assignee'] or '-'):<28} "
+        f"{local(data['created_at'], timezone)}  {data['subject']}"
+    )
+
+
+def case_text(data: dict[str, Any], timezone: str) -> str:
+    lines = [
+        f"Case #{data['number']}: {data['subject']}",
+        f"  status:      {data['status_display']} ({data['status']})",
+        f"  priority:    {data['priority']}   kind: {data['kind']}   escalation level: {data['escalation_level']}",
+        f"  organisation: {data['organisation'] or '-'}   requester: {data['requester'] or '-'}",
+        f"  assignee:    {data['assignee'] or '-'}   team: {data['team'] or '-'}",
+        f"  participants: {', '.join(data['participants']) or '-'}",
+    ]
+    for key in ("related_to", "duplicate_of", "master"):
+        if data[key]:
+            lines.append(f"  {key.replace('_', ' ')}: {data[key]}")
+    for key in ("related_cases", "duplicates", "linked_cases"):
+        if data[key]:
+            lines.append(f"  {key.replace('_', ' ')}: {', '.join(data[key])}")
+    for key in ("created_at", "first_response_at", "etr", "hold_until", "closed_at"):
+        if data[key]:
+            lines.append(f"  {key.replace('_at', '').replace('_', ' ')}: {local(data[key], timezone)}")
+    lines.append("")
+    lines.append("History:")
+    for event in data["events"]:
+        lines.append(f"  {local(event['at'], timezone)}  {event['kind']:<17} {event['author'] or '-'}: {event['summary']}")
+    lines.append("")
+    lines.append("Messages:")
+    for message in data["messages"]:
+        arrow = "<-" if message["direction"] == "inbound" else "->"
+        lines.append(f"  {local(message['received_at'], timezone)} {arrow} {message['from']}: {message['subject']}")
+        body = (message["new_text"] or message["text"]).strip()
+        for text_line in body.splitlines()[:20]:
+            lines.append(f"      {text_line}")
+    return "\n".join(lines)

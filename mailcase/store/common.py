@@ -1,0 +1,27 @@
+"""Small persistence primitives shared by the store modules: dialect-aware insert-or-ignore."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+
+def insert_or_ignore(
+    session: Session, table: sa.Table, values: dict[str, Any], *, conflict: list[str]
+) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING on SQLite and PostgreSQL; returns the new primary key or None.
+
+    Idempotency by unique keys, never check-then-insert (two daemons may race).
+    """
+    dialect = session.get_bind().dialect.name
+    insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    pk = list(table.primary_key.columns)
+    statement = insert.values(**values).on_conflict_do_nothing(index_elements=conflict)
+    if len(pk) == 1:
+        statement = statement.returning(pk[0])
+        return session.execute(statement).scalar_one_or_none()
+    result = session.execute(statement)
+    return True if result.rowcount else None
