@@ -1,0 +1,247 @@
+"""Hand composed messages to the outbound relay over one reused SMTP connection and classify each outcome; it never touches the database or decides retries.
+
+Classification (RFC 5321 §4.2.1): a 2xx reply to DATA is `sent`; a 4xx reply, a refused
+connection, a timeout or a dropped connection is `temporary` (try again later); a 5xx reply is
+`permanent`, with the server's reply kept for the operator. When only some recipients are refused,
+the message was still accepted for the others: it is `sent` and the refusals are reported in
+`refused`, because sending it again would duplicate it for everyone who got it.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from enum import StrEnum
+from typing import Protocol
+
+from mailcase.config import OutboundSettings
+
+log = logging.getLogger(__name__)
+
+Envelope = tuple[EmailMessage, str, Sequence[str]]
+"""(message, envelope sender, envelope recipients)."""
+
+
+class SendOutcome(StrEnum):
+    SENT = "sent"
+    TEMPORARY = "temporary"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What the relay said about one message: outcome, reply code and text, refused recipients."""
+
+    outcome: SendOutcome
+    code: int | None = None
+    reply: str = ""
+    refused: tuple[tuple[str, int, str], ...] = ()
+
+    def describe(self) -> str:
+        """One line for `outbox.last_error`: the reply, then any refused recipients."""
+        parts = [f"{self.code} {self.reply}".strip() if self.code else self.reply]
+        parts += [f"{address}: {code} {text}" for address, code, text in self.refused]
+        return "; ".join(part for part in parts if part)
+
+
+ResultCallback = Callable[[int, SendResult], None]
+
+
+class Transport(Protocol):
+    """Delivers a batch; `on_result(index, result)` is called as soon as each message's fate is
+    known, so the caller can record it before the next one is sent."""
+
+    def send(
+        self, messages: Sequence[Envelope], *, on_result: ResultCallback | None = None
+    ) -> list[SendResult]: ...
+
+
+class SmtpTransport:
+    """The production transport: stdlib smtplib, STARTTLS / implicit TLS / AUTH as configured.
+
+    Blocking: the daemon calls it from a worker thread, never on the event loop.
+    """
+
+    def __init__(
+        self,
+        settings: OutboundSettings,
+        *,
+        local_hostname: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.settings = settings
+        self.local_hostname = local_hostname
+        self._ssl_context = ssl_context
+
+    def send(
+        self, messages: Sequence[Envelope], *, on_result: ResultCallback | None = None
+    ) -> list[SendResult]:
+        results: list[SendResult] = []
+        client: smtplib.SMTP | None = None
+        unreachable: SendResult | None = None
+        try:
+            for index, (message, sender, recipients) in enumerate(messages):
+                if unreachable is not None:
+                    result = unreachable
+                else:
+                    result, client, unreachable = self._send_one(
+                        client, message, sender, recipients
+                    )
+                results.append(result)
+                if on_result is not None:
+                    on_result(index, result)
+        finally:
+            if client is not None:
+                _quit(client)
+        return results
+
+    def _send_one(
+        self,
+        client: smtplib.SMTP | None,
+        message: EmailMessage,
+        sender: str,
+        recipients: Sequence[str],
+    ) -> tuple[SendResult, smtplib.SMTP | None, SendResult | None]:
+        """Send one message, reconnecting once if the relay dropped the connection (an idle
+        timeout, a restart, a 421). Returns the result, the live client, and a result to give every
+        remaining message when the relay cannot be reached at all."""
+        for attempt in (1, 2):
+            if client is None:
+                try:
+                    client = self._connect()
+                except (OSError, smtplib.SMTPException) as error:
+                    result = _connection_failure(error)
+                    log.warning(
+                        "outbound relay %s:%s unusable: %s",
+                        self.settings.host,
+                        self.settings.port,
+                        result.reply,
+                    )
+                    return result, None, result
+            try:
+                refused = client.send_message(message, sender, list(recipients))
+            except smtplib.SMTPRecipientsRefused as error:
+                return _refused_all(error.recipients), _alive(client), None
+            except smtplib.SMTPResponseException as error:
+                client = _alive(client)
+                if error.smtp_code == 421 and attempt == 1:
+                    _discard(client)
+                    client = None
+                    continue
+                return _classify(error.smtp_code, error.smtp_error), client, None
+            except (smtplib.SMTPServerDisconnected, ConnectionError) as error:
+                _discard(client)
+                client = None
+                if attempt == 1:
+                    # The relay closed the connection between messages (or mid-message: then
+                    # this may re-send one message; see notify/outbox.py on that window).
+                    continue
+                return _temporary(f"connection lost: {error}"), None, None
+            except (OSError, smtplib.SMTPException) as error:
+                _discard(client)
+                return _temporary(f"{type(error).__name__}: {error}"), None, None
+            return (
+                SendResult(
+                    SendOutcome.SENT,
+                    250,
+                    "",
+                    tuple((addr, code, _text(text)) for addr, (code, text) in refused.items()),
+                ),
+                client,
+                None,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connect(self) -> smtplib.SMTP:
+        settings = self.settings
+        timeout = float(settings.timeout_seconds)
+        client: smtplib.SMTP
+        if settings.tls:
+            client = smtplib.SMTP_SSL(
+                settings.host,
+                settings.port,
+                local_hostname=self.local_hostname,
+                timeout=timeout,
+                context=self._context(),
+            )
+        else:
+            client = smtplib.SMTP(
+                settings.host, settings.port, local_hostname=self.local_hostname, timeout=timeout
+            )
+        try:
+            client.ehlo()
+            if settings.starttls and not settings.tls:
+                client.starttls(context=self._context())
+                client.ehlo()
+            if settings.user:
+                client.login(settings.user, settings.password)
+        except BaseException:
+            _discard(client)
+            raise
+        return client
+
+    def _context(self) -> ssl.SSLContext:
+        return self._ssl_context or ssl.create_default_context()
+
+
+def _classify(code: int, reply: bytes | str) -> SendResult:
+    text = _text(reply)
+    if 200 <= code < 300:
+        return SendResult(SendOutcome.SENT, code, text)
+    if 500 <= code < 600:
+        return SendResult(SendOutcome.PERMANENT, code, text)
+    return SendResult(SendOutcome.TEMPORARY, code, text)
+
+
+def _refused_all(recipients: dict[str, tuple[int, bytes]]) -> SendResult:
+    """Every recipient refused: permanent only if every refusal was permanent."""
+    refused = tuple((addr, code, _text(text)) for addr, (code, text) in recipients.items())
+    codes = [code for _addr, code, _text_ in refused]
+    permanent = bool(codes) and all(500 <= code < 600 for code in codes)
+    worst = max(codes) if permanent else min(codes, default=0)
+    return SendResult(
+        SendOutcome.PERMANENT if permanent else SendOutcome.TEMPORARY,
+        worst or None,
+        "all recipients refused",
+        refused,
+    )
+
+
+def _connection_failure(error: BaseException) -> SendResult:
+    if isinstance(error, smtplib.SMTPResponseException):
+        # e.g. 535 on AUTH: our configuration, not the message, so keep it queued.
+        return SendResult(SendOutcome.TEMPORARY, error.smtp_code, _text(error.smtp_error))
+    return _temporary(f"cannot connect: {type(error).__name__}: {error}")
+
+
+def _temporary(reason: str) -> SendResult:
+    return SendResult(SendOutcome.TEMPORARY, None, reason)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _alive(client: smtplib.SMTP) -> smtplib.SMTP | None:
+    """smtplib closes the socket itself after a 421; then the next message must reconnect."""
+    return client if getattr(client, "sock", None) is not None else None
+
+
+def _discard(client: smtplib.SMTP | None) -> None:
+    if client is None:
+        return
+    try:
+        client.close()
+    except OSError:
+        pass
+
+
+def _quit(client: smtplib.SMTP) -> None:
+    try:
+        client.quit()
+    except (OSError, smtplib.SMTPException):
+        _discard(client)

@@ -1,0 +1,84 @@
+"""Reply-token addresses (`support+c1042-<mac>@domain`): make them and read them back; no I/O, no key storage.
+
+A reply token lets a customer's reply find its case even when the mail client drops
+`In-Reply-To`/`References` and rewrites the subject (SPEC.md §2, "Email"). The token is an
+HMAC-SHA256 of the case number under the installation's secret, so it cannot be guessed or
+moved to another case. It is written in lower case because some mail servers fold the local
+part's case (RFC 5321 §2.4 allows it to matter, but real servers do not honour that).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+
+TOKEN_LENGTH = 16
+"""Characters of base32 MAC kept: 16 x 5 bits = 80 bits, far beyond guessing by mail."""
+
+_TOKEN_LOCAL = re.compile(r"^(?P<base>.+)\+c(?P<number>[1-9][0-9]{0,17})-(?P<mac>[a-z2-7]+)$")
+
+Compare = Callable[[str, str], bool]
+
+
+def case_token(case_number: int, secret: bytes) -> str:
+    """The lower-case MAC for one case number under `secret`."""
+    if not secret:
+        raise ValueError("the reply-token secret is empty")
+    if case_number <= 0:
+        raise ValueError(f"not a case number: {case_number!r}")
+    digest = hmac.new(secret, f"case:{case_number}".encode("ascii"), hashlib.sha256).digest()
+    return base64.b32encode(digest).decode("ascii").lower()[:TOKEN_LENGTH]
+
+
+def reply_address(support_address: str, case_number: int, secret: bytes) -> str:
+    """`support+c<number>-<mac>@domain` for `support@domain`; plus-addressing per RFC 5233."""
+    local, domain = _split(support_address)
+    return f"{local}+c{case_number}-{case_token(case_number, secret)}@{domain}"
+
+
+def case_from_address(
+    address: str,
+    support_address: str,
+    secret: bytes,
+    *,
+    compare: Compare = hmac.compare_digest,
+) -> int | None:
+    """The case number a reply-token address names, or None.
+
+    Rules, in order:
+    1. The address (bare, optionally in angle brackets) is read case-insensitively.
+    2. Its domain and the part before `+` must be the support address's; otherwise None.
+    3. The detail must be `c<number>-<mac>`; otherwise None (malformed).
+    4. The MAC must equal the one we would issue for that number, compared in constant time
+       (`compare`, hmac.compare_digest unless a test passes a spy); otherwise None (forged,
+       made for another case, or made under an older secret).
+    """
+    if not secret:
+        raise ValueError("the reply-token secret is empty")
+    candidate = address.strip().strip("<>").strip().lower()
+    if candidate.count("@") != 1:
+        return None
+    local, domain = candidate.rsplit("@", 1)
+    support_local, support_domain = _split(support_address)
+    if domain != support_domain:
+        return None
+    match = _TOKEN_LOCAL.match(local)
+    if match is None or match["base"] != support_local:
+        return None
+    number = int(match["number"])
+    if not compare(match["mac"], case_token(number, secret)):
+        return None
+    return number
+
+
+def _split(address: str) -> tuple[str, str]:
+    cleaned = address.strip().lower()
+    if cleaned.count("@") != 1:
+        raise ValueError(f"not an email address: {address!r}")
+    local, domain = cleaned.split("@")
+    if not local or not domain:
+        raise ValueError(f"not an email address: {address!r}")
+    return local, domain

@@ -1,0 +1,144 @@
+"""Outbox persistence: queue a notice once, list the queue, record bounces; `session=` in, never commits, never sends.
+
+Idempotency is the database's job: the outbox's unique `idempotency_key` and INSERT … ON CONFLICT
+DO NOTHING (never check-then-insert), so two daemons, or one message ingested twice, queue one
+notice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from mailcase.domain import NotificationIntent, OutboxState
+from mailcase.models import Outbox, RecipientHealth
+from mailcase.store.common import insert_or_ignore
+
+REPLY_TOKEN_CASE_KEY = "_reply_token_case"
+"""Context key carrying the intent's reply-token case number to delivery; templates never see it."""
+
+
+def new_message_id(hostname: str) -> str:
+    """`<mc.<uuid4 hex>@hostname>`: unique, and recognisably ours when a reply quotes it."""
+    return f"<mc.{uuid.uuid4().hex}@{hostname}>"
+
+
+def enqueue(
+    intent: NotificationIntent, *, session: Session, now: datetime, hostname: str
+) -> int | None:
+    """Queue `intent`; returns the new outbox id, or None when its idempotency key is already queued.
+
+    The Message-ID is generated here and stored, so a reply can thread to this notice even before
+    it is sent. The row is due at `intent.due_at` (delivery waits until then).
+    """
+    context = dict(intent.context)
+    if intent.reply_token_case is not None:
+        context[REPLY_TOKEN_CASE_KEY] = intent.reply_token_case
+    values = {
+        "idempotency_key": intent.idempotency_key,
+        "kind": intent.kind,
+        "case_id": intent.case_id,
+        "maintenance_id": intent.maintenance_id,
+        "recipients": list(intent.recipients),
+        "cc": list(intent.cc),
+        "template": intent.template,
+        "locale": intent.locale,
+        "context": context,
+        "message_id": new_message_id(hostname),
+        "in_reply_to": intent.in_reply_to,
+        "references": list(intent.references),
+        "reply_to": "",
+        "auto_submitted": intent.auto_submitted,
+        "state": OutboxState.QUEUED.value,
+        "attempts": 0,
+        "next_attempt_at": intent.due_at,
+        "created_at": now,
+        "due_at": intent.due_at,
+        "last_error": "",
+        "bounce_reason": "",
+    }
+    table: sa.Table = Outbox.__table__  # type: ignore[assignment]
+    new_id = insert_or_ignore(session, table, values, conflict=["idempotency_key"])
+    return int(new_id) if new_id is not None else None
+
+
+def outbox_rows(
+    *, session: Session, state: OutboxState | str | None = None, limit: int = 100
+) -> Sequence[Outbox]:
+    """The newest outbox rows first, optionally only one state (for `mailcase outbox list`)."""
+    query = select(Outbox)
+    if state is not None:
+        query = query.where(Outbox.state == OutboxState(state).value)
+    query = query.order_by(col(Outbox.id).desc()).limit(limit)
+    return session.exec(query).all()
+
+
+def record_bounce(
+    *,
+    session: Session,
+    message_id: str,
+    recipients: Sequence[str],
+    reason: str,
+    now: datetime,
+) -> bool:
+    """Mark the notice whose Message-ID a bounce (RFC 3464) names; True when it was one of ours.
+
+    Each failed recipient's RecipientHealth is upserted (bounce counted, marked failing). Nothing
+    is recorded for a Message-ID we never sent: a forged bounce must not flag addresses.
+    When the bounce lists no recipients, a single-recipient notice's recipient is taken as failed.
+    """
+    bracketed = message_id.strip()
+    if not bracketed:
+        return False
+    if not bracketed.startswith("<"):
+        bracketed = f"<{bracketed}>"
+    row = session.exec(select(Outbox).where(Outbox.message_id == bracketed)).first()
+    if row is None:
+        return False
+    row.bounced_at = now
+    row.bounce_reason = reason
+    session.add(row)
+    failed = [address.strip().lower() for address in recipients if address.strip()]
+    if not failed:
+        everyone = [*row.recipients, *row.cc]
+        failed = [everyone[0].lower()] if len(everyone) == 1 else []
+    for address in dict.fromkeys(failed):
+        _upsert_health(session, address, reason, now)
+    session.flush()
+    return True
+
+
+def _upsert_health(session: Session, address: str, reason: str, now: datetime) -> None:
+    table: sa.Table = RecipientHealth.__table__  # type: ignore[assignment]
+    postgres = session.get_bind().dialect.name == "postgresql"
+    insert = postgresql.insert(table) if postgres else sqlite.insert(table)
+    statement = insert.values(
+        address=address, failing=True, last_bounce_at=now, reason=reason, bounces=1
+    ).on_conflict_do_update(
+        index_elements=["address"],
+        set_={
+            "failing": True,
+            "last_bounce_at": now,
+            "reason": reason,
+            "bounces": table.c.bounces + 1,
+        },
+    )
+    session.execute(statement)
+
+
+def failing_recipients(*, session: Session, addresses: Sequence[str]) -> set[str]:
+    """Which of `addresses` are known to bounce (for operators and for delivery decisions)."""
+    if not addresses:
+        return set()
+    lowered = [address.lower() for address in addresses]
+    rows = session.exec(
+        select(RecipientHealth.address).where(
+            sa.and_(col(RecipientHealth.address).in_(lowered), RecipientHealth.failing == sa.true())
+        )
+    ).all()
+    return set(rows)

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: real servers (Dovecot) and fakes; no tests here."""
