@@ -1,0 +1,573 @@
+"""The SMTP edge: accepts mail for the support desk over SMTP and hands each message to the ingest pipeline; it must not parse, decide or store anything itself.
+
+The edge is thin on purpose (STYLE.md rule 5). It refuses early and precisely what it can judge
+from the envelope alone (unknown recipients, too many recipients, oversized messages), runs the
+shared pipeline off the event loop, and always ends a transaction with an explicit reply:
+`250` only after the pipeline returned (the message, its case change and its acknowledgement are
+committed by then), `451` when the pipeline could not commit, so that the sending MTA keeps the
+message and retries (SPEC.md §3, "Nothing lost"). Retries are harmless because the pipeline
+deduplicates.
+
+Public parts, wired by the composition root:
+* `SupportHandler` — the aiosmtpd handler (recipient policy, DATA → pipeline → reply).
+* `start_smtp_server` / `stop_smtp_server` — a plain `loop.create_server` in the daemon's own
+  loop, and a graceful stop that lets in-flight transactions finish.
+* `SmtpListener` — the two above behind `start()` / `stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, AnyStr, Protocol
+
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
+
+from mailcase.clock import Clock
+from mailcase.config import SmtpSettings
+from mailcase.domain import Channel, RawMessage
+from mailcase.errors import ConfigError, TransientError
+
+log = logging.getLogger(__name__)
+
+# Replies. Enhanced status codes are RFC 3463's; the basic codes RFC 5321 §4.2.
+REPLY_QUEUED = "250 2.0.0 Ok: queued"
+REPLY_RECIPIENT_OK = "250 2.1.5 Ok"
+REPLY_TRANSIENT = "451 4.3.0 Temporary failure, please retry"
+REPLY_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+# RFC 1870 §6.1 gives the text; RFC 3463 5.3.4 is "message too big for system".
+REPLY_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
+REPLY_SHUTTING_DOWN = "421 4.3.2 Service shutting down, please retry later"
+REPLY_REJECTED = "554 5.6.0 Message rejected"
+
+DECISION_REJECTED = "rejected"
+"""The `IngestOutcome.decision` that makes the edge answer 554 (permanent) instead of 250."""
+
+IDENT = "ESMTP mailcase"
+"""Greeting text after our host name (RFC 5321 §4.2: `220 <domain> ESMTP ...`); no version."""
+
+DEFAULT_GRACE_SECONDS = 30.0
+"""How long a graceful stop waits for in-flight DATA transactions before closing them."""
+
+_REPLY_TEXT_LIMIT = 200
+"""Characters of a free-text reply fragment we echo (RFC 5321 §4.5.3.1.5 caps a reply line at 512)."""
+
+_LIBRARY_LOGGER = "mail.log"
+"""aiosmtpd's logger: at INFO it prints every recipient, and ours carry reply tokens (STYLE.md rule 7)."""
+
+
+class IngestOutcome(Protocol):
+    """What the shared ingest pipeline reports about one committed message.
+
+    The SMTP edge needs only these four read-only attributes, for its reply and its log line:
+    * `decision` — the decision's name, e.g. `open_case`, `append_update`, `hold`, `ignore`,
+      `duplicate`; `DECISION_REJECTED` ("rejected") means the message is refused permanently
+      and the edge answers 554 instead of 250.
+    * `reason` — a short human-readable why (no message body, no reply tokens).
+    * `case_number` — the zero-padded number of the case opened or updated, or None.
+    * `message_id` — the message's Message-ID with its angle brackets, "" when it had none.
+    """
+
+    @property
+    def decision(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def case_number(self) -> str | None: ...
+
+    @property
+    def message_id(self) -> str: ...
+
+
+class Ingest(Protocol):
+    """The shared pipeline as the SMTP edge calls it, in a worker thread.
+
+    It stores everything in one transaction and commits before returning. It raises
+    `TransientError` when committing failed for a reason that may pass (a locked or unreachable
+    database); any other exception is a bug on our side.
+    """
+
+    def __call__(self, raw: RawMessage, /) -> IngestOutcome: ...
+
+
+class Mailbox(StrEnum):
+    """Which of our mailboxes a recipient address names."""
+
+    SUPPORT = "support"
+    MACD = "macd"
+    POSTMASTER = "postmaster"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientPolicy:
+    """The addresses this edge accepts mail for, read from `[smtp]`; everything else is refused."""
+
+    domains: frozenset[str]
+    local_parts: Mapping[str, Mailbox]
+    addresses: Mapping[str, Mailbox]
+
+    @classmethod
+    def from_settings(cls, settings: SmtpSettings) -> RecipientPolicy:
+        configured = (
+            (settings.support_address, Mailbox.SUPPORT),
+            (settings.macd_address, Mailbox.MACD),
+            (settings.postmaster_address, Mailbox.POSTMASTER),
+        )
+        local_parts: dict[str, Mailbox] = {"postmaster": Mailbox.POSTMASTER}
+        addresses: dict[str, Mailbox] = {}
+        for address, mailbox in configured:
+            if not address:
+                continue
+            local, _, domain = address.rpartition("@")
+            local_parts[local.lower()] = mailbox
+            addresses[f"{local.lower()}@{_normal_domain(domain)}"] = mailbox
+        return cls(
+            domains=frozenset(_normal_domain(d) for d in settings.domains),
+            local_parts=local_parts,
+            addresses=addresses,
+        )
+
+    def mailbox_for(self, address: str) -> Mailbox | None:
+        """The mailbox `address` reaches, or None when it is not ours.
+
+        Rules, in order:
+        1. `Postmaster` without a domain is the postmaster (RFC 5321 §4.1.1.3, §4.5.1).
+        2. The domain is compared case-insensitively (RFC 5321 §2.4), a trailing root dot
+           ignored; the local part case-insensitively too (real servers fold it).
+        3. The support and MACD local parts may carry a `+detail` (RFC 5233 subaddress: reply
+           tokens ride there); postmaster may not.
+        4. A configured address (support, MACD, postmaster) is accepted whatever its domain:
+           reply tokens are minted on the support address's own domain.
+        5. Otherwise the domain must be one of `smtp.domains`, and the local part `postmaster`
+           or the support or MACD local part.
+        """
+        local, at, domain = address.rpartition("@")
+        if not at:
+            return Mailbox.POSTMASTER if address.lower() == "postmaster" else None
+        base, plus, _detail = local.lower().partition("+")
+        domain = _normal_domain(domain)
+        configured = self.addresses.get(f"{base}@{domain}")
+        if configured is not None and not (plus and configured is Mailbox.POSTMASTER):
+            return configured
+        if domain not in self.domains:
+            return None
+        mailbox = self.local_parts.get(base)
+        if mailbox is Mailbox.POSTMASTER and plus:
+            return None
+        return mailbox
+
+
+def _without_detail(address: str) -> str:
+    """The address with any `+detail` elided, so that no reply token reaches a log line."""
+    local, at, domain = address.rpartition("@")
+    base, plus, _detail = local.partition("+")
+    return f"{base}{'+…' if plus else ''}{at}{domain}" if at else address
+
+
+def _normal_domain(domain: str) -> str:
+    return domain.strip().rstrip(".").lower()
+
+
+def envelope_sender(mail_from: str | None) -> str:
+    """The reverse path as RawMessage keeps it: "" for the null sender `<>` (bounces, RFC 5321 §4.5.5)."""
+    if not mail_from or mail_from == "<>":
+        return ""
+    return mail_from
+
+
+def reply_for(outcome: IngestOutcome) -> str:
+    """The final DATA reply for a message the pipeline has committed."""
+    if outcome.decision == DECISION_REJECTED:
+        reason = _reply_text(outcome.reason)
+        return f"{REPLY_REJECTED}: {reason}" if reason else REPLY_REJECTED
+    reference = _reply_text(outcome.case_number or outcome.message_id)
+    return f"{REPLY_QUEUED} as {reference}" if reference else REPLY_QUEUED
+
+
+def _reply_text(text: str | None) -> str:
+    """Printable ASCII only: a reply is one ASCII line (RFC 5321 §4.2) whatever the input holds."""
+    if not text:
+        return ""
+    cleaned = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    return cleaned[:_REPLY_TEXT_LIMIT]
+
+
+class SupportHandler:
+    """The aiosmtpd handler: recipient policy at RCPT, the ingest pipeline at the end of DATA.
+
+    One handler serves one listener: it also keeps the listener's open connections and its
+    in-flight transactions, so that a graceful stop can wait for them.
+    """
+
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        ingest: Ingest,
+        clock: Clock,
+        executor: Executor,
+    ) -> None:
+        self._settings = settings
+        self._ingest = ingest
+        self._clock = clock
+        self._executor = executor
+        self._recipients = RecipientPolicy.from_settings(settings)
+        self._stopping = False
+        self._connections: set[_SupportSMTP] = set()
+        self._transactions: set[asyncio.Future[None]] = set()
+        self._ingests: set[asyncio.Task[str]] = set()
+
+    @property
+    def settings(self) -> SmtpSettings:
+        return self._settings
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections open right now (for metrics and the stop log)."""
+        return len(self._connections)
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop began: no new transaction starts (MAIL and DATA get 421)."""
+        return self._stopping
+
+    # aiosmtpd hooks -------------------------------------------------------------------------
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # With this hook present aiosmtpd leaves recording the client's name to us.
+        session.host_name = hostname
+        # We are a mail exchanger, not a submission server: AUTH (RFC 4954) would only be
+        # offered after STARTTLS and always fail, so it is not advertised at all.
+        return [line for line in responses if not line.startswith("250-AUTH")]
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if self._recipients.mailbox_for(address) is None:
+            # The sender's fault: info, not error (STYLE.md rule 6).
+            log.info(
+                "recipient refused address=%s peer=%s reply=550",
+                _without_detail(address), _peer(session),
+            )
+            return f"550 5.1.1 <{_reply_text(address)}>: recipient not accepted here"
+        lowered = address.lower()
+        if any(existing.lower() == lowered for existing in envelope.rcpt_tos):
+            return REPLY_RECIPIENT_OK
+        if len(envelope.rcpt_tos) >= self._settings.max_recipients:
+            # RFC 5321 §4.5.3.1.10: a temporary reply; the client sends the rest later.
+            return REPLY_TOO_MANY_RECIPIENTS
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return REPLY_RECIPIENT_OK
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = RawMessage(
+            data=envelope.original_content or b"",
+            channel=Channel.SMTP,
+            received_at=self._clock.now(),
+            envelope_from=envelope_sender(envelope.mail_from),
+            envelope_to=tuple(envelope.rcpt_tos),
+            source=f"smtp:{_peer(session)} helo={_reply_text(session.host_name)}",
+        )
+        task = asyncio.get_running_loop().create_task(self._ingest_and_reply(raw))
+        self._ingests.add(task)
+        task.add_done_callback(self._ingests.discard)
+        # Shielded: a client that hangs up or times out while we commit cancels this hook, but
+        # the commit and its log line still complete; the client retries and dedupe absorbs it.
+        return await asyncio.shield(task)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's fallback would answer `500 Error: (<class>) <text>`: a permanent code for our bug."""
+        if isinstance(error, TLSSetupException):
+            # aiosmtpd closes the connection itself; the client failed the handshake.
+            log.info("STARTTLS handshake failed: %s", error.__cause__)
+            return "421 4.7.0 TLS negotiation failed"
+        log.error("SMTP session error (a bug on our side)", exc_info=error)
+        return REPLY_TRANSIENT
+
+    # The pipeline ---------------------------------------------------------------------------
+
+    async def _ingest_and_reply(self, raw: RawMessage) -> str:
+        loop = asyncio.get_running_loop()
+        try:
+            outcome = await loop.run_in_executor(self._executor, self._ingest, raw)
+            reply = reply_for(outcome)
+        except TransientError as exc:
+            log.warning(
+                "message deferred channel=%s bytes=%d reply=451 reason=%s",
+                raw.channel, len(raw.data), exc,
+            )
+            return REPLY_TRANSIENT
+        except Exception:
+            # Our bug, never the sender's: 451 keeps the message at the sender until fixed.
+            log.exception(
+                "ingest failed channel=%s bytes=%d reply=451", raw.channel, len(raw.data)
+            )
+            return REPLY_TRANSIENT
+        log.info(
+            "message_id=%s channel=%s decision=%s reason=%s case=%s reply=%s",
+            outcome.message_id or "-", raw.channel, outcome.decision, outcome.reason,
+            outcome.case_number or "-", reply[:3],
+        )
+        return reply
+
+    # Connections and graceful stop ----------------------------------------------------------
+
+    def _opened(self, connection: _SupportSMTP) -> None:
+        self._connections.add(connection)
+
+    def _closed(self, connection: _SupportSMTP) -> None:
+        self._connections.discard(connection)
+
+    def _transaction_started(self) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._transactions.add(done)
+        return done
+
+    def _transaction_ended(self, done: asyncio.Future[None]) -> None:
+        if not done.done():
+            done.set_result(None)
+        self._transactions.discard(done)
+
+    async def shut_down(self, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> bool:
+        """Refuse new transactions, let those in DATA finish, then close every connection.
+
+        Returns True when every in-flight transaction finished within `grace_seconds`. A
+        transaction still unfinished after that is cut: its sender had no 250 and retries.
+        A pipeline call already running keeps running in its worker thread and commits or
+        rolls back whole; the owner of the executor waits for it when shutting that down.
+        """
+        self._stopping = True
+        for connection in list(self._connections):
+            if not connection.in_data:
+                connection.close_for_shutdown()
+        pending = set(self._transactions) | set(self._ingests)
+        unfinished: set[Any] = set()
+        if pending:
+            log.info("SMTP stop: waiting for %d in-flight transaction(s)", len(pending))
+            _done, unfinished = await asyncio.wait(pending, timeout=grace_seconds)
+        for connection in list(self._connections):
+            connection.close_for_shutdown()
+        if unfinished:
+            log.warning(
+                "SMTP stop: %d transaction(s) unfinished after %.0f s; senders will retry",
+                len(unfinished), grace_seconds,
+            )
+        return not unfinished
+
+
+def _peer(session: Session) -> str:
+    peer = session.peer
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+class _SupportSMTP(SMTP):
+    """aiosmtpd's protocol with the few changes our edge needs; one instance per connection."""
+
+    # RFC 5321 §4.5.3.1.6 limits a line to 1000 octets, but mail that breaks the rule still
+    # reaches a support desk from broken gateways; refusing it (aiosmtpd answers 500, a
+    # permanent error) would bounce a customer's report. Accept long lines, as Postfix does.
+    line_length_limit = 65_536
+
+    def __init__(self, handler: SupportHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._support = handler
+        self._transaction: asyncio.Future[None] | None = None
+
+    @property
+    def in_data(self) -> bool:
+        return self._transaction is not None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._support._opened(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._support._closed(self)
+        super().connection_lost(error)
+
+    async def push(self, status: AnyStr) -> None:
+        # aiosmtpd enforces SIZE itself but answers "552 Error: ..." without the enhanced
+        # status code; every 552 it sends is about size, so give it RFC 3463's 5.3.4.
+        if isinstance(status, str) and status.startswith("552 ") and "5.3.4" not in status:
+            status = REPLY_TOO_BIG  # type: ignore[assignment]
+        await super().push(status)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if self._support.stopping:
+            await self._refuse_for_shutdown()
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if self._support.stopping:
+            await self._refuse_for_shutdown()
+            return
+        transaction = self._transaction = self._support._transaction_started()
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._support._transaction_ended(transaction)
+            self._transaction = None
+        if self._support.stopping:
+            # The reply to this transaction is written; now say goodbye (RFC 5321 §3.8).
+            self.close_for_shutdown()
+
+    async def _refuse_for_shutdown(self) -> None:
+        await self.push(REPLY_SHUTTING_DOWN)
+        if self.transport is not None:
+            self.transport.close()
+
+    def close_for_shutdown(self) -> None:
+        """RFC 5321 §3.8: a server going down should send 421 before closing the connection."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(f"{REPLY_SHUTTING_DOWN}\r\n".encode("ascii"))
+        transport.close()
+
+
+def build_tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
+    """The STARTTLS context when `tls_cert_file` and `tls_key_file` are both set, else None."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if not cert and not key:
+        return None
+    if not cert:
+        raise ConfigError("smtp.tls_cert_file", "required when smtp.tls_key_file is set")
+    if not key:
+        raise ConfigError("smtp.tls_key_file", "required when smtp.tls_cert_file is set")
+    # Server side: we do not ask clients for certificates (opportunistic TLS, RFC 3207).
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("smtp.tls_cert_file", f"cannot load certificate and key: {exc}") from None
+    return context
+
+
+async def start_smtp_server(
+    settings: SmtpSettings,
+    handler: SupportHandler,
+    *,
+    reuse_port: bool = False,
+) -> asyncio.Server:
+    """Listen on `settings.host:settings.port` in the running loop (port 0: any free port).
+
+    SIZE is advertised and enforced at `max_message_size` (552 5.3.4), STARTTLS offered when a
+    certificate is configured (never required: other MTAs may not speak it, RFC 3207 §4),
+    the greeting names `hostname`, and a client gets `data_timeout_seconds` per command,
+    the whole DATA transfer included, before it is disconnected. `reuse_port` lets several
+    processes share the port (SO_REUSEPORT).
+    """
+    tls_context = build_tls_context(settings)
+    library_log = logging.getLogger(_LIBRARY_LOGGER)
+    if library_log.level == logging.NOTSET:
+        library_log.setLevel(logging.WARNING)
+    loop = asyncio.get_running_loop()
+
+    def connection() -> SMTP:
+        return _SupportSMTP(
+            handler,
+            data_size_limit=settings.max_message_size,
+            # RFC 6531: internationalised addresses (e.g. Portuguese names) must not bounce.
+            enable_SMTPUTF8=True,
+            hostname=settings.hostname,
+            ident=IDENT,
+            tls_context=tls_context,
+            require_starttls=False,
+            timeout=settings.data_timeout_seconds,
+            loop=loop,
+        )
+
+    server = await loop.create_server(
+        connection,
+        host=settings.host,
+        port=settings.port,
+        reuse_address=True,
+        reuse_port=reuse_port or None,
+    )
+    log.info("SMTP listening on %s", ", ".join(_socket_name(s) for s in server.sockets))
+    return server
+
+
+async def stop_smtp_server(
+    server: asyncio.Server,
+    handler: SupportHandler,
+    *,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> bool:
+    """Stop accepting, let in-flight DATA transactions finish (bounded), close the rest.
+
+    Returns True when nothing in flight had to be cut. See `SupportHandler.shut_down`.
+    """
+    server.close()
+    finished = await handler.shut_down(grace_seconds)
+    await server.wait_closed()
+    log.info("SMTP listener stopped")
+    return finished
+
+
+def _socket_name(sock: Any) -> str:
+    name = sock.getsockname()
+    return f"{name[0]}:{name[1]}"
+
+
+class SmtpListener:
+    """The SMTP listener as the daemon runs it: `await start()`, then `await stop()` on SIGTERM."""
+
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        handler: SupportHandler,
+        *,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        reuse_port: bool = False,
+    ) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._grace_seconds = grace_seconds
+        self._reuse_port = reuse_port
+        self._server: asyncio.Server | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound host and port (the real port when the settings said 0)."""
+        if self._server is None:
+            raise RuntimeError("the SMTP listener is not started")
+        name = self._server.sockets[0].getsockname()
+        return str(name[0]), int(name[1])
+
+    async def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("the SMTP listener is already started")
+        self._server = await start_smtp_server(
+            self._settings, self._handler, reuse_port=self._reuse_port
+        )
+
+    async def stop(self) -> bool:
+        """Graceful stop; True when no in-flight transaction had to be cut. Idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return True
+        return await stop_smtp_server(server, self._handler, grace_seconds=self._grace_seconds)
