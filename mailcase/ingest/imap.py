@@ -1,0 +1,537 @@
+"""Polls one IMAP mailbox into the shared pipeline and moves each message out only after it is stored; it never parses or decides.
+
+A `MailboxPoller` owns one mailbox (`[[imap]]` in config) and runs in its own thread (`run()`), so
+IMAP's blocking calls never stall the SMTP listener's event loop. `poll_once()` does one pass, for
+`mailcase tick` and tests.
+
+What keeps "nothing lost, exactly once" (SPEC.md §3) true here:
+
+* A message leaves the polled folder only after `ingest` returned, i.e. after the pipeline
+  committed it. A crash between the commit and the move leaves it in the folder; the next pass
+  fetches it again and the pipeline's dedupe makes that a no-op.
+* Moving uses UID MOVE (RFC 6851) when advertised; otherwise UID COPY, `\\Deleted` and UID EXPUNGE
+  (RFC 4315 UIDPLUS), which removes exactly the UIDs we copied. A plain EXPUNGE, which would also
+  remove anything another client flagged `\\Deleted`, is never sent.
+* The cursor (UIDVALIDITY, last UID handled) only saves work. When UIDVALIDITY changes the old
+  UIDs mean nothing (RFC 3501 §2.3.1.1), so the whole folder is scanned again.
+* With PostgreSQL, a session-level advisory lock held on a dedicated connection for as long as
+  the poller runs lets only one daemon poll a mailbox; when that daemon dies its connection, and
+  the lock, go with it and another daemon takes over.
+
+A message whose ingest fails with anything but TransientError (a bug on our side: the pipeline
+holds unparseable mail itself) is logged with a traceback and left in the folder; the cursor
+skips past it so it does not block the mailbox. An operator can move it out and back in to retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from imapclient import DELETED, IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+from sqlalchemy.engine import Engine
+
+from mailcase.clock import Clock
+from mailcase.config import ImapSettings
+from mailcase.db import is_transient, release_advisory_lock, transaction, try_advisory_lock
+from mailcase.domain import Channel, RawMessage
+from mailcase.errors import ConfigError, MailcaseError, TransientError
+from mailcase.store.mailboxes import load_cursor, save_cursor
+
+Ingest = Callable[[RawMessage], object]
+
+# RFC 2177 §3: servers may log out an idle client after 30 minutes, so IDLE is re-issued well
+# before ("clients ... SHOULD terminate the IDLE and re-issue it at least every 29 minutes").
+IDLE_RENEW_SECONDS = 25 * 60
+# How long one idle_check() blocks: the stop event is looked at this often.
+IDLE_CHECK_SECONDS = 1.0
+# Bytes fetched in one round trip at most (besides a single larger message): a batch of 100
+# messages of 35 MB each must not be held in memory at once.
+MAX_FETCH_BYTES = 64 * 1024 * 1024
+BODY = b"BODY[]"
+SIZE = b"RFC822.SIZE"
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, IMAPClientError)
+
+
+class MailboxLoginFailed(MailcaseError):
+    """The server refused our credentials; already logged once, without the password."""
+
+
+class MailboxPoller:
+    """Moves new mail from one IMAP folder into the pipeline, then into the processed folder.
+
+    `ingest` is the shared pipeline: it commits before returning and raises TransientError when
+    a retry may help. `stop` is the daemon's stop event (setting it stops `run()` within about
+    `IDLE_CHECK_SECONDS`). Not thread-safe: one poller, one thread; `stop()` may be called from
+    any thread.
+    """
+
+    def __init__(
+        self,
+        settings: ImapSettings,
+        *,
+        ingest: Ingest,
+        engine: Engine,
+        clock: Clock,
+        stop: threading.Event,
+        logger: logging.Logger | None = None,
+        lock_retry_seconds: float | None = None,
+        backoff_base_seconds: float = 1.0,
+        backoff_max_seconds: float = 300.0,
+        idle_renew_seconds: float = IDLE_RENEW_SECONDS,
+        max_fetch_bytes: int = MAX_FETCH_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if settings.processed_folder == settings.folder:
+            raise ConfigError(f"imap.{settings.name}.processed_folder", "must differ from folder")
+        self.settings = settings
+        self._ingest = ingest
+        self._engine = engine
+        self._clock = clock
+        self._stop = stop
+        self._log = logger or logging.getLogger(__name__)
+        if lock_retry_seconds is None:
+            lock_retry_seconds = float(settings.poll_interval_seconds)
+        self._lock_retry_seconds = lock_retry_seconds
+        self._backoff = _Backoff(backoff_base_seconds, backoff_max_seconds, rng or random.Random())
+        self._idle_renew_seconds = idle_renew_seconds
+        self._max_fetch_bytes = max_fetch_bytes
+        self._ssl_context = ssl_context
+        self._client: Any = None  # IMAPClient (untyped library)
+        self._uidvalidity = 0
+        self._lock_connection: sa.Connection | None = None
+        self._waiting_for_lock = False
+        self._warned_no_uidplus = False
+
+    # -- identity ------------------------------------------------------------------------------
+
+    @property
+    def mailbox(self) -> str:
+        """The polled folder as an RFC 5092 IMAP URL: the cursor key, and the lock name after "imap:"."""
+        s = self.settings
+        return f"imap://{quote(s.user, safe='')}@{s.host}:{s.port}/{quote(s.folder, safe='/')}"
+
+    @property
+    def lock_name(self) -> str:
+        return "imap:" + self.mailbox
+
+    def _where(self) -> str:
+        s = self.settings
+        return f"mailbox {s.name} ({s.user} at {s.host}:{s.port}, folder {s.folder})"
+
+    # -- public entry points -------------------------------------------------------------------
+
+    def poll_once(self) -> int:
+        """Connect if needed, store and move what is in the folder now; return how many were stored.
+
+        Returns 0 without touching the mailbox while another daemon holds its lock. Connection
+        and login errors propagate (after the connection is dropped); a TransientError from the
+        pipeline ends the pass early and leaves the rest for the next one. Call `close()` when done.
+        """
+        if not self._acquire_lock():
+            return 0
+        try:
+            self._connect()
+            stored, _interrupted = self._drain()
+        except CONNECTION_ERRORS:
+            self._disconnect()
+            raise
+        return stored
+
+    def run(self) -> None:
+        """Poll until the stop event is set: IDLE when offered, else every `poll_interval_seconds`.
+
+        Never raises for mailbox, network or database trouble: each failure is logged and retried
+        after an exponential, jittered, capped backoff.
+        """
+        self._log.info("%s: poller started", self._where())
+        try:
+            while not self._stop.is_set():
+                self._run_one_cycle()
+        finally:
+            self.close()
+            self._log.info("%s: poller stopped", self._where())
+
+    def stop(self) -> None:
+        """Ask `run()` to end (it sets the shared stop event); returns at once."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Log out and release the mailbox lock; the poller can be used again afterwards."""
+        self._disconnect()
+        self._release_lock()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _run_one_cycle(self) -> None:
+        try:
+            if not self._acquire_lock():
+                self._stop.wait(self._lock_retry_seconds)
+                return
+            self._connect()
+            _stored, interrupted = self._drain()
+            if interrupted:
+                self._pause()
+                return
+            self._backoff.reset()
+            self._wait_for_mail()
+        except MailboxLoginFailed:
+            self._disconnect()
+            self._pause()
+        except TransientError as error:
+            self._log.warning("%s: database unavailable (%s); retrying", self._where(), error)
+            self._pause()
+        except CONNECTION_ERRORS as error:
+            self._log.warning(
+                "%s: connection failed or lost (%s: %s); reconnecting",
+                self._where(),
+                type(error).__name__,
+                error,
+            )
+            self._disconnect()
+            self._pause()
+        except Exception:
+            self._log.exception("%s: unexpected error; reconnecting", self._where())
+            self._disconnect()
+            self._pause()
+
+    def _pause(self) -> None:
+        self._stop.wait(self._backoff.next_delay())
+
+    def _wait_for_mail(self) -> None:
+        client = self._client
+        if self.settings.idle and client.has_capability("IDLE"):
+            self._idle()
+        else:
+            self._stop.wait(self.settings.poll_interval_seconds)
+
+    def _idle(self) -> None:
+        """IDLE (RFC 2177) until the server reports new mail, the renewal time or the stop event."""
+        client = self._client
+        client.idle()
+        started = time.monotonic()
+        silent_wakeups = 0
+        try:
+            while not self._stop.is_set():
+                checked = time.monotonic()
+                responses = client.idle_check(timeout=IDLE_CHECK_SECONDS)
+                if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                    return
+                if time.monotonic() - started >= self._idle_renew_seconds:
+                    self._log.debug("%s: renewing IDLE", self._where())
+                    return
+                # idle_check() swallows end-of-file and returns nothing at once: a closed
+                # connection shows up only as a check that returns early with no response.
+                if not responses and time.monotonic() - checked < IDLE_CHECK_SECONDS / 2:
+                    silent_wakeups += 1
+                    if silent_wakeups >= 3:
+                        raise ConnectionError("the server closed the connection during IDLE")
+                else:
+                    silent_wakeups = 0
+        finally:
+            client.idle_done()
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if self._client is not None:
+            return
+        s = self.settings
+        context = None
+        if s.tls in ("implicit", "starttls"):
+            context = self._ssl_context or ssl.create_default_context()
+        # A socket timeout always: imapclient has none by default, and a silent server would
+        # otherwise hang this thread forever.
+        client = IMAPClient(
+            s.host,
+            port=s.port,
+            ssl=s.tls == "implicit",
+            ssl_context=context if s.tls == "implicit" else None,
+            timeout=float(s.timeout_seconds),
+        )
+        try:
+            client.normalise_times = False  # aware datetimes from INTERNALDATE
+            if s.tls == "starttls":
+                client.starttls(context)
+            try:
+                client.login(s.user, s.password)
+            except LoginError as error:
+                # One line, naming where and who; never the password.
+                self._log.error(
+                    "%s: IMAP login refused (%s); check user and password; retrying with backoff",
+                    self._where(),
+                    _text(error),
+                )
+                raise MailboxLoginFailed(str(error)) from None
+            self._ensure_folder(client, s.processed_folder)
+            selected = client.select_folder(s.folder)
+            self._uidvalidity = int(selected[b"UIDVALIDITY"])
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+            raise
+        self._client = client
+        self._log.info(
+            "%s: connected (UIDVALIDITY %d, %d message(s) in the folder)",
+            self._where(),
+            self._uidvalidity,
+            int(selected.get(b"EXISTS", 0)),
+        )
+
+    def _ensure_folder(self, client: Any, folder: str) -> None:
+        if client.folder_exists(folder):
+            return
+        try:
+            client.create_folder(folder)
+        except IMAPClientError:
+            if not client.folder_exists(folder):  # another daemon may have just created it
+                raise
+        with contextlib.suppress(IMAPClientError):
+            client.subscribe_folder(folder)  # so people see it in their mail client
+        self._log.info("%s: created folder %s", self._where(), folder)
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except Exception:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+
+    # -- the advisory lock ---------------------------------------------------------------------
+
+    def _acquire_lock(self) -> bool:
+        """Hold this mailbox's lock (PostgreSQL); True when this poller may poll it."""
+        if self._engine.dialect.name != "postgresql":
+            return True  # SQLite means one process: nothing to coordinate
+        if self._lock_connection is not None:
+            if self._lock_alive():
+                return True
+            self._log.warning("%s: lost the database connection holding its lock", self._where())
+            self._disconnect()
+            self._drop_lock_connection()
+        try:
+            connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except sa.exc.SQLAlchemyError as error:
+            raise TransientError(f"database unreachable: {type(error).__name__}") from error
+        try:
+            acquired = try_advisory_lock(connection, self.lock_name)
+        except sa.exc.SQLAlchemyError as error:
+            connection.invalidate()
+            connection.close()
+            raise TransientError(f"cannot take the mailbox lock: {type(error).__name__}") from error
+        if not acquired:
+            connection.close()
+            if not self._waiting_for_lock:
+                self._log.info("%s: another daemon polls it; waiting for its lock", self._where())
+                self._waiting_for_lock = True
+            return False
+        self._lock_connection = connection
+        self._waiting_for_lock = False
+        self._log.info("%s: this daemon now polls it (lock %s)", self._where(), self.lock_name)
+        return True
+
+    def _lock_alive(self) -> bool:
+        assert self._lock_connection is not None
+        try:
+            self._lock_connection.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
+    def _release_lock(self) -> None:
+        connection = self._lock_connection
+        if connection is None:
+            return
+        try:
+            release_advisory_lock(connection, self.lock_name)
+            connection.close()
+            self._lock_connection = None
+        except sa.exc.SQLAlchemyError:
+            self._drop_lock_connection()
+
+    def _drop_lock_connection(self) -> None:
+        # Invalidating closes the DBAPI connection instead of pooling it, so a session-level
+        # lock can never linger on a pooled connection.
+        connection, self._lock_connection = self._lock_connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+                connection.close()
+
+    # -- one pass ------------------------------------------------------------------------------
+
+    def _drain(self) -> tuple[int, bool]:
+        """Store and move every message after the cursor; return (stored, stopped by a transient error)."""
+        client = self._client
+        client.noop()  # lets the server report mail that arrived since the last command
+        uidvalidity = self._uidvalidity
+        with transaction(self._engine) as session:
+            stored_validity, last_uid = load_cursor(session=session, mailbox=self.mailbox)
+        if stored_validity != uidvalidity:
+            if stored_validity:
+                self._log.warning(
+                    "%s: UIDVALIDITY changed from %d to %d; scanning the whole folder again",
+                    self._where(),
+                    stored_validity,
+                    uidvalidity,
+                )
+            last_uid = 0
+            self._save_cursor(uidvalidity, 0)
+        # "n:*" always matches the highest UID, even when it is below n (RFC 3501 §6.4.8 and
+        # §9 seq-range), so filter.
+        uids = sorted(uid for uid in client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
+        stored = 0
+        for start in range(0, len(uids), max(1, self.settings.batch_size)):
+            batch = uids[start : start + max(1, self.settings.batch_size)]
+            for chunk in self._by_size(batch):
+                count, interrupted = self._process(chunk, uidvalidity)
+                stored += count
+                if interrupted:
+                    return stored, True
+        return stored, False
+
+    def _by_size(self, batch: Sequence[int]) -> Iterator[list[int]]:
+        """Split a batch so one FETCH brings at most `max_fetch_bytes` (one message at least)."""
+        sizes = self._client.fetch(batch, ["RFC822.SIZE"])
+        chunk: list[int] = []
+        total = 0
+        for uid in batch:
+            size = int(sizes.get(uid, {}).get(SIZE, 0))
+            if chunk and total + size > self._max_fetch_bytes:
+                yield chunk
+                chunk, total = [], 0
+            chunk.append(uid)
+            total += size
+        if chunk:
+            yield chunk
+
+    def _process(self, uids: list[int], uidvalidity: int) -> tuple[int, bool]:
+        client = self._client
+        # BODY.PEEK[] rather than RFC822: same bytes, but does not set \Seen (RFC 3501 §6.4.5),
+        # so a message left behind still looks unread to the people who look at the mailbox.
+        fetched = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+        ingested: list[int] = []
+        handled = 0
+        interrupted = False
+        for uid in uids:
+            data = fetched.get(uid, {})
+            body = data.get(BODY)
+            if body is None:
+                handled = uid  # expunged by someone else since the search: nothing to store
+                continue
+            raw = RawMessage(
+                data=bytes(body),
+                channel=Channel.IMAP,
+                received_at=self._clock.now(),
+                source=f"imap:{self.settings.name} uidvalidity={uidvalidity} uid={uid}",
+            )
+            try:
+                self._ingest(raw)
+            except Exception as error:
+                if is_transient(error):
+                    self._log.warning(
+                        "%s: UID %d not stored yet, will retry: %s", self._where(), uid, error
+                    )
+                    interrupted = True
+                    break
+                self._log.exception(
+                    "%s: UID %d could not be stored; left in %s and skipped",
+                    self._where(),
+                    uid,
+                    self.settings.folder,
+                )
+                handled = uid
+                continue
+            ingested.append(uid)
+            handled = uid
+            self._log.debug(
+                "%s: UID %d stored (server received it %s)",
+                self._where(),
+                uid,
+                data.get(b"INTERNALDATE"),
+            )
+        if ingested:
+            self._move(ingested)
+            self._log.info(
+                "%s: stored %d message(s), moved to %s",
+                self._where(),
+                len(ingested),
+                self.settings.processed_folder,
+            )
+        if handled:
+            try:
+                self._save_cursor(uidvalidity, handled)
+            except TransientError as error:
+                # Only costs a re-fetch that dedupe absorbs; the messages themselves are safe.
+                self._log.warning("%s: cursor not saved (%s)", self._where(), error)
+                interrupted = True
+        return len(ingested), interrupted
+
+    def _move(self, uids: list[int]) -> None:
+        client = self._client
+        target = self.settings.processed_folder
+        if client.has_capability("MOVE"):
+            client.move(uids, target)
+            return
+        client.copy(uids, target)
+        client.add_flags(uids, [DELETED], silent=True)
+        if client.has_capability("UIDPLUS"):
+            client.uid_expunge(uids)  # UID EXPUNGE: only these UIDs (RFC 4315 §2.1)
+        elif not self._warned_no_uidplus:
+            self._warned_no_uidplus = True
+            self._log.warning(
+                "%s: the server offers neither MOVE nor UIDPLUS; stored messages are copied to %s "
+                "and flagged \\Deleted but not expunged (a plain EXPUNGE could remove other mail)",
+                self._where(),
+                target,
+            )
+
+    def _save_cursor(self, uidvalidity: int, last_uid: int) -> None:
+        with transaction(self._engine) as session:
+            save_cursor(
+                session=session,
+                mailbox=self.mailbox,
+                uidvalidity=uidvalidity,
+                last_uid=last_uid,
+                now=self._clock.now(),
+            )
+
+
+class _Backoff:
+    """Exponential delays with jitter, capped: base, 2·base, 4·base … max, each scaled by 0.5–1."""
+
+    def __init__(self, base: float, cap: float, rng: random.Random) -> None:
+        self._base = base
+        self._cap = cap
+        self._rng = rng
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        delay = min(self._cap, self._base * (2**self._attempt))
+        self._attempt = min(self._attempt + 1, 32)
+        return delay * self._rng.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+def _text(error: BaseException) -> str:
+    """An imaplib error's server text, decoded (it is often bytes)."""
+    value = error.args[0] if error.args else error
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
