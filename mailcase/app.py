@@ -75,6 +75,16 @@ class App:
             engine=self.engine, settings=self.settings, desk=self.desk(), secret=self.secret, calendar=self.calendar
         )
 
+    def transport(self):  # type: ignore[no-untyped-def]
+        from mailcase.notify.transport import SmtpTransport
+
+        return SmtpTransport(self.settings.outbound, local_hostname=self.settings.smtp.hostname)
+
+    def renderer(self):  # type: ignore[no-untyped-def]
+        from mailcase.notify.render import Renderer
+
+        return Renderer(self.templates_dir)
+
     def close(self) -> None:
         self.engine.dispose()
 

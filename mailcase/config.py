@@ -54,7 +54,7 @@ class ImapSettings:
     tls: str = "implicit"
     allow_insecure: bool = False
     user: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     password_file: str = ""
     folder: str = "INBOX"
     processed_folder: str = "Processed"
@@ -72,7 +72,7 @@ class OutboundSettings:
     starttls: bool = False
     tls: bool = False
     user: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     password_file: str = ""
     from_address: str = "support@support.example.com"
     from_name: str = "Support"
@@ -166,7 +166,7 @@ class LifecycleSettings:
 
 @dataclass(frozen=True, slots=True)
 class SecuritySettings:
-    secret: str = ""
+    secret: str = field(default="", repr=False)
     secret_file: str = ""
 
 
@@ -299,13 +299,36 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
-            values[f.name] = _convert(hints[f.name], data[f.name], _join(prefix, f.name))
+            raw = data[f.name]
+            if cls is Settings and f.name == "sla" and isinstance(raw, dict):
+                raw = _with_sla_defaults(raw)
+            values[f.name] = _convert(hints[f.name], raw, _join(prefix, f.name))
     built = cls(**values)
     if cls is Settings and "sla" in data:
         merged = dict(DEFAULT_SLA)
         merged.update(built.sla)
         built = dataclasses.replace(built, sla=merged)
     return built
+
+
+def _with_sla_defaults(tables: dict[str, Any]) -> dict[str, Any]:
+    """A partial `[sla.P3]` table keeps the default spans it does not mention.
+
+    As with organisation overrides (rules.sla.Target.overridden), giving either unit of a span
+    replaces that whole span; the others keep DEFAULT_SLA's values instead of becoming 0.
+    """
+    merged: dict[str, Any] = {}
+    for key, table in tables.items():
+        if key in DEFAULT_SLA and isinstance(table, dict):
+            values: dict[str, Any] = dataclasses.asdict(DEFAULT_SLA[key])
+            for span in ("response", "update", "resolution"):
+                if f"{span}_minutes" in table or f"{span}_business_days" in table:
+                    values[f"{span}_minutes"] = 0
+                    values[f"{span}_business_days"] = 0
+            values.update(table)
+            table = values
+        merged[key] = table
+    return merged
 
 
 def _join(prefix: str, key: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from mailcase.app import App
@@ -64,6 +65,9 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--master", type=_number, help="link to this master (P1G) case")
     p.add_argument("--by", default="", help="who makes the change (recorded in the history)")
     p.add_argument("--json", action="store_true")
+    from mailcase.commands.masters import add_close_linked
+
+    add_close_linked(p)
     p.set_defaults(handler=run_update)
 
     p = group.add_parser("reply", help="a technician's public reply, emailed to the customer")
@@ -83,6 +87,10 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--body", required=True)
     p.add_argument("--by", default="", help="who writes the note")
     p.set_defaults(handler=run_note)
+
+    from mailcase.commands import masters
+
+    masters.register_cases(group)
 
 
 def run_list(app: App, args: argparse.Namespace) -> int:
@@ -149,12 +157,17 @@ def run_update(app: App, args: argparse.Namespace) -> int:
             casework.set_status(
                 session, desk, case, args.status, now=now, author=author, hold_until=args.hold_until, duplicate_of=primary
             )
+        from mailcase.commands.masters import after_update
+
+        master_lines = after_update(app, session, case, args, now=now, author=author)
         session.flush()
         data = case_detail_json(session, case)
     if args.json:
         emit_json(data)
     else:
         print(f"case {data['number']}: {data['status']} {data['priority']} assignee {data['assignee'] or '-'}")
+    for line in master_lines:
+        print(line, file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -186,7 +199,7 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
             if technician is None:
                 raise UsageError(f"{author} is not a technician in the directory")
             name = technician.name
-        if case.kind is CaseKind.MASTER:
+        if case.kind == CaseKind.MASTER:  # a loaded row holds the plain string, so compare by value
             from mailcase import broadcasts
 
             count = broadcasts.master_update(session, app, case, args.body, now=now, author=author or "agent")

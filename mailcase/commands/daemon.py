@@ -1,0 +1,45 @@
+"""`mailcase serve` (the daemon) and `mailcase tick` (every due sweep once, then the outbox)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mailcase.app import App
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    p = sub.add_parser("serve", help="run the daemon: SMTP listener, IMAP pollers, scheduler, outbox delivery")
+    p.set_defaults(handler=run_serve)
+    p = sub.add_parser("tick", help="run every due scheduler job once and deliver the outbox, then exit")
+    p.add_argument("--no-deliver", action="store_true", help="queue notices but do not deliver the outbox")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_tick)
+
+
+def run_serve(app: App, args: argparse.Namespace) -> int:
+    from mailcase.daemon import serve
+
+    return serve(app)
+
+
+def run_tick(app: App, args: argparse.Namespace) -> int:
+    from mailcase import jobs
+    from mailcase.cli import emit_json
+
+    report = jobs.tick(app, deliver=not args.no_deliver)
+    if args.json:
+        emit_json(
+            {
+                "now": app.clock.now().isoformat(),
+                "cases_due": report.sla.examined,
+                "notices_queued": report.sla.queued,
+                "by_kind": report.sla.by_kind,
+                "maintenance_notices_queued": report.maintenance,
+                "delivery": str(report.delivery) if report.delivery is not None else None,
+            }
+        )
+    else:
+        for line in report.lines():
+            print(line)
+    return 0

@@ -1,0 +1,692 @@
+"""One pipeline for every channel (`ingest_one`): store the raw bytes, parse, decide, apply, queue notices — in one transaction.
+
+SMTP answers 250 and IMAP moves a message only after `ingest_one` returned, i.e. after the commit
+(SPEC.md §3, "Nothing lost"). A transient database failure raises TransientError and changes
+nothing. This module never sends mail: notices become outbox rows that `notify` delivers later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import assert_never
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from mailcase import casework
+from mailcase.config import Settings
+from mailcase.db import transaction
+from mailcase.domain import (
+    AutoKind,
+    CaseKind,
+    CaseStatus,
+    CaseView,
+    Direction,
+    EventKind,
+    HeldState,
+    InboundMessage,
+    RawMessage,
+    SenderView,
+    format_case_number,
+)
+from mailcase.ingest.parse import UnparseableMessage, parse_message
+from mailcase.models import (
+    Attachment,
+    AutoReplyLog,
+    Case,
+    HeldMessage,
+    Message,
+    MessageAttachment,
+    Outbox,
+    RawMessageRecord,
+)
+from mailcase.rules import classify, tokens
+from mailcase.rules.decide import (
+    AppendUpdate,
+    Decision,
+    Facts,
+    HoldMessage,
+    IgnoreMessage,
+    OpenCase,
+    OpenRelatedCase,
+    RecordAutoReply,
+    RecordBounce,
+    ReopenCase,
+    SubscriptionCommand,
+    TechnicianReply,
+    decide,
+    decision_name,
+)
+from mailcase.rules.lifecycle import Actor
+from mailcase.rules.matching import Match, Matched, match_case, thread_ids
+from mailcase.store.cases import add_event, add_participants, case_view, cases_by_ids, participants_of
+from mailcase.store.common import insert_or_ignore
+from mailcase.store.directory import organisation_for_address, sender_view
+from mailcase.store.outbox import record_bounce
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOutcome:
+    """What happened to one inbound message (the SMTP reply, the `ingest` output and the log line say this)."""
+
+    decision: str
+    reason: str
+    message_id: str
+    case_number: str | None = None
+    raw_id: int | None = None
+    duplicate: bool = False
+    held_id: int | None = None
+
+
+def dedupe_key(message: InboundMessage | None, raw: bytes) -> str:
+    """SPEC.md §3: the Message-ID *together with* a digest of sender, subject and body; the digest
+    alone without a Message-ID; the raw bytes' digest for a message that could not be parsed."""
+    if message is None:
+        return "raw:" + hashlib.sha256(raw).hexdigest()
+    if not message.message_id:
+        return "digest:" + message.content_digest
+    return "mid:" + hashlib.sha256(f"{message.message_id}\n{message.content_digest}".encode()).hexdigest()
+
+
+class Pipeline:
+    """The shared ingest pipeline; one per process, safe to call from several threads."""
+
+    def __init__(self, *, engine: Engine, settings: Settings, desk: casework.Desk, secret: bytes, calendar: object) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.desk = desk
+        self.secret = secret
+        self.calendar = calendar
+
+    # The callable the SMTP handler, the IMAP pollers and `mailcase ingest` share.
+    def __call__(self, raw: RawMessage) -> IngestOutcome:
+        return self.ingest_one(raw)
+
+    def ingest_one(self, raw: RawMessage) -> IngestOutcome:
+        # Parse before the transaction: it is the costliest step and needs no lock.
+        message: InboundMessage | None
+        try:
+            message = parse_message(raw.data)
+            parse_error = ""
+        except UnparseableMessage as exc:
+            message, parse_error = None, exc.reason
+        with transaction(self.engine) as session:
+            outcome = self._store(session, raw, message, parse_error)
+        log.info(
+            "ingest message-id=%s channel=%s decision=%s case=%s reason=%s",
+            outcome.message_id or "-",
+            raw.channel.value,
+            outcome.decision,
+            outcome.case_number or "-",
+            outcome.reason,
+        )
+        return outcome
+
+    def release_held(self, session: Session, held: HeldMessage, *, now: datetime, by: str) -> IngestOutcome:
+        """Re-run the decision for a held message as if its sender were allowed (the agent vouches)."""
+        record = session.get(RawMessageRecord, held.raw_id)
+        assert record is not None
+        try:
+            message = parse_message(record.data)
+        except UnparseableMessage as exc:
+            message = _salvage(record.data, exc.reason)
+        outcome = self._decide_and_apply(session, record, message, now=now, released=True)
+        held.state = HeldState.RELEASED
+        held.resolved_at = now
+        held.resolved_by = by
+        if outcome.case_number:
+            held.case_id = record.case_id
+        session.add(held)
+        return outcome
+
+    # -----------------------------------------------------------------------------------------
+
+    def _store(self, session: Session, raw: RawMessage, message: InboundMessage | None, parse_error: str) -> IngestOutcome:
+        key = dedupe_key(message, raw.data)
+        raw_id = insert_or_ignore(
+            session,
+            RawMessageRecord.__table__,
+            {
+                "channel": raw.channel.value,
+                "received_at": raw.received_at,
+                "envelope_from": raw.envelope_from[:998],
+                "envelope_to": list(raw.envelope_to),
+                "source": raw.source[:500],
+                "size": len(raw.data),
+                "sha256": message.raw_sha256 if message else hashlib.sha256(raw.data).hexdigest(),
+                "data": raw.data,
+                "message_id_header": (message.message_id if message else "")[:998],
+                "dedupe_key": key,
+            },
+            conflict=["dedupe_key"],
+        )
+        if raw_id is None:
+            first = session.exec(select(RawMessageRecord).where(RawMessageRecord.dedupe_key == key)).one()
+            number = None
+            if first.case_id:
+                case = session.get(Case, first.case_id)
+                number = format_case_number(case.number) if case else None
+            return IngestOutcome(
+                decision="duplicate",
+                reason=f"already received at {first.received_at.isoformat()} (raw #{first.id}); nothing changed",
+                message_id=message.message_id if message else "",
+                case_number=number,
+                raw_id=first.id,
+                duplicate=True,
+            )
+        record = session.get(RawMessageRecord, raw_id)
+        assert record is not None
+        if message is None:
+            return self._hold_unparseable(session, record, parse_error, raw)
+        return self._decide_and_apply(session, record, message, now=raw.received_at, released=False)
+
+    def _hold_unparseable(self, session: Session, record: RawMessageRecord, reason: str, raw: RawMessage) -> IngestOutcome:
+        why = f"could not be parsed: {reason}"
+        held = HeldMessage(
+            raw_id=record.id,  # type: ignore[arg-type]
+            from_address=raw.envelope_from,
+            subject="",
+            reason=why,
+            received_at=raw.received_at,
+        )
+        session.add(held)
+        session.flush()
+        record.decision, record.reason = "hold_message", why
+        session.add(record)
+        return IngestOutcome("hold_message", why, "", raw_id=record.id, held_id=held.id)
+
+    def _decide_and_apply(
+        self, session: Session, record: RawMessageRecord, message: InboundMessage, *, now: datetime, released: bool
+    ) -> IngestOutcome:
+        facts = self._facts(session, record, message, now=now, released=released)
+        decision = decide(facts)
+        applied = _Apply(self, session, record, message, now)
+        case, held_id = applied.run(decision)
+        record.decision = decision_name(decision)
+        record.reason = decision.reason
+        record.case_id = case.id if case is not None else None
+        session.add(record)
+        return IngestOutcome(
+            decision=record.decision,
+            reason=decision.reason,
+            message_id=message.message_id,
+            case_number=format_case_number(case.number) if case is not None else None,
+            raw_id=record.id,
+            held_id=held_id,
+        )
+
+    # -----------------------------------------------------------------------------------------
+    # Looking up the facts
+
+    def _facts(
+        self, session: Session, record: RawMessageRecord, message: InboundMessage, *, now: datetime, released: bool
+    ) -> Facts:
+        settings = self.settings
+        sender = sender_view(message.from_address, session=session) if message.from_address else SenderView(address="")
+        recipients = tuple(dict.fromkeys([*record.envelope_to, *message.to, *message.cc]))
+        ids = thread_ids(message)
+        our_ids, customer_ids = _known_ids(session, ids)
+        token_case_id = self._token_case(session, recipients)
+        tagged_numbers = classify.case_tags(message.subject)
+        tagged = (
+            list(session.exec(select(Case).where(col(Case.number).in_(tagged_numbers)))) if tagged_numbers else []
+        )
+        candidate_ids = {*our_ids.values(), *customer_ids.values(), *(c.id for c in tagged if c.id)}
+        if token_case_id:
+            candidate_ids.add(token_case_id)
+        views = _views(session, candidate_ids)
+        match: Match = match_case(
+            message,
+            sender,
+            our_ids=our_ids,
+            customer_ids=customer_ids,
+            token_case_id=token_case_id if token_case_id in views else None,
+            tagged_cases=[views[c.id] for c in tagged if c.id in views],
+            cases=views,
+        )
+        case = views.get(match.case_id) if isinstance(match, Matched) else None
+        primary = _primary_of(session, case) if case is not None and case.status is CaseStatus.DUPLICATE else None
+        linked = _linked_case_of(session, case, sender.address) if case is not None and case.kind is CaseKind.MASTER else None
+        hour, day = _auto_reply_counts(session, sender.address, now)
+        addressed = {a.lower() for a in recipients}
+        return Facts(
+            message=message,
+            sender=sender,
+            match=match,
+            now=now,
+            case=case,
+            primary=primary,
+            linked_case=linked,
+            addressed_to_macd=settings.smtp.macd_address.lower() in addressed,
+            addressed_to_postmaster=bool(addressed) and all(a.split("@")[0] == "postmaster" for a in addressed),
+            desk_timezone=settings.business.timezone,
+            reopen_window_days=settings.lifecycle.reopen_window_days,
+            released=released,
+            auto_replies_last_hour=hour,
+            auto_replies_last_day=day,
+            max_auto_replies_per_hour=settings.autoreply.max_per_hour,
+            max_auto_replies_per_day=settings.autoreply.max_per_day,
+            non_mpoc_notice_recently=_noticed_since(
+                session, sender.address, now - timedelta(hours=settings.autoreply.non_mpoc_notice_hours)
+            ),
+        )
+
+    def _token_case(self, session: Session, recipients: tuple[str, ...]) -> int | None:
+        support = self.settings.smtp.support_address
+        for address in recipients:
+            if "+" not in address:
+                continue
+            number = tokens.case_from_address(address, support, self.secret)
+            if number is not None:
+                case_id = session.exec(select(Case.id).where(Case.number == number)).first()
+                if case_id is not None:
+                    return case_id
+        return None
+
+
+def _known_ids(session: Session, ids: tuple[str, ...]) -> tuple[dict[str, int], dict[str, int]]:
+    """Our own Message-IDs (outbox) and customers' earlier Message-IDs on cases, among `ids`."""
+    if not ids:
+        return {}, {}
+    ours = {
+        mid: case_id
+        for mid, case_id in session.exec(
+            select(Outbox.message_id, Outbox.case_id).where(col(Outbox.message_id).in_(ids), col(Outbox.case_id).is_not(None))
+        )
+        if case_id is not None
+    }
+    customers: dict[str, int] = {}
+    for mid, case_id, direction in session.exec(
+        select(Message.message_id, Message.case_id, Message.direction).where(
+            col(Message.message_id).in_(ids), col(Message.case_id).is_not(None)
+        )
+    ):
+        if case_id is None:
+            continue
+        if direction == Direction.OUTBOUND:
+            ours.setdefault(mid, case_id)
+        else:
+            customers.setdefault(mid, case_id)
+    return ours, customers
+
+
+def _views(session: Session, ids: set[int]) -> dict[int, CaseView]:
+    return {
+        case_id: case_view(case, participants_of(session=session, case_id=case_id))
+        for case_id, case in cases_by_ids(session=session, ids=ids).items()
+    }
+
+
+def _primary_of(session: Session, case: CaseView) -> CaseView | None:
+    """Follow duplicate_of to the primary case (a short chain; cycles are refused by the lifecycle)."""
+    current: CaseView | None = case
+    for _ in range(10):
+        if current is None or current.duplicate_of_id is None:
+            return current if current is not case else None
+        current = _views(session, {current.duplicate_of_id}).get(current.duplicate_of_id)
+    return current
+
+
+def _linked_case_of(session: Session, master: CaseView, address: str) -> CaseView | None:
+    """The sender's own open case linked to a master case (SPEC.md §1: replies go to that case)."""
+    from mailcase.models import CaseParticipant
+
+    row = session.exec(
+        select(Case.id)
+        .join(CaseParticipant, col(CaseParticipant.case_id) == col(Case.id))
+        .where(Case.master_id == master.id, CaseParticipant.address == address)
+        .order_by(col(Case.id).desc())
+        .limit(1)
+    ).first()
+    return _views(session, {row}).get(row) if row else None
+
+
+def _auto_reply_counts(session: Session, address: str, now: datetime) -> tuple[int, int]:
+    if not address:
+        return 0, 0
+    rows = session.exec(
+        select(AutoReplyLog.at).where(AutoReplyLog.address == address, col(AutoReplyLog.at) > now - timedelta(days=1))
+    ).all()
+    hour = sum(1 for at in rows if at > now - timedelta(hours=1))
+    return hour, len(rows)
+
+
+def _noticed_since(session: Session, address: str, since: datetime) -> bool:
+    return (
+        session.exec(
+            select(AutoReplyLog.id).where(
+                AutoReplyLog.address == address, AutoReplyLog.kind == "customer.non_mpoc", col(AutoReplyLog.at) > since
+            )
+        ).first()
+        is not None
+    )
+
+
+def _salvage(data: bytes, reason: str) -> InboundMessage:
+    """A released unparseable message still becomes a case: its bytes as text, no headers trusted."""
+    text = data.decode("utf-8", errors="replace")
+    digest = hashlib.sha256(data).hexdigest()
+    return InboundMessage(
+        message_id="",
+        in_reply_to="",
+        references=(),
+        from_address="",
+        from_name="",
+        to=(),
+        cc=(),
+        reply_to=(),
+        subject="(unparseable message)",
+        text=text,
+        new_text=text,
+        date=None,
+        auto_kind=AutoKind.HUMAN,
+        auto_reason="",
+        content_digest=digest,
+        raw_sha256=digest,
+        defects=(f"unparseable: {reason}",),
+    )
+
+
+class _Apply:
+    """Carries out one decision inside the pipeline's transaction."""
+
+    def __init__(self, pipeline: Pipeline, session: Session, record: RawMessageRecord, message: InboundMessage, now: datetime):
+        self.p = pipeline
+        self.session = session
+        self.record = record
+        self.message = message
+        self.now = now
+        self.desk = pipeline.desk
+
+    def run(self, decision: Decision) -> tuple[Case | None, int | None]:
+        match decision:
+            case OpenCase():
+                return self.open_case(decision.kind, related=None, acknowledge=decision.acknowledge), None
+            case OpenRelatedCase():
+                return self.open_case(CaseKind.SUPPORT, related=decision.original, acknowledge=decision.acknowledge), None
+            case AppendUpdate():
+                return self.append_update(decision), None
+            case ReopenCase():
+                return self.reopen(decision), None
+            case RecordAutoReply():
+                case = self._case(decision.case)
+                message = self.store_message(case)
+                add_event(
+                    session=self.session, case=case, kind=EventKind.AUTO_REPLY, at=self.now,
+                    author=self.message.from_address, summary=f"automatic reply recorded ({self.message.auto_reason})",
+                    message_id=message.id,
+                )
+                return case, None
+            case RecordBounce():
+                return self.record_bounce(), None
+            case TechnicianReply():
+                return self.technician_reply(decision), None
+            case SubscriptionCommand():
+                return self.subscription(decision), None
+            case HoldMessage():
+                return None, self.hold(decision)
+            case IgnoreMessage():
+                return None, None
+            case _:
+                assert_never(decision)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _case(self, view: CaseView) -> Case:
+        case = self.session.exec(select(Case).where(Case.id == view.id).with_for_update()).one()
+        return case
+
+    def store_message(self, case: Case | None) -> Message:
+        m = self.message
+        row = Message(
+            case_id=case.id if case else None,
+            direction=Direction.INBOUND,
+            message_id=m.message_id[:998],
+            in_reply_to=m.in_reply_to[:998],
+            references=list(m.references),
+            from_address=m.from_address,
+            from_name=m.from_name[:300],
+            to_addresses=list(m.to),
+            cc_addresses=list(m.cc),
+            subject=m.subject,
+            text=m.text,
+            new_text=m.new_text,
+            auto_kind=m.auto_kind,
+            raw_id=self.record.id,
+            received_at=self.now,
+            details={"defects": list(m.defects)} if m.defects else {},
+        )
+        self.session.add(row)
+        self.session.flush()
+        for part in m.attachments:
+            insert_or_ignore(
+                self.session,
+                Attachment.__table__,
+                {"sha256": part.sha256, "size": len(part.data), "data": part.data},
+                conflict=["sha256"],
+            )
+            self.session.add(
+                MessageAttachment(
+                    message_id=row.id,  # type: ignore[arg-type]
+                    sha256=part.sha256,
+                    filename=part.filename[:500],
+                    content_type=part.content_type[:200],
+                    inline=part.inline,
+                    content_id=part.content_id[:500],
+                )
+            )
+        return row
+
+    def customer_participants(self, organisation_id: int | None) -> list[str]:
+        """People the customer copied: To/Cc minus our own addresses and technicians, per policy."""
+        from mailcase.models import Contact, Technician
+
+        settings = self.p.settings
+        ours = {d.lower() for d in settings.smtp.domains}
+        candidates = [
+            a for a in dict.fromkeys([*self.message.to, *self.message.cc])
+            if a and a.rsplit("@", 1)[-1] not in ours and a != self.message.from_address
+        ]
+        if not candidates:
+            return []
+        technicians = set(self.session.exec(select(Technician.email).where(col(Technician.email).in_(candidates))))
+        candidates = [a for a in candidates if a not in technicians]
+        if settings.lifecycle.participant_policy == "any" or organisation_id is None:
+            return candidates if settings.lifecycle.participant_policy == "any" else []
+        org_contacts = set(
+            self.session.exec(
+                select(Contact.email).where(col(Contact.email).in_(candidates), Contact.organisation_id == organisation_id)
+            )
+        )
+        allowed = []
+        for address in candidates:
+            if address in org_contacts:
+                allowed.append(address)
+                continue
+            organisation = organisation_for_address(address, session=self.session)
+            if organisation is not None and organisation.id == organisation_id:
+                allowed.append(address)
+        return allowed
+
+    def log_auto_reply(self, address: str, kind: str) -> None:
+        self.session.add(AutoReplyLog(address=address, kind=kind, at=self.now))
+
+    # --- decisions -----------------------------------------------------------------------------
+
+    def open_case(self, kind: CaseKind, *, related: CaseView | None, acknowledge: bool) -> Case:
+        m, settings = self.message, self.p.settings
+        sender = sender_view(m.from_address, session=self.session) if m.from_address else SenderView(address="")
+        organisation_id = sender.organisation_id
+        if organisation_id is None and m.from_address:
+            organisation = organisation_for_address(m.from_address, session=self.session)
+            organisation_id = organisation.id if organisation else None
+        if related is not None and organisation_id is None:
+            organisation_id = related.organisation_id
+        team = settings.assignment.intake_team
+        from mailcase.store.cases import create_case, next_assignee
+
+        sla_start = self.now
+        if kind is CaseKind.MACD_STANDARD:
+            # Standard MACD requests received outside extended hours count from the next opening.
+            sla_start = self.p.calendar.next_extended_opening(self.now)  # type: ignore[attr-defined]
+        case = create_case(
+            session=self.session,
+            now=self.now,
+            subject=classify.clean_subject(m.subject) or "(no subject)",
+            organisation_id=organisation_id,
+            requester=m.from_address or None,
+            kind=kind,
+            assignee=next_assignee(session=self.session, team=team),
+            team=team,
+            related_to_id=related.id if related else None,
+            sla_start_at=sla_start,
+            participants=self.customer_participants(organisation_id),
+        )
+        message = self.store_message(case)
+        add_event(
+            session=self.session, case=case, kind=EventKind.INBOUND_MESSAGE, at=self.now, author=m.from_address,
+            summary=f"message received: {m.subject[:200]}", message_id=message.id,
+        )
+        if related is not None:
+            original = self._case(related)
+            add_event(
+                session=self.session, case=original, kind=EventKind.LINKED, at=self.now, author=m.from_address,
+                summary=f"related case {format_case_number(case.number)} opened by a reply",
+                data={"related_case": format_case_number(case.number)},
+            )
+        if acknowledge and m.from_address:
+            extra = {"related_number": format_case_number(related.number) if related else "", "case_kind": kind.value}
+            casework.queue_customer_notice(
+                self.session, self.desk, case, template="customer.ack", event="ack", now=self.now, extra=extra,
+                auto_submitted="auto-replied", in_reply_to=m.message_id, references=(*m.references, m.message_id),
+            )
+            self.log_auto_reply(m.from_address, "customer.ack")
+        casework.queue_staff_new_case(self.session, self.desk, case, now=self.now, excerpt=m.new_text or m.text)
+        casework.replan(self.desk, self.session, case, self.now)
+        return case
+
+    def append_update(self, decision: AppendUpdate) -> Case:
+        m = self.message
+        case = self._case(decision.case)
+        message = self.store_message(case)
+        case.last_customer_activity_at = self.now
+        case.needs_attention = True
+        case.awaiting_customer_since = None  # any inbound reply stops the "closed without response" clock
+        case.updated_at = self.now
+        add_participants(session=self.session, case_id=case.id, addresses=self.customer_participants(case.organisation_id))  # type: ignore[arg-type]
+        add_event(
+            session=self.session, case=case, kind=EventKind.INBOUND_MESSAGE, at=self.now, author=m.from_address,
+            summary=f"customer update: {(m.new_text or m.text).strip()[:200]}", message_id=message.id,
+        )
+        casework.queue_staff_update(self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text)
+        if decision.escalate:
+            casework.escalate(self.session, self.desk, case, now=self.now, author=m.from_address, settings=self.p.settings)
+        self.session.add(case)
+        casework.replan(self.desk, self.session, case, self.now)
+        return case
+
+    def reopen(self, decision: ReopenCase) -> Case:
+        m = self.message
+        case = self._case(decision.case)
+        message = self.store_message(case)
+        casework.set_status(
+            self.session, self.desk, case, CaseStatus.CUSTOMER_REOPENED, now=self.now, author=m.from_address,
+            actor=Actor.CUSTOMER, notify_customer=False,
+        )
+        case.last_customer_activity_at = self.now
+        case.needs_attention = True
+        add_event(
+            session=self.session, case=case, kind=EventKind.REOPENED, at=self.now, author=m.from_address,
+            summary="reopened by the customer's reply", message_id=message.id,
+        )
+        if decision.acknowledge:
+            casework.queue_customer_notice(
+                self.session, self.desk, case, template="customer.reopened", event="reopened", now=self.now,
+                auto_submitted="auto-replied", in_reply_to=m.message_id, references=(*m.references, m.message_id),
+            )
+            self.log_auto_reply(m.from_address, "customer.reopened")
+        casework.queue_staff_update(self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text)
+        casework.replan(self.desk, self.session, case, self.now)
+        return case
+
+    def record_bounce(self) -> Case | None:
+        bounce = self.message.bounce
+        ids = bounce.original_message_ids if bounce else ()
+        recipients = bounce.failed_recipients if bounce else ()
+        reason = (bounce.diagnostic or bounce.status) if bounce else self.message.auto_reason
+        case_id = None
+        for original in ids:
+            if record_bounce(session=self.session, message_id=original, recipients=recipients, reason=reason, now=self.now):
+                case_id = self.session.exec(select(Outbox.case_id).where(Outbox.message_id == original)).first()
+                break
+        case = self.session.get(Case, case_id) if case_id else None
+        if case is not None:
+            message = self.store_message(case)
+            add_event(
+                session=self.session, case=case, kind=EventKind.AUTO_REPLY, at=self.now, author=self.message.from_address,
+                summary=f"delivery to {', '.join(recipients) or 'a recipient'} failed: {reason}"[:500], message_id=message.id,
+            )
+        return case
+
+    def technician_reply(self, decision: TechnicianReply) -> Case:
+        m = self.message
+        case = self._case(decision.case)
+        message = self.store_message(case)
+        body = _without_command_line(m.new_text or m.text)
+        if decision.internal_note:
+            casework.add_note(self.session, case, body or "(empty note)", now=self.now, author=m.from_address, message_id=message.id)
+        else:
+            casework.public_reply(
+                self.session, self.desk, case, body, now=self.now, author=m.from_address, author_name=m.from_name,
+                awaiting_customer=False,
+            )
+        return case
+
+    def subscription(self, decision: SubscriptionCommand) -> Case | None:
+        from mailcase import subscriptions
+
+        return subscriptions.apply_email_command(
+            self.session, self.desk, decision.command, address=self.message.from_address, now=self.now,
+            message=self.message,
+        )
+
+    def hold(self, decision: HoldMessage) -> int:
+        m = self.message
+        held = HeldMessage(
+            raw_id=self.record.id,  # type: ignore[arg-type]
+            from_address=m.from_address,
+            subject=m.subject[:2000],
+            reason=decision.reason,
+            received_at=self.now,
+        )
+        self.session.add(held)
+        self.session.flush()
+        if decision.notify_sender and m.from_address:
+            casework.queue_non_mpoc_notice(self.session, self.desk, m, now=self.now, held_id=held.id)  # type: ignore[arg-type]
+            self.log_auto_reply(m.from_address, "customer.non_mpoc")
+        assert held.id is not None
+        return held.id
+
+
+def _without_command_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    if lines and lines[0].strip().lower().startswith(("#note", "#escalate")):
+        lines = lines[1:]
+    return "\n".join(lines).strip()
+
+
+def held_rows(session: Session, *, state: HeldState | None = HeldState.HELD) -> list[HeldMessage]:
+    statement = select(HeldMessage).order_by(col(HeldMessage.id))
+    if state is not None:
+        statement = statement.where(HeldMessage.state == state)
+    return list(session.exec(statement))
+
+
+def is_transient_db_error(error: BaseException) -> bool:
+    return isinstance(error, sa.exc.OperationalError)

@@ -1,0 +1,174 @@
+"""The new text of a reply: the body without the quoted earlier mail and the signature; it must never lose what the customer wrote.
+
+Why our own line rules and not `mail-parser-reply` alone: we ran it over
+tests/fixtures/replies/ and it failed 14 of 30 replies. It knows no Portuguese ("Em … escreveu:",
+"-----Mensagem original-----", "Enviado do meu iPhone"), keeps a trailing `>` quote that has no
+attribution line, strips the indentation of every line (pasted router configs), cuts at any two
+"From:"/"To:" lines (a customer's "From: 22:00 / To: 04:00" maintenance window), and with its
+signature rules drops hyphen lists and everything after "Thanks,". So the rules below handle
+English and Portuguese, which our customers write; the attribution patterns it maintains for other
+languages ("Am … schrieb", "Le … a écrit", "El … escribió", …) are reused for mail in those.
+
+Rules, applied to the lines of the text in order:
+1. Cut at the first quote header: an attribution line ("On … wrote:", "Em … escreveu:", also
+   wrapped over two lines and also inside a `>` quote as iOS writes it), an "Original Message" or
+   "Forwarded message" separator, or an Outlook header block (a From/De line followed by at least
+   two more header lines, one of them Sent/Date/Subject or Enviado/Data/Assunto). An Outlook
+   separator line ("________", "* * *") just above the cut goes too.
+2. Drop a trailing run of `>`-quoted lines (answers written between quotes stay), then
+3. cut at the signature: an RFC 3676 §4.3 "-- " line, or a mobile client's "Sent from my …",
+   "Enviado do meu …", "Get Outlook for …", "Obter o Outlook para …" line near the end;
+   2 and 3 run twice, since either can follow the other.
+4. Trim trailing blanks and separator lines. If nothing is left, return the whole text: a
+   message with new text never comes back empty.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailparser_reply.constants import MAIL_LANGUAGES
+
+_QUOTE = r"(?:>[ \t]?)*"
+_ATTRIBUTION_ONE_LINE = re.compile(
+    rf"^{_QUOTE}[ \t]*(?:On\s.+\swrote|Em\s.+\sescreveu)\s*:\s*$", re.IGNORECASE
+)
+# Gmail wraps a long attribution at 80 columns: "On Tue, … Name <\nsupport@…> wrote:".
+_ATTRIBUTION_FIRST_HALF = re.compile(rf"^{_QUOTE}[ \t]*(?:On|Em)\s.*\d", re.IGNORECASE)
+_ATTRIBUTION_SECOND_HALF = re.compile(rf"^{_QUOTE}[ \t]*\S.*\s?(?:wrote|escreveu)\s*:\s*$", re.IGNORECASE)
+_SEPARATOR = re.compile(
+    rf"^{_QUOTE}[ \t]*(?:"
+    r"-{2,}\s*(?:original message|mensagem original|mensaje original|ursprüngliche nachricht|"
+    r"message d'origine|forwarded message|mensagem encaminhada|mensaje reenviado)\s*-{2,}"
+    r"|begin forwarded message:|in[ií]cio da mensagem encaminhada:"
+    r")\s*$",
+    re.IGNORECASE,
+)
+_RULE_LINE = re.compile(r"^[ \t]*(?:_{10,}|-{10,}|\*[ \t]\*[ \t]\*)[ \t]*$")
+_HEADER_LINE = re.compile(
+    rf"^{_QUOTE}[ \t]*\*{{0,2}}(?P<key>from|sent|date|to|cc|bcc|subject|importance|attachments|"
+    r"de|enviado|enviada|enviado em|enviada em|data|para|cco|assunto|importância|anexos)"
+    r"\*{0,2}[ \t]*:",
+    re.IGNORECASE,
+)
+_HEADER_FROM = frozenset({"from", "de"})
+_HEADER_DECISIVE = frozenset(
+    {"sent", "date", "subject", "enviado", "enviada", "enviado em", "enviada em", "data", "assunto"}
+)
+_SIGNATURE_SEPARATOR = re.compile(r"^--[ \t]?$")
+_MOBILE_SIGNATURE = re.compile(
+    r"^[ \t]*(?:sent from my\s.{1,60}|sent from (?:outlook|mail|yahoo mail)\b.{0,60}"
+    r"|get outlook for (?:ios|android)\b.{0,80}"
+    r"|enviad[oa] d[oe] meu\s.{1,60}|enviado do (?:outlook|e-?mail)\b.{0,60}"
+    r"|obter o outlook para (?:ios|android)\b.{0,80})$",
+    re.IGNORECASE,
+)
+_QUOTED_LINE = re.compile(r"^[ \t]*>")
+# Attribution lines of other languages, as mail-parser-reply maintains them (English and
+# Portuguese are ours above). Matched one line at a time, so their lookaheads stay linear.
+_FOREIGN_ATTRIBUTIONS = tuple(
+    re.compile(MAIL_LANGUAGES[language]["wrote_header"], re.IGNORECASE)
+    for language in ("de", "es", "fr", "it", "nl", "da", "sv", "pl", "cs")
+    if "wrote_header" in MAIL_LANGUAGES.get(language, {})
+)
+_MAX_SCANNED_LINES = 5000
+"""Quote headers are looked for in this many lines; a pasted 50 MB log is not scanned to its end."""
+
+
+def strip_quoted(text: str) -> str:
+    """The new text of a reply (see the module docstring for the rules, in order)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    cut = _quote_header_line(lines)
+    kept = lines[:cut] if cut is not None else lines
+    for _ in range(2):  # a signature can follow a quote, and a quote a signature
+        kept = _without_signature(_without_trailing_quote(kept))
+    result = _trimmed(kept)
+    if not result:
+        return _trimmed(lines)
+    return result
+
+
+def _quote_header_line(lines: list[str]) -> int | None:
+    limit = min(len(lines), _MAX_SCANNED_LINES)
+    for index in range(limit):
+        line = lines[index]
+        if not line.strip():
+            continue
+        if _SEPARATOR.match(line) or _ATTRIBUTION_ONE_LINE.match(line):
+            return _include_rule_above(lines, index)
+        if index + 1 < len(lines) and _is_wrapped_attribution(line, lines[index + 1]):
+            return _include_rule_above(lines, index)
+        if _is_outlook_header_block(lines, index):
+            return _include_rule_above(lines, index)
+        if len(line) < 400 and any(pattern.match(line.strip()) for pattern in _FOREIGN_ATTRIBUTIONS):
+            return _include_rule_above(lines, index)
+    return None
+
+
+def _is_wrapped_attribution(first: str, second: str) -> bool:
+    if len(first) + len(second) > 400:
+        return False
+    if not _ATTRIBUTION_FIRST_HALF.match(first) or _ATTRIBUTION_ONE_LINE.match(first):
+        return False
+    if not _ATTRIBUTION_SECOND_HALF.match(second):
+        return False
+    verb_wrote = first.lstrip("> \t")[:2].lower() == "on"
+    return ("wrote" if verb_wrote else "escreveu") in second.lower()
+
+
+def _is_outlook_header_block(lines: list[str], index: int) -> bool:
+    first = _HEADER_LINE.match(lines[index])
+    if first is None or first.group("key").lower() not in _HEADER_FROM:
+        return False
+    keys: list[str] = []
+    for line in lines[index + 1 : index + 12]:
+        if not line.lstrip("> \t"):
+            break
+        match = _HEADER_LINE.match(line)
+        if match:
+            keys.append(match.group("key").lower())
+        elif not keys:
+            # The From value wrapped onto a second line ("From: A Long Name\n <a@b>").
+            continue
+        # Other lines are wrapped values (a long To: list) and do not end the block.
+    return len(keys) >= 2 and any(key in _HEADER_DECISIVE for key in keys)
+
+
+def _include_rule_above(lines: list[str], index: int) -> int:
+    above = index - 1
+    while above >= 0 and not lines[above].strip():
+        above -= 1
+    if above >= 0 and _RULE_LINE.match(lines[above]):
+        return above
+    return index
+
+
+def _without_trailing_quote(lines: list[str]) -> list[str]:
+    end = len(lines)
+    while end > 0 and (not lines[end - 1].strip() or _QUOTED_LINE.match(lines[end - 1])):
+        end -= 1
+    return lines[:end]
+
+
+def _without_signature(lines: list[str]) -> list[str]:
+    for index, line in enumerate(lines):
+        if index == 0:
+            continue
+        if _SIGNATURE_SEPARATOR.match(line):
+            return lines[:index]
+        if _MOBILE_SIGNATURE.match(line):
+            # Only at the end of the new text, where clients put it: "Sent from my laptop,
+            # the link is fine" in the middle of a message is the customer's words.
+            rest = [later for later in lines[index + 1 :] if later.strip()]
+            if len(rest) <= 2:
+                return lines[:index]
+    return lines
+
+
+def _trimmed(lines: list[str]) -> str:
+    kept = [line.rstrip() for line in lines]
+    while kept and (not kept[-1] or _RULE_LINE.match(kept[-1])):
+        kept.pop()
+    while kept and not kept[0]:
+        kept.pop(0)
+    return "\n".join(kept)

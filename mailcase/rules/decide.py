@@ -1,0 +1,251 @@
+"""What an inbound message does to the desk: one pure function from looked-up facts to a Decision.
+
+No I/O and no clock reads; the pipeline gathers the facts, calls `decide`, and applies the result
+in the same transaction as the raw bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from mailcase.domain import AutoKind, CaseKind, CaseStatus, CaseView, InboundMessage, SenderView
+from mailcase.rules import classify
+from mailcase.rules.matching import Match, Matched, sender_allowed
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything `decide` needs, looked up by the shell before deciding."""
+
+    message: InboundMessage
+    sender: SenderView
+    match: Match
+    now: datetime
+    case: CaseView | None = None
+    primary: CaseView | None = None  # the end of the duplicate chain when `case` is a duplicate
+    linked_case: CaseView | None = None  # the sender's own case linked to `case` when `case` is a master
+    addressed_to_macd: bool = False
+    addressed_to_postmaster: bool = False
+    desk_timezone: str = "America/Denver"
+    reopen_window_days: int = 7
+    released: bool = False  # an agent released this held message: treat the sender as allowed
+    auto_replies_last_hour: int = 0
+    auto_replies_last_day: int = 0
+    max_auto_replies_per_hour: int = 5
+    max_auto_replies_per_day: int = 20
+    non_mpoc_notice_recently: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCase:
+    reason: str
+    kind: CaseKind
+    acknowledge: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRelatedCase:
+    reason: str
+    original: CaseView
+    acknowledge: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppendUpdate:
+    reason: str
+    case: CaseView
+    escalate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReopenCase:
+    reason: str
+    case: CaseView
+    acknowledge: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAutoReply:
+    """An out-of-office or other automatic answer on a case: kept on the case, acknowledged to nobody."""
+
+    reason: str
+    case: CaseView
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBounce:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TechnicianReply:
+    """A technician answered a case notification by email: relayed to the customer, or a `#note`."""
+
+    reason: str
+    case: CaseView
+    internal_note: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionCommand:
+    reason: str
+    command: classify.Subscribe | classify.Unsubscribe
+
+
+@dataclass(frozen=True, slots=True)
+class HoldMessage:
+    reason: str
+    notify_sender: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoreMessage:
+    reason: str
+
+
+Decision = (
+    OpenCase
+    | OpenRelatedCase
+    | AppendUpdate
+    | ReopenCase
+    | RecordAutoReply
+    | RecordBounce
+    | TechnicianReply
+    | SubscriptionCommand
+    | HoldMessage
+    | IgnoreMessage
+)
+
+
+def decision_name(decision: Decision) -> str:
+    """The snake-case name shown by `trace` and in the log (`open_case`, `hold_message`, …)."""
+    name = type(decision).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def reopen_deadline(closed_at: datetime, *, days: int, timezone: str) -> datetime:
+    """The end of the reopen window: the same local wall-clock time `days` calendar days after closing,
+    in the desk's time zone. A reply strictly before this instant reopens the case.
+
+    Wall-clock arithmetic keeps the boundary at the same local time across a DST change (a case
+    closed at 10:00 the day before the clocks move still has until 10:00 local a week later).
+    """
+    zone = ZoneInfo(timezone)
+    local = closed_at.astimezone(zone)
+    return (local.replace(tzinfo=None) + timedelta(days=days)).replace(tzinfo=zone).astimezone(UTC)
+
+
+def may_auto_reply(facts: Facts) -> bool:
+    """Loop protection (SPEC.md §3): never answer a machine, and rate-limit answers per address."""
+    if facts.message.is_automatic:
+        return False
+    return (
+        facts.auto_replies_last_hour < facts.max_auto_replies_per_hour
+        and facts.auto_replies_last_day < facts.max_auto_replies_per_day
+    )
+
+
+def decide(facts: Facts) -> Decision:
+    """Decide. Rules, in order:
+
+    1. A delivery status notification (bounce) is recorded against the notification it bounced; it
+       never opens, updates or reopens anything.
+    2. A subscribe/unsubscribe command from a directory contact is carried out and confirmed.
+    3. A message that matched a case (see `rules.matching`):
+       a. a technician's mail is relayed to the customer, or kept internal when it starts `#note`;
+       b. an automatic message (out-of-office, auto-reply, bulk) from an allowed sender is recorded
+          on the case and acknowledged to nobody; from anybody else it is ignored;
+       c. a sender who is not allowed on the case is held (unless an agent released the message);
+       d. a reply on a duplicate goes to its primary case; a reply that reached a master case from
+          the requester of a linked case goes to that linked case;
+       e. an open case gets the update (needs attention, assignee told; `#escalate` moves it up);
+       f. a Closed case within the reopen window is reopened (`customer_reopened`), after it a new
+          P4 case related to it is opened; a Closed No Response case always gets a new related case.
+    4. An automatic message that matched nothing is ignored (no backscatter, no loops).
+    5. Mail to postmaster is held for an operator.
+    6. An MPOC (or a released message) opens a new P4 case — a MACD case when the subject starts
+       `MACD:` or it was sent to the MACD address.
+    7. Anybody else is held, and told once per 24 h (never a machine) that only the organisation's
+       designated contacts can open cases.
+    """
+    message, sender = facts.message, facts.sender
+    if message.auto_kind is AutoKind.BOUNCE:
+        return RecordBounce(f"delivery status notification: {message.auto_reason}")
+
+    command = classify.detect_command(message.subject, _first_line(message.new_text or message.text))
+    if isinstance(command, classify.Subscribe | classify.Unsubscribe):
+        if message.is_automatic:
+            return IgnoreMessage(f"automatic message ({message.auto_reason}) carrying a subscription command")
+        if sender.contact_id is None and not sender.is_technician and not facts.released:
+            return HoldMessage(f"subscription command from {sender.address}, who is not in the directory")
+        return SubscriptionCommand(f"{type(command).__name__.lower()} command", command)
+
+    if isinstance(facts.match, Matched) and facts.case is not None:
+        return _decide_on_case(facts, facts.match, facts.case, command)
+
+    if message.is_automatic:
+        return IgnoreMessage(f"automatic message matched no case: {message.auto_reason}")
+    if facts.addressed_to_postmaster:
+        return HoldMessage("mail to postmaster is kept for an operator")
+    if sender.is_technician and not facts.released:
+        return HoldMessage(f"technician {sender.address} wrote without a case reference")
+    if sender.is_mpoc or facts.released:
+        kind = classify.macd_request(message.subject, facts.addressed_to_macd) or CaseKind.SUPPORT
+        who = "released by an agent" if facts.released and not sender.is_mpoc else f"{sender.address} is an MPOC"
+        return OpenCase(f"new case: {who}", kind, acknowledge=may_auto_reply(facts))
+    if sender.contact_id is not None:
+        why = f"{sender.address} is a contact of the organisation but not a designated MPOC"
+    else:
+        why = f"{sender.address} is not a designated contact of any organisation"
+    notify = may_auto_reply(facts) and not facts.non_mpoc_notice_recently
+    return HoldMessage(why, notify_sender=notify)
+
+
+def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: classify.Command | None) -> Decision:
+    message, sender = facts.message, facts.sender
+    how = f"matched case {case.number:08d} by {match.rule.value} ({match.detail})"
+    if sender.is_technician:
+        target = facts.primary or case
+        return TechnicianReply(f"technician reply; {how}", target, internal_note=isinstance(command, classify.Note))
+    allowed = facts.released or sender_allowed(case, sender) or (
+        facts.linked_case is not None and sender_allowed(facts.linked_case, sender)
+    )
+    if message.is_automatic:
+        if allowed:
+            return RecordAutoReply(f"automatic reply ({message.auto_reason}); {how}", facts.primary or case)
+        return IgnoreMessage(f"automatic message ({message.auto_reason}) from a non-participant; {how}")
+    if not allowed:
+        return HoldMessage(f"{sender.address} is not a participant of case {case.number:08d}; {how}")
+
+    if case.status is CaseStatus.DUPLICATE and facts.primary is not None:
+        case, how = facts.primary, f"{how}; duplicate of {facts.primary.number:08d}"
+    if case.kind is CaseKind.MASTER and facts.linked_case is not None:
+        case, how = facts.linked_case, f"{how}; routed to the sender's linked case {facts.linked_case.number:08d}"
+
+    escalate = isinstance(command, classify.Escalate)
+    if case.status is CaseStatus.CLOSED:
+        assert case.closed_at is not None
+        deadline = reopen_deadline(case.closed_at, days=facts.reopen_window_days, timezone=facts.desk_timezone)
+        if message_received(facts) < deadline:
+            return ReopenCase(
+                f"reply within {facts.reopen_window_days} days of closing; {how}", case, acknowledge=may_auto_reply(facts)
+            )
+        return OpenRelatedCase(
+            f"reply more than {facts.reopen_window_days} days after closing; {how}", case, acknowledge=may_auto_reply(facts)
+        )
+    if case.status is CaseStatus.CLOSED_NO_RESPONSE:
+        return OpenRelatedCase(f"reply to a Closed No Response case; {how}", case, acknowledge=may_auto_reply(facts))
+    return AppendUpdate(f"update; {how}", case, escalate=escalate)
+
+
+def message_received(facts: Facts) -> datetime:
+    return facts.now
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""

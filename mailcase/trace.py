@@ -1,0 +1,50 @@
+"""What happened to one inbound message: channel, decision, reason, case, notices caused (for `mailcase trace`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from mailcase.domain import format_case_number
+from mailcase.models import Case, HeldMessage, Message, Outbox, RawMessageRecord
+
+
+def trace_message(session: Session, message_id: str) -> list[dict[str, Any]]:
+    """Every stored copy with this Message-ID (several when a client reused one for different mail)."""
+    wanted = message_id.strip()
+    if not wanted.startswith("<"):
+        wanted = f"<{wanted}>"
+    records = session.exec(
+        select(RawMessageRecord).where(RawMessageRecord.message_id_header == wanted).order_by(col(RawMessageRecord.id))
+    ).all()
+    result = []
+    for record in records:
+        message = session.exec(select(Message).where(Message.raw_id == record.id)).first()
+        case = session.get(Case, record.case_id) if record.case_id else None
+        held = session.exec(select(HeldMessage).where(HeldMessage.raw_id == record.id)).first()
+        notices = session.exec(
+            select(Outbox).where(Outbox.in_reply_to == wanted).order_by(col(Outbox.id))
+        ).all()
+        result.append(
+            {
+                "raw_id": record.id,
+                "message_id": record.message_id_header,
+                "channel": str(record.channel),
+                "source": record.source,
+                "received_at": record.received_at.isoformat(),
+                "envelope_from": record.envelope_from,
+                "envelope_to": list(record.envelope_to),
+                "from": message.from_address if message else "",
+                "subject": message.subject if message else "",
+                "decision": record.decision,
+                "reason": record.reason,
+                "case": format_case_number(case.number) if case else None,
+                "held": {"id": held.id, "state": str(held.state), "reason": held.reason} if held else None,
+                "notices": [
+                    {"kind": n.kind, "recipients": list(n.recipients), "state": str(n.state), "message_id": n.message_id}
+                    for n in notices
+                ],
+            }
+        )
+    return result
