@@ -55,6 +55,8 @@ class App:
             hostname=self.settings.smtp.hostname,
             support_address=self.settings.smtp.support_address,
             replan=self.replanner(),
+            timezone=self.settings.business.timezone,
+            reopen_window_days=self.settings.lifecycle.reopen_window_days,
         )
 
     @functools.cached_property

@@ -39,6 +39,8 @@ class Desk:
     hostname: str
     support_address: str
     replan: Replanner | None = None
+    timezone: str = "America/Denver"
+    reopen_window_days: int = 7
 
 
 def find_case(session: Session, number: int, *, lock: bool = False) -> Case:
@@ -58,6 +60,7 @@ class CustomerThread:
     timezone: str
     in_reply_to: str
     references: tuple[str, ...]
+    recipient_name: str = ""
 
 
 def customer_thread(session: Session, case: Case) -> CustomerThread:
@@ -77,7 +80,11 @@ def customer_thread(session: Session, case: Case) -> CustomerThread:
     if last is not None and last.message_id:
         in_reply_to = last.message_id
         references = tuple(list(last.references)[-20:] + [last.message_id])
+    from mailcase.models import Contact
+
+    name = session.exec(select(Contact.name).where(Contact.email == requester)).first() if requester else None
     return CustomerThread(
+        recipient_name=(name or "").split(" ")[0],
         recipients=(requester,) if requester else (),
         cc=cc,
         locale=organisation.locale if organisation else "en",
@@ -87,15 +94,19 @@ def customer_thread(session: Session, case: Case) -> CustomerThread:
     )
 
 
-def case_context(case: Case) -> dict[str, Any]:
-    """The plain values every case template gets."""
+def case_context(session: Session, case: Case) -> dict[str, Any]:
+    """The plain values every case template gets (docs/templates.md)."""
+    organisation = session.get(Organisation, case.organisation_id) if case.organisation_id else None
     return {
-        "case_number": format_case_number(case.number),
-        "subject": case.subject,
+        "case_number": case.number,
+        "case_subject": case.subject,
         "status": str(case.status),
-        "status_display": CaseStatus(case.status).display,
         "priority": str(case.priority),
+        "kind": str(case.kind),
         "assignee": case.assignee or "",
+        "team": case.team or "",
+        "requester": case.requester or "",
+        "organisation_name": organisation.name if organisation else "",
     }
 
 
@@ -158,13 +169,10 @@ def set_status(
         data["duplicate_of"] = format_case_number(duplicate_of.number)
         summary += f" (duplicate of {format_case_number(duplicate_of.number)})"
     add_event(session=session, case=case, kind=EventKind.STATUS_CHANGED, at=now, author=author, summary=summary, data=data)
-    if notify_customer and target in CUSTOMER_VISIBLE_STATUSES:
-        extra = {"hold_until": decision.hold_until.isoformat() if decision.hold_until else ""}
-        if duplicate_of is not None:
-            extra["primary_number"] = format_case_number(duplicate_of.number)
-        notify_customer_of(session, desk, case, event=f"status:{target.value}", now=now, extra=extra)
     session.add(case)
     replan(desk, session, case, now)
+    if notify_customer and target in CUSTOMER_VISIBLE_STATUSES:
+        notify_customer_of(session, desk, case, event=f"status:{target.value}", now=now)
     return decision
 
 
@@ -185,8 +193,19 @@ def notify_customer_of(
     extra: dict[str, Any] | None = None,
 ) -> int | None:
     """Tell the customer about a change that matters to them (status, ETR)."""
+    values: dict[str, Any] = {"reopen_window_days": desk.reopen_window_days}
+    if case.hold_until and case.status is CaseStatus.ON_HOLD:
+        values["hold_until"] = case.hold_until.isoformat()
+    if case.status is CaseStatus.RESOLVED_FOLLOW_UP and case.customer_due_at:
+        values["close_at"] = case.customer_due_at.isoformat()
+    if case.etr and not CaseStatus(case.status).is_closed:
+        values["etr"] = case.etr.isoformat()
+    if case.duplicate_of_id:
+        primary = session.get(Case, case.duplicate_of_id)
+        if primary is not None:
+            values["duplicate_of"] = primary.number
     return queue_customer_notice(
-        session, desk, case, template="customer.status_changed", event=event, now=now, extra=extra
+        session, desk, case, template="customer.status_changed", event=event, now=now, extra=values | (extra or {})
     )
 
 
@@ -208,12 +227,9 @@ def queue_customer_notice(
     thread = customer_thread(session, case)
     if not thread.recipients or case.kind is CaseKind.MASTER:
         return None
-    context = case_context(case) | {
-        "event": event,
-        "etr": case.etr.isoformat() if case.etr else "",
-        "hold_until": case.hold_until.isoformat() if case.hold_until else "",
-        "timezone": thread.timezone,
-    }
+    context = case_context(session, case) | {"tz": thread.timezone}
+    if thread.recipient_name:
+        context["recipient_name"] = thread.recipient_name
     context |= extra or {}
     intent = NotificationIntent(
         kind=template,
@@ -254,7 +270,7 @@ def queue_staff_notice(
         recipients=people,
         idempotency_key=key,
         due_at=now,
-        context=case_context(case) | {"requester": case.requester or "", "team": case.team or ""} | (extra or {}),
+        context=case_context(session, case) | {"tz": desk.timezone} | (extra or {}),
         locale="en",
         case_id=case.id,
         auto_submitted="auto-generated",
@@ -263,7 +279,9 @@ def queue_staff_notice(
     return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
-def queue_staff_new_case(session: Session, desk: Desk, case: Case, *, now: datetime, excerpt: str) -> None:
+def queue_staff_new_case(
+    session: Session, desk: Desk, case: Case, *, now: datetime, excerpt: str, extra: dict[str, Any] | None = None
+) -> None:
     """Technicians of the assigned team hear about a new case."""
     from mailcase.models import Technician
 
@@ -273,7 +291,7 @@ def queue_staff_new_case(session: Session, desk: Desk, case: Case, *, now: datet
     )
     queue_staff_notice(
         session, desk, case, template="staff.new_case", recipients=people, now=now,
-        key=f"staff.new_case:{case.id}", extra={"excerpt": _excerpt(excerpt)},
+        key=f"staff.new_case:{case.id}", extra={"excerpt": _excerpt(excerpt)} | (extra or {}),
     )
 
 
@@ -289,7 +307,7 @@ def queue_staff_update(session: Session, desk: Desk, case: Case, *, now: datetim
         )
     queue_staff_notice(
         session, desk, case, template="staff.customer_update", recipients=people, now=now,
-        key=f"staff.customer_update:{case.id}:{now.isoformat()}", extra={"sender": sender, "excerpt": _excerpt(excerpt)},
+        key=f"staff.customer_update:{case.id}:{now.isoformat()}", extra={"from_address": sender, "excerpt": _excerpt(excerpt)},
     )
 
 
@@ -306,7 +324,8 @@ def queue_non_mpoc_notice(session: Session, desk: Desk, message: Any, *, now: da
         due_at=now,
         context={
             "original_subject": message.subject,
-            "organisation": organisation.name if organisation else "",
+            "sender_address": message.from_address,
+            "organisation_name": organisation.name if organisation else "",
         },
         locale=organisation.locale if organisation else "en",
         in_reply_to=message.message_id,
@@ -523,17 +542,17 @@ def escalate(session: Session, desk: Desk, case: Case, *, now: datetime, author:
         data={"level": level, "owner": owner},
     )
     history = [
-        {"at": e.at.isoformat(), "kind": str(e.kind), "author": e.author, "summary": e.summary}
+        {"at": e.at.isoformat(), "author": e.author, "summary": e.summary}
         for e in events_of(session=session, case_id=case.id)  # type: ignore[arg-type]
     ]
     queue_staff_notice(
         session, desk, case, template="staff.escalated", recipients=[owner], now=now,
         key=f"staff.escalated:{case.id}:{level}",
-        extra={"level": level, "level_name": ESCALATION_LEVELS[level], "history": history[-50:]},
+        extra={"level": level, "owner_name": owner, "reason": "customer", "history": history[-50:]},
     )
     queue_customer_notice(
         session, desk, case, template="customer.escalated", event=f"escalated:{level}", now=now,
-        extra={"level": level, "level_name": ESCALATION_LEVELS[level], "owner": owner},
+        extra={"level": level, "owner_name": f"{ESCALATION_LEVELS[level]} ({owner})", "reason": "customer"},
         key=f"customer.escalated:{case.id}:{level}",
     )
     session.add(case)

@@ -100,38 +100,44 @@ def _carry_out(app: App, session: Session, case: Case, notice: SlaNotice, now: d
     desk = app.desk()
     settings = app.settings
     key = notice.idempotency_key(case.number)
-    extra = {
-        "deadline": notice.deadline.display,
-        "deadline_name": notice.deadline.value,
-        "deadline_at": notice.deadline_at.isoformat(),
-        "timezone": settings.business.timezone,
+    extra: dict[str, object] = {
+        "deadline": DEADLINE_WORDS.get(notice.deadline, notice.deadline.value),
+        "due_at": notice.deadline_at.isoformat(),
     }
     match notice.kind:
         case NoticeKind.SLA_REMINDER | NoticeKind.MASTER_UPDATE_REMINDER:
-            template = "staff.master_update_reminder" if notice.kind is NoticeKind.MASTER_UPDATE_REMINDER else "staff.sla_reminder"
+            template = "staff.sla_reminder"
+            if notice.kind is NoticeKind.MASTER_UPDATE_REMINDER:
+                template = "staff.master_update_reminder"
+                extra |= {"master_number": case.number, "master_subject": case.subject, "platform": case.platform or ""}
             return _staff(session, desk, case, template, _owners(session, app, case), now, key, extra)
         case NoticeKind.SLA_ESCALATION_L2:
             manager = casework.escalation_contact(settings, case, 2)
-            return _staff(session, desk, case, "staff.sla_escalation", [manager], now, key, extra | {"level": 2})
+            escalation = extra | {"level": 2, "summary": _summary(session, case)}
+            return _staff(session, desk, case, "staff.sla_escalation", [manager], now, key, escalation)
         case NoticeKind.SLA_ESCALATION_L3:
-            return _staff(session, desk, case, "staff.sla_escalation", [settings.escalation.vp], now, key, extra | {"level": 3})
+            escalation = extra | {"level": 3, "summary": _summary(session, case)}
+            return _staff(session, desk, case, "staff.sla_escalation", [settings.escalation.vp], now, key, escalation)
         case NoticeKind.UNASSIGNED_ALERT:
-            return _staff(session, desk, case, "staff.unassigned_alert", [settings.escalation.on_call], now, key, extra)
+            alert = extra | {"created_at": case.created_at.isoformat()}
+            return _staff(session, desk, case, "staff.unassigned_alert", [settings.escalation.on_call], now, key, alert)
         case NoticeKind.HOLD_EXPIRED:
             if case.status is CaseStatus.ON_HOLD:
                 casework.set_status(
                     session, desk, case, CaseStatus.IN_PROGRESS, now=now, author="scheduler", actor=Actor.SYSTEM,
                     notify_customer=False,
                 )
-            return _staff(session, desk, case, "staff.hold_expired", _owners(session, app, case), now, key, extra)
+            held = extra | {"hold_until": notice.deadline_at.isoformat()}
+            return _staff(session, desk, case, "staff.hold_expired", _owners(session, app, case), now, key, held)
         case NoticeKind.CUSTOMER_NUDGE:
+            nudge = {"close_at": case.customer_due_at.isoformat()} if case.customer_due_at else {}
             return casework.queue_customer_notice(
-                session, desk, case, template="customer.nudge", event="nudge", now=now, extra=extra, key=key
+                session, desk, case, template="customer.nudge", event="nudge", now=now, extra=nudge, key=key
             ) is not None
         case NoticeKind.CLOSE_NO_RESPONSE:
             queued = casework.queue_customer_notice(
                 session, desk, case, template="customer.closed_no_response", event="closed_no_response", now=now,
-                extra=extra, key=key,
+                key=key,
             ) is not None
             if case.status is not CaseStatus.CLOSED_NO_RESPONSE:
                 casework.set_status(
@@ -140,6 +146,21 @@ def _carry_out(app: App, session: Session, case: Case, notice: SlaNotice, now: d
                 )
             return queued
     raise AssertionError(f"unhandled notice {notice.kind}")
+
+
+DEADLINE_WORDS = {
+    DeadlineName.INITIAL_RESPONSE: "response",
+    DeadlineName.NEXT_UPDATE: "update",
+    DeadlineName.RESOLUTION: "resolution",
+}
+
+
+def _summary(session: Session, case: Case) -> str:
+    """One line a manager can act on: who, what, since when."""
+    return (
+        f"{case.priority} {case.status} case from {case.requester or 'unknown'} opened "
+        f"{case.created_at.isoformat(timespec='minutes')}; assignee {case.assignee or 'nobody'}"
+    )
 
 
 def _staff(session: Session, desk: casework.Desk, case: Case, template: str, recipients: list[str],

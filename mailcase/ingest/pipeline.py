@@ -561,14 +561,27 @@ class _Apply:
                 data={"related_case": format_case_number(case.number)},
             )
         if acknowledge and m.from_address:
-            extra = {"related_number": format_case_number(related.number) if related else "", "case_kind": kind.value}
+            extra: dict[str, object] = {}
+            if related is not None:
+                extra["related_number"] = related.number
+            if kind is CaseKind.MACD_STANDARD:
+                extra["macd"] = "standard"
+            elif kind is CaseKind.MACD_EXPEDITED:
+                extra["macd"] = "expedited"
             casework.queue_customer_notice(
                 self.session, self.desk, case, template="customer.ack", event="ack", now=self.now, extra=extra,
                 auto_submitted="auto-replied", in_reply_to=m.message_id, references=(*m.references, m.message_id),
             )
             self.log_auto_reply(m.from_address, "customer.ack")
-        casework.queue_staff_new_case(self.session, self.desk, case, now=self.now, excerpt=m.new_text or m.text)
         casework.replan(self.desk, self.session, case, self.now)
+        facts: dict[str, object] = {}
+        if case.response_due_at is not None:
+            facts["response_due_at"] = case.response_due_at.isoformat()
+        if related is not None:
+            facts["related_number"] = related.number
+        casework.queue_staff_new_case(
+            self.session, self.desk, case, now=self.now, excerpt=m.new_text or m.text, extra=facts
+        )
         return case
 
     def append_update(self, decision: AppendUpdate) -> Case:
