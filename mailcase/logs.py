@@ -15,3 +15,5 @@ def configure_logging(level: str) -> None:
     # Library chatter at INFO is noise in a daemon's log (every SMTP command, every SQL pool event).
     for noisy in ("mail.log", "mail.debug", "apscheduler", "alembic", "imapclient"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # mail-parser warns about every MIME part it does not render itself; we handle those parts.
+    logging.getLogger("mailparser").setLevel(logging.ERROR)

@@ -22,6 +22,7 @@ from mailcase.config import Settings
 from mailcase.db import transaction
 from mailcase.domain import (
     AutoKind,
+    Channel,
     CaseKind,
     CaseStatus,
     CaseView,
@@ -111,8 +112,10 @@ class Pipeline:
     def ingest_one(self, raw: RawMessage) -> IngestOutcome:
         # Parse before the transaction: it is the costliest step and needs no lock.
         message: InboundMessage | None
+        # SMTP's "" is the null sender <> (a bounce); for a file or IMAP, "" only means unknown.
+        envelope_from = raw.envelope_from if raw.channel is Channel.SMTP else (raw.envelope_from or None)
         try:
-            message = parse_message(raw.data)
+            message = parse_message(raw.data, envelope_from=envelope_from)
             parse_error = ""
         except UnparseableMessage as exc:
             message, parse_error = None, exc.reason
