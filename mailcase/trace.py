@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
 from mailcase.domain import format_case_number
@@ -23,9 +24,12 @@ def trace_message(session: Session, message_id: str) -> list[dict[str, Any]]:
         message = session.exec(select(Message).where(Message.raw_id == record.id)).first()
         case = session.get(Case, record.case_id) if record.case_id else None
         held = session.exec(select(HeldMessage).where(HeldMessage.raw_id == record.id)).first()
-        notices = session.exec(
-            select(Outbox).where(Outbox.in_reply_to == wanted).order_by(col(Outbox.id))
-        ).all()
+        # The pipeline queues a message's notices in its own transaction, stamped with the
+        # message's receipt instant: those, plus anything answering it by In-Reply-To.
+        caused = Outbox.in_reply_to == wanted
+        if record.case_id is not None:
+            caused = or_(caused, and_(Outbox.case_id == record.case_id, Outbox.created_at == record.received_at))
+        notices = session.exec(select(Outbox).where(caused).order_by(col(Outbox.id))).all()
         result.append(
             {
                 "raw_id": record.id,

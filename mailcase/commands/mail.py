@@ -108,10 +108,10 @@ def held_json(held: Any) -> dict[str, Any]:
 
 def run_held_list(app: App, args: argparse.Namespace) -> int:
     from mailcase.cli import emit_json
-    from mailcase.ingest.pipeline import held_rows
+    from mailcase.store.held import held_messages
 
     with transaction(app.engine) as session:
-        rows = [held_json(h) for h in held_rows(session, state=None if args.all else HeldState.HELD)]
+        rows = [held_json(h) for h in held_messages(session=session, state=None if args.all else HeldState.HELD)]
     if args.json:
         emit_json(rows)
     else:
@@ -123,9 +123,9 @@ def run_held_list(app: App, args: argparse.Namespace) -> int:
 
 
 def _held(session: Any, held_id: int) -> Any:
-    from mailcase.models import HeldMessage
+    from mailcase.store.held import held_for_review
 
-    held = session.get(HeldMessage, held_id, with_for_update=True)
+    held = held_for_review(session=session, held_id=held_id)
     if held is None:
         raise UsageError(f"no held message #{held_id}")
     if held.state != HeldState.HELD:
@@ -169,7 +169,7 @@ def run_trace(app: App, args: argparse.Namespace) -> int:
     for record in records:
         print(f"Message-ID {record['message_id']} (raw #{record['raw_id']})")
         print(f"  received: {record['received_at']} via {record['channel']} {record['source']}".rstrip())
-        print(f"  from:     {record['from'] or '-'}   envelope: {record['envelope_from'] or '<>'} -> {', '.join(record['envelope_to']) or '-'}")
+        print(f"  from:     {record['from'] or '-'}   envelope: {record['envelope_from'] or ('<>' if record['channel'] == 'smtp' else '-')} -> {', '.join(record['envelope_to']) or '-'}")
         print(f"  decision: {record['decision']}")
         print(f"  reason:   {record['reason']}")
         print(f"  case:     {record['case'] or '-'}")

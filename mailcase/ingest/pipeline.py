@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import assert_never
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -695,14 +694,3 @@ def _without_command_line(text: str) -> str:
     if lines and lines[0].strip().lower().startswith(("#note", "#escalate")):
         lines = lines[1:]
     return "\n".join(lines).strip()
-
-
-def held_rows(session: Session, *, state: HeldState | None = HeldState.HELD) -> list[HeldMessage]:
-    statement = select(HeldMessage).order_by(col(HeldMessage.id))
-    if state is not None:
-        statement = statement.where(HeldMessage.state == state)
-    return list(session.exec(statement))
-
-
-def is_transient_db_error(error: BaseException) -> bool:
-    return isinstance(error, sa.exc.OperationalError)

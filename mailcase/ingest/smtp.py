@@ -322,7 +322,8 @@ class SupportHandler:
                 "ingest failed channel=%s bytes=%d reply=451", raw.channel, len(raw.data)
             )
             return REPLY_TRANSIENT
-        log.info(
+        # The pipeline logs the one INFO line per message for every channel; this adds the reply.
+        log.debug(
             "message_id=%s channel=%s decision=%s reason=%s case=%s reply=%s",
             outcome.message_id or "-", raw.channel, outcome.decision, outcome.reason,
             outcome.case_number or "-", reply[:3],

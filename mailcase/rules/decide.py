@@ -22,7 +22,7 @@ class Facts:
     message: InboundMessage
     sender: SenderView
     match: Match
-    now: datetime
+    now: datetime  # when the message was received
     case: CaseView | None = None
     primary: CaseView | None = None  # the end of the duplicate chain when `case` is a duplicate
     linked_case: CaseView | None = None  # the sender's own case linked to `case` when `case` is a master
@@ -228,7 +228,7 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
     if case.status is CaseStatus.CLOSED:
         assert case.closed_at is not None
         deadline = reopen_deadline(case.closed_at, days=facts.reopen_window_days, timezone=facts.desk_timezone)
-        if message_received(facts) < deadline:
+        if facts.now < deadline:
             return ReopenCase(
                 f"reply within {facts.reopen_window_days} days of closing; {how}", case, acknowledge=may_auto_reply(facts)
             )
@@ -238,10 +238,6 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
     if case.status is CaseStatus.CLOSED_NO_RESPONSE:
         return OpenRelatedCase(f"reply to a Closed No Response case; {how}", case, acknowledge=may_auto_reply(facts))
     return AppendUpdate(f"update; {how}", case, escalate=escalate)
-
-
-def message_received(facts: Facts) -> datetime:
-    return facts.now
 
 
 def _first_line(text: str) -> str:

@@ -522,7 +522,7 @@ def test_message_is_kept_and_logged_when_the_client_hangs_up_during_the_commit(
     client.close()
     smtp_server.call(_until(lambda: smtp_server.handler.open_connections == 0)).result(WAIT)
 
-    with caplog.at_level(logging.INFO, logger="mailcase.ingest.smtp"):
+    with caplog.at_level(logging.DEBUG, logger="mailcase.ingest.smtp"):
         stopping = smtp_server.stop()
         assert smtp_server.call(_is_serving(smtp_server.server)).result(WAIT) is False
         assert not stopping.done()  # the commit nobody waits for any more is still waited for
