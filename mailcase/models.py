@@ -7,6 +7,7 @@ machine names. Tables that a scheduler sweep reads carry an indexed `*_due_at` c
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,6 +49,24 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class EnumString(TypeDecorator[str]):
+    """A StrEnum stored as its machine name (a plain VARCHAR) and read back as the enum member,
+    so `case.status is CaseStatus.CLOSED` holds for loaded rows as for new ones."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> Any:
+        return None if value is None else self.enum(value)
 
 
 def _at(*, index: bool = False, nullable: bool = True) -> Any:
@@ -155,12 +174,12 @@ class Case(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     number: int = Field(unique=True, sa_type=sa.BigInteger)
-    kind: CaseKind = Field(default=CaseKind.SUPPORT, sa_type=sa.String(24))
+    kind: CaseKind = Field(default=CaseKind.SUPPORT, sa_type=EnumString(CaseKind, 24))
     organisation_id: int | None = Field(default=None, foreign_key="organisation.id", index=True)
     requester: str | None = Field(default=None, max_length=320)
     subject: str = Field(default="", max_length=998)
-    priority: Priority = Field(default=Priority.P4, sa_type=sa.String(8))
-    status: CaseStatus = Field(default=CaseStatus.NEW, sa_type=sa.String(32))
+    priority: Priority = Field(default=Priority.P4, sa_type=EnumString(Priority, 8))
+    status: CaseStatus = Field(default=CaseStatus.NEW, sa_type=EnumString(CaseStatus, 32))
     assignee: str | None = Field(default=None, max_length=320, index=True)
     team: str | None = Field(default=None, max_length=100)
     platform: str | None = Field(default=None, max_length=200)
@@ -204,7 +223,7 @@ class CaseEvent(SQLModel, table=True):
     __tablename__ = "case_event"
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="support_case.id", index=True)
-    kind: EventKind = Field(sa_type=sa.String(32))
+    kind: EventKind = Field(sa_type=EnumString(EventKind, 32))
     at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     author: str = Field(default="", max_length=320)
     summary: str = Field(default="", sa_type=sa.Text)
@@ -221,7 +240,7 @@ class RawMessageRecord(SQLModel, table=True):
 
     __tablename__ = "raw_message"
     id: int | None = Field(default=None, primary_key=True)
-    channel: Channel = Field(sa_type=sa.String(8))
+    channel: Channel = Field(sa_type=EnumString(Channel, 8))
     received_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     envelope_from: str = Field(default="", max_length=998)
     envelope_to: list[str] = _json([])
@@ -242,7 +261,7 @@ class Message(SQLModel, table=True):
     __tablename__ = "message"
     id: int | None = Field(default=None, primary_key=True)
     case_id: int | None = Field(default=None, foreign_key="support_case.id", index=True)
-    direction: Direction = Field(sa_type=sa.String(8))
+    direction: Direction = Field(sa_type=EnumString(Direction, 8))
     message_id: str = Field(default="", max_length=998, index=True)
     in_reply_to: str = Field(default="", max_length=998)
     references: list[str] = _json([])
@@ -253,7 +272,7 @@ class Message(SQLModel, table=True):
     subject: str = Field(default="", sa_type=sa.Text)
     text: str = Field(default="", sa_type=sa.Text)
     new_text: str = Field(default="", sa_type=sa.Text)
-    auto_kind: AutoKind = Field(default=AutoKind.HUMAN, sa_type=sa.String(16))
+    auto_kind: AutoKind = Field(default=AutoKind.HUMAN, sa_type=EnumString(AutoKind, 16))
     raw_id: int | None = Field(default=None, foreign_key="raw_message.id", index=True)
     outbox_id: int | None = Field(default=None, foreign_key="outbox.id")
     received_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
@@ -290,7 +309,7 @@ class HeldMessage(SQLModel, table=True):
     subject: str = Field(default="", sa_type=sa.Text)
     reason: str = Field(default="", sa_type=sa.Text)
     received_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
-    state: HeldState = Field(default=HeldState.HELD, sa_type=sa.String(16), index=True)
+    state: HeldState = Field(default=HeldState.HELD, sa_type=EnumString(HeldState, 16), index=True)
     resolved_at: datetime | None = _at()
     resolved_by: str = Field(default="", max_length=320)
     case_id: int | None = Field(default=None, foreign_key="support_case.id")
@@ -321,7 +340,7 @@ class Outbox(SQLModel, table=True):
     references: list[str] = _json([])
     reply_to: str = Field(default="", max_length=320)
     auto_submitted: str = Field(default="auto-generated", max_length=32)
-    state: OutboxState = Field(default=OutboxState.QUEUED, sa_type=sa.String(16))
+    state: OutboxState = Field(default=OutboxState.QUEUED, sa_type=EnumString(OutboxState, 16))
     attempts: int = 0
     next_attempt_at: datetime | None = _at()
     created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
@@ -362,12 +381,12 @@ class MaintenanceWindow(SQLModel, table=True):
     __tablename__ = "maintenance_window"
     id: int | None = Field(default=None, primary_key=True)
     uid: str = Field(unique=True, max_length=200)
-    kind: MaintenanceKind = Field(sa_type=sa.String(16))
+    kind: MaintenanceKind = Field(sa_type=EnumString(MaintenanceKind, 16))
     start: datetime = Field(sa_type=UtcDateTime, nullable=False)
     end: datetime = Field(sa_type=UtcDateTime, nullable=False)
     description: str = Field(default="", sa_type=sa.Text)
     justification: str = Field(default="", sa_type=sa.Text)
-    status: MaintenanceStatus = Field(default=MaintenanceStatus.PLANNED, sa_type=sa.String(16))
+    status: MaintenanceStatus = Field(default=MaintenanceStatus.PLANNED, sa_type=EnumString(MaintenanceStatus, 16))
     sequence: int = 0
     plan_key: str | None = Field(default=None, unique=True, max_length=100)
     created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)

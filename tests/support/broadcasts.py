@@ -1,0 +1,69 @@
+"""Helpers for broadcast tests (maintenance windows, master cases): an App on a test database with the example
+directory imported, and readers for the outbox rows and their .ics attachments; no tests here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import icalendar
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from mailcase.app import App
+from mailcase.clock import FixedClock
+from mailcase.config import load_config
+from mailcase.db import transaction
+from mailcase.models import Contact, ContactRole, Organisation, Outbox
+from mailcase.store.directory import import_directory, load_directory
+
+REPO = Path(__file__).resolve().parents[2]
+DIRECTORY = REPO / "examples" / "directory.toml"
+
+# Who in examples/directory.toml gets maintenance notices, by the products their organisation uses.
+ACME_MAINTENANCE = {"sam@acme.example", "ops@acme.example"}  # Microsoft Teams, Cisco
+BRISA_MAINTENANCE = {"joao@brisa.example.com.br"}  # Five9, Microsoft Teams (locale pt)
+
+
+def example_app(engine: Engine, now: datetime) -> App:
+    """An App on `engine` with the sample config, a fixed clock at `now` and the example directory."""
+    app = App(settings=load_config(REPO / "config.toml", {}), engine=engine, clock=FixedClock(now))
+    with transaction(engine) as session:
+        import_directory(load_directory(DIRECTORY.read_text(encoding="utf-8")), session=session)
+    return app
+
+
+def add_contact(engine: Engine, organisation_key: str, email: str, roles: list[str]) -> None:
+    """A contact who joined the directory later (as an operator's next import would add them)."""
+    with transaction(engine) as session:
+        organisation = session.exec(select(Organisation).where(Organisation.key == organisation_key)).one()
+        contact = Contact(email=email, name=email.split("@")[0], organisation_id=organisation.id)
+        session.add(contact)
+        session.flush()
+        for role in roles:
+            session.add(ContactRole(contact_id=contact.id, role=role))
+
+
+def outbox(engine: Engine, *, template: str | None = None, maintenance_id: int | None = None) -> list[Outbox]:
+    with transaction(engine) as session:
+        statement = select(Outbox).order_by(col(Outbox.id))
+        if template is not None:
+            statement = statement.where(Outbox.template == template)
+        if maintenance_id is not None:
+            statement = statement.where(Outbox.maintenance_id == maintenance_id)
+        return list(session.exec(statement))
+
+
+def recipient(row: Outbox) -> str:
+    (address,) = row.recipients
+    return address
+
+
+def ics_event(row: Outbox) -> tuple[str, Any]:
+    """The METHOD and the VEVENT of a row's .ics attachment, parsed with `icalendar`."""
+    (attachment,) = row.context["_attachments"]
+    assert attachment["filename"].endswith(".ics")
+    calendar = icalendar.Calendar.from_ical(attachment["content"])
+    (event,) = calendar.walk("VEVENT")
+    return str(calendar["METHOD"]), event
