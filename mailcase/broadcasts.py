@@ -994,7 +994,7 @@ def _master_info(session: Session, master: Case) -> MasterInfo:
 
 def build_status(app: App, out_dir: Path, *, now: datetime) -> list[Path]:
     """Write the static status page (index.html, feed.atom, per-product .ics) into `out_dir`; `serve`
-    may call this after every window or master change when `[status] rebuild_on_change` is set."""
+    calls this at every sweep when `[status] out_dir` is set."""
     with transaction(app.engine) as session:
         windows, masters, products = status_snapshot(session, now)
     return build_status_site(

@@ -187,7 +187,6 @@ class SchedulerSettings:
 @dataclass(frozen=True, slots=True)
 class StatusPageSettings:
     out_dir: str = ""
-    rebuild_on_change: bool = False
     title: str = "Service status"
 
 

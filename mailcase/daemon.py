@@ -94,6 +94,8 @@ class Daemon:
 
         def sweeps() -> None:
             _guarded("sweeps", lambda: jobs.run_due_sweeps(app, app.clock.now()))
+            if app.settings.status.out_dir:
+                _guarded("status page", lambda: _build_status(app))
 
         def delivery() -> None:
             if app.settings.outbound.enabled:
@@ -105,6 +107,14 @@ class Daemon:
         )
         scheduler.start()
         return scheduler
+
+
+def _build_status(app: App) -> None:
+    from pathlib import Path
+
+    from mailcase.broadcasts import build_status
+
+    build_status(app, Path(app.settings.status.out_dir), now=app.clock.now())
 
 
 def _now() -> Any:
