@@ -14,6 +14,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from mailcase.domain import (
+    AutoKind,
     CaseKind,
     CaseStatus,
     Direction,
@@ -63,15 +64,26 @@ class CustomerThread:
     recipient_name: str = ""
 
 
-def customer_thread(session: Session, case: Case) -> CustomerThread:
+def customer_thread(session: Session, case: Case, *, find_last_message: bool = True) -> CustomerThread:
+    """Who a customer notice goes to and what it threads on; `find_last_message=False` when the
+    caller names the message it answers (saves the costliest query of an acknowledgement)."""
     assert case.id is not None
     people = participants_of(session=session, case_id=case.id)
     requester = case.requester or (people[0] if people else "")
     cc = tuple(p for p in people if p != requester)
     organisation = session.get(Organisation, case.organisation_id) if case.organisation_id else None
-    last = session.exec(
+    from mailcase.models import Technician
+
+    # The customer's last message: not a technician's emailed reply stored on the case (its id and
+    # references are ours to keep), nor an out-of-office or a bounce.
+    last = None if not find_last_message else session.exec(
         select(Message)
-        .where(Message.case_id == case.id, Message.direction == Direction.INBOUND)
+        .where(
+            Message.case_id == case.id,
+            Message.direction == Direction.INBOUND,
+            Message.auto_kind == AutoKind.HUMAN,
+            col(Message.from_address).not_in(select(Technician.email)),
+        )
         .order_by(col(Message.received_at).desc(), col(Message.id).desc())
         .limit(1)
     ).first()
@@ -194,9 +206,9 @@ def notify_customer_of(
 ) -> int | None:
     """Tell the customer about a change that matters to them (status, ETR)."""
     values: dict[str, Any] = {"reopen_window_days": desk.reopen_window_days}
-    if case.hold_until and case.status is CaseStatus.ON_HOLD:
+    if case.hold_until and CaseStatus(case.status) is CaseStatus.ON_HOLD:  # a loaded row holds the plain string
         values["hold_until"] = case.hold_until.isoformat()
-    if case.status is CaseStatus.RESOLVED_FOLLOW_UP and case.customer_due_at:
+    if CaseStatus(case.status) is CaseStatus.RESOLVED_FOLLOW_UP and case.customer_due_at:
         values["close_at"] = case.customer_due_at.isoformat()
     if case.etr and not CaseStatus(case.status).is_closed:
         values["etr"] = case.etr.isoformat()
@@ -224,8 +236,8 @@ def queue_customer_notice(
     key: str | None = None,
 ) -> int | None:
     """Queue a message to the case's requester (participants copied), threaded on their last message."""
-    thread = customer_thread(session, case)
-    if not thread.recipients or case.kind is CaseKind.MASTER:
+    thread = customer_thread(session, case, find_last_message=in_reply_to is None or references is None)
+    if not thread.recipients or CaseKind(case.kind) is CaseKind.MASTER:
         return None
     context = case_context(session, case) | {"tz": thread.timezone}
     if thread.recipient_name:
@@ -481,10 +493,11 @@ def public_reply(
     case.last_agent_update_at = now
     case.needs_attention = False
     case.updated_at = now
-    if awaiting_customer:
-        case.awaiting_customer_since = now
     if case.status in (CaseStatus.NEW, CaseStatus.CUSTOMER_REOPENED):
         set_status(session, desk, case, CaseStatus.IN_PROGRESS, now=now, author=author, notify_customer=False)
+    if awaiting_customer:
+        # After the status change, which stops any earlier wait (rules.lifecycle rule 6).
+        case.awaiting_customer_since = now
     add_event(
         session=session,
         case=case,

@@ -107,9 +107,33 @@ def case_detail_json(session: Session, case: Case) -> dict[str, Any]:
     data["related_cases"] = [format_case_number(n) for n in related_from]
     data["duplicates"] = [format_case_number(n) for n in duplicates]
     data["linked_cases"] = [format_case_number(n) for n in linked]
-    data["messages"] = [message_json(m) for m in messages]
+    data["messages"] = _with_decisions(session, list(messages))
     data["events"] = [event_json(e) for e in events_of(session=session, case_id=case.id)]
     return data
+
+
+def _with_decisions(session: Session, messages: list[Message]) -> list[dict[str, Any]]:
+    """Each message with the decision its ingest took and why (which matching rule, SPEC.md §3)."""
+    from mailcase.models import RawMessageRecord
+
+    raw_ids = {m.raw_id for m in messages if m.raw_id}
+    decisions = (
+        {
+            raw_id: (decision, reason)
+            for raw_id, decision, reason in session.exec(
+                select(RawMessageRecord.id, RawMessageRecord.decision, RawMessageRecord.reason).where(
+                    col(RawMessageRecord.id).in_(raw_ids)
+                )
+            )
+        }
+        if raw_ids
+        else {}
+    )
+    result = []
+    for message in messages:
+        decision, reason = decisions.get(message.raw_id or 0, ("", ""))
+        result.append(message_json(message) | {"decision": decision or "", "reason": reason or ""})
+    return result
 
 
 def local(instant: str | None, timezone: str) -> str:
@@ -153,6 +177,8 @@ def case_text(data: dict[str, Any], timezone: str) -> str:
     for message in data["messages"]:
         arrow = "<-" if message["direction"] == "inbound" else "->"
         lines.append(f"  {local(message['received_at'], timezone)} {arrow} {message['from']}: {message['subject']}")
+        if message.get("reason"):
+            lines.append(f"      [{message['decision']}: {message['reason']}]")
         body = (message["new_text"] or message["text"]).strip()
         for text_line in body.splitlines()[:20]:
             lines.append(f"      {text_line}")

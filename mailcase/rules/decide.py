@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from mailcase.domain import AutoKind, CaseKind, CaseStatus, CaseView, InboundMessage, SenderView
 from mailcase.rules import classify
-from mailcase.rules.matching import Match, Matched, sender_allowed
+from mailcase.rules.matching import Match, Matched, Unmatched, sender_allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +154,9 @@ def decide(facts: Facts) -> Decision:
        never opens, updates or reopens anything.
     2. A subscribe/unsubscribe command from a directory contact is carried out and confirmed.
     3. A message that matched a case (see `rules.matching`):
-       a. a technician's mail is relayed to the customer, or kept internal when it starts `#note`;
+       a. a technician's mail is relayed to the customer, or kept internal when it starts `#note`
+          (on a duplicate: on its primary); a public reply on a closed case is held until reopened;
+          a technician's automatic reply (out-of-office) is only recorded on the case;
        b. an automatic message (out-of-office, auto-reply, bulk) from an allowed sender is recorded
           on the case and acknowledged to nobody; from anybody else it is ignored;
        c. a sender who is not allowed on the case is held (unless an agent released the message);
@@ -194,13 +196,13 @@ def decide(facts: Facts) -> Decision:
     if sender.is_mpoc or facts.released:
         kind = classify.macd_request(message.subject, facts.addressed_to_macd) or CaseKind.SUPPORT
         who = "released by an agent" if facts.released and not sender.is_mpoc else f"{sender.address} is an MPOC"
-        return OpenCase(f"new case: {who}", kind, acknowledge=may_auto_reply(facts))
+        return OpenCase(_noted(f"new case: {who}", facts.match), kind, acknowledge=may_auto_reply(facts))
     if sender.contact_id is not None:
         why = f"{sender.address} is a contact of the organisation but not a designated MPOC"
     else:
         why = f"{sender.address} is not a designated contact of any organisation"
     notify = may_auto_reply(facts) and not facts.non_mpoc_notice_recently
-    return HoldMessage(why, notify_sender=notify)
+    return HoldMessage(_noted(why, facts.match), notify_sender=notify)
 
 
 def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: classify.Command | None) -> Decision:
@@ -208,7 +210,17 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
     how = f"matched case {case.number:08d} by {match.rule.value} ({match.detail})"
     if sender.is_technician:
         target = facts.primary or case
-        return TechnicianReply(f"technician reply; {how}", target, internal_note=isinstance(command, classify.Note))
+        if message.is_automatic:
+            # A technician's out-of-office answering a notification is never relayed to the customer.
+            return RecordAutoReply(f"technician's automatic reply ({message.auto_reason}); {how}", target)
+        note = isinstance(command, classify.Note)
+        if not note and target.status.is_closed:
+            # A public reply needs an open case; keep the mail for the technician to release once reopened.
+            return HoldMessage(
+                f"technician reply on case {target.number:08d}, which is {target.status.value}: "
+                f"reopen it, then release this message; {how}"
+            )
+        return TechnicianReply(f"technician reply; {how}", target, internal_note=note)
     allowed = facts.released or sender_allowed(case, sender) or (
         facts.linked_case is not None and sender_allowed(facts.linked_case, sender)
     )
@@ -238,6 +250,14 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
     if case.status is CaseStatus.CLOSED_NO_RESPONSE:
         return OpenRelatedCase(f"reply to a Closed No Response case; {how}", case, acknowledge=may_auto_reply(facts))
     return AppendUpdate(f"update; {how}", case, escalate=escalate)
+
+
+def _noted(reason: str, match: Match) -> str:
+    """The reason plus what matching ignored (an outsider's `[Case #N]` tag), so `trace` and
+    `held list` say why the message did not land on that case."""
+    if isinstance(match, Unmatched) and match.notes:
+        return f"{reason}; {'; '.join(match.notes)}"
+    return reason
 
 
 def _first_line(text: str) -> str:
