@@ -66,12 +66,47 @@ def fresh_pg_url(pg_admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_url: str) -> Iterator[str]:
+    """A PostgreSQL database migrated once per session; test databases are cloned from it
+    (CREATE DATABASE … TEMPLATE copies files, far cheaper than running the migrations again)."""
+    name = f"mailcase_template_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(pg_admin_url.rsplit("/", 1)[0] + f"/{name}")
+    upgrade_schema(engine)
+    engine.dispose()
+    try:
+        yield name
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def migrated_pg_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
+    """A throwaway PostgreSQL database already at the newest schema revision, dropped afterwards."""
+    name = f"mailcase_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    try:
+        yield pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of an empty database, once on SQLite and once on PostgreSQL."""
+    """The URL of a database at the newest schema, once on SQLite and once on PostgreSQL
+    (for an empty PostgreSQL database use `fresh_pg_url`)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'mailcase.db'}"
-    return str(request.getfixturevalue("fresh_pg_url"))
+    return str(request.getfixturevalue("migrated_pg_url"))
 
 
 @pytest.fixture
