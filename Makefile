@@ -21,6 +21,7 @@ run: install
 
 test: install
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 clean:
