@@ -3,8 +3,8 @@
 
 Which notice is due when comes from `rules.maintenance`; who hears it from the directory and the
 subscriptions. Nothing here sends mail or renders templates: outbox rows carry plain context, the
-`.ics` attachment (`_attachments`) and the one-click unsubscribe address (`_list_unsubscribe`),
-and `notify` delivers them. Every row's idempotency key names the notice and the recipient, so a
+values of the window's calendar invitation (`_calendar`, written as `.ics` at delivery) and the
+one-click unsubscribe address (`_list_unsubscribe`), and `notify` delivers them. Every row's idempotency key names the notice and the recipient, so a
 sweep run twice, or on two daemons at once, queues each message once.
 """
 
@@ -14,11 +14,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from icalendar.parser import foldline
 from sqlmodel import Session, col, select
 
 from mailcase import casework
@@ -35,9 +33,7 @@ from mailcase.domain import (
     format_case_number,
 )
 from mailcase.errors import UsageError
-from mailcase.models import Case, CaseEvent, MaintenanceWindow, Organisation, Product
-from mailcase.notify.ics import KIND_SUMMARIES, feed_description, window_calendar
-from mailcase.notify.statuspage import MasterInfo, WindowInfo, build_status_site
+from mailcase.models import Case, MaintenanceWindow, Organisation, Product
 from mailcase.rules.maintenance import (
     DESK_TIMEZONE,
     NoticeStage,
@@ -77,8 +73,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAINTENANCE_TEMPLATE = "customer.maintenance"
-ICS_CONTENT_TYPE_REQUEST = "text/calendar; method=REQUEST"
-ICS_CONTENT_TYPE_CANCEL = "text/calendar; method=CANCEL"
 FANOUT_CHUNK = 500  # outbox rows per transaction when a notice goes to many recipients
 FANOUT_LEASE = timedelta(minutes=10)  # how long a daemon keeps a window it is fanning out
 
@@ -388,43 +382,6 @@ def _stage_audience(
     return audience
 
 
-class PersonalCalendar:
-    """`notify.ics.window_calendar` for many recipients of one notice: built once, each copy differing only
-    in its ATTENDEE line (RFC 5546 wants the recipient there), refolded at 75 octets (RFC 5545 §3.1).
-
-    A 20,000-recipient window builds one calendar instead of 20,000; should the built text ever not
-    have the expected ATTENDEE line, every copy is built in full instead.
-    """
-
-    PLACEHOLDER = "attendee.placeholder@mailcase.invalid"
-
-    def __init__(
-        self, uid: str, sequence: int, start: datetime, end: datetime, summary: str, description: str,
-        method: Literal["REQUEST", "CANCEL"], organizer: str, dtstamp: datetime,
-    ) -> None:
-        self._args = (uid, sequence, start, end, summary, description, method, organizer, dtstamp)
-        text = window_calendar(*self._args, attendees=(self.PLACEHOLDER,)).decode("utf-8")
-        self._parts: tuple[str, str, str] | None = None
-        begin = text.find("\r\nATTENDEE")
-        if begin < 0:
-            return
-        begin += 2
-        end_at = text.find("\r\n", begin)
-        while end_at >= 0 and text[end_at + 2 : end_at + 3] in (" ", "\t"):  # a folded continuation
-            end_at = text.find("\r\n", end_at + 2)
-        if end_at < 0:
-            return
-        line = text[begin:end_at].replace("\r\n ", "").replace("\r\n\t", "")
-        if line.count(f"mailto:{self.PLACEHOLDER}") == 1 and line.endswith(self.PLACEHOLDER):
-            self._parts = (text[:begin], line, text[end_at:])
-
-    def for_attendee(self, address: str) -> str:
-        if self._parts is None:
-            return window_calendar(*self._args, attendees=(address,)).decode("utf-8")
-        head, line, tail = self._parts
-        return head + foldline(line.replace(self.PLACEHOLDER, address)) + tail
-
-
 class _WindowNotices:
     """Builds the per-recipient outbox rows of one window, computing zone strings once per zone."""
 
@@ -439,10 +396,6 @@ class _WindowNotices:
         self.support = app.settings.smtp.support_address
         self._secret = secret
         self._zones: dict[str, dict[str, str]] = {}
-        self._calendars: dict[tuple[str, int], PersonalCalendar] = {}
-        info = window_info(window, self.products)
-        self.summary = f"{KIND_SUMMARIES.get(str(window.kind), 'Maintenance')}: {', '.join(self.products)}"
-        self.description = feed_description(info)
 
     def _display(self, tz: str) -> dict[str, str]:
         if tz not in self._zones:
@@ -464,20 +417,6 @@ class _WindowNotices:
     ) -> NotificationIntent:
         window = self.window
         display = self._display(person.timezone)
-        calendar_key = (method, sequence)
-        if calendar_key not in self._calendars:
-            self._calendars[calendar_key] = PersonalCalendar(
-                window.uid,
-                sequence,
-                window.start,
-                window.end,
-                self.summary,
-                self.description,
-                "CANCEL" if method == "CANCEL" else "REQUEST",
-                self.support,
-                self.now,
-            )
-        ics = self._calendars[calendar_key].for_attendee(person.address)
         context: dict[str, Any] = {
             **display,
             "stage": stage,
@@ -492,13 +431,21 @@ class _WindowNotices:
             "window_ref": f"MW-{window.id}",
             "window_id": window.id,
             "sequence": sequence,
-            "_attachments": [
-                {
-                    "filename": "maintenance.ics",
-                    "content_type": ICS_CONTENT_TYPE_CANCEL if method == "CANCEL" else ICS_CONTENT_TYPE_REQUEST,
-                    "content": ics,
-                }
-            ],
+            # The invitation itself is written at delivery (notify builds the .ics from this).
+            "_calendar": {
+                "uid": window.uid,
+                "sequence": sequence,
+                "start": window.start.isoformat(),
+                "end": window.end.isoformat(),
+                "kind": str(window.kind),
+                "products": self.products,
+                "description": window.description,
+                "justification": window.justification,
+                "method": "CANCEL" if method == "CANCEL" else "REQUEST",
+                "organizer": self.support,
+                "attendee": person.address,
+                "dtstamp": self.now.isoformat(),
+            },
             "_list_unsubscribe": list_unsubscribe(self.support, MAINTENANCE_SCOPE, person.address, self._secret),
         }
         context |= extra or {}
@@ -584,24 +531,6 @@ def _notify_change(
         )
         queued += enqueue(intent, session=session, now=now, hostname=app.settings.smtp.hostname) is not None
     return queued
-
-
-def window_info(window: MaintenanceWindow, products: Sequence[str]) -> WindowInfo:
-    """A window as the status page and the feeds see it (the same UID and SEQUENCE as the notices)."""
-    assert window.id is not None
-    return WindowInfo(
-        id=window.id,
-        kind=str(window.kind),
-        start=window.start,
-        end=window.end,
-        products=tuple(products),
-        description=window.description,
-        justification=window.justification,
-        status=str(window.status),
-        uid=window.uid,
-        sequence=window.sequence,
-        updated_at=window.updated_at,
-    )
 
 
 # =============================================================================================
@@ -952,59 +881,3 @@ def sweep_master_updates(app: App, now: datetime) -> int:
     the SLA sweep's `master_update_reminder` (rules.sla, P1G update target), and updates go out when an
     agent writes one (`master_update`). Kept so the scheduler's list of sweeps names every broadcast."""
     return 0
-
-
-# =============================================================================================
-# The status page
-
-
-def status_snapshot(session: Session, now: datetime) -> tuple[list[WindowInfo], list[MasterInfo], list[str]]:
-    """Windows not over for more than a week, open master cases (and those closed in the last day)
-    with their latest update, and every product name: what `build_status_site` shows."""
-    windows = windows_store.list_windows(session=session, ending_after=now - timedelta(days=8))
-    names = windows_store.window_products(session=session, window_ids=[w.id for w in windows if w.id])
-    infos = [window_info(w, names.get(w.id or 0, [])) for w in windows]
-    masters = [
-        m
-        for m in session.exec(select(Case).where(Case.kind == CaseKind.MASTER).order_by(col(Case.number)))
-        if not CaseStatus(m.status).is_closed or (m.closed_at is not None and m.closed_at > now - timedelta(days=1))
-    ]
-    master_infos = [_master_info(session, m) for m in masters]
-    products = list(session.exec(select(Product.name).order_by(col(Product.name))))
-    return infos, master_infos, products
-
-
-def _master_info(session: Session, master: Case) -> MasterInfo:
-    events = session.exec(
-        select(CaseEvent)
-        .where(CaseEvent.case_id == master.id, CaseEvent.kind == EventKind.OUTBOUND_MESSAGE)
-        .order_by(col(CaseEvent.at).desc(), col(CaseEvent.id).desc())
-    )
-    latest = next((e for e in events if e.data.get("master_update")), None)
-    return MasterInfo(
-        number=master.number,
-        subject=master.subject,
-        platform=master.platform or "",
-        status=str(master.status),
-        latest_update_text=str(latest.data.get("body", "")) if latest else "",
-        latest_update_at=latest.at if latest else None,
-        opened_at=master.created_at,
-    )
-
-
-def build_status(app: App, out_dir: Path, *, now: datetime) -> list[Path]:
-    """Write the static status page (index.html, feed.atom, per-product .ics) into `out_dir`; `serve`
-    calls this at every sweep when `[status] out_dir` is set."""
-    with transaction(app.engine) as session:
-        windows, masters, products = status_snapshot(session, now)
-    return build_status_site(
-        out_dir,
-        title=app.settings.status.title,
-        generated_at=now,
-        windows=windows,
-        masters=masters,
-        templates_dir=app.templates_dir / "status",
-        products=products,
-        desk_tz=app.settings.business.timezone,
-    )
-

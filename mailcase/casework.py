@@ -273,10 +273,26 @@ def queue_staff_notice(
     extra: dict[str, Any] | None = None,
 ) -> int | None:
     """Queue a notice to technicians or managers; replies to it thread back through the token."""
+    intent = staff_notice(session, desk, case, template=template, recipients=recipients, now=now, key=key, extra=extra)
+    return None if intent is None else enqueue(intent, session=session, now=now, hostname=desk.hostname)
+
+
+def staff_notice(
+    session: Session,
+    desk: Desk,
+    case: Case,
+    *,
+    template: str,
+    recipients: Sequence[str],
+    now: datetime,
+    key: str,
+    extra: dict[str, Any] | None = None,
+) -> NotificationIntent | None:
+    """The notice `queue_staff_notice` queues, for a caller that queues many at once; None with no recipient."""
     people = tuple(dict.fromkeys(r for r in recipients if r))
     if not people:
         return None
-    intent = NotificationIntent(
+    return NotificationIntent(
         kind=template,
         template=template,
         recipients=people,
@@ -288,7 +304,6 @@ def queue_staff_notice(
         auto_submitted="auto-generated",
         reply_token_case=case.number,
     )
-    return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
 def queue_staff_new_case(

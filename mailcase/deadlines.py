@@ -56,10 +56,17 @@ class DeadlinePlanner:
         view = case_view(case)
         return case_deadlines(view, self.policy, self.calendar, now, self.overrides_for(session, case.organisation_id))
 
-    def replan(self, session: Session, case: Case, now: datetime) -> tuple[Deadline, ...]:
-        """Recompute and store the deadlines; `next_due_at` is the next instant a sweep must look."""
+    def replan(
+        self, session: Session, case: Case, now: datetime, *, known: tuple[Deadline, ...] | None = None
+    ) -> tuple[Deadline, ...]:
+        """Recompute and store the deadlines; `next_due_at` is the next instant a sweep must look.
+
+        `known`: the deadlines the caller just computed with `deadlines(…, now)` for the case as it
+        still is (a sweep that only queued notices), so they are not computed twice."""
         view = case_view(case)
-        deadlines = case_deadlines(view, self.policy, self.calendar, now, self.overrides_for(session, case.organisation_id))
+        deadlines = known if known is not None else case_deadlines(
+            view, self.policy, self.calendar, now, self.overrides_for(session, case.organisation_id)
+        )
         by_name = {d.name: d for d in deadlines}
 
         def due(name: DeadlineName) -> datetime | None:

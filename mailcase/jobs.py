@@ -17,11 +17,12 @@ from sqlmodel import Session, col, select
 
 from mailcase import casework
 from mailcase.db import is_postgres, transaction
-from mailcase.domain import CaseStatus
-from mailcase.models import Case, Technician
+from mailcase.domain import CaseStatus, NotificationIntent
+from mailcase.models import Case, Organisation, Technician
 from mailcase.rules.lifecycle import Actor
 from mailcase.rules.sla import DeadlineName, NoticeKind, SlaNotice, notices_due
 from mailcase.store.cases import case_view
+from mailcase.store.outbox import enqueue_many
 
 if TYPE_CHECKING:
     from mailcase.app import App
@@ -64,42 +65,88 @@ def sweep_case_deadlines(app: App, now: datetime, *, batch: int = BATCH) -> Swee
             if is_postgres(session):
                 statement = statement.with_for_update(skip_locked=True)
             cases = [c for c in session.exec(statement) if c.id not in seen]
-            for case in cases:
-                assert case.id is not None
-                seen.add(case.id)
-                _sweep_case(app, session, case, now, report)
+            organisations = _load_organisations(session, cases)  # held: the identity map keeps weak references
+            pending: Pending = []
+            # No autoflush: each case's UPDATE would otherwise be a round trip of its own; they go together
+            # with the batch's staff notices (one multi-row INSERT) at its end. Nothing below reads a swept
+            # row back from the database.
+            with session.no_autoflush:
+                for case in cases:
+                    assert case.id is not None
+                    seen.add(case.id)
+                    _sweep_case(app, session, case, now, report, pending)
+            intents = [intent for _, intent in pending]
+            inserted = enqueue_many(intents, session=session, now=now, hostname=app.desk().hostname)
+            for kind, intent in pending:
+                report.count(kind, intent.idempotency_key in inserted)
             report.examined += len(cases)
+            del organisations
         if len(cases) < batch:
             return report
 
 
-def _sweep_case(app: App, session: Session, case: Case, now: datetime, report: SweepReport) -> None:
+def _sweep_case(
+    app: App, session: Session, case: Case, now: datetime, report: SweepReport, pending: Pending
+) -> None:
     planner = app.planner
     deadlines = planner.deadlines(session, case, now)
     due = _current(notices_due(case_view(case), deadlines, planner.policy, now))
     for notice in due:
-        queued = _carry_out(app, session, case, notice, now)
-        report.count(notice.kind.value, queued)
-    planner.replan(session, case, now)
+        queued = _carry_out(app, session, case, notice, now, pending)
+        if queued is not None:
+            report.count(notice.kind.value, queued)
+    changed = any(notice.kind in CHANGES_THE_CASE for notice in due)
+    replanned = planner.replan(session, case, now, known=None if changed else deadlines)
     if case.next_due_at is not None and case.next_due_at <= now:
         # Everything due now has been queued (or was already): look again at the next new instant.
         from mailcase.rules.sla import next_check_at
 
-        case.next_due_at = next_check_at(case_view(case), planner.deadlines(session, case, now), planner.policy, now)
+        case.next_due_at = next_check_at(case_view(case), replanned, planner.policy, now)
         session.add(case)
+
+
+def _load_organisations(session: Session, cases: list[Case]) -> list[Organisation]:
+    """One query for the batch's organisations, so the notices' `session.get(Organisation, …)` finds
+    them in the session's identity map instead of costing a query per case."""
+    ids = {case.organisation_id for case in cases if case.organisation_id is not None}
+    return list(session.exec(select(Organisation).where(col(Organisation.id).in_(ids)))) if ids else []
+
+
+Pending = list[tuple[str, NotificationIntent]]
+"""A batch's staff notices (notice kind, intent), queued together at the end of the batch."""
+
+# Notices whose effects change the case (its status), so its deadlines must be computed again.
+CHANGES_THE_CASE = frozenset({NoticeKind.HOLD_EXPIRED, NoticeKind.CLOSE_NO_RESPONSE})
 
 
 def _current(notices: tuple[SlaNotice, ...]) -> list[SlaNotice]:
     """A reminder whose deadline has already passed (a daemon that was down) is not worth sending:
-    the escalation that is due says more."""
+    the escalation that is due says more. A reminder scheduled at the deadline itself (an ETR
+    passing, rules.sla rule 3) is the assignee's notice of it and still goes."""
     passed = {(n.deadline, n.deadline_at) for n in notices if n.kind is NoticeKind.SLA_ESCALATION_L2}
-    return [n for n in notices if not (n.kind is NoticeKind.SLA_REMINDER and (n.deadline, n.deadline_at) in passed)]
+    return [
+        n
+        for n in notices
+        if not (n.kind is NoticeKind.SLA_REMINDER and n.due_at < n.deadline_at and (n.deadline, n.deadline_at) in passed)
+    ]
 
 
-def _carry_out(app: App, session: Session, case: Case, notice: SlaNotice, now: datetime) -> bool:
+def _carry_out(
+    app: App, session: Session, case: Case, notice: SlaNotice, now: datetime, pending: Pending
+) -> bool | None:
+    """Queue the notice and apply its effect: True queued now, False already queued before, None
+    added to `pending` (staff notices, queued with the batch)."""
     desk = app.desk()
     settings = app.settings
     key = notice.idempotency_key(case.number)
+
+    def staff(template: str, recipients: list[str], values: dict[str, object]) -> None:
+        intent = casework.staff_notice(
+            session, desk, case, template=template, recipients=recipients, now=now, key=key, extra=values
+        )
+        if intent is not None:
+            pending.append((notice.kind.value, intent))
+
     extra: dict[str, object] = {
         "deadline": DEADLINE_WORDS.get(notice.deadline, notice.deadline.value),
         "due_at": notice.deadline_at.isoformat(),
@@ -110,25 +157,25 @@ def _carry_out(app: App, session: Session, case: Case, notice: SlaNotice, now: d
             if notice.kind is NoticeKind.MASTER_UPDATE_REMINDER:
                 template = "staff.master_update_reminder"
                 extra |= {"master_number": case.number, "master_subject": case.subject, "platform": case.platform or ""}
-            return _staff(session, desk, case, template, _owners(session, app, case), now, key, extra)
+            return staff(template, _owners(session, app, case), extra)
         case NoticeKind.SLA_ESCALATION_L2:
             manager = casework.escalation_contact(settings, case, 2)
             escalation = extra | {"level": 2, "summary": _summary(session, case)}
-            return _staff(session, desk, case, "staff.sla_escalation", [manager], now, key, escalation)
+            return staff("staff.sla_escalation", [manager], escalation)
         case NoticeKind.SLA_ESCALATION_L3:
             escalation = extra | {"level": 3, "summary": _summary(session, case)}
-            return _staff(session, desk, case, "staff.sla_escalation", [settings.escalation.vp], now, key, escalation)
+            return staff("staff.sla_escalation", [settings.escalation.vp], escalation)
         case NoticeKind.UNASSIGNED_ALERT:
             alert = extra | {"created_at": case.created_at.isoformat()}
-            return _staff(session, desk, case, "staff.unassigned_alert", [settings.escalation.on_call], now, key, alert)
+            return staff("staff.unassigned_alert", [settings.escalation.on_call], alert)
         case NoticeKind.HOLD_EXPIRED:
-            if case.status is CaseStatus.ON_HOLD:
+            if CaseStatus(case.status) is CaseStatus.ON_HOLD:  # a loaded row holds the plain string
                 casework.set_status(
                     session, desk, case, CaseStatus.IN_PROGRESS, now=now, author="scheduler", actor=Actor.SYSTEM,
                     notify_customer=False,
                 )
             held = extra | {"hold_until": notice.deadline_at.isoformat()}
-            return _staff(session, desk, case, "staff.hold_expired", _owners(session, app, case), now, key, held)
+            return staff("staff.hold_expired", _owners(session, app, case), held)
         case NoticeKind.CUSTOMER_NUDGE:
             nudge = {"close_at": case.customer_due_at.isoformat()} if case.customer_due_at else {}
             return casework.queue_customer_notice(
@@ -139,7 +186,7 @@ def _carry_out(app: App, session: Session, case: Case, notice: SlaNotice, now: d
                 session, desk, case, template="customer.closed_no_response", event="closed_no_response", now=now,
                 key=key,
             ) is not None
-            if case.status is not CaseStatus.CLOSED_NO_RESPONSE:
+            if CaseStatus(case.status) is not CaseStatus.CLOSED_NO_RESPONSE:
                 casework.set_status(
                     session, desk, case, CaseStatus.CLOSED_NO_RESPONSE, now=now, author="scheduler",
                     actor=Actor.SYSTEM, notify_customer=False,
@@ -163,13 +210,6 @@ def _summary(session: Session, case: Case) -> str:
     )
 
 
-def _staff(session: Session, desk: casework.Desk, case: Case, template: str, recipients: list[str],
-           now: datetime, key: str, extra: dict[str, object]) -> bool:
-    return casework.queue_staff_notice(
-        session, desk, case, template=template, recipients=recipients, now=now, key=key, extra=extra
-    ) is not None
-
-
 def _owners(session: Session, app: App, case: Case) -> list[str]:
     """The assignee; with nobody assigned, the team's active technicians; failing that, on-call."""
     if case.assignee:
@@ -185,10 +225,13 @@ class TickReport:
     sla: SweepReport
     maintenance: int
     delivery: object | None
+    # Per [[imap]] mailbox name: "N message(s) stored" or why it could not be polled.
+    imap: dict[str, str] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.sla.by_kind.items())) or "none"
-        lines = [f"deadlines: {self.sla.examined} cases due, {self.sla.queued} notices queued ({kinds})"]
+        lines = [f"imap {name}: {result}" for name, result in self.imap.items()]
+        lines.append(f"deadlines: {self.sla.examined} cases due, {self.sla.queued} notices queued ({kinds})")
         lines.append(f"maintenance: {self.maintenance} notices queued")
         if self.delivery is not None:
             lines.append(f"outbox: {self.delivery}")
@@ -218,12 +261,49 @@ def deliver_outbox(app: App, now: datetime) -> object:
     )
 
 
+def poll_mailboxes(app: App) -> dict[str, str]:
+    """One pass over every `[[imap]]` mailbox, as `serve`'s pollers do continuously (for cron set-ups).
+
+    A mailbox that cannot be polled (refused login, unreachable server, busy database) is logged
+    and reported, and the others and the sweeps still run: its mail waits for the next tick.
+    """
+    import threading
+
+    from mailcase.errors import MailcaseError
+    from mailcase.ingest.imap import CONNECTION_ERRORS, MailboxLoginFailed, MailboxPoller
+
+    results: dict[str, str] = {}
+    if not app.settings.imap:
+        return results
+    pipeline = app.pipeline()
+    for box in app.settings.imap:
+        logger = logging.getLogger(f"mailcase.ingest.imap.{box.name}")
+        poller = MailboxPoller(
+            box, ingest=pipeline, engine=app.engine, clock=app.clock, stop=threading.Event(), logger=logger
+        )
+        try:
+            results[box.name] = f"{poller.poll_once()} message(s) stored"
+        except MailboxLoginFailed:
+            results[box.name] = "login refused"  # the poller has logged the ERROR line already
+        except (MailcaseError, *CONNECTION_ERRORS) as error:
+            logger.error(
+                "mailbox %s (%s at %s:%d): not polled this tick: %s: %s",
+                box.name, box.user, box.host, box.port, type(error).__name__, error,
+            )
+            results[box.name] = f"not polled ({type(error).__name__})"
+        finally:
+            poller.close()
+    return results
+
+
 def tick(app: App, *, deliver: bool = True) -> TickReport:
-    """`mailcase tick`: every due sweep once (as of the app's clock, so `--now` works), then the outbox."""
+    """`mailcase tick`: one pass over the IMAP mailboxes, every due sweep once (as of the app's clock,
+    so `--now` works), then the outbox, so mail fetched by this tick is acknowledged by it."""
     now = app.clock.now()
+    imap = poll_mailboxes(app)
     sla, maintenance = run_due_sweeps(app, now)
     delivery = deliver_outbox(app, now) if deliver and app.settings.outbound.enabled else None
-    return TickReport(sla=sla, maintenance=maintenance, delivery=delivery)
+    return TickReport(sla=sla, maintenance=maintenance, delivery=delivery, imap=imap)
 
 
-__all__ = ["DeadlineName", "SweepReport", "TickReport", "deliver_outbox", "run_due_sweeps", "sweep_case_deadlines", "tick"]
+__all__ = ["DeadlineName", "SweepReport", "TickReport", "deliver_outbox", "poll_mailboxes", "run_due_sweeps", "sweep_case_deadlines", "tick"]

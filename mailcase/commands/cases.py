@@ -127,7 +127,7 @@ def run_show(app: App, args: argparse.Namespace) -> int:
 def run_update(app: App, args: argparse.Namespace) -> int:
     from mailcase import casework
     from mailcase.cli import emit_json
-    from mailcase.present import case_detail_json, case_text
+    from mailcase.present import case_detail_json
 
     if not any(
         v is not None

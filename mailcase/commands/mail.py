@@ -206,8 +206,9 @@ def outbox_json(row: Any) -> dict[str, Any]:
         "cc": list(row.cc),
         "template": row.template,
         "locale": row.locale,
-        "case": row.context.get("case_number") if row.context else None,
-        "subject_hint": row.context.get("subject", "") if row.context else "",
+        # A case number is the zero-padded string everywhere in JSON (README "JSON output").
+        "case": _padded_case(row.context.get("case_number") if row.context else None),
+        "subject_hint": (row.context.get("case_subject") or row.context.get("subject") or "") if row.context else "",
         "message_id": row.message_id,
         "attempts": row.attempts,
         "created_at": row.created_at.isoformat(),
@@ -218,3 +219,9 @@ def outbox_json(row: Any) -> dict[str, Any]:
         "bounced_at": row.bounced_at.isoformat() if row.bounced_at else None,
         "bounce_reason": row.bounce_reason,
     }
+
+
+def _padded_case(number: Any) -> str | None:
+    from mailcase.domain import format_case_number
+
+    return format_case_number(int(number)) if isinstance(number, int) else number

@@ -375,7 +375,8 @@ class MailboxPoller:
     # -- one pass ------------------------------------------------------------------------------
 
     def _drain(self) -> tuple[int, bool]:
-        """Store and move every message after the cursor; return (stored, stopped by a transient error)."""
+        """Store and move every message after the cursor; return (stored, stopped early: a transient
+        error, or the stop event between two batches)."""
         client = self._client
         client.noop()  # lets the server report mail that arrived since the last command
         uidvalidity = self._uidvalidity
@@ -396,6 +397,8 @@ class MailboxPoller:
         uids = sorted(uid for uid in client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
         stored = 0
         for start in range(0, len(uids), max(1, self.settings.batch_size)):
+            if self._stop.is_set():
+                return stored, True  # shutting down: a long backlog waits for the next start
             batch = uids[start : start + max(1, self.settings.batch_size)]
             for chunk in self._by_size(batch):
                 count, interrupted = self._process(chunk, uidvalidity)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import assert_never
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import defer
 from sqlmodel import Session, case, col, func, select
 
 from mailcase import casework
@@ -41,6 +42,7 @@ from mailcase.models import (
     HeldMessage,
     Message,
     MessageAttachment,
+    Organisation,
     Outbox,
     RawMessageRecord,
 )
@@ -182,7 +184,8 @@ class Pipeline:
                 raw_id=first.id,
                 duplicate=True,
             )
-        record = session.get(RawMessageRecord, raw_id)
+        # The bytes were just written from `raw.data`; reading them back would cost one more copy.
+        record = session.get(RawMessageRecord, raw_id, options=[defer(col(RawMessageRecord.data))])
         assert record is not None
         if message is None:
             return self._hold_unparseable(session, record, parse_error, raw)
@@ -555,6 +558,9 @@ class _Apply:
             organisation_id = organisation.id if organisation else None
         if related is not None and organisation_id is None:
             organisation_id = related.organisation_id
+        # Held for the rest of the transaction: the session's identity map keeps rows only while
+        # something refers to them, and the notices below look the organisation up three times.
+        self.organisation = self.session.get(Organisation, organisation_id) if organisation_id else None
         team = settings.assignment.intake_team
         from mailcase.store.cases import create_case, next_assignee
 

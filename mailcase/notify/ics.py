@@ -5,12 +5,14 @@ or sends.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from icalendar import Calendar, Event, vCalAddress, vText
+from icalendar.parser import foldline
 
 PRODID = "-//mailcase//Maintenance windows//EN"
 
@@ -157,12 +159,17 @@ def feed_uid(window: FeedWindow) -> str:
 
 
 def feed_description(window: FeedWindow) -> str:
-    parts = [window.description.strip()]
-    if window.justification.strip():
-        parts.append(f"Why: {window.justification.strip()}")
-    if window.products:
-        parts.append("Affected products: " + ", ".join(window.products))
-    if str(window.kind) == "connect":
+    return describe_window(window.description, window.justification, window.products, str(window.kind))
+
+
+def describe_window(description: str, justification: str, products: Sequence[str], kind: str) -> str:
+    """The DESCRIPTION of a window's event: the work, why, what it affects."""
+    parts = [description.strip()]
+    if justification.strip():
+        parts.append(f"Why: {justification.strip()}")
+    if products:
+        parts.append("Affected products: " + ", ".join(products))
+    if kind == "connect":
         parts.append("No service impact is expected.")
     return "\n\n".join(p for p in parts if p)
 
@@ -193,3 +200,74 @@ def product_feed(
             )
         )
     return calendar.to_ical()
+
+
+class PersonalCalendar:
+    """`window_calendar` for many recipients of one notice: built once, each copy differing only
+    in its ATTENDEE line (RFC 5546 wants the recipient there), refolded at 75 octets (RFC 5545 §3.1).
+
+    A 20,000-recipient window builds one calendar instead of 20,000; should the built text ever not
+    have the expected ATTENDEE line, every copy is built in full instead.
+    """
+
+    PLACEHOLDER = "attendee.placeholder@mailcase.invalid"
+
+    def __init__(
+        self, uid: str, sequence: int, start: datetime, end: datetime, summary: str, description: str,
+        method: Literal["REQUEST", "CANCEL"], organizer: str, dtstamp: datetime,
+    ) -> None:
+        self._args = (uid, sequence, start, end, summary, description, method, organizer, dtstamp)
+        text = window_calendar(*self._args, attendees=(self.PLACEHOLDER,)).decode("utf-8")
+        self._parts: tuple[str, str, str] | None = None
+        begin = text.find("\r\nATTENDEE")
+        if begin < 0:
+            return
+        begin += 2
+        end_at = text.find("\r\n", begin)
+        while end_at >= 0 and text[end_at + 2 : end_at + 3] in (" ", "\t"):  # a folded continuation
+            end_at = text.find("\r\n", end_at + 2)
+        if end_at < 0:
+            return
+        line = text[begin:end_at].replace("\r\n ", "").replace("\r\n\t", "")
+        if line.count(f"mailto:{self.PLACEHOLDER}") == 1 and line.endswith(self.PLACEHOLDER):
+            self._parts = (text[:begin], line, text[end_at:])
+
+    def for_attendee(self, address: str) -> str:
+        if self._parts is None:
+            return window_calendar(*self._args, attendees=(address,)).decode("utf-8")
+        head, line, tail = self._parts
+        return head + foldline(line.replace(self.PLACEHOLDER, address)) + tail
+
+
+@functools.lru_cache(maxsize=64)
+def _personal_calendar(
+    uid: str, sequence: int, start: datetime, end: datetime, summary: str, description: str,
+    method: Literal["REQUEST", "CANCEL"], organizer: str, dtstamp: datetime,
+) -> PersonalCalendar:
+    return PersonalCalendar(uid, sequence, start, end, summary, description, method, organizer, dtstamp)
+
+
+def invitation(calendar: Mapping[str, Any]) -> tuple[str, bytes]:
+    """The `.ics` of one maintenance notice from the plain values queued with it: its content
+    type (with the iTIP method, RFC 6047) and the calendar, with the recipient as ATTENDEE.
+
+    Successive recipients of one notice share the built calendar (`PersonalCalendar`).
+    """
+    method: Literal["REQUEST", "CANCEL"] = "CANCEL" if calendar["method"] == "CANCEL" else "REQUEST"
+    products = list(calendar.get("products", ()))
+    summary = f"{KIND_SUMMARIES.get(str(calendar['kind']), 'Maintenance')}: {', '.join(products)}"
+    description = describe_window(
+        str(calendar.get("description", "")), str(calendar.get("justification", "")), products, str(calendar["kind"])
+    )
+    built = _personal_calendar(
+        str(calendar["uid"]),
+        int(calendar["sequence"]),
+        datetime.fromisoformat(calendar["start"]),
+        datetime.fromisoformat(calendar["end"]),
+        summary,
+        description,
+        method,
+        str(calendar["organizer"]),
+        datetime.fromisoformat(calendar["dtstamp"]),
+    )
+    return f"text/calendar; method={method}", built.for_attendee(str(calendar["attendee"])).encode("utf-8")

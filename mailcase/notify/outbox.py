@@ -8,7 +8,9 @@ Delivery guarantees, and the one window we accept:
   the next message is sent. So a crash between the relay's 250 and our commit re-sends **at most
   that one message**: its row is still `sending`, and rows left in `sending` longer than
   `stale_after` (a crashed daemon) go back to `queued`. That re-send keeps the stored Message-ID,
-  so the recipient's client shows it as the same message.
+  so the recipient's client shows it as the same message. The commit is kept cheap rather than
+  deferred: one database connection is held for the batch, and an outcome is one Core UPDATE of
+  its row (plus, for case mail, the INSERT of its outbound message row) in one short transaction.
 * A dropped connection makes the transport reconnect and try the message once more; if the drop
   came after the relay had accepted the data, that is the same one-message window.
 * 4xx replies and connection errors are retried with capped exponential backoff and jitter; a
@@ -17,22 +19,24 @@ Delivery guarantees, and the one window we accept:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import col
 
 from mailcase.config import Settings
-from mailcase.db import transaction
+from mailcase.db import is_transient, transaction
 from mailcase.domain import AutoKind, Direction, OutboxState
 from mailcase.errors import TransientError
 from mailcase.models import Message, Outbox
+from mailcase.notify.ics import invitation
 from mailcase.notify.compose import (
     AUTO_GENERATED,
     AUTO_REPLIED,
@@ -49,6 +53,13 @@ log = logging.getLogger(__name__)
 
 STALE_SENDING = timedelta(minutes=10)
 """A row `sending` for longer than this was claimed by a daemon that died; it is queued again."""
+
+_OUTBOX: sa.Table = Outbox.__table__  # type: ignore[assignment]
+_MESSAGE: sa.Table = Message.__table__  # type: ignore[assignment]
+_SET_OUTCOME = sa.update(_OUTBOX).where(_OUTBOX.c.id == sa.bindparam("outbox_id"))
+"""One row's outcome; the SET clause comes from the parameters' column names, so each outcome's
+shape compiles once and is reused from SQLAlchemy's statement cache."""
+_INSERT_MESSAGE = sa.insert(_MESSAGE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +127,35 @@ def deliver_due(
     counts = {SendOutcome.SENT: 0, SendOutcome.TEMPORARY: 0, SendOutcome.PERMANENT: 0}
     if not claimed:
         return DeliveryReport(requeued=requeued)
+    with engine.connect() as connection:
+        _deliver_claimed(
+            connection, claimed, counts, now=now, transport=transport, renderer=renderer,
+            settings=settings, secret=secret, attachments=attachments or context_attachments,
+            rng=rng,
+        )  # fmt: skip
+    return DeliveryReport(
+        sent=counts[SendOutcome.SENT],
+        retried=counts[SendOutcome.TEMPORARY],
+        failed=counts[SendOutcome.PERMANENT],
+        requeued=requeued,
+    )
+
+
+def _deliver_claimed(
+    connection: sa.Connection,
+    claimed: Sequence[ClaimedNotice],
+    counts: dict[SendOutcome, int],
+    *,
+    now: datetime,
+    transport: Transport,
+    renderer: Renderer,
+    settings: Settings,
+    secret: bytes,
+    attachments: AttachmentSource,
+    rng: random.Random,
+) -> None:
+    """Render and compose every claimed notice, send them over one transport batch, and commit
+    each outcome on `connection` as soon as it is known; adds the outcomes to `counts`."""
     outbound = settings.outbound
     prepared: list[tuple[ClaimedNotice, Rendered, str]] = []
     envelopes: list[Envelope] = []
@@ -134,11 +174,11 @@ def deliver_due(
                 from_name=outbound.from_name,
                 support_address=settings.smtp.support_address,
                 secret=secret,
-                attachments=(attachments or context_attachments)(notice),
+                attachments=attachments(notice),
             )
         except TransientError as error:
             log.warning("outbox %s: cannot prepare now, will retry: %s", notice.id, error)
-            counts[_record(engine, notice, _temporary(str(error)), now, settings, rng)] += 1
+            counts[_record(connection, notice, _temporary(str(error)), now, settings, rng)] += 1
             continue
         except Exception as error:  # our bug (template, context): retrying cannot help
             log.error(
@@ -147,7 +187,7 @@ def deliver_due(
             failure = SendResult(
                 SendOutcome.PERMANENT, None, f"render failed: {type(error).__name__}: {error}"
             )
-            counts[_record(engine, notice, failure, now, settings, rng)] += 1
+            counts[_record(connection, notice, failure, now, settings, rng)] += 1
             continue
         prepared.append((notice, rendered, reply_to))
         envelopes.append((message, outbound.from_address, _envelope_recipients(notice)))
@@ -157,7 +197,7 @@ def deliver_due(
     def on_result(index: int, result: SendResult) -> None:
         notice, rendered, reply_to = prepared[index]
         outcome = _record(
-            engine, notice, result, now, settings, rng, rendered=rendered, reply_to=reply_to
+            connection, notice, result, now, settings, rng, rendered=rendered, reply_to=reply_to
         )
         counts[outcome] += 1
         recorded.add(index)
@@ -174,13 +214,7 @@ def deliver_due(
         for index, (notice, _rendered, _reply_to) in enumerate(prepared):
             if index not in recorded:
                 interrupted = _temporary("delivery interrupted")
-                counts[_record(engine, notice, interrupted, now, settings, rng)] += 1
-    return DeliveryReport(
-        sent=counts[SendOutcome.SENT],
-        retried=counts[SendOutcome.TEMPORARY],
-        failed=counts[SendOutcome.PERMANENT],
-        requeued=requeued,
-    )
+                counts[_record(connection, notice, interrupted, now, settings, rng)] += 1
 
 
 def requeue_stale(engine: Engine, *, now: datetime, stale_after: timedelta = STALE_SENDING) -> int:
@@ -206,30 +240,36 @@ def claim_due(engine: Engine, *, now: datetime, limit: int) -> list[ClaimedNotic
     PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows without
     waiting for each other. SQLite ignores the clause; its BEGIN IMMEDIATE serialises claimers.
     """
-    with transaction(engine) as session:
-        rows = session.exec(
-            select(Outbox)
-            .where(
-                col(Outbox.state) == OutboxState.QUEUED.value,
-                sa.or_(col(Outbox.next_attempt_at).is_(None), col(Outbox.next_attempt_at) <= now),
-            )
-            .order_by(col(Outbox.id))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-        if not rows:
-            return []
-        claimed = [_snapshot(row) for row in rows]
-        session.execute(
-            sa.update(Outbox)
-            .where(col(Outbox.id).in_([notice.id for notice in claimed]))
-            .values(state=OutboxState.SENDING.value, next_attempt_at=now)
+    table = _OUTBOX
+    query = (
+        sa.select(*(table.c[name] for name in _CLAIMED_COLUMNS))
+        .where(
+            table.c.state == OutboxState.QUEUED.value,
+            sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
         )
+        .order_by(table.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    with engine.connect() as connection, _committed(connection):
+        claimed = [_snapshot(row) for row in connection.execute(query)]
+        if claimed:
+            connection.execute(
+                sa.update(table)
+                .where(table.c.id.in_([notice.id for notice in claimed]))
+                .values(state=OutboxState.SENDING.value, next_attempt_at=now)
+            )
     return claimed
 
 
-def _snapshot(row: Outbox) -> ClaimedNotice:
-    assert row.id is not None
+_CLAIMED_COLUMNS = (
+    "id", "kind", "template", "locale", "context", "recipients", "cc", "message_id",
+    "in_reply_to", "references", "auto_submitted", "attempts", "case_id", "maintenance_id",
+)  # fmt: skip
+"""What delivery reads of a row (plain columns through Core: no ORM objects for a batch)."""
+
+
+def _snapshot(row: sa.Row[Any]) -> ClaimedNotice:
     context = dict(row.context or {})
     token_case = context.get(REPLY_TOKEN_CASE_KEY)
     return ClaimedNotice(
@@ -255,21 +295,23 @@ def _snapshot(row: Outbox) -> ClaimedNotice:
 
 
 def context_attachments(notice: ClaimedNotice) -> list[MailAttachment]:
-    """Files a notice carries in its context (`_attachments`: filename, content_type, content),
-    e.g. the iCalendar invitation of a maintenance notice, made when the notice was queued."""
+    """The files a notice asks for in its context: `_calendar` (a maintenance window's invitation,
+    written here from the values queued with it) and `_attachments` (ready-made text files:
+    filename, content_type, content)."""
     files = []
+    calendar = notice.context.get("_calendar")
+    if calendar:
+        content_type, data = invitation(calendar)
+        files.append(_attachment("maintenance.ics", content_type, data))
     for item in notice.context.get("_attachments", ()):
-        maintype_subtype, *params = [p.strip() for p in str(item["content_type"]).split(";")]
-        pairs = tuple(tuple(p.split("=", 1)) for p in params if "=" in p)
-        files.append(
-            MailAttachment(
-                filename=str(item["filename"]),
-                content_type=maintype_subtype,
-                data=str(item["content"]).encode("utf-8"),
-                params=pairs,  # type: ignore[arg-type]
-            )
-        )
+        files.append(_attachment(str(item["filename"]), str(item["content_type"]), str(item["content"]).encode()))
     return files
+
+
+def _attachment(filename: str, content_type: str, data: bytes) -> MailAttachment:
+    main, *params = [p.strip() for p in content_type.split(";")]
+    pairs = tuple((k.strip(), v.strip()) for k, v in (p.split("=", 1) for p in params if "=" in p))
+    return MailAttachment(filename=filename, content_type=main, data=data, params=pairs)
 
 
 def _outgoing(notice: ClaimedNotice, now: datetime) -> OutgoingMail:
@@ -308,7 +350,7 @@ def _temporary(reason: str) -> SendResult:
 
 
 def _record(
-    engine: Engine,
+    connection: sa.Connection,
     notice: ClaimedNotice,
     result: SendResult,
     now: datetime,
@@ -318,8 +360,8 @@ def _record(
     rendered: Rendered | None = None,
     reply_to: str = "",
 ) -> SendOutcome:
-    """Commit one message's outcome; returns the outcome as counted (a temporary failure on the
-    last allowed attempt counts as permanent)."""
+    """Commit one message's outcome on `connection`; returns the outcome as counted (a temporary
+    failure on the last allowed attempt counts as permanent)."""
     attempts = notice.attempts + 1
     outcome = result.outcome
     values: dict[str, Any] = {"attempts": attempts, "last_error": result.describe()}
@@ -340,10 +382,11 @@ def _record(
         values.update(state=OutboxState.QUEUED.value, next_attempt_at=now + delay)
     else:
         values.update(state=OutboxState.FAILED.value, next_attempt_at=None)
-    with transaction(engine) as session:
-        session.execute(sa.update(Outbox).where(col(Outbox.id) == notice.id).values(**values))
+    with _committed(connection):
+        connection.execute(_SET_OUTCOME, {"outbox_id": notice.id, **values})
         if outcome is SendOutcome.SENT and notice.case_id is not None and rendered is not None:
-            session.add(_case_message(notice, rendered, settings, now))
+            message = _case_message(notice, rendered, settings, now)
+            connection.execute(_INSERT_MESSAGE, _row_values(_MESSAGE, message))
     if outcome is SendOutcome.SENT:
         log.info("outbox %s sent: kind=%s message-id=%s", notice.id, notice.kind, notice.message_id)
     elif outcome is SendOutcome.TEMPORARY:
@@ -353,6 +396,28 @@ def _record(
     else:
         log.error("outbox %s failed: %s", notice.id, values["last_error"])
     return outcome
+
+
+@contextlib.contextmanager
+def _committed(connection: sa.Connection) -> Iterator[None]:
+    """One short transaction on the batch's connection (BEGIN IMMEDIATE on SQLite, see db.py);
+    like `db.transaction`, a database error a retry can fix becomes TransientError."""
+    try:
+        with connection.begin():
+            yield
+    except Exception as error:
+        if is_transient(error) and not isinstance(error, TransientError):
+            raise TransientError(f"database unavailable: {type(error).__name__}") from error
+        raise
+
+
+def _row_values(table: sa.Table, row: Any) -> dict[str, Any]:
+    """A model instance as INSERT parameters: every column but a generated primary key."""
+    return {
+        column.key: getattr(row, column.key)
+        for column in table.columns
+        if not (column.primary_key and getattr(row, column.key) is None)
+    }
 
 
 def _case_message(

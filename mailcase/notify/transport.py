@@ -14,7 +14,6 @@ import smtplib
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
 from enum import StrEnum
 from typing import Protocol
 
@@ -22,8 +21,8 @@ from mailcase.config import OutboundSettings
 
 log = logging.getLogger(__name__)
 
-Envelope = tuple[EmailMessage, str, Sequence[str]]
-"""(message, envelope sender, envelope recipients)."""
+Envelope = tuple[bytes, str, Sequence[str]]
+"""(message as composed by notify/compose: the DATA bytes, envelope sender, envelope recipients)."""
 
 
 class SendOutcome(StrEnum):
@@ -102,7 +101,7 @@ class SmtpTransport:
     def _send_one(
         self,
         client: smtplib.SMTP | None,
-        message: EmailMessage,
+        message: bytes,
         sender: str,
         recipients: Sequence[str],
     ) -> tuple[SendResult, smtplib.SMTP | None, SendResult | None]:
@@ -123,7 +122,9 @@ class SmtpTransport:
                     )
                     return result, None, result
             try:
-                refused = client.send_message(message, sender, list(recipients))
+                # sendmail, not send_message: the bytes are final, so nothing is flattened or
+                # re-parsed here; smtplib only dot-stuffs them (RFC 5321 §4.5.2).
+                refused = client.sendmail(sender, list(recipients), message)
             except smtplib.SMTPRecipientsRefused as error:
                 return _refused_all(error.recipients), _alive(client), None
             except smtplib.SMTPResponseException as error:

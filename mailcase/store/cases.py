@@ -31,7 +31,6 @@ def allocate_case_number(*, session: Session) -> int:
     writers, and a rolled-back transaction gives its number back only if nobody took a later one —
     numbers are never reused because the counter only grows.
     """
-    insert_or_ignore(session, Counter.__table__, {"name": CASE_NUMBER_COUNTER, "value": 0}, conflict=["name"])
     table = Counter.__table__
     statement = (
         sa.update(table)
@@ -39,7 +38,11 @@ def allocate_case_number(*, session: Session) -> int:
         .values(value=table.c.value + 1)
         .returning(table.c.value)
     )
-    return int(session.execute(statement).scalar_one())
+    number = session.execute(statement).scalar_one_or_none()
+    if number is None:  # the very first case: create the counter (once, whoever races), then count
+        insert_or_ignore(session, Counter.__table__, {"name": CASE_NUMBER_COUNTER, "value": 0}, conflict=["name"])
+        number = session.execute(statement).scalar_one()
+    return int(number)
 
 
 def create_case(
@@ -223,10 +226,11 @@ def next_assignee(*, session: Session, team: str) -> str | None:
     The team's cursor row is locked for the rest of the transaction, so two writers never hand
     out the same turn.
     """
-    insert_or_ignore(session, AssignmentCursor.__table__, {"team": team}, conflict=["team"])
-    cursor = session.exec(
-        select(AssignmentCursor).where(AssignmentCursor.team == team).with_for_update()
-    ).one()
+    locked = select(AssignmentCursor).where(AssignmentCursor.team == team).with_for_update()
+    cursor = session.exec(locked).first()
+    if cursor is None:  # the team's first case: create its cursor (once, whoever races)
+        insert_or_ignore(session, AssignmentCursor.__table__, {"team": team}, conflict=["team"])
+        cursor = session.exec(locked).one()
     technicians = list(
         session.exec(
             select(Technician)

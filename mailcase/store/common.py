@@ -19,9 +19,11 @@ def insert_or_ignore(
     dialect = session.get_bind().dialect.name
     insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     pk = list(table.primary_key.columns)
-    statement = insert.values(**values).on_conflict_do_nothing(index_elements=conflict)
+    # Values go in as parameters, not `.values(**values)`: the statement then compiles once per shape
+    # and is reused from SQLAlchemy's cache (a sweep queues thousands of rows).
+    statement = insert.on_conflict_do_nothing(index_elements=conflict)
     if len(pk) == 1:
         statement = statement.returning(pk[0])
-        return session.execute(statement).scalar_one_or_none()
-    result = session.execute(statement)
+        return session.execute(statement, values).scalar_one_or_none()
+    result = session.execute(statement, values)
     return True if result.rowcount else None

@@ -7,9 +7,11 @@ notice.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -17,7 +19,6 @@ from sqlmodel import Session, col, select
 
 from mailcase.domain import NotificationIntent, OutboxState
 from mailcase.models import Outbox, RecipientHealth
-from mailcase.store.common import insert_or_ignore
 
 REPLY_TOKEN_CASE_KEY = "_reply_token_case"
 """Context key carrying the intent's reply-token case number to delivery; templates never see it."""
@@ -36,6 +37,40 @@ def enqueue(
     The Message-ID is generated here and stored, so a reply can thread to this notice even before
     it is sent. The row is due at `intent.due_at` (delivery waits until then).
     """
+    statement = _insert_notice(session.get_bind().dialect.name)
+    new_id = session.execute(statement, _row(intent, now, hostname)).scalar_one_or_none()
+    return int(new_id) if new_id is not None else None
+
+
+@functools.cache
+def _insert_notice(dialect: str) -> Any:
+    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, built once per dialect: a
+    sweep queues thousands of rows, and rebuilding the statement for each cost more than running it
+    (values go in as parameters, so its compiled form is reused from SQLAlchemy's cache too)."""
+    table: sa.Table = Outbox.__table__  # type: ignore[assignment]
+    insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return insert.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(table.c.id)
+
+
+def enqueue_many(
+    intents: Sequence[NotificationIntent], *, session: Session, now: datetime, hostname: str
+) -> set[str]:
+    """Queue many intents in one statement (a sweep's batch); returns the idempotency keys that were new.
+
+    The same insert-or-ignore as `enqueue`, sent as multi-row INSERT … ON CONFLICT DO NOTHING
+    RETURNING (SQLAlchemy's insertmanyvalues) instead of one round trip per notice.
+    """
+    if not intents:
+        return set()
+    table: sa.Table = Outbox.__table__  # type: ignore[assignment]
+    dialect = session.get_bind().dialect.name
+    insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    statement = insert.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(table.c.idempotency_key)
+    rows = [_row(intent, now, hostname) for intent in intents]
+    return set(session.execute(statement, rows).scalars())
+
+
+def _row(intent: NotificationIntent, now: datetime, hostname: str) -> dict[str, Any]:
     context = dict(intent.context)
     if intent.reply_token_case is not None:
         context[REPLY_TOKEN_CASE_KEY] = intent.reply_token_case
@@ -62,9 +97,7 @@ def enqueue(
         "last_error": "",
         "bounce_reason": "",
     }
-    table: sa.Table = Outbox.__table__  # type: ignore[assignment]
-    new_id = insert_or_ignore(session, table, values, conflict=["idempotency_key"])
-    return int(new_id) if new_id is not None else None
+    return values
 
 
 def outbox_rows(

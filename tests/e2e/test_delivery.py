@@ -7,7 +7,6 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ SENDER = "support@support.example.com"
 NOW = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
 
 
-def _message(n: int, to: str = "pat@acme.example") -> EmailMessage:
+def _message(n: int, to: str = "pat@acme.example") -> bytes:
     return compose(
         OutgoingMail(message_id=f"<mc.test{n}@mailcase.localhost>", recipients=(to,), date=NOW),
         Rendered(subject=f"[Case #{n:08d}] Test", text=f"Message {n}\n", html=f"<p>Message {n}</p>"),
@@ -35,7 +34,7 @@ def _message(n: int, to: str = "pat@acme.example") -> EmailMessage:
     )
 
 
-def _batch(count: int, to: str = "pat@acme.example") -> list[tuple[EmailMessage, str, list[str]]]:
+def _batch(count: int, to: str = "pat@acme.example") -> list[tuple[bytes, str, list[str]]]:
     return [(_message(n, to), SENDER, [to]) for n in range(1, count + 1)]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -14,14 +13,18 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from mailcase.app import App
 from mailcase.clock import FixedClock
+from mailcase.config import Settings
 from mailcase.db import make_engine, transaction, upgrade_schema
 from mailcase.domain import Channel, RawMessage
 from mailcase.errors import TransientError
 from mailcase.ingest.imap import MailboxPoller
-from mailcase.models import MailboxCursor, RawMessageRecord
-from mailcase.store.common import insert_or_ignore
+from mailcase.models import Case, MailboxCursor, RawMessageRecord
+from mailcase.rules.directory_format import load_directory
+from mailcase.store.directory import import_directory
 from mailcase.store.mailboxes import load_cursor
+from support.cli import REPO, run_mailcase
 from support.dovecot import DovecotServer, dovecot, dovecot_without_move  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.dovecot
@@ -29,50 +32,55 @@ pytestmark = pytest.mark.dovecot
 Ingest = Callable[[RawMessage], object]
 LOGGER = "mailcase.ingest.imap.test"
 WAIT_SECONDS = 10.0
+DIRECTORY = REPO / "examples" / "directory.toml"
 
 
-# -- the pipeline stand-in -------------------------------------------------------------------
+# -- the real pipeline ----------------------------------------------------------------------
+
+
+def deployment(url: str) -> Engine:
+    """A migrated database with examples/directory.toml imported, as an operator sets one up."""
+    engine = make_engine(url)
+    upgrade_schema(engine)
+    directory = load_directory(DIRECTORY.read_text(encoding="utf-8"))
+    with transaction(engine) as session:
+        import_directory(directory, session=session)
+    return engine
+
+
+def pipeline_on(engine: Engine, settings: Settings, clock: FixedClock) -> Ingest:
+    """The shared pipeline, built by the composition root exactly as `serve` builds it."""
+    return App(settings=settings, engine=engine, clock=clock).pipeline()
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'mailcase.db'}")
-    upgrade_schema(engine)
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mailcase.db'}"
+
+
+@pytest.fixture
+def db(sqlite_url: str) -> Iterator[Engine]:
+    engine = deployment(sqlite_url)
     yield engine
     engine.dispose()
 
 
-def store_raw(engine: Engine) -> Ingest:
-    """Stand-in for the shared pipeline with the same contract: commits before returning, one row
-    per distinct message (insert-or-ignore on the content digest), TransientError when the
-    database is busy."""
-
-    def ingest(raw: RawMessage) -> object:
-        digest = hashlib.sha256(raw.data).hexdigest()
-        with transaction(engine) as session:
-            insert_or_ignore(
-                session,
-                RawMessageRecord.__table__,  # type: ignore[arg-type]
-                {
-                    "channel": raw.channel,
-                    "received_at": raw.received_at,
-                    "source": raw.source,
-                    "size": len(raw.data),
-                    "sha256": digest,
-                    "data": raw.data,
-                    "dedupe_key": "raw:" + digest,
-                },
-                conflict=["dedupe_key"],
-            )
-        return digest
-
-    return ingest
-
-
 @pytest.fixture
-def ingest(db: Engine) -> Ingest:
-    # The one line to change when the shared pipeline (mailcase.ingest.pipeline.Pipeline) is wired in.
-    return store_raw(db)
+def ingest(db: Engine, settings: Settings, clock: FixedClock) -> Ingest:
+    return pipeline_on(db, settings, clock)
+
+
+def listed_cases(url: str) -> list[dict[str, Any]]:
+    """`mailcase cases list --json` against the test database."""
+    result = run_mailcase(["cases", "list", "--json"], database_url=url)
+    assert result.status == 0, result.stderr
+    cases: list[dict[str, Any]] = result.json()
+    return cases
+
+
+def case_count(engine: Engine) -> int:
+    with Session(engine) as session:
+        return len(session.exec(select(Case.id)).all())
 
 
 def stored(engine: Engine) -> list[RawMessageRecord]:
@@ -168,8 +176,12 @@ def running() -> Iterator[Callable[[MailboxPoller], threading.Thread]]:
 # -- the tests -------------------------------------------------------------------------------
 
 
-def test_twenty_messages_are_stored_once_and_moved_to_processed(
-    dovecot: DovecotServer, make_poller: Callable[..., MailboxPoller], db: Engine, clock: FixedClock
+def test_twenty_messages_become_twenty_cases_and_are_moved_to_processed(
+    dovecot: DovecotServer,
+    make_poller: Callable[..., MailboxPoller],
+    db: Engine,
+    sqlite_url: str,
+    clock: FixedClock,
 ) -> None:
     sent = [message(i) for i in range(1, 21)]
     dovecot.append(sent)
@@ -177,6 +189,10 @@ def test_twenty_messages_are_stored_once_and_moved_to_processed(
 
     assert poller.poll_once() == 20
 
+    cases = listed_cases(sqlite_url)
+    assert sorted(case["subject"] for case in cases) == sorted(f"Router m{i} is down" for i in range(1, 21))
+    assert {case["requester"] for case in cases} == {"pat@acme.example"}
+    assert {case["priority"] for case in cases} == {"P4"}
     rows = stored(db)
     assert sorted(row.data for row in rows) == sorted(sent)
     uidvalidity = dovecot.uidvalidity()
@@ -189,8 +205,8 @@ def test_twenty_messages_are_stored_once_and_moved_to_processed(
         assert load_cursor(session=session, mailbox=poller.mailbox) == (uidvalidity, 20)
 
 
-def test_polling_again_or_after_a_restart_stores_nothing_twice(
-    dovecot: DovecotServer, make_poller: Callable[..., MailboxPoller], db: Engine
+def test_polling_again_or_after_a_restart_makes_no_case_twice(
+    dovecot: DovecotServer, make_poller: Callable[..., MailboxPoller], db: Engine, sqlite_url: str
 ) -> None:
     sent = [message(i) for i in range(1, 21)]
     dovecot.append(sent)
@@ -199,10 +215,18 @@ def test_polling_again_or_after_a_restart_stores_nothing_twice(
 
     assert first.poll_once() == 0
     first.close()
-    assert make_poller(dovecot).poll_once() == 0
+    restarted = make_poller(dovecot)
+    assert restarted.poll_once() == 0
+    # The processed mail put back in the folder (a person, or a move that never happened): the
+    # restarted poller fetches it again and the pipeline's dedupe makes that a no-op.
+    with dovecot.client() as client:
+        client.select_folder("Processed")
+        client.copy(client.search(["ALL"]), "INBOX")
+    assert restarted.poll_once() == 20
 
+    assert len(listed_cases(sqlite_url)) == 20
     assert stored_bodies(db) == sorted(sent)
-    assert len(dovecot.uids("Processed")) == 20
+    assert dovecot.uids("INBOX") == []
 
 
 def test_crash_between_commit_and_move_loses_nothing_and_duplicates_nothing(
@@ -228,9 +252,11 @@ def test_crash_between_commit_and_move_loses_nothing_and_duplicates_nothing(
     assert len(stored(db)) == 9
     assert dovecot.uids("INBOX") == [8, 9, 10]
 
+    assert case_count(db) == 9
     restarted = make_poller(dovecot, batch_size=7)
     restarted.poll_once()
 
+    assert case_count(db) == 10
     assert stored_bodies(db) == sorted(sent)
     assert dovecot.uids("INBOX") == []
     assert sorted(dovecot.messages("Processed")) == sorted(sent)
@@ -278,6 +304,7 @@ def test_uidvalidity_reset_rescans_the_folder_without_duplicates(
 
     poller.poll_once()
 
+    assert case_count(db) == 8
     assert stored_bodies(db) == sorted(first + new)
     assert dovecot.uids("INBOX") == []
     with Session(db) as session:
@@ -439,8 +466,7 @@ def test_poller_reconnects_after_the_server_restarts(
 
 @pytest.fixture
 def pg(fresh_pg_url: str) -> Iterator[Engine]:
-    engine = make_engine(fresh_pg_url)
-    upgrade_schema(engine)
+    engine = deployment(fresh_pg_url)
     yield engine
     engine.dispose()
 
@@ -451,11 +477,13 @@ def test_only_one_daemon_polls_a_mailbox_and_another_takes_over_when_it_goes(
     dovecot: DovecotServer,
     make_poller: Callable[..., MailboxPoller],
     running: Callable[[MailboxPoller], threading.Thread],
+    settings: Settings,
+    clock: FixedClock,
 ) -> None:
     by_daemon: dict[str, list[bytes]] = {"a": [], "b": []}
 
     def ingest_as(daemon: str) -> Ingest:
-        store = store_raw(pg)
+        store = pipeline_on(pg, settings, clock)  # each daemon has its own pipeline
 
         def ingest(raw: RawMessage) -> object:
             by_daemon[daemon].append(raw.data)
@@ -481,6 +509,7 @@ def test_only_one_daemon_polls_a_mailbox_and_another_takes_over_when_it_goes(
     assert wait_until(lambda: dovecot.uids("INBOX") == [])
     assert by_daemon == {"a": first, "b": later}
     assert stored_bodies(pg) == sorted(first + later)
+    assert case_count(pg) == 5
 
 
 def test_stop_ends_an_idle_poller_promptly(
@@ -498,3 +527,31 @@ def test_stop_ends_an_idle_poller_promptly(
     thread.join(timeout=3)
 
     assert not thread.is_alive()
+
+
+def test_stop_during_a_long_backlog_ends_after_the_current_batch_and_loses_nothing(
+    dovecot: DovecotServer,
+    make_poller: Callable[..., MailboxPoller],
+    running: Callable[[MailboxPoller], threading.Thread],
+    ingest: Ingest,
+    db: Engine,
+) -> None:
+    sent = [message(i) for i in range(1, 11)]
+    dovecot.append(sent)
+    holder: list[MailboxPoller] = []
+
+    def ingest_then_stop(raw: RawMessage) -> object:
+        outcome = ingest(raw)
+        holder[0].stop()  # SIGTERM arrives while the first batch is being stored
+        return outcome
+
+    poller = make_poller(dovecot, ingest_with=ingest_then_stop, batch_size=3)
+    holder.append(poller)
+    thread = running(poller)
+    thread.join(timeout=WAIT_SECONDS)
+
+    assert not thread.is_alive()
+    assert case_count(db) == 3  # the batch in hand is finished and moved, the rest waits
+    assert dovecot.uids("INBOX") == [4, 5, 6, 7, 8, 9, 10]
+    assert make_poller(dovecot).poll_once() == 7
+    assert case_count(db) == 10

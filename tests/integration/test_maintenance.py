@@ -15,6 +15,7 @@ from mailcase.db import transaction
 from mailcase.domain import MaintenanceKind, MaintenanceStatus
 from mailcase.models import MaintenanceWindow
 from mailcase.notify.render import Renderer
+from mailcase.status import status_snapshot
 from mailcase.store.maintenance import list_windows, window_products
 from mailcase.subscriptions import handle_unsubscribe_mail
 from support.broadcasts import (
@@ -274,7 +275,7 @@ def test_status_snapshot_lists_windows_with_their_products(app: App) -> None:
     start = datetime(2026, 12, 18, 22, 0, tzinfo=DENVER)
     window_id = _add(app, ["Cisco", "Microsoft Teams"], start=start)
     with transaction(app.engine) as session:
-        windows, masters, products = broadcasts.status_snapshot(session, app.clock.now())
+        windows, masters, products = status_snapshot(session, app.clock.now())
         names = window_products(session=session, window_ids=[window_id])
     assert [w.id for w in windows] == [window_id]
     assert windows[0].products == ("Cisco", "Microsoft Teams") == tuple(names[window_id])

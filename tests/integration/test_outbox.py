@@ -366,6 +366,48 @@ def test_messages_not_reported_by_a_failing_transport_go_back_to_the_queue(
     assert _row(engine, second).last_error == "delivery interrupted"
 
 
+class WatchingTransport:
+    """Sends one message at a time through the real transport and, just before each, reads the
+    committed outbox states and outbound case messages on a connection of its own: what another
+    daemon, or this one restarted after a crash, would find."""
+
+    def __init__(self, inner: SmtpTransport, engine: Engine) -> None:
+        self.inner = inner
+        self.engine = engine
+        self.seen: list[tuple[list[OutboxState], int]] = []
+
+    def send(self, messages: Sequence[Envelope], *, on_result: ResultCallback | None = None) -> list[SendResult]:
+        results = []
+        for index, envelope in enumerate(messages):
+            with Session(self.engine) as session:
+                states = list(session.exec(select(Outbox.state).order_by(Outbox.id)).all())
+                recorded = len(session.exec(select(Message.id)).all())
+            self.seen.append((states, recorded))
+            (result,) = self.inner.send([envelope])
+            results.append(result)
+            if on_result is not None:
+                on_result(index, result)
+        return results
+
+
+def test_each_outcome_is_committed_before_the_next_message_is_sent(
+    engine: Engine, clock: FixedClock, relay: CaptureRelay, relay_settings: Settings, renderer: Renderer
+) -> None:
+    # So a crash between the relay's 250 and our commit can re-send at most that one message.
+    now = clock.now()
+    case_id = _case(engine, now)
+    for key in ("one", "two", "three"):
+        _enqueue(engine, _ack(now, case_id, key=key), now)
+    transport = WatchingTransport(SmtpTransport(relay_settings.outbound), engine)
+    assert _deliver(engine, relay_settings, renderer, now, transport=transport) == DeliveryReport(sent=3)
+    sending, sent = OutboxState.SENDING, OutboxState.SENT
+    assert transport.seen == [
+        ([sending, sending, sending], 0),
+        ([sent, sending, sending], 1),
+        ([sent, sent, sending], 2),
+    ]
+
+
 def test_a_relay_that_is_down_leaves_notices_queued(
     engine: Engine, clock: FixedClock, relay: CaptureRelay, relay_settings: Settings, renderer: Renderer
 ) -> None:

@@ -11,6 +11,7 @@ import icalendar
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from mailcase.notify.ics import invitation
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import load_config
@@ -61,9 +62,9 @@ def recipient(row: Outbox) -> str:
 
 
 def ics_event(row: Outbox) -> tuple[str, Any]:
-    """The METHOD and the VEVENT of a row's .ics attachment, parsed with `icalendar`."""
-    (attachment,) = row.context["_attachments"]
-    assert attachment["filename"].endswith(".ics")
-    calendar = icalendar.Calendar.from_ical(attachment["content"])
+    """The METHOD and the VEVENT of the .ics a row's delivery attaches, parsed with `icalendar`."""
+    content_type, data = invitation(row.context["_calendar"])
+    assert content_type.startswith("text/calendar; method=")
+    calendar = icalendar.Calendar.from_ical(data)
     (event,) = calendar.walk("VEVENT")
     return str(calendar["METHOD"]), event

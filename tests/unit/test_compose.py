@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from mailcase.notify.compose import (
     AUTO_GENERATED,
@@ -56,10 +58,22 @@ def _compose(mail: OutgoingMail, **kwargs: object) -> EmailMessage:
         secret=SECRET,
         **kwargs,  # type: ignore[arg-type]
     )
-    # Round-trip through bytes: what the relay and the customer's client will see.
-    parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    return _parse(message)
+
+
+def _parse(data: bytes) -> EmailMessage:
+    """Parse the DATA bytes as the customer's mail store does: CRLF on the wire (RFC 5322 §2.1),
+    stored with local line ends."""
+    assert b"\n" not in data.replace(b"\r\n", b""), "every line ends in CRLF"
+    parsed = email.message_from_bytes(data.replace(b"\r\n", b"\n"), policy=email.policy.default)
     assert isinstance(parsed, EmailMessage)
+    assert [part.defects for part in parsed.walk()] == [[] for _ in parsed.walk()], "well-formed MIME"
     return parsed
+
+
+def _raw_headers(data: bytes) -> str:
+    """The header section as sent, folds kept."""
+    return data.split(b"\r\n\r\n", 1)[0].decode("ascii")
 
 
 def test_addresses_subject_and_date() -> None:
@@ -146,7 +160,7 @@ def test_non_ascii_text_survives() -> None:
         support_address=SUPPORT,
         secret=SECRET,
     )
-    parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    parsed = _parse(message)
     assert parsed["Subject"] == "[Case #00001042] Manutenção às 22:00"
     assert parsed.get_body(("plain",)).get_content() == "Olá, José.\n"  # type: ignore[union-attr]
 
@@ -170,3 +184,125 @@ def test_calendar_invitation_is_attached_with_its_method() -> None:
 def test_a_message_without_recipients_is_refused() -> None:
     with pytest.raises(ValueError):
         _compose(_mail(recipients=()))
+
+
+def _compose_bytes(mail: OutgoingMail, rendered: Rendered = RENDERED, **kwargs: object) -> bytes:
+    values: dict[str, object] = {
+        "from_address": SUPPORT,
+        "from_name": "Acme Telecom Support",
+        "support_address": SUPPORT,
+        "secret": SECRET,
+    }
+    values.update(kwargs)
+    return compose(mail, rendered, **values)  # type: ignore[arg-type]
+
+
+MAILTO = "<mailto:support+unsub-m-dxb3fdrnszxfggrf@support.example.com?subject=unsubscribe>"
+
+
+def test_list_unsubscribe_is_written_verbatim_not_as_encoded_words() -> None:
+    data = _compose_bytes(_mail(list_unsubscribe=MAILTO))
+    # Clients look for the <mailto:…> literally (RFC 2369 §2); encoded words would hide it.
+    assert f"\r\nList-Unsubscribe: {MAILTO}\r\n" in _raw_headers(data) + "\r\n"
+    message = _parse(data)
+    assert message["List-Unsubscribe"] == MAILTO
+    assert message["List-Unsubscribe-Post"] is None  # one-click needs an https URL (RFC 8058)
+
+
+def test_one_click_unsubscribe_has_its_post_header() -> None:
+    value = f"<https://status.example.com/unsubscribe?t=abc>, {MAILTO}"
+    message = _parse(_compose_bytes(_mail(list_unsubscribe=value)))
+    assert message["List-Unsubscribe"] == value
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_a_non_ascii_sender_name_is_encoded_and_reads_back() -> None:
+    message = _parse(_compose_bytes(_mail(), from_name="Suporte Técnico Ação"))
+    assert message["From"].addresses[0].display_name == "Suporte Técnico Ação"
+    assert message["From"].addresses[0].addr_spec == SUPPORT
+
+
+def test_a_sender_name_with_specials_is_quoted() -> None:
+    message = _parse(_compose_bytes(_mail(), from_name='Acme, "Support" Desk'))
+    assert message["From"].addresses[0].display_name == 'Acme, "Support" Desk'
+
+
+def test_long_subjects_are_folded_to_78_columns_and_read_back_exactly() -> None:
+    subject = (
+        "Manutenção programada, sábado, 19 de dezembro de 2026, 02:00 UTC-03:00 "
+        "(Cisco, Five9, Microsoft Teams) — aviso número três, às 22:00"
+    )
+    data = _compose_bytes(_mail(), Rendered(subject=subject, text="x\n", html="<p>x</p>"))
+    assert all(len(line) <= 78 for line in _raw_headers(data).split("\r\n"))
+    assert _parse(data)["Subject"] == subject
+
+
+def test_only_the_words_that_need_it_are_encoded() -> None:
+    data = _compose_bytes(_mail(), Rendered(subject="Manutenção programada (Cisco)", text="x\n", html="x"))
+    assert "programada (Cisco)" in _raw_headers(data)
+
+
+def test_text_that_looks_like_an_encoded_word_stays_literal() -> None:
+    subject = "Re: =?utf-8?q?not_encoded?= and a_b?=c"
+    data = _compose_bytes(_mail(), Rendered(subject=subject, text="x\n", html="x"))
+    assert _parse(data)["Subject"] == subject
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=200))
+@example("é  é")
+@example("a  é  b é")
+@example("Olá,  José   ")
+@example("é" * 80)
+@example("=?utf-8?q?x?= é")
+def test_any_single_line_subject_reads_back_exactly(text: str) -> None:
+    subject = f"S {text}"  # whitespace at the very start of a header value is not part of it
+    data = _compose_bytes(_mail(), Rendered(subject=subject, text="x\n", html="x"))
+    assert all(len(line) <= 998 for line in _raw_headers(data).split("\r\n"))
+    assert _parse(data)["Subject"] == subject
+
+
+def test_every_line_is_within_rfc_5322_limits() -> None:
+    long_line = "<p style=\"margin:0; padding:16px; font-family:Arial\">" + "word " * 60 + "</p>"
+    rendered = Rendered(subject=RENDERED.subject, text="Olá " * 100 + "\n", html=long_line)
+    ics = b"BEGIN:VCALENDAR\r\n" + b"DESCRIPTION:" + b"x" * 300 + b"\r\nEND:VCALENDAR\r\n"
+    data = _compose_bytes(
+        _mail(references=tuple(f"<m{i}@acme.example>" for i in range(30))),
+        rendered,
+        attachments=[MailAttachment("maintenance.ics", "text/calendar", ics, (("method", "REQUEST"),))],
+    )
+    lines = data.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 78
+    assert data.isascii()
+    message = _parse(data)
+    assert message.get_body(("plain",)).get_content() == rendered.text  # type: ignore[union-attr]
+    assert message.get_body(("html",)).get_content().rstrip("\n") == long_line  # type: ignore[union-attr]
+
+
+def test_a_line_break_in_a_header_value_is_refused() -> None:
+    # A CR or LF would end the header and start one of the sender's choosing (header injection).
+    with pytest.raises(ValueError):
+        _compose_bytes(_mail(), Rendered(subject="Hi\r\nBcc: eve@outsider.example", text="x", html="x"))
+    with pytest.raises(ValueError):
+        _compose_bytes(_mail(message_id="<a@b>\nBcc: eve@outsider.example"))
+    with pytest.raises(ValueError):
+        _compose_bytes(_mail(), from_name="Support\nBcc: eve@outsider.example")
+
+
+def test_a_non_ascii_address_is_refused_rather_than_garbled() -> None:
+    # A UTF-8 local part needs SMTPUTF8 (RFC 6531); encoded words are not allowed in an address.
+    with pytest.raises(ValueError):
+        _compose_bytes(_mail(recipients=("josé@acme.example",)))
+
+
+def test_a_non_ascii_attachment_name_uses_rfc_2231() -> None:
+    attachment = MailAttachment("manutenção.ics", "text/calendar", b"BEGIN:VCALENDAR\r\n")
+    message = _parse(_compose_bytes(_mail(), attachments=[attachment]))
+    (calendar,) = list(message.iter_attachments())
+    assert calendar.get_filename() == "manutenção.ics"
+
+
+def test_a_body_that_contains_a_boundary_like_line_stays_one_part() -> None:
+    text = "--=_mc\n--\n=_\n.\n..\nFrom here\n"
+    message = _parse(_compose_bytes(_mail(), Rendered(subject="s", text=text, html="<p>x</p>")))
+    assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
+    assert message.get_body(("plain",)).get_content() == text  # type: ignore[union-attr]

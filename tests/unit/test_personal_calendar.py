@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import icalendar
 import pytest
 
-from mailcase.broadcasts import PersonalCalendar
+from mailcase.notify.ics import PersonalCalendar
 from mailcase.notify.ics import window_calendar
 
 START = datetime(2026, 12, 19, 5, 0, tzinfo=UTC)
