@@ -44,6 +44,10 @@ class SmtpSettings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     data_timeout_seconds: int = 300
+    # Processes accepting SMTP on the port (SO_REUSEPORT), each with the pipeline; `serve` starts
+    # workers - 1 besides itself. 1 by default: on SQLite one write lock serialises the pipeline's
+    # transactions, and two processes measured no faster (docs/benchmarks.md, "Ingest (SMTP)").
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,6 +487,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("lifecycle.participant_policy", "must be organisation or any")
     if settings.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("logging.level", "must be DEBUG, INFO, WARNING or ERROR")
+    if not 1 <= settings.smtp.workers <= 64:
+        raise ConfigError("smtp.workers", f"must be between 1 and 64, got {settings.smtp.workers}")
     if "@" not in settings.smtp.support_address:
         raise ConfigError("smtp.support_address", "not an email address")
     if not settings.database.url.startswith(("sqlite", "postgresql")):

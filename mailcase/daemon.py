@@ -1,28 +1,46 @@
 """`mailcase serve`: one asyncio process running the SMTP listener, the IMAP pollers (threads), the scheduler
-(APScheduler 3, in-memory job store) and outbox delivery; stops cleanly on SIGTERM/SIGINT.
+(APScheduler 3, in-memory job store) and outbox delivery, plus `[smtp] workers - 1` extra processes that run only
+the SMTP listener and the ingest pipeline on the same port (SO_REUSEPORT); stops them all cleanly on SIGTERM/SIGINT.
 
-It wires the parts together and owns their lifetimes; it decides nothing itself.
+It wires the parts together and owns their lifetimes (threads, executor, worker processes); it decides nothing
+itself and never touches a message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import logging
+import multiprocessing
+import os
 import signal
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mailcase.app import App
+from mailcase.clock import Clock
+from mailcase.config import Settings
 
 log = logging.getLogger(__name__)
 
 INGEST_WORKERS = 4
 """Threads running the ingest pipeline on PostgreSQL, where they overlap their network waits."""
 SQLITE_INGEST_WORKERS = 1
-"""On SQLite: one. SQLite has one writer at a time, and writers that find it busy sleep in its
+"""On SQLite: one per process. SQLite has one writer at a time, and writers that find it busy sleep in its
 busy handler (1 ms, 2 ms, 5 ms, … up to 100 ms per retry) rather than queueing: with 4 threads
 p99 DATA-to-250 was ~1 s against ~0.2 s with 1, and throughput fell by a quarter (bench/ingest)."""
+
+WORKER_RESTARTS = 5
+WORKER_RESTART_WINDOW_SECONDS = 600.0
+"""A dead SMTP worker is restarted, at most WORKER_RESTARTS times per worker in any window of this many
+seconds; one more death in the window stops the daemon with exit status 1 (it cannot keep the
+listener up, so a service manager or an operator must look)."""
+WORKER_STOP_SECONDS = 60.0
+"""How long a stop waits for the workers to finish their in-flight transactions (their own grace is 30 s)."""
 
 
 class Daemon:
@@ -31,6 +49,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.poll_stop = threading.Event()
         self.smtp_address: tuple[str, int] | None = None
+        self.failed = False
 
     async def run(self) -> int:
         app, settings = self.app, self.app.settings
@@ -38,27 +57,39 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
         pipeline = app.pipeline()
-        workers = SQLITE_INGEST_WORKERS if app.engine.dialect.name == "sqlite" else INGEST_WORKERS
-        executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
+        executor = _ingest_executor(app)
+        extra_workers = settings.smtp.workers - 1 if settings.smtp.enabled else 0
         listener = None
         if settings.smtp.enabled:
-            from mailcase.ingest.smtp import SmtpListener, SupportHandler
-
-            handler = SupportHandler(settings.smtp, pipeline, app.clock, executor)
-            listener = SmtpListener(settings.smtp, handler)
-            await listener.start()
+            listener = await _start_listener(app, pipeline, executor, reuse_port=extra_workers > 0)
             self.smtp_address = listener.address
+        supervisors = []
+        if extra_workers:
+            assert self.smtp_address is not None
+            # Port 0 means "any free port": the workers must bind the one this process got.
+            worker_settings = dataclasses.replace(
+                settings, smtp=dataclasses.replace(settings.smtp, port=self.smtp_address[1])
+            )
+            supervisors = [
+                _WorkerSupervisor(index, worker_settings, app.clock, self._worker_failed)
+                for index in range(1, extra_workers + 1)
+            ]
+            for supervisor in supervisors:
+                supervisor.start()
         pollers = self._start_pollers(pipeline)
         scheduler = self._start_scheduler()
         log.info(
-            "mailcase serving: smtp=%s imap=%d mailbox(es) scheduler every %ss, outbox every %ss",
+            "mailcase serving: smtp=%s (%d process(es)) imap=%d mailbox(es) scheduler every %ss, outbox every %ss",
             "%s:%d" % self.smtp_address if self.smtp_address else "off",
+            1 + extra_workers if listener is not None else 0,
             len(pollers),
             settings.scheduler.sweep_interval_seconds,
             settings.scheduler.outbox_interval_seconds,
         )
         await self.stop_event.wait()
         log.info("stopping: no new connections; finishing in-flight messages")
+        for supervisor in supervisors:
+            supervisor.stop()  # SIGTERM: each worker finishes its own in-flight transactions
         if listener is not None:
             await listener.stop()
         self.poll_stop.set()
@@ -66,8 +97,16 @@ class Daemon:
             await asyncio.to_thread(thread.join, 30)
         await asyncio.to_thread(scheduler.shutdown, True)
         executor.shutdown(wait=True)
+        clean = all([await supervisor.wait_stopped() for supervisor in supervisors])
+        if self.failed or not clean:
+            log.error("stopped with errors (see above); exit status 1")
+            return 1
         log.info("stopped")
         return 0
+
+    def _worker_failed(self) -> None:
+        self.failed = True
+        self.stop_event.set()
 
     def _start_pollers(self, pipeline: Any) -> list[threading.Thread]:
         from mailcase.ingest.imap import MailboxPoller
@@ -113,6 +152,199 @@ class Daemon:
         )
         scheduler.start()
         return scheduler
+
+
+def _ingest_executor(app: App) -> ThreadPoolExecutor:
+    workers = SQLITE_INGEST_WORKERS if app.engine.dialect.name == "sqlite" else INGEST_WORKERS
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
+
+
+async def _start_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor, *, reuse_port: bool) -> Any:
+    from mailcase.ingest.smtp import SmtpListener, SupportHandler
+
+    handler = SupportHandler(app.settings.smtp, pipeline, app.clock, executor)
+    listener = SmtpListener(app.settings.smtp, handler, reuse_port=reuse_port)
+    await listener.start()
+    return listener
+
+
+# ---------------------------------------------------------------------------------------------
+# SMTP worker processes
+
+
+class RestartBudget:
+    """How many deaths of one worker the daemon absorbs: `limit` restarts in any `window` seconds."""
+
+    def __init__(self, limit: int = WORKER_RESTARTS, window: float = WORKER_RESTART_WINDOW_SECONDS) -> None:
+        self.limit = limit
+        self.window = window
+        self._restarts: collections.deque[float] = collections.deque()
+
+    def allow(self, now: float) -> bool:
+        """Record a death at `now` (monotonic seconds); True when the worker may be restarted."""
+        while self._restarts and self._restarts[0] <= now - self.window:
+            self._restarts.popleft()
+        if len(self._restarts) >= self.limit:
+            return False
+        self._restarts.append(now)
+        return True
+
+
+class _WorkerSupervisor:
+    """Runs SMTP worker `index` in its own process ('spawn': a fresh interpreter, no inherited threads or
+    connections) with the parent's exact settings; restarts it when it dies, within a RestartBudget."""
+
+    def __init__(self, index: int, settings: Settings, clock: Clock, on_failure: Any) -> None:
+        self.index = index
+        self.settings = settings
+        self.clock = clock
+        self.on_failure = on_failure
+        self.budget = RestartBudget()
+        self.process: Any = None
+        self.stopping = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._supervise(), name=f"smtp-worker-{self.index}")
+
+    def _spawn(self) -> Any:
+        context = multiprocessing.get_context("spawn")
+        process = context.Process(
+            target=run_smtp_worker,
+            args=(self.settings, self.clock, self.index, os.getpid()),
+            name=f"mailcase-smtp-worker-{self.index}",
+            daemon=True,
+        )
+        process.start()
+        log.info("SMTP worker %d started pid=%d", self.index, process.pid)
+        return process
+
+    async def _supervise(self) -> None:
+        while not self.stopping:
+            self.process = self._spawn()
+            await _exited(self.process)
+            if self.stopping:
+                return
+            code = self.process.exitcode
+            if not self.budget.allow(time.monotonic()):
+                log.error(
+                    "SMTP worker %d (pid %d) exited with status %s, its %d restarts in %.0f s are used up: "
+                    "stopping the daemon",
+                    self.index, self.process.pid, _status(code), self.budget.limit, self.budget.window,
+                )
+                self.on_failure()
+                return
+            log.error("SMTP worker %d (pid %d) exited with status %s; restarting it",
+                      self.index, self.process.pid, _status(code))
+
+    def stop(self) -> None:
+        self.stopping = True
+        process = self.process
+        if process is not None and process.exitcode is None:
+            process.terminate()  # SIGTERM: a graceful stop in the worker
+
+    async def wait_stopped(self) -> bool:
+        """After `stop()`: wait (bounded) for the worker to exit; True when it stopped cleanly."""
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), WORKER_STOP_SECONDS)
+            except TimeoutError:
+                process = self.process
+                log.error("SMTP worker %d (pid %d) did not stop within %.0f s; killed",
+                          self.index, process.pid, WORKER_STOP_SECONDS)
+                process.kill()
+                await self.task
+                return False
+        process = self.process
+        if process is None:
+            return True
+        # -SIGTERM: the signal arrived before the worker had installed its handler (it had no transaction yet).
+        if process.exitcode not in (0, -signal.SIGTERM):
+            log.error("SMTP worker %d (pid %d) stopped with status %s", self.index, process.pid, _status(process.exitcode))
+            return False
+        return True
+
+
+async def _exited(process: Any) -> None:
+    """Wait, without a thread, until `process` has exited (its sentinel becomes readable)."""
+    if process.exitcode is not None:
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(process.sentinel, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(process.sentinel)
+    process.join()
+
+
+def _status(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"{code} (killed by {signal.Signals(-code).name})"
+    return str(code)
+
+
+def run_smtp_worker(settings: Settings, clock: Clock, index: int, parent_pid: int) -> None:
+    """The body of one SMTP worker process: the SMTP listener and the pipeline, nothing else."""
+    from mailcase.app import build_app
+    from mailcase.logs import configure_logging
+
+    _die_with_parent(parent_pid)
+    configure_logging(settings.logging.level)
+    for handler in logging.getLogger().handlers:  # say which process wrote each line
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [smtp-worker {index}] %(name)s: %(message)s"))
+    app = build_app(settings, clock)
+    try:
+        code = asyncio.run(_SmtpWorker(app, index).run())
+    finally:
+        app.close()
+    sys.exit(code)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker must not outlive the daemon (a `kill -9` of it would leave it holding the port):
+    Linux's PR_SET_PDEATHSIG kills it with the parent; elsewhere the worker checks its parent's pid."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+class _SmtpWorker:
+    def __init__(self, app: App, index: int) -> None:
+        self.app = app
+        self.index = index
+
+    async def run(self) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        parent = os.getppid()
+        if not sys.platform.startswith("linux"):
+            loop.create_task(_watch_parent(parent, stop))
+        executor = _ingest_executor(self.app)
+        listener = await _start_listener(self.app, self.app.pipeline(), executor, reuse_port=True)
+        log.info("SMTP worker %d serving on %s:%d", self.index, *listener.address)
+        await stop.wait()
+        await listener.stop()
+        executor.shutdown(wait=True)
+        return 0
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    stop.set()
 
 
 def _build_status(app: App) -> None:

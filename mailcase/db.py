@@ -82,6 +82,47 @@ def transaction(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
+WRITER_TURN_WAIT_SECONDS = 5.0
+"""How long `sqlite_writer_turn` waits for its turn before going on to SQLite's own busy timeout (as long)."""
+_WRITER_TURN_POLL_SECONDS = 0.0005
+
+
+@contextlib.contextmanager
+def sqlite_writer_turn(engine: Engine) -> Iterator[None]:
+    """Take turns with other processes before a write transaction on a SQLite file (nothing on PostgreSQL).
+
+    SQLite has one writer at a time, and a writer that finds the database locked sleeps in the busy
+    handler for 1, 2, 5, 10 … 100 ms between retries: with two processes ingesting, p99 of a
+    transaction was ~145 ms against 10 ms in one (bench/ingest). Waiting here instead, on an
+    advisory `flock` of `<database>-writer` polled every 0.5 ms, hands the database over within a
+    fraction of a millisecond. The kernel drops the lock when its holder dies, and after
+    WRITER_TURN_WAIT_SECONDS the caller goes on regardless, so the wait stays bounded (SQLite's busy
+    timeout then decides, as without this turn).
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    import fcntl
+    import os
+    import time
+
+    descriptor = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + WRITER_TURN_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(_WRITER_TURN_POLL_SECONDS)
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the lock
+
+
 def advisory_key(name: str) -> int:
     """A stable signed 64-bit key for pg_advisory locks, derived from a name."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)

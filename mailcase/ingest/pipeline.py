@@ -7,19 +7,21 @@ nothing. This module never sends mail: notices become outbox rows that `notify` 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import assert_never
+from typing import Any, assert_never
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import defer
 from sqlmodel import Session, case, col, func, select
 
 from mailcase import casework
 from mailcase.config import Settings
-from mailcase.db import transaction
+from mailcase.db import sqlite_writer_turn, transaction
 from mailcase.domain import (
     AutoKind,
     Channel,
@@ -120,7 +122,8 @@ class Pipeline:
             parse_error = ""
         except UnparseableMessage as exc:
             message, parse_error = None, exc.reason
-        with transaction(self.engine) as session:
+        # On SQLite, processes take turns for the single write lock (see sqlite_writer_turn).
+        with sqlite_writer_turn(self.engine), transaction(self.engine) as session:
             outcome = self._store(session, raw, message, parse_error)
         log.info(
             "ingest message-id=%s channel=%s decision=%s case=%s reason=%s",
@@ -273,7 +276,9 @@ class Pipeline:
         case = views.get(match.case_id) if isinstance(match, Matched) else None
         primary = _primary_of(session, case) if case is not None and case.status is CaseStatus.DUPLICATE else None
         linked = _linked_case_of(session, case, sender.address) if case is not None and case.kind is CaseKind.MASTER else None
-        hour, day = _auto_reply_counts(session, sender.address, now)
+        hour, day, noticed = _auto_reply_history(
+            session, sender.address, now, now - timedelta(hours=settings.autoreply.non_mpoc_notice_hours)
+        )
         addressed = {a.lower() for a in recipients}
         return Facts(
             message=message,
@@ -292,9 +297,7 @@ class Pipeline:
             auto_replies_last_day=day,
             max_auto_replies_per_hour=settings.autoreply.max_per_hour,
             max_auto_replies_per_day=settings.autoreply.max_per_day,
-            non_mpoc_notice_recently=_noticed_since(
-                session, sender.address, now - timedelta(hours=settings.autoreply.non_mpoc_notice_hours)
-            ),
+            non_mpoc_notice_recently=noticed,
         )
 
     def _token_case(self, session: Session, recipients: tuple[str, ...]) -> int | None:
@@ -367,29 +370,38 @@ def _linked_case_of(session: Session, master: CaseView, address: str) -> CaseVie
     return _views(session, {row}).get(row) if row else None
 
 
-def _auto_reply_counts(session: Session, address: str, now: datetime) -> tuple[int, int]:
+def _auto_reply_history(session: Session, address: str, now: datetime, notice_since: datetime) -> tuple[int, int, bool]:
+    """Automatic replies to `address` in the last hour and the last day, and whether a non-MPOC
+    notice went to it after `notice_since`: one query over ix_auto_reply_address_at.
+
+    Counted by the database: loading the rows made every message cost more than the one before
+    for a busy sender (bench/ingest profile, "decide" stage).
+    """
     if not address:
-        return 0, 0
-    # Counted by the database over ix_auto_reply_address_at: loading the rows made every message
-    # cost more than the one before for a busy sender (bench/ingest profile, "decide" stage).
-    in_last_hour = case((col(AutoReplyLog.at) > now - timedelta(hours=1), 1), else_=0)
-    day, hour = session.exec(
-        select(func.count(), func.coalesce(func.sum(in_last_hour), 0)).where(
-            AutoReplyLog.address == address, col(AutoReplyLog.at) > now - timedelta(days=1)
-        )
+        return 0, 0, False
+    at = col(AutoReplyLog.at)
+    day_start, hour_start = now - timedelta(days=1), now - timedelta(hours=1)
+    in_day = case((at > day_start, 1), else_=0)
+    in_hour = case((at > hour_start, 1), else_=0)
+    noticed = case(((AutoReplyLog.kind == "customer.non_mpoc") & (at > notice_since), 1), else_=0)
+    day, hour, notices = session.exec(
+        select(
+            func.coalesce(func.sum(in_day), 0), func.coalesce(func.sum(in_hour), 0), func.coalesce(func.max(noticed), 0)
+        ).where(AutoReplyLog.address == address, at > min(day_start, notice_since))
     ).one()
-    return int(hour), int(day)
+    return int(hour), int(day), bool(notices)
 
 
-def _noticed_since(session: Session, address: str, since: datetime) -> bool:
-    return (
-        session.exec(
-            select(AutoReplyLog.id).where(
-                AutoReplyLog.address == address, AutoReplyLog.kind == "customer.non_mpoc", col(AutoReplyLog.at) > since
-            )
-        ).first()
-        is not None
-    )
+@functools.cache
+def _insert_message() -> Any:
+    """Built once per process: values go in as parameters, so the compiled form is reused."""
+    table: sa.Table = Message.__table__  # type: ignore[assignment]
+    return sa.insert(table).returning(table.c.id)
+
+
+@functools.cache
+def _insert_auto_reply() -> Any:
+    return sa.insert(AutoReplyLog.__table__)  # type: ignore[arg-type]
 
 
 def _salvage(data: bytes, reason: str) -> InboundMessage:
@@ -444,11 +456,11 @@ class _Apply:
                 return self.reopen(decision), None
             case RecordAutoReply():
                 case = self._case(decision.case)
-                message = self.store_message(case)
+                message_id = self.store_message(case)
                 add_event(
                     session=self.session, case=case, kind=EventKind.AUTO_REPLY, at=self.now,
                     author=self.message.from_address, summary=f"automatic reply recorded ({self.message.auto_reason})",
-                    message_id=message.id,
+                    message_id=message_id,
                 )
                 return case, None
             case RecordBounce():
@@ -470,28 +482,33 @@ class _Apply:
         case = self.session.exec(select(Case).where(Case.id == view.id).with_for_update()).one()
         return case
 
-    def store_message(self, case: Case | None) -> Message:
+    def store_message(self, case: Case | None) -> int:
+        """Store the parsed message on `case` (or on no case); returns its id (one Core INSERT … RETURNING)."""
         m = self.message
-        row = Message(
-            case_id=case.id if case else None,
-            direction=Direction.INBOUND,
-            message_id=m.message_id[:998],
-            in_reply_to=m.in_reply_to[:998],
-            references=list(m.references),
-            from_address=m.from_address,
-            from_name=m.from_name[:300],
-            to_addresses=list(m.to),
-            cc_addresses=list(m.cc),
-            subject=m.subject,
-            text=m.text,
-            new_text=m.new_text,
-            auto_kind=m.auto_kind,
-            raw_id=self.record.id,
-            received_at=self.now,
-            details={"defects": list(m.defects)} if m.defects else {},
+        row_id = int(
+            self.session.execute(
+                _insert_message(),
+                {
+                    "case_id": case.id if case else None,
+                    "direction": Direction.INBOUND,
+                    "message_id": m.message_id[:998],
+                    "in_reply_to": m.in_reply_to[:998],
+                    "references": list(m.references),
+                    "from_address": m.from_address,
+                    "from_name": m.from_name[:300],
+                    "to_addresses": list(m.to),
+                    "cc_addresses": list(m.cc),
+                    "subject": m.subject,
+                    "text": m.text,
+                    "new_text": m.new_text,
+                    "auto_kind": m.auto_kind,
+                    "raw_id": self.record.id,
+                    "outbox_id": None,
+                    "received_at": self.now,
+                    "details": {"defects": list(m.defects)} if m.defects else {},
+                },
+            ).scalar_one()
         )
-        self.session.add(row)
-        self.session.flush()
         for part in m.attachments:
             insert_or_ignore(
                 self.session,
@@ -501,7 +518,7 @@ class _Apply:
             )
             self.session.add(
                 MessageAttachment(
-                    message_id=row.id,  # type: ignore[arg-type]
+                    message_id=row_id,
                     sha256=part.sha256,
                     filename=part.filename[:500],
                     content_type=part.content_type[:200],
@@ -509,7 +526,7 @@ class _Apply:
                     content_id=part.content_id[:500],
                 )
             )
-        return row
+        return row_id
 
     def customer_participants(self, organisation_id: int | None) -> list[str]:
         """People the customer copied: To/Cc minus our own addresses and technicians, per policy."""
@@ -543,7 +560,7 @@ class _Apply:
         return allowed
 
     def log_auto_reply(self, address: str, kind: str) -> None:
-        self.session.add(AutoReplyLog(address=address, kind=kind, at=self.now))
+        self.session.execute(_insert_auto_reply(), {"address": address, "kind": kind, "at": self.now})
 
     # --- decisions -----------------------------------------------------------------------------
 
@@ -581,10 +598,10 @@ class _Apply:
             sla_start_at=sla_start,
             participants=self.customer_participants(organisation_id),
         )
-        message = self.store_message(case)
+        message_id = self.store_message(case)
         add_event(
             session=self.session, case=case, kind=EventKind.INBOUND_MESSAGE, at=self.now, author=m.from_address,
-            summary=f"message received: {m.subject[:200]}", message_id=message.id,
+            summary=f"message received: {m.subject[:200]}", message_id=message_id,
         )
         if related is not None:
             original = self._case(related)
@@ -620,7 +637,7 @@ class _Apply:
     def append_update(self, decision: AppendUpdate) -> Case:
         m = self.message
         case = self._case(decision.case)
-        message = self.store_message(case)
+        message_id = self.store_message(case)
         case.last_customer_activity_at = self.now
         case.needs_attention = True
         if case.awaiting_customer_since is not None:
@@ -631,7 +648,7 @@ class _Apply:
         add_participants(session=self.session, case_id=case.id, addresses=self.customer_participants(case.organisation_id))  # type: ignore[arg-type]
         add_event(
             session=self.session, case=case, kind=EventKind.INBOUND_MESSAGE, at=self.now, author=m.from_address,
-            summary=f"customer update: {(m.new_text or m.text).strip()[:200]}", message_id=message.id,
+            summary=f"customer update: {(m.new_text or m.text).strip()[:200]}", message_id=message_id,
         )
         casework.queue_staff_update(self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text)
         if decision.escalate:
@@ -643,7 +660,7 @@ class _Apply:
     def reopen(self, decision: ReopenCase) -> Case:
         m = self.message
         case = self._case(decision.case)
-        message = self.store_message(case)
+        message_id = self.store_message(case)
         casework.set_status(
             self.session, self.desk, case, CaseStatus.CUSTOMER_REOPENED, now=self.now, author=m.from_address,
             actor=Actor.CUSTOMER, notify_customer=False,
@@ -652,7 +669,7 @@ class _Apply:
         case.needs_attention = True
         add_event(
             session=self.session, case=case, kind=EventKind.REOPENED, at=self.now, author=m.from_address,
-            summary="reopened by the customer's reply", message_id=message.id,
+            summary="reopened by the customer's reply", message_id=message_id,
         )
         if decision.acknowledge:
             casework.queue_customer_notice(
@@ -676,20 +693,20 @@ class _Apply:
                 break
         case = self.session.get(Case, case_id) if case_id else None
         if case is not None:
-            message = self.store_message(case)
+            message_id = self.store_message(case)
             add_event(
                 session=self.session, case=case, kind=EventKind.AUTO_REPLY, at=self.now, author=self.message.from_address,
-                summary=f"delivery to {', '.join(recipients) or 'a recipient'} failed: {reason}"[:500], message_id=message.id,
+                summary=f"delivery to {', '.join(recipients) or 'a recipient'} failed: {reason}"[:500], message_id=message_id,
             )
         return case
 
     def technician_reply(self, decision: TechnicianReply) -> Case:
         m = self.message
         case = self._case(decision.case)
-        message = self.store_message(case)
+        message_id = self.store_message(case)
         body = _without_command_line(m.new_text or m.text)
         if decision.internal_note:
-            casework.add_note(self.session, case, body or "(empty note)", now=self.now, author=m.from_address, message_id=message.id)
+            casework.add_note(self.session, case, body or "(empty note)", now=self.now, author=m.from_address, message_id=message_id)
         elif case.kind == CaseKind.MASTER:
             from mailcase import broadcasts
 

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from mailcase.clock import FixedClock
 from mailcase.config import Settings
-from mailcase.db import transaction
+from mailcase.db import make_engine, transaction
 from mailcase.domain import Direction, NotificationIntent, OutboxState
 from mailcase.models import Case, Message, Outbox, RecipientHealth
 from mailcase.notify.outbox import DeliveryReport, deliver_due, retry_delay
@@ -466,11 +466,12 @@ def test_two_daemons_delivering_at_once_never_send_a_notice_twice(
     assert set(states) == {OutboxState.SENT}
 
 
+@pytest.mark.postgres
 def test_a_row_claimed_by_another_daemon_is_skipped_not_waited_for(
-    engine: Engine, clock: FixedClock, relay: CaptureRelay, relay_settings: Settings, renderer: Renderer
+    migrated_pg_url: str, clock: FixedClock, relay: CaptureRelay, relay_settings: Settings, renderer: Renderer
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("row locks are PostgreSQL's; SQLite serialises writers instead")
+    # Row locks are PostgreSQL's (SQLite serialises writers instead), so this runs there only.
+    engine = make_engine(migrated_pg_url)
     now = clock.now()
     locked_id, free_id = _many(engine, now, 2)
     outcome: list[DeliveryReport] = []
@@ -483,10 +484,13 @@ def test_a_row_claimed_by_another_daemon_is_skipped_not_waited_for(
         blocked = worker.is_alive()
         other_daemon.rollback()
     worker.join()
-    assert not blocked
-    assert outcome == [DeliveryReport(sent=1)]
-    assert _row(engine, free_id).state == OutboxState.SENT
-    assert _row(engine, locked_id).state == OutboxState.QUEUED
+    try:
+        assert not blocked
+        assert outcome == [DeliveryReport(sent=1)]
+        assert _row(engine, free_id).state == OutboxState.SENT
+        assert _row(engine, locked_id).state == OutboxState.QUEUED
+    finally:
+        engine.dispose()
 
 
 # ---------------------------------------------------------------------------------------------
