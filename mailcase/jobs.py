@@ -4,6 +4,9 @@
 A sweep claims a batch of due rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several daemons
 share the work without a coordinator) and commits per batch. Running a sweep twice, or on two
 daemons at once, sends nothing twice: every notice's idempotency key is unique in the outbox.
+
+`tick` also makes one pass over each `[[imap]]` mailbox (`poll_mailboxes`), for deployments that
+run `mailcase tick` from cron instead of `serve`; exactly-once is the poller's and the pipeline's.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ from mailcase.app import App
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p = sub.add_parser("serve", help="run the daemon: SMTP listener, IMAP pollers, scheduler, outbox delivery")
     p.set_defaults(handler=run_serve)
-    p = sub.add_parser("tick", help="run every due scheduler job once and deliver the outbox, then exit")
+    p = sub.add_parser(
+        "tick", help="poll the IMAP mailboxes, run every due scheduler job once and deliver the outbox, then exit"
+    )
     p.add_argument("--no-deliver", action="store_true", help="queue notices but do not deliver the outbox")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_tick)
@@ -36,6 +38,7 @@ def run_tick(app: App, args: argparse.Namespace) -> int:
                 "notices_queued": report.sla.queued,
                 "by_kind": report.sla.by_kind,
                 "maintenance_notices_queued": report.maintenance,
+                "imap": report.imap,
                 "delivery": str(report.delivery) if report.delivery is not None else None,
             }
         )
