@@ -64,14 +64,27 @@ class CustomerThread:
     recipient_name: str = ""
 
 
-def customer_thread(session: Session, case: Case, *, find_last_message: bool = True) -> CustomerThread:
+def customer_thread(
+    session: Session,
+    case: Case,
+    *,
+    find_last_message: bool = True,
+    participants: Sequence[str] | None = None,
+    recipient_name: str | None = None,
+    organisation: Any = None,
+) -> CustomerThread:
     """Who a customer notice goes to and what it threads on; `find_last_message=False` when the
-    caller names the message it answers (saves the costliest query of an acknowledgement)."""
+    caller names the message it answers (saves the costliest query of an acknowledgement).
+
+    `participants` (in `participants_of` order) and `recipient_name` (the requester's contact
+    name, "" for none) are for a caller that just wrote or read them: each saves a query, as does
+    `organisation` (the case's organisation's `id`, `locale` and `timezone`, e.g. `ContactOrganisation`)."""
     assert case.id is not None
-    people = participants_of(session=session, case_id=case.id)
+    people = list(participants) if participants is not None else participants_of(session=session, case_id=case.id)
     requester = case.requester or (people[0] if people else "")
     cc = tuple(p for p in people if p != requester)
-    organisation = session.get(Organisation, case.organisation_id) if case.organisation_id else None
+    if organisation is None or not case.organisation_id or organisation.id != case.organisation_id:
+        organisation = session.get(Organisation, case.organisation_id) if case.organisation_id else None
     from mailcase.models import Technician
 
     # The customer's last message: not a technician's emailed reply stored on the case (its id and
@@ -94,7 +107,10 @@ def customer_thread(session: Session, case: Case, *, find_last_message: bool = T
         references = tuple(list(last.references)[-20:] + [last.message_id])
     from mailcase.models import Contact
 
-    name = session.exec(select(Contact.name).where(Contact.email == requester)).first() if requester else None
+    if recipient_name is not None:
+        name: str | None = recipient_name
+    else:
+        name = session.exec(select(Contact.name).where(Contact.email == requester)).first() if requester else None
     return CustomerThread(
         recipient_name=(name or "").split(" ")[0],
         recipients=(requester,) if requester else (),
@@ -106,9 +122,11 @@ def customer_thread(session: Session, case: Case, *, find_last_message: bool = T
     )
 
 
-def case_context(session: Session, case: Case) -> dict[str, Any]:
-    """The plain values every case template gets (docs/templates.md)."""
-    organisation = session.get(Organisation, case.organisation_id) if case.organisation_id else None
+def case_context(session: Session, case: Case, *, organisation: Any = None) -> dict[str, Any]:
+    """The plain values every case template gets (docs/templates.md); `organisation`: the case's
+    organisation (anything with its `id` and `name`) when the caller has it, which saves a lookup."""
+    if organisation is None or not case.organisation_id or organisation.id != case.organisation_id:
+        organisation = session.get(Organisation, case.organisation_id) if case.organisation_id else None
     return {
         "case_number": case.number,
         "case_subject": case.subject,
@@ -234,12 +252,20 @@ def queue_customer_notice(
     in_reply_to: str | None = None,
     references: tuple[str, ...] | None = None,
     key: str | None = None,
+    participants: Sequence[str] | None = None,
+    recipient_name: str | None = None,
+    organisation: Any = None,
 ) -> int | None:
-    """Queue a message to the case's requester (participants copied), threaded on their last message."""
-    thread = customer_thread(session, case, find_last_message=in_reply_to is None or references is None)
+    """Queue a message to the case's requester (participants copied), threaded on their last message.
+
+    `participants` and `recipient_name`: as `customer_thread`'s, when the caller knows them."""
+    thread = customer_thread(
+        session, case, find_last_message=in_reply_to is None or references is None,
+        participants=participants, recipient_name=recipient_name, organisation=organisation,
+    )
     if not thread.recipients or CaseKind(case.kind) is CaseKind.MASTER:
         return None
-    context = case_context(session, case) | {"tz": thread.timezone}
+    context = case_context(session, case, organisation=organisation) | {"tz": thread.timezone}
     if thread.recipient_name:
         context["recipient_name"] = thread.recipient_name
     context |= extra or {}
@@ -271,9 +297,13 @@ def queue_staff_notice(
     now: datetime,
     key: str,
     extra: dict[str, Any] | None = None,
+    organisation: Any = None,
 ) -> int | None:
     """Queue a notice to technicians or managers; replies to it thread back through the token."""
-    intent = staff_notice(session, desk, case, template=template, recipients=recipients, now=now, key=key, extra=extra)
+    intent = staff_notice(
+        session, desk, case, template=template, recipients=recipients, now=now, key=key, extra=extra,
+        organisation=organisation,
+    )
     return None if intent is None else enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
@@ -287,6 +317,7 @@ def staff_notice(
     now: datetime,
     key: str,
     extra: dict[str, Any] | None = None,
+    organisation: Any = None,
 ) -> NotificationIntent | None:
     """The notice `queue_staff_notice` queues, for a caller that queues many at once; None with no recipient."""
     people = tuple(dict.fromkeys(r for r in recipients if r))
@@ -298,7 +329,7 @@ def staff_notice(
         recipients=people,
         idempotency_key=key,
         due_at=now,
-        context=case_context(session, case) | {"tz": desk.timezone} | (extra or {}),
+        context=case_context(session, case, organisation=organisation) | {"tz": desk.timezone} | (extra or {}),
         locale="en",
         case_id=case.id,
         auto_submitted="auto-generated",
@@ -307,18 +338,27 @@ def staff_notice(
 
 
 def queue_staff_new_case(
-    session: Session, desk: Desk, case: Case, *, now: datetime, excerpt: str, extra: dict[str, Any] | None = None
+    session: Session,
+    desk: Desk,
+    case: Case,
+    *,
+    now: datetime,
+    excerpt: str,
+    extra: dict[str, Any] | None = None,
+    technicians: Sequence[str] | None = None,
+    organisation: Any = None,
 ) -> None:
-    """Technicians of the assigned team hear about a new case."""
+    """Technicians of the assigned team hear about a new case; `technicians`: the team's active
+    technicians' addresses when the caller just read them (e.g. to assign the case)."""
     from mailcase.models import Technician
 
     team = case.team or ""
-    people = list(
+    people = list(technicians) if technicians is not None else list(
         session.exec(select(Technician.email).where(Technician.team == team, col(Technician.active).is_(True)))
     )
     queue_staff_notice(
         session, desk, case, template="staff.new_case", recipients=people, now=now,
-        key=f"staff.new_case:{case.id}", extra={"excerpt": _excerpt(excerpt)} | (extra or {}),
+        key=f"staff.new_case:{case.id}", extra={"excerpt": _excerpt(excerpt)} | (extra or {}), organisation=organisation,
     )
 
 

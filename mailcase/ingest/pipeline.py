@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import defer
 from sqlmodel import Session, case, col, func, select
 
 from mailcase import casework
@@ -69,7 +69,7 @@ from mailcase.rules.lifecycle import Actor
 from mailcase.rules.matching import Match, Matched, match_case, thread_ids
 from mailcase.store.cases import add_event, add_participants, case_view, cases_by_ids, participants_of
 from mailcase.store.common import insert_or_ignore
-from mailcase.store.directory import organisation_for_address, sender_view
+from mailcase.store.directory import ContactOrganisation, organisation_for_address, sender_view, sender_view_and_name
 from mailcase.store.outbox import record_bounce
 
 log = logging.getLogger(__name__)
@@ -156,9 +156,8 @@ class Pipeline:
 
     def _store(self, session: Session, raw: RawMessage, message: InboundMessage | None, parse_error: str) -> IngestOutcome:
         key = dedupe_key(message, raw.data)
-        raw_id = insert_or_ignore(
-            session,
-            RawMessageRecord.__table__,
+        raw_id = session.execute(
+            _insert_raw(session.get_bind().dialect.name),
             {
                 "channel": raw.channel.value,
                 "received_at": raw.received_at,
@@ -171,8 +170,7 @@ class Pipeline:
                 "message_id_header": (message.message_id if message else "")[:998],
                 "dedupe_key": key,
             },
-            conflict=["dedupe_key"],
-        )
+        ).scalar_one_or_none()
         if raw_id is None:
             first = session.exec(select(RawMessageRecord).where(RawMessageRecord.dedupe_key == key)).one()
             number = None
@@ -187,14 +185,13 @@ class Pipeline:
                 raw_id=first.id,
                 duplicate=True,
             )
-        # The bytes were just written from `raw.data`; reading them back would cost one more copy.
-        record = session.get(RawMessageRecord, raw_id, options=[defer(col(RawMessageRecord.data))])
-        assert record is not None
+        # What the rest of the transaction needs of the row just written, without reading it back.
+        record = _NewRecord(id=int(raw_id), envelope_to=list(raw.envelope_to))
         if message is None:
             return self._hold_unparseable(session, record, parse_error, raw)
         return self._decide_and_apply(session, record, message, now=raw.received_at, released=False)
 
-    def _hold_unparseable(self, session: Session, record: RawMessageRecord, reason: str, raw: RawMessage) -> IngestOutcome:
+    def _hold_unparseable(self, session: Session, record: _NewRecord, reason: str, raw: RawMessage) -> IngestOutcome:
         why = f"could not be parsed: {reason}"
         held = HeldMessage(
             raw_id=record.id,  # type: ignore[arg-type]
@@ -206,11 +203,11 @@ class Pipeline:
         session.add(held)
         session.flush()
         record.decision, record.reason = "hold_message", why
-        session.add(record)
+        _save_record(session, record)
         return IngestOutcome("hold_message", why, "", raw_id=record.id, held_id=held.id)
 
     def _decide_and_apply(
-        self, session: Session, record: RawMessageRecord, message: InboundMessage, *, now: datetime, released: bool
+        self, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, *, now: datetime, released: bool
     ) -> IngestOutcome:
         from mailcase import subscriptions
 
@@ -225,16 +222,24 @@ class Pipeline:
         )
         if unsubscribed is not None:
             record.decision, record.reason = "unsubscribe", unsubscribed
-            session.add(record)
+            _save_record(session, record)
             return IngestOutcome("unsubscribe", unsubscribed, message.message_id, raw_id=record.id)
-        facts = self._facts(session, record, message, now=now, released=released)
+        # The sender's directory entry, read once: the facts need the view, a new case's
+        # acknowledgement the contact's name.
+        looked_up = (
+            sender_view_and_name(message.from_address, session=session)
+            if message.from_address else (SenderView(address=""), None, None)
+        )
+        facts = self._facts(session, record, message, now=now, released=released, sender=looked_up[0])
         decision = decide(facts)
-        applied = _Apply(self, session, record, message, now, sender=facts.sender)
+        applied = _Apply(
+            self, session, record, message, now, sender=facts.sender, sender_name=looked_up[1], sender_organisation=looked_up[2],
+        )
         case, held_id = applied.run(decision)
         record.decision = decision_name(decision)
         record.reason = decision.reason
         record.case_id = case.id if case is not None else None
-        session.add(record)
+        _save_record(session, record)
         return IngestOutcome(
             decision=record.decision,
             reason=decision.reason,
@@ -248,10 +253,12 @@ class Pipeline:
     # Looking up the facts
 
     def _facts(
-        self, session: Session, record: RawMessageRecord, message: InboundMessage, *, now: datetime, released: bool
+        self, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, *, now: datetime, released: bool,
+        sender: SenderView | None = None,
     ) -> Facts:
         settings = self.settings
-        sender = sender_view(message.from_address, session=session) if message.from_address else SenderView(address="")
+        if sender is None:
+            sender = sender_view(message.from_address, session=session) if message.from_address else SenderView(address="")
         recipients = tuple(dict.fromkeys([*record.envelope_to, *message.to, *message.cc]))
         ids = thread_ids(message)
         our_ids, customer_ids = _known_ids(session, ids)
@@ -379,17 +386,66 @@ def _auto_reply_history(session: Session, address: str, now: datetime, notice_si
     """
     if not address:
         return 0, 0, False
-    at = col(AutoReplyLog.at)
     day_start, hour_start = now - timedelta(days=1), now - timedelta(hours=1)
-    in_day = case((at > day_start, 1), else_=0)
-    in_hour = case((at > hour_start, 1), else_=0)
-    noticed = case(((AutoReplyLog.kind == "customer.non_mpoc") & (at > notice_since), 1), else_=0)
-    day, hour, notices = session.exec(
-        select(
-            func.coalesce(func.sum(in_day), 0), func.coalesce(func.sum(in_hour), 0), func.coalesce(func.max(noticed), 0)
-        ).where(AutoReplyLog.address == address, at > min(day_start, notice_since))
-    ).one()
+    params = {
+        "address": address, "day_start": day_start, "hour_start": hour_start, "notice_since": notice_since,
+        "since": min(day_start, notice_since),
+    }
+    day, hour, notices = session.execute(_auto_reply_history_query(), params).one()
     return int(hour), int(day), bool(notices)
+
+
+@functools.cache
+def _auto_reply_history_query() -> Any:
+    """Built once (values are parameters): building the CASE expressions per message cost more than running them."""
+    at = col(AutoReplyLog.at)
+    when = functools.partial(sa.bindparam, type_=AutoReplyLog.__table__.c.at.type)  # type: ignore[attr-defined]
+    in_day = case((at > when("day_start"), 1), else_=0)
+    in_hour = case((at > when("hour_start"), 1), else_=0)
+    noticed = case(((col(AutoReplyLog.kind) == "customer.non_mpoc") & (at > when("notice_since")), 1), else_=0)
+    return sa.select(
+        func.coalesce(func.sum(in_day), 0), func.coalesce(func.sum(in_hour), 0), func.coalesce(func.max(noticed), 0)
+    ).where(col(AutoReplyLog.address) == sa.bindparam("address"), at > when("since"))
+
+
+@dataclass(slots=True)
+class _NewRecord:
+    """The raw row this transaction just inserted: what deciding and applying read of it, and the
+    outcome written back with one UPDATE (`_save_record`)."""
+
+    id: int
+    envelope_to: list[str]
+    decision: str = ""
+    reason: str = ""
+    case_id: int | None = None
+
+
+def _save_record(session: Session, record: RawMessageRecord | _NewRecord) -> None:
+    """Write the decision back: through the ORM for a loaded row (`release_held`), else one Core UPDATE."""
+    if isinstance(record, RawMessageRecord):
+        session.add(record)
+        return
+    session.execute(
+        _update_record(), {"row_id": record.id, "decision": record.decision, "reason": record.reason, "case_id": record.case_id}
+    )
+
+
+@functools.cache
+def _update_record() -> Any:
+    table: sa.Table = RawMessageRecord.__table__  # type: ignore[assignment]
+    return (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("row_id"))
+        .values(decision=sa.bindparam("decision"), reason=sa.bindparam("reason"), case_id=sa.bindparam("case_id"))
+    )
+
+
+@functools.cache
+def _insert_raw(dialect: str) -> Any:
+    """`insert_or_ignore`'s INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, built once per dialect."""
+    table: sa.Table = RawMessageRecord.__table__  # type: ignore[assignment]
+    insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return insert.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
 
 
 @functools.cache
@@ -433,8 +489,9 @@ class _Apply:
     """Carries out one decision inside the pipeline's transaction."""
 
     def __init__(
-        self, pipeline: Pipeline, session: Session, record: RawMessageRecord, message: InboundMessage, now: datetime,
-        *, sender: SenderView | None = None,
+        self, pipeline: Pipeline, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, now: datetime,
+        *, sender: SenderView | None = None, sender_name: str | None = None,
+        sender_organisation: ContactOrganisation | None = None,
     ):
         self.p = pipeline
         self.session = session
@@ -443,6 +500,8 @@ class _Apply:
         self.now = now
         self.desk = pipeline.desk
         self.sender = sender  # the facts' view of the sender, looked up once per message
+        self.sender_name = sender_name  # their contact's name (None: not a contact, or not looked up)
+        self.sender_organisation = sender_organisation  # their organisation's name, locale and zone
 
     def run(self, decision: Decision) -> tuple[Case | None, int | None]:
         match decision:
@@ -575,34 +634,52 @@ class _Apply:
             organisation_id = organisation.id if organisation else None
         if related is not None and organisation_id is None:
             organisation_id = related.organisation_id
-        # Held for the rest of the transaction: the session's identity map keeps rows only while
-        # something refers to them, and the notices below look the organisation up three times.
-        self.organisation = self.session.get(Organisation, organisation_id) if organisation_id else None
+        # The notices below need the organisation's name, locale and zone: the sender's lookup
+        # brought them for a contact's own organisation. Otherwise the row is loaded and held for
+        # the rest of the transaction (the session's identity map keeps rows only while something
+        # refers to them, and the notices look the organisation up three times).
+        shown: Any = self.sender_organisation
+        if shown is None or shown.id != organisation_id:
+            shown = self.session.get(Organisation, organisation_id) if organisation_id else None
+        self.organisation = shown
         team = settings.assignment.intake_team
-        from mailcase.store.cases import create_case, next_assignee
+        from mailcase.store.cases import add_events, assign_next, event_values, insert_case
 
         sla_start = self.now
         if kind is CaseKind.MACD_STANDARD:
             # Standard MACD requests received outside extended hours count from the next opening.
             sla_start = self.p.calendar.next_extended_opening(self.now)  # type: ignore[attr-defined]
-        case = create_case(
+        assignee, technicians = assign_next(session=self.session, team=team)
+        participants = self.customer_participants(organisation_id)
+        case, created = insert_case(
             session=self.session,
             now=self.now,
             subject=classify.clean_subject(m.subject) or "(no subject)",
             organisation_id=organisation_id,
             requester=m.from_address or None,
             kind=kind,
-            assignee=next_assignee(session=self.session, team=team),
+            assignee=assignee,
             team=team,
             related_to_id=related.id if related else None,
             sla_start_at=sla_start,
-            participants=self.customer_participants(organisation_id),
+            participants=participants,
         )
+        # The case's participants as `participants_of` would list them (requester, then copies by
+        # address), known without a query when at most one address was copied (beyond that the
+        # database's collation orders them); the requester's name if the sender is a contact.
+        requester = (m.from_address or "").lower()
+        copied = [a for a in dict.fromkeys(p.lower() for p in participants if p) if a != requester]
+        people = [requester, *copied] if requester and len(copied) <= 1 else None
+        name = None
+        if self.sender is not None and m.from_address and self.sender.address == m.from_address:
+            name = self.sender_name or ""
         message_id = self.store_message(case)
-        add_event(
-            session=self.session, case=case, kind=EventKind.INBOUND_MESSAGE, at=self.now, author=m.from_address,
+        # "case opened" and "message received" in one statement, in that order.
+        received = event_values(
+            case=case, kind=EventKind.INBOUND_MESSAGE, at=self.now, author=m.from_address,
             summary=f"message received: {m.subject[:200]}", message_id=message_id,
         )
+        add_events(session=self.session, events=[created, received])
         if related is not None:
             original = self._case(related)
             add_event(
@@ -621,6 +698,7 @@ class _Apply:
             casework.queue_customer_notice(
                 self.session, self.desk, case, template="customer.ack", event="ack", now=self.now, extra=extra,
                 auto_submitted="auto-replied", in_reply_to=m.message_id, references=(*m.references, m.message_id),
+                participants=people, recipient_name=name, organisation=shown,
             )
             self.log_auto_reply(m.from_address, "customer.ack")
         casework.replan(self.desk, self.session, case, self.now)
@@ -630,7 +708,8 @@ class _Apply:
         if related is not None:
             facts["related_number"] = related.number
         casework.queue_staff_new_case(
-            self.session, self.desk, case, now=self.now, excerpt=m.new_text or m.text, extra=facts
+            self.session, self.desk, case, now=self.now, excerpt=m.new_text or m.text, extra=facts,
+            technicians=technicians if case.team == team else None, organisation=shown,
         )
         return case
 

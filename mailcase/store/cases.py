@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from mailcase.domain import CaseKind, CaseStatus, CaseView, EventKind, Priority
@@ -32,13 +34,7 @@ def allocate_case_number(*, session: Session) -> int:
     writers, and a rolled-back transaction gives its number back only if nobody took a later one —
     numbers are never reused because the counter only grows.
     """
-    table = Counter.__table__
-    statement = (
-        sa.update(table)
-        .where(table.c.name == CASE_NUMBER_COUNTER)
-        .values(value=table.c.value + 1)
-        .returning(table.c.value)
-    )
+    statement = _next_case_number()
     number = session.execute(statement).scalar_one_or_none()
     if number is None:  # the very first case: create the counter (once, whoever races), then count
         insert_or_ignore(session, Counter.__table__, {"name": CASE_NUMBER_COUNTER, "value": 0}, conflict=["name"])
@@ -63,6 +59,34 @@ def create_case(
     participants: Iterable[str] = (),
     author: str = "",
 ) -> Case:
+    case, created = insert_case(
+        session=session, now=now, subject=subject, organisation_id=organisation_id, requester=requester, kind=kind,
+        priority=priority, assignee=assignee, team=team, related_to_id=related_to_id, platform=platform,
+        sla_start_at=sla_start_at, participants=participants, author=author,
+    )
+    add_events(session=session, events=[created])
+    return case
+
+
+def insert_case(
+    *,
+    session: Session,
+    now: datetime,
+    subject: str,
+    organisation_id: int | None,
+    requester: str | None,
+    kind: CaseKind = CaseKind.SUPPORT,
+    priority: Priority = Priority.P4,
+    assignee: str | None = None,
+    team: str | None = None,
+    related_to_id: int | None = None,
+    platform: str | None = None,
+    sla_start_at: datetime | None = None,
+    participants: Iterable[str] = (),
+    author: str = "",
+) -> tuple[Case, dict[str, Any]]:
+    """`create_case` without writing its "case opened" event: returns the case and that event's
+    values, for a caller that writes it together with the events that follow (`add_events`)."""
     case = Case(
         number=allocate_case_number(session=session),
         kind=kind,
@@ -80,14 +104,22 @@ def create_case(
         sla_start_at=sla_start_at or now,
         last_customer_activity_at=now if requester else None,
     )
+    # One Core INSERT … RETURNING id of the columns the ORM would write, then the object joins the
+    # session as if loaded: an ORM flush of a new object cost more than the insert itself.
+    table: sa.Table = Case.__table__  # type: ignore[assignment]
+    values = {c.key: getattr(case, c.key) for c in table.columns if c.key != "id"}
+    case.id = int(session.execute(_insert_case(), values).scalar_one())
+    make_transient_to_detached(case)
     session.add(case)
-    session.flush()
-    assert case.id is not None
-    if requester:
-        add_participants(session=session, case_id=case.id, addresses=[requester], role="requester")
-    add_participants(session=session, case_id=case.id, addresses=participants)
-    add_event(
-        session=session,
+    # The requester first, so an address also copied keeps the requester role (ON CONFLICT DO NOTHING).
+    rows = [{"case_id": case.id, "address": requester.lower(), "role": "requester"}] if requester else []
+    seen = {row["address"] for row in rows}
+    for address in dict.fromkeys(a.lower() for a in participants if a):
+        if address not in seen:
+            rows.append({"case_id": case.id, "address": address, "role": "cc"})
+    if rows:
+        session.execute(_insert_participant(session.get_bind().dialect.name), rows if len(rows) > 1 else rows[0])
+    created = event_values(
         case=case,
         kind=EventKind.CREATED,
         at=now,
@@ -95,7 +127,7 @@ def create_case(
         summary=f"case opened ({kind.value}, {priority.value})",
         data={"related_to_id": related_to_id} if related_to_id else {},
     )
-    return case
+    return case, created
 
 
 def add_participants(
@@ -132,8 +164,23 @@ def add_event(
 ) -> int:
     """Append one line to the case's history at once (a Core INSERT … RETURNING, in call order);
     returns the event's id. Building a CaseEvent object and flushing it cost more than the insert."""
+    values = event_values(case=case, kind=kind, at=at, author=author, summary=summary, data=data, message_id=message_id)
+    return int(session.execute(_insert_event(), values).scalar_one())
+
+
+def event_values(
+    *,
+    case: Case,
+    kind: EventKind,
+    at: datetime,
+    author: str = "",
+    summary: str = "",
+    data: dict[str, Any] | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]:
+    """One history line's column values, as `add_event` writes them (for `add_events`)."""
     assert case.id is not None
-    values = {
+    return {
         "case_id": case.id,
         "kind": kind,
         "at": at,
@@ -142,7 +189,44 @@ def add_event(
         "data": data or {},
         "message_id": message_id,
     }
-    return int(session.execute(_insert_event(), values).scalar_one())
+
+
+def add_events(*, session: Session, events: Sequence[dict[str, Any]]) -> None:
+    """Append several history lines (`event_values`) in one statement, in list order."""
+    if len(events) == 1:
+        session.execute(_insert_event_plain(), events[0])
+    elif events:
+        session.execute(_insert_event_plain(), list(events))
+
+
+@functools.cache
+def _insert_event_plain() -> Any:
+    return sa.insert(CaseEvent.__table__)  # type: ignore[arg-type]
+
+
+@functools.cache
+def _next_case_number() -> Any:
+    table: sa.Table = Counter.__table__  # type: ignore[assignment]
+    return (
+        sa.update(table)
+        .where(table.c.name == CASE_NUMBER_COUNTER)
+        .values(value=table.c.value + 1)
+        .returning(table.c.value)
+    )
+
+
+@functools.cache
+def _insert_case() -> Any:
+    table: sa.Table = Case.__table__  # type: ignore[assignment]
+    return sa.insert(table).returning(table.c.id)
+
+
+@functools.cache
+def _insert_participant(dialect: str) -> Any:
+    """INSERT … ON CONFLICT (case_id, address) DO NOTHING, built once per dialect."""
+    table: sa.Table = CaseParticipant.__table__  # type: ignore[assignment]
+    insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return insert.on_conflict_do_nothing(index_elements=["case_id", "address"])
 
 
 @functools.cache
@@ -254,3 +338,58 @@ def next_assignee(*, session: Session, team: str) -> str | None:
     cursor.last_technician_id = chosen.id
     session.add(cursor)
     return chosen.email
+
+
+def assign_next(*, session: Session, team: str) -> tuple[str | None, list[str]]:
+    """`next_assignee` and the team's active technicians' addresses (by id), for a caller that
+    also notifies the team: the technicians are read once, and the cursor moves in one UPDATE.
+
+    The UPDATE takes the cursor row's lock (PostgreSQL) for the rest of the transaction, as
+    `next_assignee`'s SELECT … FOR UPDATE does, so two writers never hand out the same turn.
+    """
+    technicians = [(int(row[0]), str(row[1])) for row in session.execute(_team_technicians(), {"team": team})]
+    if not technicians:
+        insert_or_ignore(session, AssignmentCursor.__table__, {"team": team}, conflict=["team"])
+        return None, []
+    params = {"cursor_team": team, "first_id": technicians[0][0]}
+    chosen = session.execute(_advance_cursor(), params).scalar_one_or_none()
+    if chosen is None:  # the team's first case: create its cursor (once, whoever races)
+        insert_or_ignore(session, AssignmentCursor.__table__, {"team": team}, conflict=["team"])
+        chosen = session.execute(_advance_cursor(), params).scalar_one()
+    emails = dict(technicians)
+    email = emails.get(chosen)
+    if email is None:  # changed between the two statements (PostgreSQL, READ COMMITTED)
+        email = session.exec(select(Technician.email).where(Technician.id == chosen)).first()
+    return email, [address for _id, address in technicians]
+
+
+@functools.cache
+def _team_technicians() -> Any:
+    return (
+        sa.select(col(Technician.id), col(Technician.email))
+        .where(col(Technician.team) == sa.bindparam("team"), col(Technician.active).is_(True))
+        .order_by(col(Technician.id))
+    )
+
+
+@functools.cache
+def _advance_cursor() -> Any:
+    """The cursor moves to the next active technician of the team by id after the last one, or
+    wraps to the first (`:first`); RETURNING the chosen technician's id."""
+    cursor: sa.Table = AssignmentCursor.__table__  # type: ignore[assignment]
+    technician: sa.Table = Technician.__table__  # type: ignore[assignment]
+    following = (
+        sa.select(sa.func.min(technician.c.id))
+        .where(
+            technician.c.team == sa.bindparam("cursor_team"),
+            technician.c.active.is_(True),
+            technician.c.id > sa.func.coalesce(cursor.c.last_technician_id, 0),
+        )
+        .scalar_subquery()
+    )
+    return (
+        sa.update(cursor)
+        .where(cursor.c.team == sa.bindparam("cursor_team"))
+        .values(last_technician_id=sa.func.coalesce(following, sa.bindparam("first_id")))
+        .returning(cursor.c.last_technician_id)
+    )

@@ -12,6 +12,7 @@ the file with `roles = []` or `active = false`.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -405,6 +406,62 @@ def sender_view(address: str, *, session: Session) -> SenderView:
         organisation_id=contact.organisation_id,
         roles=roles,
         is_technician=is_technician,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ContactOrganisation:
+    """The fields of a contact's organisation that a case's notices show (name, language, zone)."""
+
+    id: int
+    name: str
+    locale: str
+    timezone: str
+
+
+def sender_view_and_name(
+    address: str, *, session: Session
+) -> tuple[SenderView, str | None, ContactOrganisation | None]:
+    """`sender_view`, the contact's name and their organisation's notice fields (None, None for
+    an address the directory does not list), in one query for a listed contact: the ingest
+    pipeline's write transaction runs this for every message, and four statements cost it more
+    than one."""
+    address = _normalise(address)
+    rows = session.execute(_sender_query(), {"address": address}).all()
+    if not rows:
+        return SenderView(address=address, is_technician=_is_active_technician(address, session=session)), None, None
+    contact_id, organisation_id, contact_active, name, organisation_active, is_technician = rows[0][:6]
+    organisation = ContactOrganisation(id=organisation_id, name=rows[0][7], locale=rows[0][8], timezone=rows[0][9])
+    roles: frozenset[Role] = frozenset()
+    if contact_active and organisation_active:
+        known = {role.value for role in Role}
+        roles = frozenset(Role(row[6]) for row in rows if row[0] == contact_id and row[6] in known)
+    view = SenderView(
+        address=address,
+        contact_id=contact_id,
+        organisation_id=organisation_id,
+        roles=roles,
+        is_technician=bool(is_technician),
+    )
+    return view, name, organisation
+
+
+@functools.cache
+def _sender_query() -> Any:
+    """Built once; the address is a parameter, so the compiled statement is reused."""
+    address = sa.bindparam("address")
+    technician = (
+        sa.exists().where(col(Technician.email) == address, col(Technician.active) == sa.true()).label("is_technician")
+    )
+    return (
+        sa.select(
+            col(Contact.id), col(Contact.organisation_id), col(Contact.active), col(Contact.name),
+            col(Organisation.active), technician, col(ContactRole.role),
+            col(Organisation.name), col(Organisation.locale), col(Organisation.timezone),
+        )
+        .join(Organisation, col(Contact.organisation_id) == col(Organisation.id))
+        .outerjoin(ContactRole, col(ContactRole.contact_id) == col(Contact.id))
+        .where(col(Contact.email) == address)
     )
 
 
