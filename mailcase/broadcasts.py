@@ -661,7 +661,7 @@ def master_update(
     text = body.strip()
     if not text:
         raise UsageError("a master update needs a body")
-    if CaseStatus(master.status).is_closed:
+    if master.status.is_closed:
         raise UsageError(f"master case {format_case_number(master.number)} is {master.status}; reopen it first")
     assert master.id is not None
     if master.first_response_at is None:
@@ -702,7 +702,7 @@ def master_update(
     )
     session.add(master)
     for case in linked_cases(session, master):
-        if CaseStatus(case.status).is_closed:
+        if case.status.is_closed:
             continue
         case.last_agent_update_at = now
         case.updated_at = now
@@ -812,7 +812,7 @@ def close_linked_cases(
     each requester told with `customer.master_closed` naming their case."""
     desk, secret, desk_tz = _desk_and_secret(session, source, secret)
     _require_master(master)
-    if not CaseStatus(master.status).is_closed:
+    if not master.status.is_closed:
         raise UsageError(
             f"master case {format_case_number(master.number)} is still open;"
             " close it with --status closed --close-linked"

@@ -224,11 +224,11 @@ def notify_customer_of(
 ) -> int | None:
     """Tell the customer about a change that matters to them (status, ETR)."""
     values: dict[str, Any] = {"reopen_window_days": desk.reopen_window_days}
-    if case.hold_until and CaseStatus(case.status) is CaseStatus.ON_HOLD:  # a loaded row holds the plain string
+    if case.hold_until and case.status is CaseStatus.ON_HOLD:
         values["hold_until"] = case.hold_until.isoformat()
-    if CaseStatus(case.status) is CaseStatus.RESOLVED_FOLLOW_UP and case.customer_due_at:
+    if case.status is CaseStatus.RESOLVED_FOLLOW_UP and case.customer_due_at:
         values["close_at"] = case.customer_due_at.isoformat()
-    if case.etr and not CaseStatus(case.status).is_closed:
+    if case.etr and not case.status.is_closed:
         values["etr"] = case.etr.isoformat()
     if case.duplicate_of_id:
         primary = session.get(Case, case.duplicate_of_id)
@@ -263,7 +263,7 @@ def queue_customer_notice(
         session, case, find_last_message=in_reply_to is None or references is None,
         participants=participants, recipient_name=recipient_name, organisation=organisation,
     )
-    if not thread.recipients or CaseKind(case.kind) is CaseKind.MASTER:
+    if not thread.recipients or case.kind is CaseKind.MASTER:
         return None
     context = case_context(session, case, organisation=organisation) | {"tz": thread.timezone}
     if thread.recipient_name:

@@ -172,7 +172,7 @@ def _carry_out(
             alert = extra | {"created_at": case.created_at.isoformat()}
             return staff("staff.unassigned_alert", [settings.escalation.on_call], alert)
         case NoticeKind.HOLD_EXPIRED:
-            if CaseStatus(case.status) is CaseStatus.ON_HOLD:  # a loaded row holds the plain string
+            if case.status is CaseStatus.ON_HOLD:
                 casework.set_status(
                     session, desk, case, CaseStatus.IN_PROGRESS, now=now, author="scheduler", actor=Actor.SYSTEM,
                     notify_customer=False,
@@ -189,7 +189,7 @@ def _carry_out(
                 session, desk, case, template="customer.closed_no_response", event="closed_no_response", now=now,
                 key=key,
             ) is not None
-            if CaseStatus(case.status) is not CaseStatus.CLOSED_NO_RESPONSE:
+            if case.status is not CaseStatus.CLOSED_NO_RESPONSE:
                 casework.set_status(
                     session, desk, case, CaseStatus.CLOSED_NO_RESPONSE, now=now, author="scheduler",
                     actor=Actor.SYSTEM, notify_customer=False,

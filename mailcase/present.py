@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
-from mailcase.domain import CaseStatus, format_case_number
+from mailcase.domain import format_case_number
 from mailcase.models import Case, CaseEvent, Message, Organisation
 from mailcase.store.cases import cases_by_ids, events_of, participants_of
 
@@ -26,7 +26,7 @@ def case_json(case: Case, *, organisations: dict[int, str], numbers: dict[int, i
         "number": format_case_number(case.number),
         "subject": case.subject,
         "status": str(case.status),
-        "status_display": CaseStatus(case.status).display,
+        "status_display": case.status.display,
         "priority": str(case.priority),
         "kind": str(case.kind),
         "organisation": organisations.get(case.organisation_id) if case.organisation_id else None,

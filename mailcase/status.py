@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, col, select
 
 from mailcase.db import transaction
-from mailcase.domain import CaseKind, CaseStatus, EventKind
+from mailcase.domain import CaseKind, EventKind
 from mailcase.models import Case, CaseEvent, MaintenanceWindow, Product
 from mailcase.notify.statuspage import MasterInfo, WindowInfo, build_status_site
 from mailcase.store import maintenance as windows_store
@@ -51,7 +51,7 @@ def status_snapshot(session: Session, now: datetime) -> tuple[list[WindowInfo], 
     masters = [
         m
         for m in session.exec(select(Case).where(Case.kind == CaseKind.MASTER).order_by(col(Case.number)))
-        if not CaseStatus(m.status).is_closed or (m.closed_at is not None and m.closed_at > now - timedelta(days=1))
+        if not m.status.is_closed or (m.closed_at is not None and m.closed_at > now - timedelta(days=1))
     ]
     master_infos = [_master_info(session, m) for m in masters]
     products = list(session.exec(select(Product.name).order_by(col(Product.name))))
