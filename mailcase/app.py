@@ -34,7 +34,7 @@ class App:
         """The reply-token HMAC key: from config (secret / secret_file), else generated at install."""
         if self._secret is None:
             if self.settings.security.secret:
-                self._secret = self.settings.security.secret.encode()
+                self._secret = self.settings.reply_token_secret
             else:
                 from mailcase.store.installation import installation_secret
 

@@ -750,10 +750,6 @@ class MasterClosing:
     refused: tuple[str, ...] = ()
 
 
-def open_linked_numbers(session: Session, master: Case) -> list[int]:
-    return [c.number for c in linked_cases(session, master) if not CaseStatus(c.status).is_closed]
-
-
 def master_closed(
     session: Session,
     source: App | Desk,

@@ -218,13 +218,6 @@ class Settings:
     logging: LoggingSettings = LoggingSettings()
 
     @property
-    def base_dir(self) -> Path:
-        return Path(".")
-
-    def sla_target(self, key: str) -> SlaSettings:
-        return self.sla.get(key, DEFAULT_SLA[key])
-
-    @property
     def reply_token_secret(self) -> bytes:
         return self.security.secret.encode("utf-8")
 

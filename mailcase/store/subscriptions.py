@@ -34,11 +34,6 @@ def case_optout_target(case_id: int) -> str:
     return f"optout:case:{case_id}"
 
 
-def target_kind(target: str) -> str:
-    """`case`, `platform` or `optout`."""
-    return target.split(":", 1)[0]
-
-
 def add_subscription(
     *,
     session: Session,
