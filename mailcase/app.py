@@ -15,10 +15,9 @@ from sqlalchemy.engine import Engine
 from mailcase.clock import Clock
 from mailcase.config import Settings
 from mailcase.db import make_engine, transaction
+from mailcase.resources import template_search_path
 
 log = logging.getLogger(__name__)
-
-REPO_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 @dataclass
@@ -26,7 +25,6 @@ class App:
     settings: Settings
     engine: Engine
     clock: Clock
-    templates_dir: Path = REPO_TEMPLATES
     _secret: bytes | None = field(default=None, repr=False)
 
     @property
@@ -85,7 +83,18 @@ class App:
     def renderer(self):  # type: ignore[no-untyped-def]
         from mailcase.notify.render import Renderer
 
-        return Renderer(self.templates_dir)
+        return Renderer(self.template_dirs)
+
+    @functools.cached_property
+    def template_dirs(self) -> tuple[Path, ...]:
+        """Where templates are found: `[templates] dir` (the operator's overrides), then the
+        packaged ones."""
+        return template_search_path(self.settings.templates.dir or None)
+
+    def reload(self) -> None:
+        """Forget what is cached from files that an operator may change while `serve` runs (the
+        template search path); the next use reads them again."""
+        self.__dict__.pop("template_dirs", None)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -195,6 +195,14 @@ class StatusPageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplatesSettings:
+    # A directory of the operator's own templates, laid out like the packaged ones
+    # (`en/customer.ack.txt`, `status/style.css`); a file there wins over the packaged one of the
+    # same name. Relative paths count from the config file's directory. Empty: packaged only.
+    dir: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     level: str = "INFO"
 
@@ -215,6 +223,7 @@ class Settings:
     maintenance: MaintenanceSettings = MaintenanceSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     status: StatusPageSettings = StatusPageSettings()
+    templates: TemplatesSettings = TemplatesSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @property
@@ -430,8 +439,16 @@ def _resolve_secret_files(settings: Settings, base: Path) -> Settings:
         else box
         for i, box in enumerate(settings.imap)
     )
+    templates = settings.templates
+    if templates.dir and not Path(templates.dir).is_absolute():
+        templates = dataclasses.replace(templates, dir=str(base / templates.dir))
     return dataclasses.replace(
-        settings, database=database, outbound=outbound, security=security, imap=mailboxes
+        settings,
+        database=database,
+        outbound=outbound,
+        security=security,
+        imap=mailboxes,
+        templates=templates,
     )
 
 

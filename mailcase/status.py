@@ -87,7 +87,7 @@ def build_status(app: App, out_dir: Path, *, now: datetime) -> list[Path]:
         generated_at=now,
         windows=windows,
         masters=masters,
-        templates_dir=app.templates_dir / "status",
+        templates_dir=[d / "status" for d in app.template_dirs],
         products=products,
         desk_tz=app.settings.business.timezone,
     )

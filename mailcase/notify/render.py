@@ -8,7 +8,7 @@ them into what a reader expects, in the recipient's language and time zone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,12 +72,15 @@ class Rendered:
 
 
 class Renderer:
-    """Renders `<audience>.<event>` templates from one templates directory."""
+    """Renders `<audience>.<event>` templates from a search path of template directories: the
+    operator's overrides first (`[templates] dir`), then the packaged ones; a file found in an
+    earlier directory wins over one of the same name later."""
 
-    def __init__(self, templates_dir: Path) -> None:
-        self.templates_dir = Path(templates_dir)
+    def __init__(self, template_dirs: Path | Sequence[Path]) -> None:
+        dirs = (template_dirs,) if isinstance(template_dirs, (str, Path)) else template_dirs
+        self.template_dirs = tuple(Path(d) for d in dirs)
         self._env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(self.templates_dir)),
+            loader=jinja2.FileSystemLoader([str(d) for d in self.template_dirs]),
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(
                 enabled_extensions=("html",), disabled_extensions=("txt",), default=False
@@ -95,7 +98,8 @@ class Renderer:
         """The language whose files render `template` for `locale` (`pt-BR` -> `pt`), else `en`."""
         lang = (locale or DEFAULT_LANGUAGE).replace("_", "-").split("-")[0].lower()
         if lang != DEFAULT_LANGUAGE and all(
-            (self.templates_dir / lang / f"{template}.{part}").is_file() for part in PARTS
+            any((d / lang / f"{template}.{part}").is_file() for d in self.template_dirs)
+            for part in PARTS
         ):
             return lang
         return DEFAULT_LANGUAGE
@@ -120,8 +124,11 @@ class Renderer:
         """Every template the default language provides (`customer.ack`, …)."""
         suffix = ".subject.txt"
         return sorted(
-            path.name[: -len(suffix)]
-            for path in (self.templates_dir / DEFAULT_LANGUAGE).glob(f"*{suffix}")
+            {
+                path.name[: -len(suffix)]
+                for d in self.template_dirs
+                for path in (d / DEFAULT_LANGUAGE).glob(f"*{suffix}")
+            }
         )
 
 

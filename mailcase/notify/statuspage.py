@@ -224,10 +224,11 @@ def _overall(incidents: list[dict[str, Any]], in_progress: list[dict[str, Any]])
     }
 
 
-def make_environment(templates_dir: Path) -> Environment:
-    """A Jinja2 environment over `templates/status` (autoescape HTML and XML, StrictUndefined)."""
+def make_environment(template_dirs: Sequence[Path]) -> Environment:
+    """A Jinja2 environment over the `status` template directories, the first match winning
+    (autoescape HTML and XML, StrictUndefined)."""
     return Environment(
-        loader=FileSystemLoader(str(templates_dir)),
+        loader=FileSystemLoader([str(d) for d in template_dirs]),
         autoescape=select_autoescape(["html", "xml", "atom"], default=True),
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -258,7 +259,7 @@ def build_status_site(
     generated_at: datetime,
     windows: Sequence[WindowInfo],
     masters: Sequence[MasterInfo],
-    templates_dir: Path,
+    templates_dir: Path | Sequence[Path],
     base_url: str = "",
     products: Sequence[str] = (),
     desk_tz: str = DESK_TIMEZONE,
@@ -268,7 +269,8 @@ def build_status_site(
     The page shows open master cases as "Current incidents" (closed ones passed in appear as
     "Resolved"), maintenance windows "In progress", "Upcoming" (cancelled ones marked so) and
     completed within the last week, all in Mountain Time. One .ics feed is written per product
-    named in `products` or in any window. `templates_dir` is the `templates/status` directory;
+    named in `products` or in any window. `templates_dir` is the `templates/status` directory, or
+several searched in order (the operator's overrides first);
     `base_url` (e.g. `https://status.example.com/`) makes feed links absolute. Returns the paths
     written; index.html is written last, so it never links to a feed not yet there.
     """
@@ -277,7 +279,8 @@ def build_status_site(
     if base_url and not base_url.endswith("/"):
         base_url += "/"
     out_dir.mkdir(parents=True, exist_ok=True)
-    environment = make_environment(templates_dir)
+    template_dirs = (templates_dir,) if isinstance(templates_dir, Path) else tuple(templates_dir)
+    environment = make_environment(template_dirs)
 
     ordered = sorted(windows, key=lambda w: (w.start, w.id))
     views = [(_window_view(w, now, zone, base_url), w) for w in ordered]
@@ -335,7 +338,7 @@ def build_status_site(
         _write_atomically(path, data)
         written.append(path)
 
-    css = (templates_dir / "style.css").read_bytes()
+    css = next(d / "style.css" for d in template_dirs if (d / "style.css").is_file()).read_bytes()
     emit("style.css", css)
     for feed in feeds:
         emit(feed["file"], product_feed(ordered, feed["product"], dtstamp=now))

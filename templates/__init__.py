@@ -1,0 +1,1 @@
+"""The notice templates (Jinja2), shipped inside the package as mailcase.templates; data only."""
