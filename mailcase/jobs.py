@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, select
 
@@ -227,17 +227,26 @@ def _owners(session: Session, app: App, case: Case) -> list[str]:
 class TickReport:
     sla: SweepReport
     maintenance: int
-    delivery: object | None
-    # Per [[imap]] mailbox name: "N message(s) stored" or why it could not be polled.
-    imap: dict[str, str] = field(default_factory=dict)
+    # Summed over the batches `tick` delivered: sent, retried, failed, requeued, batches.
+    delivery: dict[str, int] | None
+    # Per [[imap]] mailbox name: {"stored": N, "error": None}, or {"stored": 0, "error": why it
+    # could not be polled}.
+    imap: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.sla.by_kind.items())) or "none"
-        lines = [f"imap {name}: {result}" for name, result in self.imap.items()]
+        lines = [
+            f"imap {name}: " + (r["error"] or f"{r['stored']} message(s) stored")
+            for name, r in self.imap.items()
+        ]
         lines.append(f"deadlines: {self.sla.examined} cases due, {self.sla.queued} notices queued ({kinds})")
         lines.append(f"maintenance: {self.maintenance} notices queued")
         if self.delivery is not None:
-            lines.append(f"outbox: {self.delivery}")
+            d = self.delivery
+            lines.append(
+                f"outbox: {d['sent']} sent, {d['retried']} to retry later, {d['failed']} failed"
+                f" ({d['batches']} batch(es))"
+            )
         return lines
 
 
@@ -251,6 +260,7 @@ def run_due_sweeps(app: App, now: datetime) -> tuple[SweepReport, int]:
 
 
 def deliver_outbox(app: App, now: datetime) -> object:
+    """One batch of due notices (at most `[outbound] batch_size`), as `serve`'s delivery loop does."""
     from mailcase.notify.outbox import deliver_due
 
     return deliver_due(
@@ -264,7 +274,28 @@ def deliver_outbox(app: App, now: datetime) -> object:
     )
 
 
-def poll_mailboxes(app: App) -> dict[str, str]:
+MAX_DRAIN_BATCHES = 10_000
+"""A bound on `drain_outbox`'s batches (two million notices at the default batch size), so a bug
+that left rows due forever cannot turn `tick` into an endless loop."""
+
+
+def drain_outbox(app: App, now: datetime) -> dict[str, int]:
+    """Deliver batch after batch until nothing is due at `now` (`mailcase tick`): every claimed row
+    ends sent, failed or retried later (its next attempt after `now`), so each batch shrinks what
+    is due and the loop ends when a batch finds nothing. Returns the summed counts."""
+    totals = {"sent": 0, "retried": 0, "failed": 0, "requeued": 0, "batches": 0}
+    for _ in range(MAX_DRAIN_BATCHES):
+        report = deliver_outbox(app, now)
+        counts = {name: int(getattr(report, name, 0)) for name in ("sent", "retried", "failed", "requeued")}
+        for name, value in counts.items():
+            totals[name] += value
+        if counts["sent"] + counts["retried"] + counts["failed"] == 0:
+            break
+        totals["batches"] += 1
+    return totals
+
+
+def poll_mailboxes(app: App) -> dict[str, dict[str, Any]]:
     """One pass over every `[[imap]]` mailbox, as `serve`'s pollers do continuously (for cron set-ups).
 
     A mailbox that cannot be polled (refused login, unreachable server, busy database) is logged
@@ -275,7 +306,7 @@ def poll_mailboxes(app: App) -> dict[str, str]:
     from mailcase.errors import MailcaseError
     from mailcase.ingest.imap import CONNECTION_ERRORS, MailboxLoginFailed, MailboxPoller
 
-    results: dict[str, str] = {}
+    results: dict[str, dict[str, Any]] = {}
     if not app.settings.imap:
         return results
     pipeline = app.pipeline()
@@ -285,15 +316,16 @@ def poll_mailboxes(app: App) -> dict[str, str]:
             box, ingest=pipeline, engine=app.engine, clock=app.clock, stop=threading.Event(), logger=logger
         )
         try:
-            results[box.name] = f"{poller.poll_once()} message(s) stored"
+            results[box.name] = {"stored": poller.poll_once(), "error": None}
         except MailboxLoginFailed:
-            results[box.name] = "login refused"  # the poller has logged the ERROR line already
+            # The poller has logged the ERROR line already.
+            results[box.name] = {"stored": 0, "error": "login refused"}
         except (MailcaseError, *CONNECTION_ERRORS) as error:
             logger.error(
                 "mailbox %s (%s at %s:%d): not polled this tick: %s: %s",
                 box.name, box.user, box.host, box.port, type(error).__name__, error,
             )
-            results[box.name] = f"not polled ({type(error).__name__})"
+            results[box.name] = {"stored": 0, "error": f"not polled ({type(error).__name__})"}
         finally:
             poller.close()
     return results
@@ -305,8 +337,8 @@ def tick(app: App, *, deliver: bool = True) -> TickReport:
     now = app.clock.now()
     imap = poll_mailboxes(app)
     sla, maintenance = run_due_sweeps(app, now)
-    delivery = deliver_outbox(app, now) if deliver and app.settings.outbound.enabled else None
+    delivery = drain_outbox(app, now) if deliver and app.settings.outbound.enabled else None
     return TickReport(sla=sla, maintenance=maintenance, delivery=delivery, imap=imap)
 
 
-__all__ = ["DeadlineName", "SweepReport", "TickReport", "deliver_outbox", "poll_mailboxes", "run_due_sweeps", "sweep_case_deadlines", "tick"]
+__all__ = ["DeadlineName", "SweepReport", "TickReport", "deliver_outbox", "drain_outbox", "poll_mailboxes", "run_due_sweeps", "sweep_case_deadlines", "tick"]

@@ -27,6 +27,14 @@ def _instant(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+NUMBER_HELP = "the case number (00001042 or 1042)"
+
+
+def _names(enum: Any) -> str:
+    """The machine names an option accepts, for its help text."""
+    return ", ".join(m.value for m in enum)
+
+
 def _choice(enum: Any) -> Any:
     def convert(text: str) -> Any:
         try:
@@ -43,21 +51,21 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     group = parser.add_subparsers(dest="cases_command", metavar="ACTION", required=True)
 
     p = group.add_parser("list", help="list cases, newest first")
-    p.add_argument("--status", type=_choice(CaseStatus))
+    p.add_argument("--status", type=_choice(CaseStatus), help=f"only cases in this status ({_names(CaseStatus)})")
     p.add_argument("--org", help="organisation id from the directory")
-    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--limit", type=int, default=1000, help="at most this many cases (default %(default)s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_list)
 
     p = group.add_parser("show", help="one case with its messages and history")
-    p.add_argument("number", type=_number)
+    p.add_argument("number", type=_number, help=NUMBER_HELP)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_show)
 
     p = group.add_parser("update", help="change status, priority, assignee, ETR, hold, duplicate or master link")
-    p.add_argument("number", type=_number)
-    p.add_argument("--status", type=_choice(CaseStatus))
-    p.add_argument("--priority", type=_choice(Priority))
+    p.add_argument("number", type=_number, help=NUMBER_HELP)
+    p.add_argument("--status", type=_choice(CaseStatus), help=f"the new status ({_names(CaseStatus)})")
+    p.add_argument("--priority", type=_choice(Priority), help=f"the real priority after review ({_names(Priority)})")
     p.add_argument("--assignee", help="technician email, or 'none' to unassign")
     p.add_argument("--etr", type=_instant, help="estimated time to resolution, ISO 8601 with offset")
     p.add_argument("--hold-until", type=_instant, help="with --status on_hold: until when")
@@ -71,20 +79,20 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.set_defaults(handler=run_update)
 
     p = group.add_parser("reply", help="a technician's public reply, emailed to the customer")
-    p.add_argument("number", type=_number)
-    p.add_argument("--body", required=True)
+    p.add_argument("number", type=_number, help=NUMBER_HELP)
+    p.add_argument("--body", required=True, help="the reply's text, as the customer will read it")
     p.add_argument("--from", dest="author", default="", help="the technician's email (recorded; never shown to the customer)")
     p.add_argument("--awaiting-customer", action="store_true", help="wait for the customer: nudge and close without response")
     p.set_defaults(handler=run_reply)
 
     p = group.add_parser("sla", help="every deadline of a case and how it was derived")
-    p.add_argument("number", type=_number)
+    p.add_argument("number", type=_number, help=NUMBER_HELP)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_sla)
 
     p = group.add_parser("note", help="add an internal note (never emailed to the customer)")
-    p.add_argument("number", type=_number)
-    p.add_argument("--body", required=True)
+    p.add_argument("number", type=_number, help=NUMBER_HELP)
+    p.add_argument("--body", required=True, help="the note's text (staff only)")
     p.add_argument("--by", default="", help="who writes the note")
     p.set_defaults(handler=run_note)
 

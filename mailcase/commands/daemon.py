@@ -15,7 +15,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
         "tick", help="poll the IMAP mailboxes, run every due scheduler job once and deliver the outbox, then exit"
     )
     p.add_argument("--no-deliver", action="store_true", help="queue notices but do not deliver the outbox")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object (README, \"JSON output\")")
     p.set_defaults(handler=run_tick)
 
 
@@ -39,7 +39,7 @@ def run_tick(app: App, args: argparse.Namespace) -> int:
                 "by_kind": report.sla.by_kind,
                 "maintenance_notices_queued": report.maintenance,
                 "imap": report.imap,
-                "delivery": str(report.delivery) if report.delivery is not None else None,
+                "delivery": report.delivery,
             }
         )
     else:

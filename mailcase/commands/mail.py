@@ -9,7 +9,7 @@ from typing import Any
 
 from mailcase.app import App
 from mailcase.db import transaction
-from mailcase.domain import Channel, HeldState, RawMessage
+from mailcase.domain import Channel, HeldState, OutboxState, RawMessage
 from mailcase.errors import TransientError, UsageError
 
 EX_TEMPFAIL = 75
@@ -30,12 +30,12 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_held_list)
     p = group.add_parser("release", help="release a held message: decide again as if its sender were allowed")
-    p.add_argument("id", type=int)
-    p.add_argument("--by", default="agent")
+    p.add_argument("id", type=int, help="the held message's id (from `held list`)")
+    p.add_argument("--by", default="agent", help="who releases it (recorded)")
     p.set_defaults(handler=run_held_release)
     p = group.add_parser("discard", help="discard a held message (kept in the database, marked discarded)")
-    p.add_argument("id", type=int)
-    p.add_argument("--by", default="agent")
+    p.add_argument("id", type=int, help="the held message's id (from `held list`)")
+    p.add_argument("--by", default="agent", help="who discards it (recorded)")
     p.set_defaults(handler=run_held_discard)
 
     p = sub.add_parser("trace", help="what happened to one inbound message")
@@ -46,10 +46,22 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     outbox = sub.add_parser("outbox", help="queued, sent and failed notifications")
     group = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
     p = group.add_parser("list", help="list outgoing messages, newest first")
-    p.add_argument("--state", choices=["queued", "sending", "sent", "failed", "cancelled"])
-    p.add_argument("--limit", type=int, default=200)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--state",
+        choices=[s.value for s in OutboxState],
+        help="only notices in this state (choices: %(choices)s)",
+    )
+    p.add_argument("--limit", type=int, default=200, help="at most this many rows, newest first (default %(default)s; 0: all)")
+    p.add_argument("--json", action="store_true", help="print a JSON array (README, \"JSON output\")")
     p.set_defaults(handler=run_outbox_list)
+    p = group.add_parser(
+        "retry", help="queue failed notices again (after the cause is fixed), due now, attempts reset"
+    )
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("ids", nargs="*", type=int, default=[], metavar="ID", help="outbox row ids (from `outbox list`)")
+    target.add_argument("--failed", action="store_true", help="every failed notice")
+    p.add_argument("--json", action="store_true", help="print the requeued ids as a JSON array")
+    p.set_defaults(handler=run_outbox_retry)
 
 
 def run_ingest(app: App, args: argparse.Namespace) -> int:
@@ -186,14 +198,34 @@ def run_outbox_list(app: App, args: argparse.Namespace) -> int:
     from mailcase.store.outbox import outbox_rows
 
     with transaction(app.engine) as session:
-        rows = [outbox_json(r) for r in outbox_rows(session=session, state=args.state, limit=args.limit)]
+        limit = args.limit if args.limit > 0 else None
+        rows = [outbox_json(r) for r in outbox_rows(session=session, state=args.state, limit=limit)]
     if args.json:
         emit_json(rows)
     else:
         for row in rows:
-            print(f"#{row['id']:<6} {row['state']:<9} {row['kind']:<28} {', '.join(row['recipients'])[:40]:<40} {row['subject_hint']}")
+            print(f"#{row['id']:<6} {row['state']:<9} {row['kind']:<28} {', '.join(row['recipients'])[:40]:<40} {row['case_subject']}")
         if not rows:
             print("outbox is empty")
+    return 0
+
+
+def run_outbox_retry(app: App, args: argparse.Namespace) -> int:
+    from mailcase.cli import emit_json
+    from mailcase.store.outbox import requeue_failed
+
+    wanted = None if args.failed else sorted(set(args.ids))
+    with transaction(app.engine) as session:
+        requeued = requeue_failed(session=session, now=app.clock.now(), ids=wanted)
+    if args.json:
+        emit_json(requeued)
+    elif requeued:
+        print(f"requeued {len(requeued)} notice(s): {', '.join(f'#{i}' for i in requeued)}")
+    else:
+        print("no failed notices to requeue")
+    if wanted is not None and set(wanted) - set(requeued):
+        missing = ", ".join(f"#{i}" for i in sorted(set(wanted) - set(requeued)))
+        raise UsageError(f"not failed (or no such notice), left alone: {missing}")
     return 0
 
 
@@ -208,7 +240,8 @@ def outbox_json(row: Any) -> dict[str, Any]:
         "locale": row.locale,
         # A case number is the zero-padded string everywhere in JSON (README "JSON output").
         "case": _padded_case(row.context.get("case_number") if row.context else None),
-        "subject_hint": (row.context.get("case_subject") or row.context.get("subject") or "") if row.context else "",
+        # What the notice is about, for a person scanning the list: the case's (or broadcast's) subject.
+        "case_subject": (row.context.get("case_subject") or row.context.get("subject") or "") if row.context else "",
         "message_id": row.message_id,
         "attempts": row.attempts,
         "created_at": row.created_at.isoformat(),

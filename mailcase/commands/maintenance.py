@@ -58,21 +58,21 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.set_defaults(handler=run_list)
 
     p = group.add_parser("cancel", help="cancel a window; whoever was told gets a cancellation (METHOD:CANCEL)")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, help="the window's id (from `maintenance list`)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_cancel)
 
     p = group.add_parser("reschedule", help="move a window; whoever was told gets an update (SEQUENCE+1)")
-    p.add_argument("id", type=int)
-    p.add_argument("--start", type=_instant, required=True)
-    p.add_argument("--end", type=_instant, required=True)
+    p.add_argument("id", type=int, help="the window's id (from `maintenance list`)")
+    p.add_argument("--start", type=_instant, required=True, help="the new start, ISO 8601 with offset")
+    p.add_argument("--end", type=_instant, required=True, help="the new end, ISO 8601 with offset")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_reschedule)
 
     p = group.add_parser(
         "plan", help="create the monthly third-Friday windows and the Connect updates for N months (idempotent)"
     )
-    p.add_argument("--months", type=int, required=True)
+    p.add_argument("--months", type=int, required=True, help="how many months ahead, from --now")
     p.add_argument("--products", type=_products, help="products of the monthly windows (default: every product)")
     p.add_argument(
         "--connect-products", type=_products, help="products of the Connect updates (default: as --products)"

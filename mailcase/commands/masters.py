@@ -21,14 +21,14 @@ def register_cases(group: "argparse._SubParsersAction[Any]") -> None:
     actions = master.add_subparsers(dest="master_command", metavar="ACTION", required=True)
     p = actions.add_parser("create", help="open a master case (P1G) for a platform")
     p.add_argument("--platform", required=True, help='the affected platform, e.g. "Microsoft Teams"')
-    p.add_argument("--subject", required=True)
+    p.add_argument("--subject", required=True, help="the master case's subject, as subscribers will read it")
     p.add_argument("--assignee", help="technician email")
     p.add_argument("--by", default="", help="who opens it (recorded in the history)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_create)
 
     p = actions.add_parser("close-linked", help="close the open linked cases of a closed master case, with a notice")
-    p.add_argument("number", type=_number)
+    p.add_argument("number", type=_number, help="the master case's number")
     p.add_argument("--by", default="", help="who closes them (recorded in the history)")
     p.set_defaults(handler=run_close_linked)
 

@@ -35,7 +35,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
     for name, text in (("add", "subscribe an address"), ("remove", "unsubscribe an address")):
         p = group.add_parser(name, help=f"{text} to a master case or to every master case of a platform")
-        p.add_argument("address", type=_address)
+        p.add_argument("address", type=_address, help="the subscriber's email address")
         target = p.add_mutually_exclusive_group(required=True)
         target.add_argument("--case", type=_number, help="a master case (or a case linked to one)")
         target.add_argument("--platform", help='a platform, e.g. "Microsoft Teams"')
@@ -47,9 +47,9 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
         p.set_defaults(handler=run_add if name == "add" else run_remove)
 
     p = group.add_parser("list", help="list subscriptions (and one-click opt-outs)")
-    p.add_argument("--address", type=_address)
-    p.add_argument("--case", type=_number)
-    p.add_argument("--platform")
+    p.add_argument("--address", type=_address, help="only this subscriber's subscriptions")
+    p.add_argument("--case", type=_number, help="only subscriptions to this master case")
+    p.add_argument("--platform", help="only subscriptions to this platform")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_list)
 

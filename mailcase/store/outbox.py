@@ -101,14 +101,35 @@ def _row(intent: NotificationIntent, now: datetime, hostname: str) -> dict[str, 
 
 
 def outbox_rows(
-    *, session: Session, state: OutboxState | str | None = None, limit: int = 100
+    *, session: Session, state: OutboxState | str | None = None, limit: int | None = 100
 ) -> Sequence[Outbox]:
     """The newest outbox rows first, optionally only one state (for `mailcase outbox list`)."""
     query = select(Outbox)
     if state is not None:
         query = query.where(Outbox.state == OutboxState(state).value)
-    query = query.order_by(col(Outbox.id).desc()).limit(limit)
+    query = query.order_by(col(Outbox.id).desc())
+    if limit is not None:
+        query = query.limit(limit)
     return session.exec(query).all()
+
+
+def requeue_failed(
+    *, session: Session, now: datetime, ids: Sequence[int] | None = None
+) -> list[int]:
+    """Queue failed notices again, due at `now` with a fresh attempt count (`mailcase outbox
+    retry`, after the cause is fixed); `ids=None` means every failed one. Returns the ids
+    requeued; rows in another state are left alone."""
+    table: sa.Table = Outbox.__table__  # type: ignore[assignment]
+    condition = table.c.state == OutboxState.FAILED.value
+    if ids is not None:
+        condition = sa.and_(condition, table.c.id.in_(list(ids)))
+    statement = (
+        sa.update(table)
+        .where(condition)
+        .values(state=OutboxState.QUEUED.value, attempts=0, next_attempt_at=now)
+        .returning(table.c.id)
+    )
+    return sorted(int(row_id) for row_id in session.execute(statement).scalars())
 
 
 def record_bounce(
