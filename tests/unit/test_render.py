@@ -371,3 +371,28 @@ def test_local_time_refuses_an_instant_without_offset() -> None:
 
 def test_paragraphs_escape_and_keep_line_breaks() -> None:
     assert str(paragraphs("a < b\nc\n\nd")) == "<p>a &lt; b<br>\nc</p>\n<p>d</p>"
+
+
+def test_an_operators_template_directory_overrides_single_files(tmp_path: Path) -> None:
+    from mailcase.config import load_config
+    from mailcase.resources import packaged_templates, template_search_path
+
+    (tmp_path / "overrides" / "en").mkdir(parents=True)
+    (tmp_path / "overrides" / "en" / "customer.ack.subject.txt").write_text(
+        "[Case #{{ case_number | case_number }}] We have your message about {{ case_subject }}\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "config.toml"
+    config.write_text('[templates]\ndir = "overrides"\n', encoding="utf-8")
+    settings = load_config(config, {})
+    assert settings.templates.dir == str(tmp_path / "overrides")  # relative to the config file
+
+    renderer = Renderer(template_search_path(settings.templates.dir))
+    context = SAMPLES["customer.ack"]
+    rendered = renderer.render("customer.ack", "en", context)
+    packaged = Renderer(packaged_templates()).render("customer.ack", "en", context)
+    assert rendered.subject.endswith(f"We have your message about {context['case_subject']}")
+    assert rendered.subject != packaged.subject
+    assert rendered.text == packaged.text  # every file not overridden still comes from the package
+    # A language the override directory lacks is still found whole in the package.
+    assert renderer.language("customer.ack", "pt") == "pt"
