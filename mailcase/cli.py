@@ -1,7 +1,9 @@
 """The `mailcase` command line: parses arguments, builds the app once, runs one command, maps errors to exit codes.
 
 Exit status: 0 success, 1 a refused request (unknown case, illegal transition), 2 a configuration or
-usage error, 75 (EX_TEMPFAIL) a transient failure worth retrying. With `--json`, stdout carries JSON only.
+usage error (78, EX_CONFIG, for `ingest`), 75 (EX_TEMPFAIL) a transient failure worth retrying: a
+database that is locked, unreachable or has no schema, a file we may not open, our own bug. stderr
+is one line naming the problem; tracebacks go to the log only. With `--json`, stdout carries JSON only.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mailcase.app import App, build_app
 from mailcase.clock import Clock, FixedClock, SystemClock, parse_instant
@@ -27,45 +29,137 @@ EX_OK = 0
 EX_REFUSED = 1
 EX_USAGE = 2
 EX_TEMPFAIL = 75
+EX_CONFIG = 78
+"""`mailcase ingest` says EX_CONFIG (sysexits.h) for a configuration or usage error: an MTA's pipe defers
+the message on it, where it would bounce on 2. The other commands keep 2."""
+
+MTA_COMMANDS = frozenset({"ingest"})
+"""Commands an MTA runs: their stderr goes into a bounce or deferral notice, so it carries one line
+and never a log record, and every failure that is not the message's fault is temporary."""
+
+NO_SCHEMA = "the database has no mailcase schema: run `mailcase init`"
 
 Handler = Callable[[App, argparse.Namespace], int]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the exit status and the one-line stderr an MTA's pipe needs for `ingest`."""
+
+    def __init__(self, *args: Any, terse: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.terse = terse
+
+    def error(self, message: str) -> NoReturn:
+        if not self.terse:
+            super().error(message)
+        print(f"mailcase: usage error: {message}", file=sys.stderr)
+        raise SystemExit(EX_CONFIG)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    mta = _command_in(argv) in MTA_COMMANDS
+    parser = build_parser(terse=mta)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EX_USAGE
+    config_status = EX_CONFIG if mta else EX_USAGE
     try:
         clock: Clock = FixedClock(parse_instant(args.now)) if args.now else SystemClock()
     except ValueError as exc:
         print(f"mailcase: --now: {exc}", file=sys.stderr)
-        return EX_USAGE
+        return config_status
     config_path = args.config or os.environ.get("MAILCASE_CONFIG") or "config.toml"
     try:
         settings = load_config(_config_file(config_path), os.environ)
+        configure_logging(settings.logging.level, file=settings.logging.file, stderr=not mta)
     except ConfigError as exc:
         print(f"mailcase: {exc}", file=sys.stderr)
-        return EX_USAGE
-    configure_logging(settings.logging.level)
-    app = build_app(settings, clock)
+        return config_status
+    try:
+        app = build_app(settings, clock)
+    except Exception as exc:  # SQLAlchemy refuses the URL, or its driver is not installed
+        print(f"mailcase: config error: database.url: {_describe(exc)}", file=sys.stderr)
+        return config_status
     try:
         return int(args.handler(app, args))
     except UsageError as exc:
         print(f"mailcase: {exc}", file=sys.stderr)
-        return EX_REFUSED
-    except TransientError as exc:
-        print(f"mailcase: temporary failure, try again: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
+        # For `ingest` the command line is the MTA's configuration (master.cf): defer, never bounce.
+        return config_status if mta else EX_REFUSED
     except ConfigError as exc:
         print(f"mailcase: {exc}", file=sys.stderr)
-        return EX_USAGE
+        return config_status
+    except TransientError as exc:
+        problem = NO_SCHEMA if _schema_missing(app, args, exc) else f"temporary failure, try again: {exc}"
+        if mta or settings.logging.file:  # else the log is stderr, and the line below says it
+            # The cause for the admin, in the log; the one line is what the MTA or the shell shows.
+            log.error("%s: %s", args.command, problem, exc_info=exc.__cause__ or exc)
+        print(f"mailcase: {problem}", file=sys.stderr)
+        return EX_TEMPFAIL
     except MailcaseError as exc:
         print(f"mailcase: {exc}", file=sys.stderr)
         return EX_REFUSED
+    except Exception as exc:
+        # Not the message's fault and not the caller's: a database without the schema, or our bug.
+        # Temporary, so an MTA keeps the message; the traceback goes to the log, never to stderr.
+        problem = (
+            NO_SCHEMA
+            if _schema_missing(app, args, exc)
+            else f"internal error ({_describe(exc)}); the traceback is in the log"
+        )
+        if problem != NO_SCHEMA or mta or settings.logging.file:
+            log.error("%s failed: %s", args.command, problem, exc_info=exc)
+        print(f"mailcase: {problem}", file=sys.stderr)
+        return EX_TEMPFAIL
     finally:
         app.close()
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The sub-command named in `argv` (the first word that is not a global option or its value)."""
+    words = iter(argv)
+    for word in words:
+        if word in ("--config", "--now"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _schema_missing(app: App, args: argparse.Namespace, error: BaseException) -> bool:
+    """After a database error: is it because `mailcase init` never ran on this database?"""
+    import sqlalchemy as sa
+
+    from mailcase.db import current_revision
+
+    if args.command == "init" or not _caused_by(error, sa.exc.DBAPIError):
+        return False
+    try:
+        return current_revision(app.engine) is None
+    except Exception:
+        return False
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _describe(error: BaseException) -> str:
+    """The exception's class and first line, never a SQL statement (engines hide bound values anyway)."""
+    import sqlalchemy as sa
+
+    if isinstance(error, sa.exc.DBAPIError):
+        detail = str(error.orig).strip().splitlines()[0] if error.orig is not None else ""
+        return f"database error: {type(error.orig).__name__}: {detail}"[:300]
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first}"[:300] if first else type(error).__name__
 
 
 def _config_file(path: str) -> Path | None:
@@ -81,15 +175,20 @@ def emit_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, terse: bool = False) -> argparse.ArgumentParser:
+    """`terse`: usage errors are one stderr line and exit EX_CONFIG (for `ingest`)."""
+    import functools
+
     from mailcase import commands
 
-    parser = argparse.ArgumentParser(prog="mailcase", description="Email-to-case daemon for a 24x7 support desk.")
+    parser = _Parser(prog="mailcase", description="Email-to-case daemon for a 24x7 support desk.", terse=terse)
     parser.add_argument("--config", help="config file (default ./config.toml or $MAILCASE_CONFIG)")
     parser.add_argument(
         "--now",
         help="evaluate time-dependent rules as of this ISO 8601 instant (with offset), for replays and dry runs",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=functools.partial(_Parser, terse=terse)
+    )
     commands.register(sub)
     return parser
