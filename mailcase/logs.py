@@ -22,8 +22,8 @@ def configure_logging(level: str, *, file: str = "", stderr: bool = True) -> Non
     handler: logging.Handler
     if file:
         try:
-            # Watched: a file moved away by logrotate is reopened at the next record.
-            handler = logging.handlers.WatchedFileHandler(file, encoding="utf-8")
+            # Reopened on SIGHUP (`reopen_log_files`), as logrotate's postrotate expects.
+            handler = logging.FileHandler(file, encoding="utf-8")
         except OSError as exc:
             raise ConfigError("logging.file", f"cannot open {file}: {exc.strerror}") from None
     elif stderr:
