@@ -1,8 +1,9 @@
 """The `mailcase` command line: parses arguments, builds the app once, runs one command, maps errors to exit codes.
 
 Exit status: 0 success, 1 a refused request (unknown case, illegal transition), 2 a configuration or
-usage error (78, EX_CONFIG, for `ingest`), 75 (EX_TEMPFAIL) a transient failure worth retrying: a
-database that is locked, unreachable or has no schema, a file we may not open, our own bug. stderr
+usage error, 75 (EX_TEMPFAIL) a transient failure worth retrying: a database that is locked,
+unreachable or has no schema, a file we may not open, our own bug; and for `ingest`, which an MTA
+runs, also a configuration or usage error (see EX_TEMPFAIL). stderr
 is one line naming the problem; tracebacks go to the log only. With `--json`, stdout carries JSON only.
 """
 
@@ -29,9 +30,10 @@ EX_OK = 0
 EX_REFUSED = 1
 EX_USAGE = 2
 EX_TEMPFAIL = 75
-EX_CONFIG = 78
-"""`mailcase ingest` says EX_CONFIG (sysexits.h) for a configuration or usage error: an MTA's pipe defers
-the message on it, where it would bounce on 2. The other commands keep 2."""
+"""Also `mailcase ingest`'s status for a configuration or usage error (the other commands say 2): an MTA
+must keep the message until the admin fixes the config. Not 78 (EX_CONFIG): Postfix's pipe maps that
+to 5.3.5 and bounces (tests/e2e/test_postfix.py showed it on Debian's Postfix 3.7); 75 defers on
+Postfix and Exim alike. The one stderr line still says `config error: <key>: …`."""
 
 MTA_COMMANDS = frozenset({"ingest"})
 """Commands an MTA runs: their stderr goes into a bounce or deferral notice, so it carries one line
@@ -43,7 +45,7 @@ Handler = Callable[[App, argparse.Namespace], int]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the exit status and the one-line stderr an MTA's pipe needs for `ingest`."""
+    """argparse with the exit status (75) and the one-line stderr an MTA's pipe needs for `ingest`."""
 
     def __init__(self, *args: Any, terse: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -53,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
         if not self.terse:
             super().error(message)
         print(f"mailcase: usage error: {message}", file=sys.stderr)
-        raise SystemExit(EX_CONFIG)
+        raise SystemExit(EX_TEMPFAIL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EX_USAGE
-    config_status = EX_CONFIG if mta else EX_USAGE
+    config_status = EX_TEMPFAIL if mta else EX_USAGE
     try:
         clock: Clock = FixedClock(parse_instant(args.now)) if args.now else SystemClock()
     except ValueError as exc:
@@ -176,7 +178,7 @@ def emit_json(value: Any) -> None:
 
 
 def build_parser(*, terse: bool = False) -> argparse.ArgumentParser:
-    """`terse`: usage errors are one stderr line and exit EX_CONFIG (for `ingest`)."""
+    """`terse`: usage errors are one stderr line and exit EX_TEMPFAIL (for `ingest`)."""
     import functools
 
     from mailcase import commands

@@ -1,7 +1,7 @@
 """`mailcase serve`: one asyncio process running the SMTP listener, the IMAP pollers (threads), the scheduler
 (APScheduler 3, in-memory job store) and outbox delivery, plus `[smtp] workers - 1` extra processes that run only
 the SMTP listener and the ingest pipeline on the same port (SO_REUSEPORT); stops them all cleanly on SIGTERM/SIGINT;
-reloads log files and templates on SIGHUP.
+reloads log files and templates on SIGHUP. With `[lmtp] enabled` it also runs the LMTP listener (RFC 2033).
 
 It wires the parts together and owns their lifetimes (threads, executor, worker processes); it decides nothing
 itself and never touches a message.
@@ -78,12 +78,17 @@ class Daemon:
             )
             for supervisor in supervisors:
                 supervisor.start()
+        lmtp = None
+        if settings.lmtp.enabled:
+            lmtp = await _start_lmtp_listener(app, pipeline, executor)
         pollers = self._start_pollers(pipeline)
         scheduler = self._start_scheduler()
         log.info(
-            "mailcase serving: smtp=%s (%d process(es)) imap=%d mailbox(es) scheduler every %ss, outbox every %ss",
+            "mailcase serving: smtp=%s (%d process(es)) lmtp=%s imap=%d mailbox(es) scheduler every %ss, "
+            "outbox every %ss",
             "%s:%d" % self.smtp_address if self.smtp_address else "off",
             1 + extra_workers if listener is not None else 0,
+            lmtp.address if lmtp is not None else "off",
             len(pollers),
             settings.scheduler.sweep_interval_seconds,
             settings.scheduler.outbox_interval_seconds,
@@ -94,6 +99,8 @@ class Daemon:
             supervisor.stop()  # SIGTERM: each worker finishes its own in-flight transactions
         if listener is not None:
             await listener.stop()
+        if lmtp is not None:
+            await lmtp.stop()
         self.poll_stop.set()
         for thread in pollers:
             await asyncio.to_thread(thread.join, 30)
@@ -194,6 +201,15 @@ async def _start_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor,
 
     handler = SupportHandler(app.settings.smtp, pipeline, app.clock, executor)
     listener = SmtpListener(app.settings.smtp, handler, reuse_port=reuse_port)
+    await listener.start()
+    return listener
+
+
+async def _start_lmtp_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor) -> Any:
+    from mailcase.ingest.lmtp import LmtpHandler, LmtpListener
+
+    handler = LmtpHandler(app.settings.smtp, pipeline, app.clock, executor)
+    listener = LmtpListener(app.settings.lmtp, app.settings.smtp, handler)
     await listener.start()
     return listener
 

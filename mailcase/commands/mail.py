@@ -54,9 +54,9 @@ def run_ingest(app: App, args: argparse.Namespace) -> int:
     """Exit 0 when every message was taken (a case, an update, held or ignored: all are stored).
 
     Anything else is not the message's fault and exits 75 (EX_TEMPFAIL) from `cli.main`, so that the
-    MTA keeps the message and retries; a configuration error exits 78 (EX_CONFIG), deferred too.
-    A file named on the command line that cannot be read is the caller's mistake: for an MTA that is
-    its configuration (a `${recipient}` that expanded into several words), so 78 too.
+    MTA keeps the message and retries; so does a configuration error (not 78, EX_CONFIG, on which
+    Postfix bounces). A file named on the command line that cannot be read is the caller's mistake:
+    for an MTA that is its configuration (a `${recipient}` that expanded into several words), so 75.
     """
     from mailcase.cli import emit_json
 

@@ -1,8 +1,9 @@
 """`mailcase ingest` as an MTA's pipe runs it (issue 17): the exit status decides bounce or retry, and stderr
 goes into the notice, so it must be one line naming the problem: never a traceback, never a secret.
 
-0: taken (case, update, held, ignored). 75 (EX_TEMPFAIL): not the message's fault (database locked,
-unreachable or without schema, a file we may not open, our bug). 78 (EX_CONFIG): the configuration.
+0: taken (case, update, held, ignored). 75 (EX_TEMPFAIL): everything else, none of it the message's
+fault: the database locked, unreachable or without schema, a file we may not open, our bug, and the
+configuration (not 78, EX_CONFIG: Postfix's pipe bounces on it, see tests/e2e/test_postfix.py).
 Also: a relative SQLite URL is relative to the config file, and two `init` at once are safe.
 """
 
@@ -87,31 +88,31 @@ def test_ingest_exits_0_when_the_message_is_taken_and_the_case_is_listed(tmp_pat
     assert len(MailcaseCli(url, config=config)("cases", "list", "--json").json()) == 1
 
 
-def test_a_config_typo_exits_78_with_one_line_naming_the_key(tmp_path: Path, message: Path) -> None:
+def test_a_config_typo_exits_75_with_one_line_naming_the_key(tmp_path: Path, message: Path) -> None:
     config = _config(tmp_path, "\n[lmtp_typo]\nport = 24\n")
 
     result = _ingest(tmp_path, message, None, config)
 
-    assert result.status == 78
+    assert result.status == 75
     assert result.stderr_lines == ["mailcase: config error: lmtp_typo: unknown key"]
 
 
-def test_recipients_expanded_into_one_argument_list_exit_78_not_2(tmp_path: Path, message: Path) -> None:
+def test_recipients_expanded_into_one_argument_list_exit_75_not_1(tmp_path: Path, message: Path) -> None:
     # What Postfix's ${recipient} gives for two recipients without `_destination_recipient_limit = 1`.
     result = run_mailcase(
         ["ingest", "--recipient", "support@support.example.com", "macd@support.example.com", str(message)],
         config=_config(tmp_path),
     )
 
-    # The second address reads as a message file: the pipe's command line is wrong, so defer (78).
-    assert result.status == 78
+    # The second address reads as a message file: the pipe's command line is wrong, so defer (75).
+    assert result.status == 75
     assert result.stderr_lines == ["mailcase: cannot read macd@support.example.com: No such file or directory"]
 
 
-def test_an_unknown_option_exits_78_with_one_line(tmp_path: Path) -> None:
+def test_an_unknown_option_exits_75_with_one_line(tmp_path: Path) -> None:
     result = run_mailcase(["ingest", "--recipients", "support@support.example.com"], config=_config(tmp_path))
 
-    assert result.status == 78
+    assert result.status == 75
     assert result.stderr_lines == ["mailcase: usage error: unrecognized arguments: --recipients"]
 
 
