@@ -131,12 +131,15 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 
 def _schema_missing(app: App, args: argparse.Namespace, error: BaseException) -> bool:
-    """After a database error: is it because `mailcase init` never ran on this database?"""
+    """After a database error naming a missing table: is it because `mailcase init` never ran here?
+
+    Only then is the schema probed (a probe of a locked SQLite database would wait out its busy timeout).
+    """
     import sqlalchemy as sa
 
     from mailcase.db import current_revision
 
-    if args.command == "init" or not _caused_by(error, sa.exc.DBAPIError):
+    if args.command == "init" or not _caused_by(error, sa.exc.DBAPIError, _MISSING_TABLE):
         return False
     try:
         return current_revision(app.engine) is None
@@ -144,11 +147,19 @@ def _schema_missing(app: App, args: argparse.Namespace, error: BaseException) ->
         return False
 
 
-def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+_MISSING_TABLE = ("no such table", "UndefinedTable", "does not exist")
+"""How SQLite ("no such table: x") and PostgreSQL (UndefinedTable, 'relation "x" does not exist') say it."""
+
+
+def _caused_by(error: BaseException, kind: type[BaseException], texts: tuple[str, ...]) -> bool:
+    """Whether `error` or one of its causes is a `kind` whose driver error mentions one of `texts`."""
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, kind):
-            return True
+            orig = getattr(seen, "orig", None)
+            said = f"{type(orig).__name__}: {orig}"
+            if any(text in said for text in texts):
+                return True
         seen = seen.__cause__ or seen.__context__
     return False
 
