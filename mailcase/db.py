@@ -138,27 +138,37 @@ def sqlite_writer_turn(engine: Engine) -> Iterator[None]:
 
 
 def _open_writer_file(path: str, database: str) -> int:
-    """Open (creating it like SQLite creates its -wal and -shm files: the database file's mode) the
-    turn-taking lock file; a permission problem is a TransientError naming the file, so that an MTA's
-    pipe defers the message and the admin reads which file to fix."""
+    """Open the turn-taking lock file, creating it as SQLite creates its -wal and -shm files: with the
+    database file's mode and, when we are root, its owner (so `mailcase ingest` run by root once does
+    not lock the MTA's pipe user out). flock needs no write permission, so a file we may only read
+    will do. A file we cannot open at all is a TransientError naming it: an MTA's pipe defers the
+    message and the admin reads which file to fix."""
     import os
     import stat
 
+    info: os.stat_result | None
     try:
-        mode = stat.S_IMODE(os.stat(database).st_mode) & 0o666
+        info = os.stat(database)
+        mode = stat.S_IMODE(info.st_mode) & 0o666
     except OSError:
-        mode = 0o644  # SQLite's default for a new database file
+        info, mode = None, 0o644  # SQLite's default for a new database file
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
-        try:
-            return os.open(path, os.O_RDWR)
-        except OSError as exc:
-            raise TransientError(f"cannot open {path}: {exc.strerror}") from exc
+        for flags in (os.O_RDWR, os.O_RDONLY):
+            try:
+                return os.open(path, flags)
+            except PermissionError as exc:
+                error = exc
+            except OSError as exc:
+                raise TransientError(f"cannot open {path}: {exc.strerror}") from exc
+        raise TransientError(f"cannot open {path}: {error.strerror}") from error
     except OSError as exc:
         raise TransientError(f"cannot create {path}: {exc.strerror}") from exc
     try:
         os.fchmod(descriptor, mode)  # the umask must not make it narrower than the database
+        if info is not None and os.geteuid() == 0:
+            os.fchown(descriptor, info.st_uid, info.st_gid)
     except OSError:
         pass
     return descriptor

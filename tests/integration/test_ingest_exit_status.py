@@ -182,10 +182,15 @@ def test_the_writer_lock_file_is_created_with_the_database_files_mode(tmp_path: 
     config = _config(tmp_path)
     assert run_mailcase(["init"], database_url=url, config=config).status == 0
     os.chmod(tmp_path / "mailcase.db", 0o660)  # a group the MTA's pipe user is in may write it
+    if os.geteuid() == 0:  # root running a command must not leave root's files behind
+        os.chown(tmp_path / "mailcase.db", 65534, 65534)
 
     assert _ingest(tmp_path, message, url, config).status == 0
 
-    assert stat.S_IMODE((tmp_path / "mailcase.db-writer").stat().st_mode) == 0o660
+    writer = (tmp_path / "mailcase.db-writer").stat()
+    assert stat.S_IMODE(writer.st_mode) == 0o660
+    if os.geteuid() == 0:
+        assert (writer.st_uid, writer.st_gid) == (65534, 65534)
 
 
 @pytest.fixture
@@ -224,7 +229,7 @@ def test_a_root_owned_writer_file_defers_with_one_line_naming_it_then_delivery_w
     assert refused.stderr.decode().splitlines() == [
         f"mailcase: temporary failure, try again: cannot open {writer}: Permission denied"
     ]
-    writer.chmod(0o666)
+    writer.chmod(0o644)  # still root's, but readable: enough for the advisory lock (flock)
     taken = ingest_as_nobody()
     assert taken.returncode == 0, taken.stderr.decode()
     assert "open_case" in taken.stdout.decode()
