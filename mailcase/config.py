@@ -51,6 +51,19 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LmtpSettings:
+    """The LMTP listener (RFC 2033) for an MTA's final delivery, with a reply per recipient."""
+
+    enabled: bool = False
+    # A unix socket path (relative to the config file's directory); empty = listen on host:port.
+    socket: str = ""
+    # Mode of the socket file, octal as a string (the MTA's user must be able to connect).
+    socket_mode: str = "0660"
+    host: str = "127.0.0.1"
+    port: int = 2424
+
+
+@dataclass(frozen=True, slots=True)
 class ImapSettings:
     name: str = "inbox"
     host: str = "127.0.0.1"
@@ -205,12 +218,15 @@ class TemplatesSettings:
 @dataclass(frozen=True, slots=True)
 class LoggingSettings:
     level: str = "INFO"
+    # A log file (relative to the config file's directory); empty = stderr, except for `ingest`.
+    file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     database: DatabaseSettings = DatabaseSettings()
     smtp: SmtpSettings = SmtpSettings()
+    lmtp: LmtpSettings = LmtpSettings()
     imap: tuple[ImapSettings, ...] = ()
     outbound: OutboundSettings = OutboundSettings()
     business: BusinessSettings = BusinessSettings()
@@ -250,13 +266,49 @@ def load_config(path: str | Path | None, environ: Mapping[str, str]) -> Settings
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(str(file), "config file not found") from None
+        except OSError as exc:
+            raise ConfigError(str(file), f"cannot read the config file: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(file), f"not valid TOML: {exc}") from None
     _apply_environment(data, environ)
     settings = _build(Settings, data, "")
     settings = _resolve_secret_files(settings, base)
     _validate(settings)
-    return settings
+    # Without a config file the working directory is the only reference: paths stay as given.
+    return _resolve_paths(settings, base) if path is not None else settings
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    """Relative paths mean "next to the config file", whatever the working directory (an MTA's pipe
+    runs in its own): a relative SQLite database, the log file and the LMTP socket."""
+    database = dataclasses.replace(settings.database, url=sqlite_url_against(settings.database.url, base))
+    logging_ = settings.logging
+    if logging_.file:
+        logging_ = dataclasses.replace(logging_, file=str(_against(base, logging_.file)))
+    lmtp = settings.lmtp
+    if lmtp.socket:
+        lmtp = dataclasses.replace(lmtp, socket=str(_against(base, lmtp.socket)))
+    return dataclasses.replace(settings, database=database, logging=logging_, lmtp=lmtp)
+
+
+def _against(base: Path, path: str) -> Path:
+    return (base / Path(path).expanduser()).absolute()
+
+
+def sqlite_url_against(url: str, base: Path) -> str:
+    """`sqlite:///./mailcase.db` with the file resolved against `base`; other URLs unchanged.
+
+    In-memory databases and `file:` URIs are left alone; so is an absolute path.
+    """
+    if not url.startswith("sqlite"):
+        return url
+    scheme, sep, rest = url.partition(":///")
+    if not sep or not rest:
+        return url
+    database, query_sep, query = rest.partition("?")
+    if not database or database == ":memory:" or database.startswith(("/", "file:")):
+        return url
+    return f"{scheme}:///{_against(base, database)}{query_sep}{query}"
 
 
 def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -501,6 +553,14 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("smtp.workers", f"must be between 1 and 64, got {settings.smtp.workers}")
     if "@" not in settings.smtp.support_address:
         raise ConfigError("smtp.support_address", "not an email address")
+    try:
+        mode = int(settings.lmtp.socket_mode, 8)
+    except ValueError:
+        raise ConfigError("lmtp.socket_mode", f"expected an octal mode like 0660, got {settings.lmtp.socket_mode!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise ConfigError("lmtp.socket_mode", f"expected an octal mode like 0660, got {settings.lmtp.socket_mode!r}")
+    if not 0 <= settings.lmtp.port <= 65535:
+        raise ConfigError("lmtp.port", f"port {settings.lmtp.port} is out of range 0-65535")
     if not settings.database.url.startswith(("sqlite", "postgresql")):
         raise ConfigError("database.url", "must be a sqlite:// or postgresql+psycopg:// URL")
     try:

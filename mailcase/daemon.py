@@ -1,6 +1,7 @@
 """`mailcase serve`: one asyncio process running the SMTP listener, the IMAP pollers (threads), the scheduler
 (APScheduler 3, in-memory job store) and outbox delivery, plus `[smtp] workers - 1` extra processes that run only
-the SMTP listener and the ingest pipeline on the same port (SO_REUSEPORT); stops them all cleanly on SIGTERM/SIGINT.
+the SMTP listener and the ingest pipeline on the same port (SO_REUSEPORT); stops them all cleanly on SIGTERM/SIGINT;
+reloads log files and templates on SIGHUP. With `[lmtp] enabled` it also runs the LMTP listener (RFC 2033).
 
 It wires the parts together and owns their lifetimes (threads, executor, worker processes); it decides nothing
 itself and never touches a message.
@@ -56,6 +57,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
+        supervisors: list[_WorkerSupervisor] = []
+        loop.add_signal_handler(signal.SIGHUP, self.reload, supervisors)
         pipeline = app.pipeline()
         executor = _ingest_executor(app)
         extra_workers = settings.smtp.workers - 1 if settings.smtp.enabled else 0
@@ -63,25 +66,29 @@ class Daemon:
         if settings.smtp.enabled:
             listener = await _start_listener(app, pipeline, executor, reuse_port=extra_workers > 0)
             self.smtp_address = listener.address
-        supervisors = []
         if extra_workers:
             assert self.smtp_address is not None
             # Port 0 means "any free port": the workers must bind the one this process got.
             worker_settings = dataclasses.replace(
                 settings, smtp=dataclasses.replace(settings.smtp, port=self.smtp_address[1])
             )
-            supervisors = [
+            supervisors.extend(
                 _WorkerSupervisor(index, worker_settings, app.clock, self._worker_failed)
                 for index in range(1, extra_workers + 1)
-            ]
+            )
             for supervisor in supervisors:
                 supervisor.start()
+        lmtp = None
+        if settings.lmtp.enabled:
+            lmtp = await _start_lmtp_listener(app, pipeline, executor)
         pollers = self._start_pollers(pipeline)
         scheduler = self._start_scheduler()
         log.info(
-            "mailcase serving: smtp=%s (%d process(es)) imap=%d mailbox(es) scheduler every %ss, outbox every %ss",
+            "mailcase serving: smtp=%s (%d process(es)) lmtp=%s imap=%d mailbox(es) scheduler every %ss, "
+            "outbox every %ss",
             "%s:%d" % self.smtp_address if self.smtp_address else "off",
             1 + extra_workers if listener is not None else 0,
+            lmtp.address if lmtp is not None else "off",
             len(pollers),
             settings.scheduler.sweep_interval_seconds,
             settings.scheduler.outbox_interval_seconds,
@@ -92,6 +99,8 @@ class Daemon:
             supervisor.stop()  # SIGTERM: each worker finishes its own in-flight transactions
         if listener is not None:
             await listener.stop()
+        if lmtp is not None:
+            await lmtp.stop()
         self.poll_stop.set()
         for thread in pollers:
             await asyncio.to_thread(thread.join, 30)
@@ -103,6 +112,36 @@ class Daemon:
             return 1
         log.info("stopped")
         return 0
+
+    def reload(self, supervisors: list[_WorkerSupervisor]) -> None:
+        """SIGHUP: reload what can change under a running daemon, and say what was done.
+
+        * log files are closed and reopened (after logrotate moved them), here and in the SMTP workers;
+        * the templates are compiled again from disk: an edit is checked now and used from the next
+          delivery (each delivery batch renders with a fresh template environment); a broken one is
+          logged and the daemon keeps running;
+        * the customer directory needs nothing: it is read from the database for every message, so
+          `mailcase directory import` takes effect at once.
+        Settings (ports, database) are not reloaded: restart for those.
+        """
+        from mailcase.logs import reopen_log_files
+
+        reopened = reopen_log_files()
+        for supervisor in supervisors:
+            supervisor.signal(signal.SIGHUP)
+        try:
+            self.app.reload()  # `[templates] dir` may have been created or filled since the start
+            renderer = self.app.renderer()
+            where = ", ".join(str(d) for d in renderer.template_dirs)
+            templates = f"{renderer.verify()} template files checked in {where}"
+        except Exception as exc:  # a broken edit must not stop the daemon
+            log.error("SIGHUP: templates have an error, fix it before the next delivery: %s", exc)
+            templates = "templates NOT reloaded (error above)"
+        log.info(
+            "SIGHUP: reloaded: %d log file(s) reopened; %s; customer directory read from the database "
+            "per message (nothing cached); %d SMTP worker(s) told",
+            reopened, templates, len(supervisors),
+        )
 
     def _worker_failed(self) -> None:
         self.failed = True
@@ -164,6 +203,15 @@ async def _start_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor,
 
     handler = SupportHandler(app.settings.smtp, pipeline, app.clock, executor)
     listener = SmtpListener(app.settings.smtp, handler, reuse_port=reuse_port)
+    await listener.start()
+    return listener
+
+
+async def _start_lmtp_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor) -> Any:
+    from mailcase.ingest.lmtp import LmtpHandler, LmtpListener
+
+    handler = LmtpHandler(app.settings.smtp, pipeline, app.clock, executor)
+    listener = LmtpListener(app.settings.lmtp, app.settings.smtp, handler)
     await listener.start()
     return listener
 
@@ -237,6 +285,11 @@ class _WorkerSupervisor:
             log.error("SMTP worker %d (pid %d) exited with status %s; restarting it",
                       self.index, self.process.pid, _status(code))
 
+    def signal(self, number: int) -> None:
+        process = self.process
+        if process is not None and process.exitcode is None and process.pid is not None:
+            os.kill(process.pid, number)
+
     def stop(self) -> None:
         self.stopping = True
         process = self.process
@@ -295,8 +348,10 @@ def run_smtp_worker(settings: Settings, clock: Clock, index: int, parent_pid: in
     from mailcase.app import build_app
     from mailcase.logs import configure_logging
 
+    # Until the loop's handler is installed, a SIGHUP (forwarded by the daemon) must not kill us.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent(parent_pid)
-    configure_logging(settings.logging.level)
+    configure_logging(settings.logging.level, file=settings.logging.file)
     for handler in logging.getLogger().handlers:  # say which process wrote each line
         handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [smtp-worker {index}] %(name)s: %(message)s"))
     app = build_app(settings, clock)
@@ -329,6 +384,7 @@ class _SmtpWorker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reopen_logs)
         parent = os.getppid()
         if not sys.platform.startswith("linux"):
             loop.create_task(_watch_parent(parent, stop))
@@ -339,6 +395,12 @@ class _SmtpWorker:
         await listener.stop()
         executor.shutdown(wait=True)
         return 0
+
+
+    def _reopen_logs(self) -> None:
+        from mailcase.logs import reopen_log_files
+
+        log.info("SIGHUP: SMTP worker %d reopened %d log file(s)", self.index, reopen_log_files())
 
 
 async def _watch_parent(parent: int, stop: asyncio.Event) -> None:

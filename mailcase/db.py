@@ -19,13 +19,18 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """SQLite with WAL, a busy timeout and foreign keys on; PostgreSQL through psycopg 3."""
+    """SQLite with WAL, a busy timeout and foreign keys on; PostgreSQL through psycopg 3.
+
+    `hide_parameters`: an error's text never carries the statement's bound values (message text,
+    addresses, the reply-token secret), whether it reaches a log or an MTA's bounce.
+    """
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if url.startswith("sqlite"):
         engine = sa.create_engine(
             url,
             echo=echo,
+            hide_parameters=True,
             connect_args={"timeout": 5.0, "check_same_thread": False},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -33,7 +38,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         # starts with BEGIN IMMEDIATE and a writer never fails half-way on a lock upgrade.
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return sa.create_engine(
+        url, echo=echo, hide_parameters=True, pool_pre_ping=True, pool_size=5, max_overflow=5
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -66,6 +73,13 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
+def database_problem(error: BaseException) -> str:
+    """The driver's first line ("database is locked", "connection refused"), never the SQL or its values."""
+    orig = getattr(error, "orig", None) or error
+    lines = str(orig).strip().splitlines()
+    return (lines[0] if lines else type(orig).__name__)[:200]
+
+
 @contextlib.contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error; transient errors become TransientError."""
@@ -76,7 +90,7 @@ def transaction(engine: Engine) -> Iterator[Session]:
     except BaseException as error:
         session.rollback()
         if is_transient(error) and not isinstance(error, TransientError):
-            raise TransientError(f"database unavailable: {type(error).__name__}") from error
+            raise TransientError(f"database unavailable: {database_problem(error)}") from error
         raise
     finally:
         session.close()
@@ -107,7 +121,7 @@ def sqlite_writer_turn(engine: Engine) -> Iterator[None]:
     import os
     import time
 
-    descriptor = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT, 0o600)
+    descriptor = _open_writer_file(f"{database}-writer", database)
     try:
         deadline = time.monotonic() + WRITER_TURN_WAIT_SECONDS
         while True:
@@ -121,6 +135,43 @@ def sqlite_writer_turn(engine: Engine) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # closing the descriptor releases the lock
+
+
+def _open_writer_file(path: str, database: str) -> int:
+    """Open the turn-taking lock file, creating it as SQLite creates its -wal and -shm files: with the
+    database file's mode and, when we are root, its owner (so `mailcase ingest` run by root once does
+    not lock the MTA's pipe user out). flock needs no write permission, so a file we may only read
+    will do. A file we cannot open at all is a TransientError naming it: an MTA's pipe defers the
+    message and the admin reads which file to fix."""
+    import os
+    import stat
+
+    info: os.stat_result | None
+    try:
+        info = os.stat(database)
+        mode = stat.S_IMODE(info.st_mode) & 0o666
+    except OSError:
+        info, mode = None, 0o644  # SQLite's default for a new database file
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        for flags in (os.O_RDWR, os.O_RDONLY):
+            try:
+                return os.open(path, flags)
+            except PermissionError as exc:
+                error = exc
+            except OSError as exc:
+                raise TransientError(f"cannot open {path}: {exc.strerror}") from exc
+        raise TransientError(f"cannot open {path}: {error.strerror}") from error
+    except OSError as exc:
+        raise TransientError(f"cannot create {path}: {exc.strerror}") from exc
+    try:
+        os.fchmod(descriptor, mode)  # the umask must not make it narrower than the database
+        if info is not None and os.geteuid() == 0:
+            os.fchown(descriptor, info.st_uid, info.st_gid)
+    except OSError:
+        pass
+    return descriptor
 
 
 def advisory_key(name: str) -> int:
@@ -155,14 +206,41 @@ def _alembic_config(engine: Engine) -> Any:
     return config
 
 
+MIGRATION_LOCK = "mailcase.schema-migration"
+
+
 def upgrade_schema(engine: Engine) -> str:
     """Create or upgrade the schema to the newest revision; idempotent. Returns the revision."""
+    return migrate_schema(engine)[1]
+
+
+def migrate_schema(engine: Engine) -> tuple[str | None, str]:
+    """Create or upgrade the schema; returns the revisions before and after, read under the lock.
+
+    On PostgreSQL the migrations run under a session advisory lock: two `mailcase init` at once on
+    a fresh database would otherwise both create the tables and one fail half-way. The second waits,
+    then finds the schema at head and does nothing. (SQLite's BEGIN IMMEDIATE serialises them.)
+    """
+    if engine.dialect.name != "postgresql":
+        return _migrate(engine)
+    with engine.connect() as lock:
+        lock.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": advisory_key(MIGRATION_LOCK)})
+        lock.commit()
+        try:
+            return _migrate(engine)
+        finally:
+            release_advisory_lock(lock, MIGRATION_LOCK)
+            lock.commit()
+
+
+def _migrate(engine: Engine) -> tuple[str | None, str]:
     from alembic import command
 
+    before = current_revision(engine)
     command.upgrade(_alembic_config(engine), "head")
     revision = current_revision(engine)
     assert revision is not None
-    return revision
+    return before, revision
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -10,9 +10,7 @@ from typing import Any
 from mailcase.app import App
 from mailcase.db import transaction
 from mailcase.domain import Channel, HeldState, OutboxState, RawMessage
-from mailcase.errors import TransientError, UsageError
-
-EX_TEMPFAIL = 75
+from mailcase.errors import UsageError
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -65,17 +63,26 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
 
 def run_ingest(app: App, args: argparse.Namespace) -> int:
-    """Exit 0 when every message was stored; 75 (EX_TEMPFAIL) on a transient failure so the MTA retries."""
+    """Exit 0 when every message was taken (a case, an update, held or ignored: all are stored).
+
+    Anything else is not the message's fault and exits 75 (EX_TEMPFAIL) from `cli.main`, so that the
+    MTA keeps the message and retries; so does a configuration error (not 78, EX_CONFIG, on which
+    Postfix bounces). A file named on the command line that cannot be read is the caller's mistake:
+    for an MTA that is its configuration (a `${recipient}` that expanded into several words), so 75.
+    """
     from mailcase.cli import emit_json
 
-    pipeline = app.pipeline()
     sources = args.files or ["-"]
-    results = []
+    # Every input is read before the database is touched: a wrong command line is reported as such.
+    inputs = []
     for source in sources:
         try:
-            data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+            inputs.append((source, sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()))
         except OSError as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    pipeline = app.pipeline()
+    results = []
+    for source, data in inputs:
         raw = RawMessage(
             data=data,
             channel=Channel.PIPE,
@@ -84,11 +91,8 @@ def run_ingest(app: App, args: argparse.Namespace) -> int:
             envelope_to=tuple(args.recipient),
             source="stdin" if source == "-" else str(source),
         )
-        try:
-            outcome = pipeline.ingest_one(raw)
-        except TransientError as exc:
-            print(f"mailcase: {source}: temporary failure, try again: {exc}", file=sys.stderr)
-            return EX_TEMPFAIL
+        # A TransientError (exit 75) or any other failure is reported by `cli.main`: one stderr line.
+        outcome = pipeline.ingest_one(raw)
         row = {
             "source": raw.source,
             "message_id": outcome.message_id,

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from mailcase.app import App
-from mailcase.db import current_revision, upgrade_schema
+from mailcase.db import migrate_schema
 from mailcase.errors import TransientError
 
 
@@ -19,8 +19,7 @@ def run_init(app: App, args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     try:
-        before = current_revision(app.engine)
-        revision = upgrade_schema(app.engine)
+        before, revision = migrate_schema(app.engine)
     except sa.exc.OperationalError as exc:
         raise TransientError(f"cannot reach the database: {exc.orig}") from exc
     _ = app.secret  # generate the installation's reply-token secret now, not on the first message

@@ -120,6 +120,21 @@ class Renderer:
         # header-injection hole (RFC 5322 §2.2), so all whitespace runs collapse to one space.
         return Rendered(subject=" ".join(subject.split()), text=text.strip() + "\n", html=html)
 
+    def verify(self) -> int:
+        """Compile every template file (a SIGHUP reload checks edits before the next delivery uses them);
+        returns how many. Raises jinja2.TemplateSyntaxError naming the broken file."""
+        names = sorted(
+            {
+                path.relative_to(directory).as_posix()
+                for directory in self.template_dirs
+                for path in directory.rglob("*")
+                if path.is_file() and path.name.endswith(tuple(f".{part}" for part in PARTS))
+            }
+        )
+        for name in names:
+            self._env.get_template(name)
+        return len(names)
+
     def template_names(self) -> list[str]:
         """Every template the default language provides (`customer.ack`, …)."""
         suffix = ".subject.txt"

@@ -90,9 +90,15 @@ def test_init_on_an_empty_database_says_it_created_the_schema(tmp_path: Path) ->
     assert result.stdout.startswith("schema upgraded from empty to revision ")
 
 
-def test_init_as_a_real_command_creates_the_default_sqlite_file_in_the_working_directory(tmp_path: Path) -> None:
-    """The README's first steps: the sample config's SQLite file lands where the user runs mailcase."""
-    result = run_mailcase_process(["init"], cwd=tmp_path)
+def test_init_as_a_real_command_creates_the_default_sqlite_file_next_to_the_config(tmp_path: Path) -> None:
+    """The README's first steps: with the sample as ./config.toml, the SQLite file lands beside it
+    (a relative SQLite path is relative to the config file's directory, issue 17)."""
+    import shutil
+
+    from support.cli import SAMPLE_CONFIG
+
+    shutil.copy(SAMPLE_CONFIG, tmp_path / "config.toml")
+    result = run_mailcase_process(["init"], cwd=tmp_path, config=None)
 
     assert result.status == 0, result.stderr
     assert (tmp_path / "mailcase.db").exists()

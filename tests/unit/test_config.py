@@ -44,7 +44,8 @@ IMAP_BOX = '[[imap]]\nhost = "127.0.0.1"\nuser = "desk@support.example.com"\n'
 def test_sample_config_loads_with_the_laptop_defaults() -> None:
     settings = load_config(SAMPLE, {})
 
-    assert settings.database.url == "sqlite:///./mailcase.db"
+    # Relative to the config file's directory (issue 17), not to the working directory.
+    assert settings.database.url == f"sqlite:///{SAMPLE.parent.absolute()}/mailcase.db"
     assert (settings.smtp.host, settings.smtp.port) == ("127.0.0.1", 2525)
     assert (settings.outbound.host, settings.outbound.port) == ("127.0.0.1", 1025)
     assert settings.business.timezone == "America/Denver"
