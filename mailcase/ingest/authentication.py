@@ -52,7 +52,15 @@ class DnsResolver:
 
         self._resolver = dns.resolver.Resolver(configure=not servers)
         if servers:
-            self._resolver.nameservers = list(servers)
+            # "192.0.2.53", or with a port: "127.0.0.1:5353", "[::1]:5353".
+            addresses, ports = [], {}
+            for server in servers:
+                host, port = _host_port(server)
+                addresses.append(host)
+                if port:
+                    ports[host] = port
+            self._resolver.nameservers = addresses
+            self._resolver.nameserver_ports = ports
         self._resolver.lifetime = timeout
         self._resolver.timeout = timeout
         self._cache_seconds = cache_seconds
@@ -82,6 +90,17 @@ class DnsResolver:
                 self._cache.clear()
             self._cache[key] = (now + self._cache_seconds, records)
         return records
+
+
+def _host_port(server: str) -> tuple[str, int | None]:
+    text = server.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else None
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, None
 
 
 def load_public_suffixes(path: Path = PUBLIC_SUFFIX_LIST) -> PublicSuffixes:

@@ -138,7 +138,7 @@ class Pipeline:
         except UnparseableMessage as exc:
             message, parse_error = None, exc.reason
         # The sender's evidence, before the transaction too: our own DKIM check may wait on DNS.
-        verdict = self.verdict(raw.data, message) if message is not None else NO_VERDICT
+        verdict = self.verdict(raw.data, message, raw.envelope_to) if message is not None else NO_VERDICT
         if verdict.temporary and self.policy is SenderPolicy.ENFORCE:
             # Never a silent pass or fail: the sender retries (SMTP 451), IMAP leaves it for later.
             raise TransientError(f"sender authentication needs DNS, which failed for now ({verdict.summary()})")
@@ -161,15 +161,19 @@ class Pipeline:
             self._suffixes = evidence.load_public_suffixes()
         return self._suffixes
 
-    def verdict(self, data: bytes, message: InboundMessage) -> SenderVerdict:
-        """Rules, in order: a trusted Authentication-Results (our MTA's); our own DKIM check when
-        configured; no verdict ("none")."""
+    def verdict(self, data: bytes, message: InboundMessage, envelope_to: tuple[str, ...] = ()) -> SenderVerdict:
+        """Rules, in order: a trusted Authentication-Results (our MTA's); none needed when the
+        message answers through its author's own technician token (an HMAC: no DNS, so a DNS
+        outage never defers a technician); our own DKIM check when configured; no verdict."""
         from_domain = message.from_address.rpartition("@")[2] if len(message.authors) == 1 else ""
         trusted = evidence.trusted_results(
             message.headers, self.settings.security.trusted_authserv_ids, from_domain=from_domain
         )
         if trusted is not None:
             return trusted
+        recipients = tuple(dict.fromkeys([*envelope_to, *message.to, *message.cc]))
+        if self._staff_token_case(recipients, message.from_address) is not None:
+            return dataclasses.replace(NO_VERDICT, from_domain=from_domain)
         if self.resolver is not None and from_domain:
             return evidence.verify_dkim(data, from_domain=from_domain, resolver=self.resolver, suffixes=self.suffixes)
         return dataclasses.replace(NO_VERDICT, from_domain=from_domain)
