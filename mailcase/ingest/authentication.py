@@ -122,31 +122,36 @@ def trusted_results(
     """The verdict our own MTAs stamped, or None when no trusted header is present.
 
     Rules, in order (RFC 8601 §5: anything a sender could have written is ignored):
-    1. Headers are read top-down. The leading run of `Received:` fields whose `by` host is one of
-       `trusted_ids` is our MTAs'; the lowest of them is the border. Without one, nothing is
-       trusted (we cannot tell our header from the sender's).
-    2. Only `Authentication-Results` above the border, with an authserv-id in `trusted_ids`,
-       count; one below it (the sender's forgery), with another id, or unparseable is ignored.
+    1. Headers are read top-down to the first `Received:` that none of our MTAs added (its `by`
+       host is not in `trusted_ids`): everything below it came from outside.
+    2. Above it there must be a `Received:` by one of our MTAs; otherwise nothing is trusted
+       (the message did not pass through them, so we cannot tell their header from a forgery).
+       Milters such as OpenDKIM and OpenDMARC may put theirs just below our own `Received:`:
+       that is still above the outside world's.
+    3. Only `Authentication-Results` in that region with an authserv-id in `trusted_ids` count;
+       one with another id, one below it, or an unparseable one is ignored.
        `ARC-Authentication-Results` is never read as ours.
-    3. Several trusted instances: for each method the topmost (the last added) wins.
+    4. Several trusted instances: for each method the topmost (the last added) wins, so a
+       forgery that slipped into the region cannot outvote our MTA's own result.
     """
     trusted = {i.strip().lower() for i in trusted_ids if i.strip()}
     if not trusted:
         return None
     items = list(headers)
-    border = None
+    region_end, ours_seen = len(items), False
     for index, (name, value) in enumerate(items):
         if name.strip().lower() != "received":
             continue
         found = _RECEIVED_BY.search(value)
         if found is None or found.group(1).lower().rstrip(".") not in trusted:
+            region_end = index
             break
-        border = index
-    if border is None:
+        ours_seen = True
+    if not ours_seen:
         return None
     by_method: dict[str, MethodResult] = {}
     sources: list[str] = []
-    for name, value in items[:border]:
+    for name, value in items[:region_end]:
         if name.strip().lower() != "authentication-results":
             continue
         try:

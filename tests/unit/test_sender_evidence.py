@@ -42,10 +42,17 @@ def test_a_trusted_fail_is_a_fail_with_the_published_policy() -> None:
     assert "dmarc=fail (p=reject) header.from=acme.example" in verdict.summary()
 
 
-def test_a_header_the_sender_added_below_our_mtas_received_is_ignored() -> None:
-    # The forger's "dmarc=pass" carries our authserv-id but sits below our border Received:.
+def test_a_header_the_sender_added_below_a_received_we_did_not_add_is_ignored() -> None:
+    # The forger's "dkim=pass; dmarc=pass" carries our authserv-id but sits below their relay's Received:.
     verdict = verdict_of("forged_below_our_mta.eml")
     assert verdict is not None and verdict.dmarc == "fail"
+    assert (verdict.result("dkim"), verdict.result("spf")) == ("none", "none")  # none of the forgery's results
+
+
+def test_a_milters_header_just_below_our_own_received_is_trusted() -> None:
+    # OpenDKIM/OpenDMARC behind Postfix: above the outside world's Received:, below Postfix's own.
+    verdict = verdict_of("milter_below_our_received.eml")
+    assert verdict is not None and (verdict.dmarc, verdict.result("dkim")) == ("pass", "pass")
 
 
 def test_without_a_received_field_by_our_mta_no_header_is_trusted() -> None:
