@@ -146,11 +146,12 @@ class Pipeline:
         with sqlite_writer_turn(self.engine), transaction(self.engine) as session:
             outcome = self._store(session, raw, message, parse_error, verdict)
         log.info(
-            "ingest message-id=%s channel=%s decision=%s case=%s reason=%s",
+            "ingest message-id=%s channel=%s decision=%s case=%s dmarc=%s reason=%s",
             outcome.message_id or "-",
             raw.channel.value,
             outcome.decision,
             outcome.case_number or "-",
+            verdict.dmarc,  # the sender verdict, for log-based counts until metrics exist
             outcome.reason,
         )
         return outcome
