@@ -505,6 +505,11 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("security.dns_timeout_seconds", "must be more than 0 and at most 60")
     if security.dns_cache_seconds < 0:
         raise ConfigError("security.dns_cache_seconds", "must not be negative")
+    for i, server in enumerate(security.dns_servers):
+        text = server.strip()
+        dns_host, dns_port = text.split(":") if text.count(":") == 1 else (text, "")
+        if not dns_host or any(c.isspace() for c in text) or (dns_port and not dns_port.isdigit()):
+            raise ConfigError(f"security.dns_servers[{i}]", f"expected an IP address, optionally :port, got {server!r}")
     for i, ident in enumerate(security.trusted_authserv_ids):
         if not ident.strip() or any(c.isspace() or c == ";" for c in ident.strip()):
             raise ConfigError(f"security.trusted_authserv_ids[{i}]", f"not an authserv-id: {ident!r}")

@@ -178,3 +178,24 @@ def test_zero_or_several_from_addresses_are_held_with_that_reason() -> None:
     several = decide(facts(message(authors=("pat@acme.example", "sam@acme.example")), PAT, policy=SenderPolicy.OFF))
     assert isinstance(none, HoldMessage) and "From: has no valid RFC 5322 address" in none.reason
     assert isinstance(several, HoldMessage) and "From: has 2 addresses (pat@acme.example, sam@acme.example)" in several.reason
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def test_the_sender_authentication_keys_are_validated_and_named() -> None:
+    from mailcase.config import load_config
+    from mailcase.errors import ConfigError
+
+    settings = load_config(None, {"MAILCASE_SECURITY__TRUSTED_AUTHSERV_IDS": "mx.support.example.com, filter.example"})
+    assert settings.security.sender_policy == "monitor"  # the default: an upgraded desk is not cut off
+    assert settings.security.trusted_authserv_ids == ("mx.support.example.com", "filter.example")
+    for key, value, named in (
+        ("SENDER_POLICY", "strict", "security.sender_policy"),
+        ("VERIFY", "spf", "security.verify"),
+        ("DNS_TIMEOUT_SECONDS", "0", "security.dns_timeout_seconds"),
+        ("DNS_SERVERS", "127.0.0.1:dns", "security.dns_servers[0]"),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            load_config(None, {f"MAILCASE_SECURITY__{key}": value})
+        assert raised.value.key == named
