@@ -171,6 +171,10 @@ class Pipeline:
             message.headers, self.settings.security.trusted_authserv_ids, from_domain=from_domain
         )
         if trusted is not None:
+            if trusted.from_domain.lower() != from_domain.lower():
+                # Our MTA judged another From domain than the author we read (it parsed From:
+                # differently, or several From fields): its pass vouches for nobody we act on.
+                return dataclasses.replace(trusted, from_domain=from_domain, dmarc="fail" if from_domain else "none")
             return trusted
         recipients = tuple(dict.fromkeys([*envelope_to, *message.to, *message.cc]))
         if self._staff_token_case(recipients, message.from_address) is not None:

@@ -123,3 +123,25 @@ def test_a_dns_timeout_in_monitor_goes_ahead_and_the_case_records_the_temporary_
     detail = desk.show(int(outcome.case_number or 0))
     (check,) = [e for e in detail["events"] if e["kind"] == "sender_check"]
     assert "MACD request needs an authenticated sender" in check["summary"]
+
+
+def test_a_trusted_pass_for_another_from_domain_than_the_author_we_read_is_a_fail(engine: Engine) -> None:
+    # Our MTA read From: as evil.example (a lenient parser); RFC 5322 gives pat@acme.example.
+    base = sample_settings()
+    settings = dataclasses.replace(
+        base, security=dataclasses.replace(base.security, sender_policy="enforce",
+                                           trusted_authserv_ids=("mx.support.example.com",)),
+    )
+    desk = ThreadDesk.start(engine, NOW, settings=settings)
+    message_id = fresh_message_id("acme.example")
+    data = (
+        "Authentication-Results: mx.support.example.com; dmarc=pass header.from=evil.example\r\n"
+        "Received: from evil.example by mx.support.example.com with ESMTP id 1; Tue, 01 Dec 2026 17:00:00 +0000\r\n"
+        "From: Pat Doe <pat@acme.example>\r\nTo: support@support.example.com\r\nSubject: MACD: add 40 licences\r\n"
+        f"Message-ID: {message_id}\r\nDate: Tue, 01 Dec 2026 10:00:00 -0700\r\n\r\nBill us.\r\n"
+    ).encode()
+
+    outcome = desk.ingest_bytes(data)
+
+    assert outcome.decision == "hold_message"
+    assert outcome.reason.startswith("sender not authenticated (dmarc=fail, d=acme.example)")
