@@ -318,7 +318,7 @@ class MethodResult:
 
     method: str  # dmarc, dkim, spf, arc, auth
     result: str  # pass, fail, none, neutral, softfail, temperror, permerror, policy
-    domain: str = ""  # header.d (dkim), smtp.mailfrom's domain (spf), header.from (dmarc)
+    domain: str = ""  # header.d (dkim), smtp.mailfrom's domain (spf), header.from (dmarc), smtp.auth (auth)
     policy: str = ""  # dmarc: the published policy (reject, quarantine, none) when known
 
 

@@ -400,7 +400,7 @@ class Pipeline:
             organisation_domain=organisation_domain,
             our_domain=domain in ours,
             technician_token_case=staff_case_number,
-            submitted_authenticated=verdict.source.startswith("authentication-results:") and verdict.result("auth") == "pass",
+            submitted_authenticated=_submitted_as(verdict, message.from_address),
         )
 
     def _staff_token_case(self, recipients: tuple[str, ...], author: str) -> int | None:
@@ -565,6 +565,18 @@ def _insert_message() -> Any:
 @functools.cache
 def _insert_auto_reply() -> Any:
     return sa.insert(AutoReplyLog.__table__)  # type: ignore[arg-type]
+
+
+def _submitted_as(verdict: SenderVerdict, author: str) -> bool:
+    """A trusted MTA stamped `auth=pass` for a login that is the author (`ana@…`, or `ana` when
+    the MTA logs bare user names): another user's login proves nothing about this From:."""
+    if not verdict.source.startswith("authentication-results:") or not author:
+        return False
+    for result in verdict.results:
+        if result.method == "auth" and result.result == "pass":
+            login = result.domain.strip().lower()
+            return bool(login) and login in (author.lower(), author.lower().rpartition("@")[0])
+    return False
 
 
 def _stored_verdict(data: dict[str, Any] | None) -> SenderVerdict:

@@ -145,3 +145,25 @@ def test_a_trusted_pass_for_another_from_domain_than_the_author_we_read_is_a_fai
 
     assert outcome.decision == "hold_message"
     assert outcome.reason.startswith("sender not authenticated (dmarc=fail, d=acme.example)")
+
+
+def test_an_authenticated_submission_proves_the_technician_only_for_their_own_login(engine: Engine) -> None:
+    base = sample_settings()
+    settings = dataclasses.replace(
+        base, security=dataclasses.replace(base.security, sender_policy="off", trusted_authserv_ids=("mx.support.example.com",)),
+    )
+    desk = ThreadDesk.start(engine, NOW, settings=settings)
+    case = desk.open_case()
+
+    def reply(login: str) -> str:
+        data = (
+            f"Authentication-Results: mx.support.example.com; auth=pass smtp.auth={login}\r\n"
+            "Received: from [192.0.2.8] by mx.support.example.com with ESMTPSA id 2; Tue, 01 Dec 2026 17:05:00 +0000\r\n"
+            "From: Ana Lima <ana@support.example.com>\r\nTo: support@support.example.com\r\n"
+            f"Subject: Re: {case.tag} Phones down\r\nMessage-ID: {fresh_message_id('support.example.com')}\r\n"
+            "Date: Tue, 01 Dec 2026 10:05:00 -0700\r\n\r\nPlease power-cycle the switch.\r\n"
+        ).encode()
+        return desk.ingest_bytes(data).decision
+
+    assert reply("bruno@support.example.com") == "hold_message"  # Bruno's login, Ana's From:
+    assert reply("ana") == "technician_reply"
