@@ -246,9 +246,14 @@ def test_a_forged_technician_reply_reaches_no_customer_and_the_technician_is_tol
     assert not any(PHISH.encode() in m.data for m in relay.messages if ANA not in m.rcpt_tos)
     assert any("a message in your name" in str(m.message["Subject"]) for m in delivered_to(relay, ANA))
 
-    # The same reply through Ana's own token (the Reply-To of her notice) is hers: it is relayed.
+    # The same reply through Ana's own token (the Reply-To of her new-case notice) is hers: it is relayed.
+    # (The relay is shared by the three daemons, whose case numbers repeat: the latest is this one's.)
+    notice = [m for m in delivered_to(relay, ANA) if f"[Case #{number}] New" in str(m.message["Subject"])][-1]
+    assert list(notice.rcpt_tos) == [ANA]  # her own copy: the token in it is bound to her
+    token = str(notice.message["Reply-To"])
+    assert token == staff_reply_address(SUPPORT, int(number), ANA, SECRET.encode())
     genuine = mail(ANA, f"Re: [Case #{number}] Teams calls drop", "Please power-cycle the switch.", name="Ana Lima",
-                   to=staff_reply_address(SUPPORT, int(number), ANA, SECRET.encode()))
+                   to=token)
     code, reply = send(daemon, genuine.as_bytes(policy=email.policy.SMTP), recipients=(str(genuine["To"]),))
     assert code == 250, reply
     assert trace(daemon, genuine["Message-ID"])[0]["decision"] == "technician_reply"
