@@ -72,7 +72,19 @@ class App:
         from mailcase.ingest.pipeline import Pipeline
 
         return Pipeline(
-            engine=self.engine, settings=self.settings, desk=self.desk(), secret=self.secret, calendar=self.calendar
+            engine=self.engine, settings=self.settings, desk=self.desk(), secret=self.secret, calendar=self.calendar,
+            resolver=self.resolver(),
+        )
+
+    def resolver(self):  # type: ignore[no-untyped-def]
+        """DNS for our own DKIM/DMARC check (`[security] verify = "dkim"`), else None."""
+        security = self.settings.security
+        if security.verify != "dkim":
+            return None
+        from mailcase.ingest.authentication import DnsResolver
+
+        return DnsResolver(
+            servers=security.dns_servers, timeout=security.dns_timeout_seconds, cache_seconds=security.dns_cache_seconds
         )
 
     def transport(self):  # type: ignore[no-untyped-def]

@@ -300,11 +300,15 @@ def queue_staff_notice(
     organisation: Any = None,
 ) -> int | None:
     """Queue a notice to technicians or managers; replies to it thread back through the token."""
-    intent = staff_notice(
+    intents = staff_notice(
         session, desk, case, template=template, recipients=recipients, now=now, key=key, extra=extra,
         organisation=organisation,
     )
-    return None if intent is None else enqueue(intent, session=session, now=now, hostname=desk.hostname)
+    first = None
+    for intent in intents:
+        queued = enqueue(intent, session=session, now=now, hostname=desk.hostname)
+        first = first if first is not None else queued
+    return first
 
 
 def staff_notice(
@@ -318,23 +322,31 @@ def staff_notice(
     key: str,
     extra: dict[str, Any] | None = None,
     organisation: Any = None,
-) -> NotificationIntent | None:
-    """The notice `queue_staff_notice` queues, for a caller that queues many at once; None with no recipient."""
-    people = tuple(dict.fromkeys(r for r in recipients if r))
+) -> list[NotificationIntent]:
+    """The notices `queue_staff_notice` queues, for a caller that queues many at once: one per
+    recipient, because each carries that person's own reply token (Reply-To bound to technician
+    and case, rules/tokens.staff_reply_address): an emailed reply or `#note` counts only when it
+    answers through it. Empty with no recipient."""
+    people = tuple(dict.fromkeys(r.strip().lower() for r in recipients if r and r.strip()))
     if not people:
-        return None
-    return NotificationIntent(
-        kind=template,
-        template=template,
-        recipients=people,
-        idempotency_key=key,
-        due_at=now,
-        context=case_context(session, case, organisation=organisation) | {"tz": desk.timezone} | (extra or {}),
-        locale="en",
-        case_id=case.id,
-        auto_submitted="auto-generated",
-        reply_token_case=case.number,
-    )
+        return []
+    context = case_context(session, case, organisation=organisation) | {"tz": desk.timezone} | (extra or {})
+    return [
+        NotificationIntent(
+            kind=template,
+            template=template,
+            recipients=(person,),
+            idempotency_key=key if len(people) == 1 else f"{key}:{person}",
+            due_at=now,
+            context=context,
+            locale="en",
+            case_id=case.id,
+            auto_submitted="auto-generated",
+            reply_token_case=case.number,
+            reply_token_staff=person if person.count("@") == 1 else None,
+        )
+        for person in people
+    ]
 
 
 def queue_staff_new_case(
@@ -398,6 +410,35 @@ def queue_non_mpoc_notice(session: Session, desk: Desk, message: Any, *, now: da
         in_reply_to=message.message_id,
         references=(*message.references[-20:], message.message_id) if message.message_id else (),
         auto_submitted="auto-replied",
+    )
+    return enqueue(intent, session=session, now=now, hostname=desk.hostname)
+
+
+def queue_sender_unverified_notice(
+    session: Session, desk: Desk, message: Any, *, address: str, template: str, now: datetime, held_id: int, reason: str,
+) -> int | None:
+    """Tell a contact or technician, at their address on file, that a message claiming to be from
+    them was held (issue 10). Not threaded on the held message: it may be a forgery, and its
+    Message-ID and subject are the forger's; the subject is quoted in the body only."""
+    from mailcase.store.directory import organisation_for_address
+
+    organisation = organisation_for_address(address, session=session)
+    intent = NotificationIntent(
+        kind=template,
+        template=template,
+        recipients=(address,),
+        idempotency_key=f"{template}:{address}:{held_id}",
+        due_at=now,
+        context={
+            "original_subject": message.subject[:300],
+            "claimed_address": address,
+            "reason": reason[:500],
+            "received_at": now.isoformat(),
+            "organisation_name": organisation.name if organisation else "",
+            "tz": (organisation.timezone if organisation and getattr(organisation, "timezone", None) else desk.timezone),
+        },
+        locale=organisation.locale if organisation else "en",
+        auto_submitted="auto-generated",
     )
     return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 

@@ -185,6 +185,16 @@ class LifecycleSettings:
 class SecuritySettings:
     secret: str = field(default="", repr=False)
     secret_file: str = ""
+    # Sender authentication (README "Sender authentication"): enforce | monitor | off.
+    sender_policy: str = "monitor"
+    # authserv-ids (RFC 8601) of our own MTAs whose Authentication-Results are believed, and the
+    # hosts that add our own Received: fields above them.
+    trusted_authserv_ids: tuple[str, ...] = ()
+    # "dkim": verify DKIM and DMARC in-process when no trusted header gives a verdict; "none": don't.
+    verify: str = "none"
+    dns_servers: tuple[str, ...] = ()  # resolvers for DKIM keys and DMARC records; empty: the system's
+    dns_timeout_seconds: float = 5.0
+    dns_cache_seconds: int = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,6 +573,23 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("lmtp.port", f"port {settings.lmtp.port} is out of range 0-65535")
     if not settings.database.url.startswith(("sqlite", "postgresql")):
         raise ConfigError("database.url", "must be a sqlite:// or postgresql+psycopg:// URL")
+    security = settings.security
+    if security.sender_policy not in ("enforce", "monitor", "off"):
+        raise ConfigError("security.sender_policy", "must be enforce, monitor or off")
+    if security.verify not in ("none", "dkim"):
+        raise ConfigError("security.verify", "must be none or dkim")
+    if not 0 < security.dns_timeout_seconds <= 60:
+        raise ConfigError("security.dns_timeout_seconds", "must be more than 0 and at most 60")
+    if security.dns_cache_seconds < 0:
+        raise ConfigError("security.dns_cache_seconds", "must not be negative")
+    for i, server in enumerate(security.dns_servers):
+        text = server.strip()
+        dns_host, dns_port = text.split(":") if text.count(":") == 1 else (text, "")
+        if not dns_host or any(c.isspace() for c in text) or (dns_port and not dns_port.isdigit()):
+            raise ConfigError(f"security.dns_servers[{i}]", f"expected an IP address, optionally :port, got {server!r}")
+    for i, ident in enumerate(security.trusted_authserv_ids):
+        if not ident.strip() or any(c.isspace() or c == ";" for c in ident.strip()):
+            raise ConfigError(f"security.trusted_authserv_ids[{i}]", f"not an authserv-id: {ident!r}")
     try:
         date.fromisoformat(settings.maintenance.connect_anchor)
     except ValueError:

@@ -108,6 +108,7 @@ class EventKind(StrEnum):
     ESCALATED = "escalated"
     REOPENED = "reopened"
     NOTICE_QUEUED = "notice_queued"
+    SENDER_CHECK = "sender_check"  # `monitor`: a sender check that `enforce` would have held on
 
 
 class AutoKind(StrEnum):
@@ -280,6 +281,16 @@ class InboundMessage:
     attachments: tuple[AttachmentPart, ...] = ()
     defects: tuple[str, ...] = ()
     bounce: BounceReport | None = None
+    # Every address RFC 5322 parsing found in the From field(s) (display names never supply
+    # one); exactly one is an author the rules can act on, zero or several are held.
+    from_addresses: tuple[str, ...] | None = None
+
+    @property
+    def authors(self) -> tuple[str, ...]:
+        """The From addresses; `(from_address,)` for a message built without the strict reading."""
+        if self.from_addresses is None:
+            return (self.from_address,) if self.from_address else ()
+        return self.from_addresses
 
     @property
     def is_automatic(self) -> bool:
@@ -291,6 +302,76 @@ class InboundMessage:
             if key.lower() == lowered:
                 return value
         return ""
+
+
+class SenderPolicy(StrEnum):
+    """`[security] sender_policy`: what a failed sender authentication does."""
+
+    ENFORCE = "enforce"  # hold it, act on nothing
+    MONITOR = "monitor"  # act as before, record the verdict on the case
+    OFF = "off"  # no DMARC decisions (technician proof still applies)
+
+
+@dataclass(frozen=True, slots=True)
+class MethodResult:
+    """One authentication method's result (RFC 8601 §2.7): e.g. dkim=pass header.d=acme.example."""
+
+    method: str  # dmarc, dkim, spf, arc, auth
+    result: str  # pass, fail, none, neutral, softfail, temperror, permerror, policy
+    domain: str = ""  # header.d (dkim), smtp.mailfrom's domain (spf), header.from (dmarc), smtp.auth (auth)
+    policy: str = ""  # dmarc: the published policy (reject, quarantine, none) when known
+
+
+@dataclass(frozen=True, slots=True)
+class SenderVerdict:
+    """Who vouches for the From domain: the trusted MTA's Authentication-Results, our own DKIM
+    check, or nobody (`source` "none"). Stored with the message and shown by `trace`."""
+
+    source: str  # "authentication-results:<authserv-id>", "dkim", or "none"
+    from_domain: str = ""
+    dmarc: str = "none"
+    dmarc_policy: str = ""
+    results: tuple[MethodResult, ...] = ()
+    temporary: bool = False  # a DNS lookup failed: the answer may differ later
+
+    def result(self, method: str) -> str:
+        for item in self.results:
+            if item.method == method:
+                return item.result
+        return "none"
+
+    @property
+    def passed(self) -> bool:
+        return self.dmarc == "pass"
+
+    def summary(self) -> str:
+        """`dmarc=fail (p=reject) header.from=acme.example; dkim=fail d=evil.example; via …`."""
+        dmarc = f"dmarc={self.dmarc}" + (f" (p={self.dmarc_policy})" if self.dmarc_policy else "")
+        if self.from_domain:
+            dmarc += f" header.from={self.from_domain}"
+        parts = [dmarc]
+        for item in self.results:
+            if item.method == "dmarc":
+                continue
+            parts.append(f"{item.method}={item.result}" + (f" d={item.domain}" if item.domain else ""))
+        parts.append(f"via {self.source}" + (" (temporary DNS failure)" if self.temporary else ""))
+        return "; ".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "from_domain": self.from_domain,
+            "dmarc": self.dmarc,
+            "dmarc_policy": self.dmarc_policy,
+            "temporary": self.temporary,
+            "results": [
+                {"method": r.method, "result": r.result, "domain": r.domain, "policy": r.policy} for r in self.results
+            ],
+            "summary": self.summary(),
+        }
+
+
+NO_VERDICT = SenderVerdict(source="none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,3 +397,6 @@ class NotificationIntent:
     references: tuple[str, ...] = ()
     auto_submitted: str = "auto-generated"  # "auto-replied" for acknowledgements, "no" for human replies
     reply_token_case: int | None = None  # case number whose reply-token address goes in Reply-To
+    # A staff notice's single recipient: Reply-To then carries the per-technician token
+    # (rules/tokens.staff_reply_address) bound to this address and `reply_token_case`.
+    reply_token_staff: str | None = None

@@ -144,10 +144,9 @@ def _carry_out(
     key = notice.idempotency_key(case.number)
 
     def staff(template: str, recipients: list[str], values: dict[str, object]) -> None:
-        intent = casework.staff_notice(
+        for intent in casework.staff_notice(
             session, desk, case, template=template, recipients=recipients, now=now, key=key, extra=values
-        )
-        if intent is not None:
+        ):
             pending.append((notice.kind.value, intent))
 
     extra: dict[str, object] = {

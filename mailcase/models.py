@@ -253,6 +253,8 @@ class RawMessageRecord(SQLModel, table=True):
     decision: str = Field(default="", max_length=40)
     reason: str = Field(default="", sa_type=sa.Text)
     case_id: int | None = Field(default=None, foreign_key="support_case.id", index=True)
+    # Who vouched for the From domain (domain.SenderVerdict.as_json): shown by `trace`, `cases show`.
+    sender_verdict: dict[str, Any] = _json({})
 
 
 class Message(SQLModel, table=True):

@@ -119,11 +119,11 @@ def _with_decisions(session: Session, messages: list[Message]) -> list[dict[str,
     raw_ids = {m.raw_id for m in messages if m.raw_id}
     decisions = (
         {
-            raw_id: (decision, reason)
-            for raw_id, decision, reason in session.exec(
-                select(RawMessageRecord.id, RawMessageRecord.decision, RawMessageRecord.reason).where(
-                    col(RawMessageRecord.id).in_(raw_ids)
-                )
+            raw_id: (decision, reason, verdict)
+            for raw_id, decision, reason, verdict in session.exec(
+                select(
+                    RawMessageRecord.id, RawMessageRecord.decision, RawMessageRecord.reason, RawMessageRecord.sender_verdict
+                ).where(col(RawMessageRecord.id).in_(raw_ids))
             )
         }
         if raw_ids
@@ -131,8 +131,11 @@ def _with_decisions(session: Session, messages: list[Message]) -> list[dict[str,
     )
     result = []
     for message in messages:
-        decision, reason = decisions.get(message.raw_id or 0, ("", ""))
-        result.append(message_json(message) | {"decision": decision or "", "reason": reason or ""})
+        decision, reason, verdict = decisions.get(message.raw_id or 0, ("", "", {}))
+        result.append(
+            message_json(message)
+            | {"decision": decision or "", "reason": reason or "", "sender_verdict": dict(verdict or {}) or None}
+        )
     return result
 
 
@@ -179,6 +182,8 @@ def case_text(data: dict[str, Any], timezone: str) -> str:
         lines.append(f"  {local(message['received_at'], timezone)} {arrow} {message['from']}: {message['subject']}")
         if message.get("reason"):
             lines.append(f"      [{message['decision']}: {message['reason']}]")
+        if message.get("sender_verdict"):
+            lines.append(f"      [sender: {message['sender_verdict'].get('summary', '')}]")
         body = (message["new_text"] or message["text"]).strip()
         for text_line in body.splitlines()[:20]:
             lines.append(f"      {text_line}")

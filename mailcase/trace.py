@@ -39,10 +39,12 @@ def trace_message(session: Session, message_id: str) -> list[dict[str, Any]]:
                 "received_at": record.received_at.isoformat(),
                 "envelope_from": record.envelope_from,
                 "envelope_to": list(record.envelope_to),
-                "from": message.from_address if message else "",
+                "from": message.from_address if message else (held.from_address if held else ""),
                 "subject": message.subject if message else "",
                 "decision": record.decision,
                 "reason": record.reason,
+                # Who vouched for the From domain (README "Sender authentication"); None before issue 10.
+                "sender_verdict": dict(record.sender_verdict or {}) or None,
                 "case": format_case_number(case.number) if case else None,
                 "held": {"id": held.id, "state": str(held.state), "reason": held.reason} if held else None,
                 "notices": [

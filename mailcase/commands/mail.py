@@ -188,6 +188,8 @@ def run_trace(app: App, args: argparse.Namespace) -> int:
         print(f"  from:     {record['from'] or '-'}   envelope: {record['envelope_from'] or ('<>' if record['channel'] == 'smtp' else '-')} -> {', '.join(record['envelope_to']) or '-'}")
         print(f"  decision: {record['decision']}")
         print(f"  reason:   {record['reason']}")
+        if record.get("sender_verdict"):
+            print(f"  sender:   {record['sender_verdict'].get('summary', '')}")
         print(f"  case:     {record['case'] or '-'}")
         if record["held"]:
             held = record["held"]

@@ -35,7 +35,9 @@ import base64
 import binascii
 import codecs
 import email
+import email.errors
 import email.parser
+import email.policy
 import email.utils
 import hashlib
 import html
@@ -142,7 +144,13 @@ def parse_message(data: bytes, *, envelope_from: str | None = None) -> InboundMe
         raise UnparseableMessage("no recognisable header field (From, To, Subject, Date, …)")
     first = _first_values(tree)
 
-    from_name, from_address = _sender(first, defects)
+    authors = _authors(tree, defects)
+    if len(authors) == 1:
+        from_name, from_address = authors[0]
+    else:
+        # None or several: the rules hold the message for that reason. The lenient reading
+        # (Sender:, a bare "MAILER-DAEMON") still feeds the bounce and auto-reply classification.
+        from_name, from_address = authors[0] if authors else _sender(first, defects)
     if not from_address:
         defects.append("no-from-address")
     subject = " ".join(_decode_header_text(first.get("subject", ""), "Subject", defects).split())
@@ -183,6 +191,7 @@ def parse_message(data: bytes, *, envelope_from: str | None = None) -> InboundMe
         attachments=attachments,
         defects=tuple(dict.fromkeys(defects)),
         bounce=bounce,
+        from_addresses=tuple(dict.fromkeys(address for _, address in authors)),
     )
 
 
@@ -386,6 +395,48 @@ def _addresses(
             display = _decode_encoded_words(display, name, defects)
         result.append((" ".join(display.split()), address))
     return result
+
+
+_ANGLE_ADDR = re.compile(r"<([^<>\s]+@[^<>\s]+)>\s*$")
+
+
+def _authors(tree: Message, defects: list[str]) -> list[tuple[str, str]]:
+    """(display name, lower-cased address) of every mailbox in every From field, read once by
+    RFC 5322 (`email.headerregistry`): encoded words are decoded only inside the display name,
+    after the structure is known, so `=?utf-8?q?x:pat@acme.example,?= <attacker@evil.example>`
+    is the attacker's address with an odd name, and a display name never supplies an address.
+
+    A field that is not a valid address list (`pat@acme.example <attacker@evil.example>`: an
+    `@` is not allowed in a display name) is read by its structure as a name-addr: the address
+    is the one in the trailing angle brackets, as DMARC implementations read it; anything else
+    invalid yields no address (held: "no From address").
+    """
+    found: list[tuple[str, str]] = []
+    for name, value in _raw_items(tree):
+        if name.strip().lower() != "from":
+            continue
+        text = _unfold(value)
+        if _SURROGATES.search(text):
+            text = _decode_bytes(text.encode("ascii", "surrogateescape"), "utf-8", "header From", defects)
+        try:
+            header: Any = email.policy.default.header_factory("From", text)
+            mailboxes = [(a.display_name, a.addr_spec) for a in header.addresses]
+            invalid = any(
+                isinstance(d, email.errors.InvalidHeaderDefect) for d in header.defects
+            )
+        except Exception:  # noqa: BLE001 - a hostile header must not stop the message
+            mailboxes, invalid = [], True
+        if invalid:
+            defects.append("from-not-rfc5322")
+            angle = _ANGLE_ADDR.search(text)
+            mailboxes = [("", angle.group(1))] if angle and text.count("<") == 1 else []
+        for display, address in mailboxes:
+            address = address.strip().lower()
+            local, _, domain = address.rpartition("@")
+            if not local or not domain or " " in address:
+                continue
+            found.append((" ".join(str(display).split()), address))
+    return found
 
 
 def _sender(first: dict[str, str], defects: list[str]) -> tuple[str, str]:

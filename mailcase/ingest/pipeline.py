@@ -7,6 +7,7 @@ nothing. This module never sends mail: notices become outbox rows that `notify` 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -32,10 +33,16 @@ from mailcase.domain import (
     EventKind,
     HeldState,
     InboundMessage,
+    MethodResult,
+    NO_VERDICT,
     RawMessage,
+    SenderPolicy,
+    SenderVerdict,
     SenderView,
     format_case_number,
 )
+from mailcase.errors import TransientError
+from mailcase.ingest import authentication as evidence
 from mailcase.ingest.parse import UnparseableMessage, parse_message
 from mailcase.models import (
     Attachment,
@@ -49,6 +56,7 @@ from mailcase.models import (
     RawMessageRecord,
 )
 from mailcase.rules import classify, tokens
+from mailcase.rules.authentication import Authentication, PublicSuffixes
 from mailcase.rules.decide import (
     AppendUpdate,
     Decision,
@@ -101,12 +109,19 @@ def dedupe_key(message: InboundMessage | None, raw: bytes) -> str:
 class Pipeline:
     """The shared ingest pipeline; one per process, safe to call from several threads."""
 
-    def __init__(self, *, engine: Engine, settings: Settings, desk: casework.Desk, secret: bytes, calendar: object) -> None:
+    def __init__(
+        self, *, engine: Engine, settings: Settings, desk: casework.Desk, secret: bytes, calendar: object,
+        resolver: evidence.TxtResolver | None = None, suffixes: PublicSuffixes | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.desk = desk
         self.secret = secret
         self.calendar = calendar
+        self.policy = SenderPolicy(settings.security.sender_policy)
+        # Our own DKIM check runs only with `[security] verify = "dkim"` and a resolver to ask.
+        self.resolver = resolver if settings.security.verify == "dkim" else None
+        self._suffixes = suffixes
 
     # The callable the SMTP handler, the IMAP pollers and `mailcase ingest` share.
     def __call__(self, raw: RawMessage) -> IngestOutcome:
@@ -122,18 +137,51 @@ class Pipeline:
             parse_error = ""
         except UnparseableMessage as exc:
             message, parse_error = None, exc.reason
+        # The sender's evidence, before the transaction too: our own DKIM check may wait on DNS.
+        verdict = self.verdict(raw.data, message, raw.envelope_to) if message is not None else NO_VERDICT
+        if verdict.temporary and self.policy is SenderPolicy.ENFORCE:
+            # Never a silent pass or fail: the sender retries (SMTP 451), IMAP leaves it for later.
+            raise TransientError(f"sender authentication needs DNS, which failed for now ({verdict.summary()})")
         # On SQLite, processes take turns for the single write lock (see sqlite_writer_turn).
         with sqlite_writer_turn(self.engine), transaction(self.engine) as session:
-            outcome = self._store(session, raw, message, parse_error)
+            outcome = self._store(session, raw, message, parse_error, verdict)
         log.info(
-            "ingest message-id=%s channel=%s decision=%s case=%s reason=%s",
+            "ingest message-id=%s channel=%s decision=%s case=%s dmarc=%s reason=%s",
             outcome.message_id or "-",
             raw.channel.value,
             outcome.decision,
             outcome.case_number or "-",
+            verdict.dmarc,  # the sender verdict, for log-based counts until metrics exist
             outcome.reason,
         )
         return outcome
+
+    @property
+    def suffixes(self) -> PublicSuffixes:
+        if self._suffixes is None:
+            self._suffixes = evidence.load_public_suffixes()
+        return self._suffixes
+
+    def verdict(self, data: bytes, message: InboundMessage, envelope_to: tuple[str, ...] = ()) -> SenderVerdict:
+        """Rules, in order: a trusted Authentication-Results (our MTA's); none needed when the
+        message answers through its author's own technician token (an HMAC: no DNS, so a DNS
+        outage never defers a technician); our own DKIM check when configured; no verdict."""
+        from_domain = message.from_address.rpartition("@")[2] if len(message.authors) == 1 else ""
+        trusted = evidence.trusted_results(
+            message.headers, self.settings.security.trusted_authserv_ids, from_domain=from_domain
+        )
+        if trusted is not None:
+            if trusted.from_domain.lower() != from_domain.lower():
+                # Our MTA judged another From domain than the author we read (it parsed From:
+                # differently, or several From fields): its pass vouches for nobody we act on.
+                return dataclasses.replace(trusted, from_domain=from_domain, dmarc="fail" if from_domain else "none")
+            return trusted
+        recipients = tuple(dict.fromkeys([*envelope_to, *message.to, *message.cc]))
+        if self._staff_token_case(recipients, message.from_address) is not None:
+            return dataclasses.replace(NO_VERDICT, from_domain=from_domain)
+        if self.resolver is not None and from_domain:
+            return evidence.verify_dkim(data, from_domain=from_domain, resolver=self.resolver, suffixes=self.suffixes)
+        return dataclasses.replace(NO_VERDICT, from_domain=from_domain)
 
     def release_held(self, session: Session, held: HeldMessage, *, now: datetime, by: str) -> IngestOutcome:
         """Re-run the decision for a held message as if its sender were allowed (the agent vouches)."""
@@ -143,7 +191,8 @@ class Pipeline:
             message = parse_message(record.data)
         except UnparseableMessage as exc:
             message = _salvage(record.data, exc.reason)
-        outcome = self._decide_and_apply(session, record, message, now=now, released=True)
+        verdict = _stored_verdict(record.sender_verdict)
+        outcome = self._decide_and_apply(session, record, message, now=now, released=True, verdict=verdict)
         held.state = HeldState.RELEASED
         held.resolved_at = now
         held.resolved_by = by
@@ -154,7 +203,9 @@ class Pipeline:
 
     # -----------------------------------------------------------------------------------------
 
-    def _store(self, session: Session, raw: RawMessage, message: InboundMessage | None, parse_error: str) -> IngestOutcome:
+    def _store(
+        self, session: Session, raw: RawMessage, message: InboundMessage | None, parse_error: str, verdict: SenderVerdict,
+    ) -> IngestOutcome:
         key = dedupe_key(message, raw.data)
         raw_id = session.execute(
             _insert_raw(session.get_bind().dialect.name),
@@ -169,6 +220,7 @@ class Pipeline:
                 "data": raw.data,
                 "message_id_header": (message.message_id if message else "")[:998],
                 "dedupe_key": key,
+                "sender_verdict": verdict.as_json() if message is not None else {},
             },
         ).scalar_one_or_none()
         if raw_id is None:
@@ -189,7 +241,7 @@ class Pipeline:
         record = _NewRecord(id=int(raw_id), envelope_to=list(raw.envelope_to))
         if message is None:
             return self._hold_unparseable(session, record, parse_error, raw)
-        return self._decide_and_apply(session, record, message, now=raw.received_at, released=False)
+        return self._decide_and_apply(session, record, message, now=raw.received_at, released=False, verdict=verdict)
 
     def _hold_unparseable(self, session: Session, record: _NewRecord, reason: str, raw: RawMessage) -> IngestOutcome:
         why = f"could not be parsed: {reason}"
@@ -207,7 +259,8 @@ class Pipeline:
         return IngestOutcome("hold_message", why, "", raw_id=record.id, held_id=held.id)
 
     def _decide_and_apply(
-        self, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, *, now: datetime, released: bool
+        self, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, *, now: datetime, released: bool,
+        verdict: SenderVerdict = NO_VERDICT,
     ) -> IngestOutcome:
         from mailcase import subscriptions
 
@@ -230,12 +283,26 @@ class Pipeline:
             sender_view_and_name(message.from_address, session=session)
             if message.from_address else (SenderView(address=""), None, None)
         )
-        facts = self._facts(session, record, message, now=now, released=released, sender=looked_up[0])
+        facts = self._facts(
+            session, record, message, now=now, released=released, sender=looked_up[0], verdict=verdict,
+            sender_organisation=looked_up[2],
+        )
         decision = decide(facts)
         applied = _Apply(
             self, session, record, message, now, sender=facts.sender, sender_name=looked_up[1], sender_organisation=looked_up[2],
         )
         case, held_id = applied.run(decision)
+        if case is not None and facts.authentication.policy is SenderPolicy.MONITOR:
+            # `monitor`: what `enforce` would have held goes ahead, and the case records why.
+            shadow = decide(dataclasses.replace(
+                facts, authentication=dataclasses.replace(facts.authentication, policy=SenderPolicy.ENFORCE)
+            ))
+            if isinstance(shadow, HoldMessage) and shadow.unauthenticated and not isinstance(decision, HoldMessage):
+                add_event(
+                    session=session, case=case, kind=EventKind.SENDER_CHECK, at=now, author=message.from_address,
+                    summary=f"sender check (monitor): enforce would hold this message: {shadow.reason}"[:500],
+                    data={"verdict": verdict.as_json(), "would_hold": shadow.reason},
+                )
         record.decision = decision_name(decision)
         record.reason = decision.reason
         record.case_id = case.id if case is not None else None
@@ -254,7 +321,7 @@ class Pipeline:
 
     def _facts(
         self, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, *, now: datetime, released: bool,
-        sender: SenderView | None = None,
+        sender: SenderView | None = None, verdict: SenderVerdict = NO_VERDICT, sender_organisation: Any = None,
     ) -> Facts:
         settings = self.settings
         if sender is None:
@@ -263,6 +330,9 @@ class Pipeline:
         ids = thread_ids(message)
         our_ids, customer_ids = _known_ids(session, ids)
         token_case_id = self._token_case(session, recipients)
+        staff_case_number = self._staff_token_case(recipients, message.from_address) if sender.is_technician else None
+        if token_case_id is None and staff_case_number is not None:
+            token_case_id = session.exec(select(Case.id).where(Case.number == staff_case_number)).first()
         tagged_numbers = classify.case_tags(message.subject)
         tagged = (
             list(session.exec(select(Case).where(col(Case.number).in_(tagged_numbers)))) if tagged_numbers else []
@@ -305,7 +375,44 @@ class Pipeline:
             max_auto_replies_per_hour=settings.autoreply.max_per_hour,
             max_auto_replies_per_day=settings.autoreply.max_per_day,
             non_mpoc_notice_recently=noticed,
+            authentication=self._authentication(
+                session, message, sender, verdict, staff_case_number, organisation=sender_organisation
+            ),
         )
+
+    def _authentication(
+        self, session: Session, message: InboundMessage, sender: SenderView, verdict: SenderVerdict,
+        staff_case_number: int | None, *, organisation: Any,
+    ) -> Authentication:
+        domain = message.from_address.rpartition("@")[2].lower()
+        ours = {d.lower() for d in self.settings.smtp.domains}
+        organisation_domain = False
+        if self.policy is not SenderPolicy.OFF and domain and domain not in ours:
+            organisation_domain = (
+                sender.contact_id is not None
+                or organisation is not None
+                or organisation_for_address(message.from_address, session=session) is not None
+            )
+        return Authentication(
+            policy=self.policy,
+            verdict=verdict,
+            from_domain=domain,
+            organisation_domain=organisation_domain,
+            our_domain=domain in ours,
+            technician_token_case=staff_case_number,
+            submitted_authenticated=_submitted_as(verdict, message.from_address),
+        )
+
+    def _staff_token_case(self, recipients: tuple[str, ...], author: str) -> int | None:
+        """The case a per-technician reply token names, when it was issued to `author`."""
+        support = self.settings.smtp.support_address
+        for address in recipients:
+            if "+s" not in address or not author:
+                continue
+            number = tokens.staff_case_from_address(address, support, self.secret, author=author)
+            if number is not None:
+                return number
+        return None
 
     def _token_case(self, session: Session, recipients: tuple[str, ...]) -> int | None:
         support = self.settings.smtp.support_address
@@ -458,6 +565,29 @@ def _insert_message() -> Any:
 @functools.cache
 def _insert_auto_reply() -> Any:
     return sa.insert(AutoReplyLog.__table__)  # type: ignore[arg-type]
+
+
+def _submitted_as(verdict: SenderVerdict, author: str) -> bool:
+    """A trusted MTA stamped `auth=pass` for a login that is the author (`ana@…`, or `ana` when
+    the MTA logs bare user names): another user's login proves nothing about this From:."""
+    if not verdict.source.startswith("authentication-results:") or not author:
+        return False
+    for result in verdict.results:
+        if result.method == "auth" and result.result == "pass":
+            login = result.domain.strip().lower()
+            return bool(login) and login in (author.lower(), author.lower().rpartition("@")[0])
+    return False
+
+
+def _stored_verdict(data: dict[str, Any] | None) -> SenderVerdict:
+    """A verdict as `SenderVerdict.as_json` stored it (an empty one for messages from before)."""
+    if not data:
+        return NO_VERDICT
+    results = tuple(MethodResult(**{k: str(r.get(k, "")) for k in ("method", "result", "domain", "policy")}) for r in data.get("results", ()))
+    return SenderVerdict(
+        source=str(data.get("source", "none")), from_domain=str(data.get("from_domain", "")), dmarc=str(data.get("dmarc", "none")),
+        dmarc_policy=str(data.get("dmarc_policy", "")), results=results, temporary=bool(data.get("temporary", False)),
+    )
 
 
 def _salvage(data: bytes, reason: str) -> InboundMessage:
@@ -822,8 +952,38 @@ class _Apply:
         if decision.notify_sender and m.from_address:
             casework.queue_non_mpoc_notice(self.session, self.desk, m, now=self.now, held_id=held.id)  # type: ignore[arg-type]
             self.log_auto_reply(m.from_address, "customer.non_mpoc")
+        if decision.notify_claimed and not m.is_automatic:
+            self.tell_claimed_sender(held.id, decision.reason)  # type: ignore[arg-type]
         assert held.id is not None
         return held.id
+
+
+    def tell_claimed_sender(self, held_id: int, reason: str) -> None:
+        """The one notice to the person a held message claims to be from, at the address the
+        directory has on file (never the message's Reply-To or another address it names), at
+        most once per `autoreply.non_mpoc_notice_hours` per address, whatever the spoofer sends."""
+        from mailcase.models import Contact, Technician
+
+        claimed = self.message.from_address
+        technician = self.session.exec(select(Technician.email).where(Technician.email == claimed)).first()
+        contact = None if technician else self.session.exec(select(Contact.email).where(Contact.email == claimed)).first()
+        on_file = technician or contact
+        if not on_file:
+            return
+        kind = "staff.sender_unverified" if technician else "customer.sender_unverified"
+        since = self.now - timedelta(hours=self.p.settings.autoreply.non_mpoc_notice_hours)
+        recently = self.session.exec(
+            select(AutoReplyLog.id).where(
+                AutoReplyLog.address == on_file, AutoReplyLog.kind == kind, col(AutoReplyLog.at) > since
+            ).limit(1)
+        ).first()
+        if recently is not None:
+            return
+        casework.queue_sender_unverified_notice(
+            self.session, self.desk, self.message, address=on_file, template=kind, now=self.now, held_id=held_id,
+            reason=reason,
+        )
+        self.log_auto_reply(on_file, kind)
 
 
 def _without_command_line(text: str) -> str:

@@ -38,7 +38,7 @@ from email.utils import format_datetime, formataddr
 from urllib.parse import quote
 
 from mailcase.notify.render import Rendered
-from mailcase.rules.tokens import reply_address
+from mailcase.rules.tokens import reply_address, staff_reply_address
 
 AUTO_REPLIED = "auto-replied"
 AUTO_GENERATED = "auto-generated"
@@ -95,6 +95,7 @@ class OutgoingMail:
     references: tuple[str, ...] = ()
     auto_submitted: str = AUTO_GENERATED
     reply_token_case: int | None = None
+    reply_token_staff: str = ""  # a staff notice's recipient: Reply-To is then their own token
     locale: str = "en"
     list_unsubscribe: str = ""  # RFC 2369 header value for broadcasts, "" for case mail
 
@@ -134,7 +135,11 @@ def compose(
     if references:
         headers.append(_field("References", _structured(" ".join(references))))
     if mail.reply_token_case is not None:
-        token_address = reply_address(support_address, mail.reply_token_case, secret)
+        token_address = (
+            staff_reply_address(support_address, mail.reply_token_case, mail.reply_token_staff, secret)
+            if mail.reply_token_staff
+            else reply_address(support_address, mail.reply_token_case, secret)
+        )
         headers.append(_field("Reply-To", _structured(token_address)))
     if mail.auto_submitted not in ("", HUMAN):
         headers.append(_field("Auto-Submitted", _structured(mail.auto_submitted)))

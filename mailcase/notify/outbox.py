@@ -46,8 +46,8 @@ from mailcase.notify.compose import (
 )
 from mailcase.notify.render import Rendered, Renderer
 from mailcase.notify.transport import Envelope, SendOutcome, SendResult, Transport
-from mailcase.rules.tokens import reply_address
-from mailcase.store.outbox import REPLY_TOKEN_CASE_KEY
+from mailcase.rules.tokens import reply_address, staff_reply_address
+from mailcase.store.outbox import REPLY_TOKEN_CASE_KEY, REPLY_TOKEN_STAFF_KEY
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class ClaimedNotice:
     case_id: int | None = None
     maintenance_id: int | None = None
     reply_token_case: int | None = None
+    reply_token_staff: str = ""
     template_context: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -163,7 +164,11 @@ def _deliver_claimed(
         try:
             rendered = renderer.render(notice.template, notice.locale, notice.template_context)
             reply_to = (
-                reply_address(settings.smtp.support_address, notice.reply_token_case, secret)
+                staff_reply_address(
+                    settings.smtp.support_address, notice.reply_token_case, notice.reply_token_staff, secret
+                )
+                if notice.reply_token_case is not None and notice.reply_token_staff
+                else reply_address(settings.smtp.support_address, notice.reply_token_case, secret)
                 if notice.reply_token_case is not None
                 else ""
             )
@@ -288,6 +293,7 @@ def _snapshot(row: sa.Row[Any]) -> ClaimedNotice:
         case_id=row.case_id,
         maintenance_id=row.maintenance_id,
         reply_token_case=int(token_case) if token_case is not None else None,
+        reply_token_staff=str(context.get(REPLY_TOKEN_STAFF_KEY) or ""),
         # Keys starting with "_" carry delivery instructions (token case, attachments,
         # List-Unsubscribe), not template values.
         template_context={k: v for k, v in context.items() if not k.startswith("_")},
@@ -324,6 +330,7 @@ def _outgoing(notice: ClaimedNotice, now: datetime) -> OutgoingMail:
         references=notice.references,
         auto_submitted=notice.auto_submitted,
         reply_token_case=notice.reply_token_case,
+        reply_token_staff=notice.reply_token_staff,
         locale=notice.locale,
         list_unsubscribe=_list_unsubscribe(notice.context.get("_list_unsubscribe")),
     )

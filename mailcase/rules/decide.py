@@ -10,9 +10,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from mailcase.domain import AutoKind, CaseKind, CaseStatus, CaseView, InboundMessage, SenderView
+from mailcase.domain import AutoKind, CaseKind, CaseStatus, CaseView, InboundMessage, SenderPolicy, SenderView
 from mailcase.rules import classify
-from mailcase.rules.matching import Match, Matched, Unmatched, sender_allowed
+from mailcase.rules.authentication import (
+    Authentication,
+    authenticated,
+    spoofed_organisation,
+    technician_proof,
+    unauthenticated_reason,
+)
+from mailcase.rules.matching import Match, MatchRule, Matched, Unmatched, sender_allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +43,7 @@ class Facts:
     max_auto_replies_per_hour: int = 5
     max_auto_replies_per_day: int = 20
     non_mpoc_notice_recently: bool = False
+    authentication: Authentication = Authentication()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +106,11 @@ class SubscriptionCommand:
 class HoldMessage:
     reason: str
     notify_sender: bool = False
+    # Tell the person the From: claims (at the address on file, never a reply address of the
+    # message) that a message in their name was held: a spoofed MPOC, an unproven technician.
+    notify_claimed: bool = False
+    # Held because the sender is not authenticated (what `monitor` records instead of holding).
+    unauthenticated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,29 +165,55 @@ def decide(facts: Facts) -> Decision:
 
     1. A delivery status notification (bounce) is recorded against the notification it bounced; it
        never opens, updates or reopens anything.
-    2. A subscribe/unsubscribe command from a directory contact is carried out and confirmed.
-    3. A message that matched a case (see `rules.matching`):
-       a. a technician's mail is relayed to the customer, or kept internal when it starts `#note`
-          (on a duplicate: on its primary); a public reply on a closed case is held until reopened;
-          a technician's automatic reply (out-of-office) is only recorded on the case;
+    2. A message whose From: does not give exactly one address (RFC 5322 reading) is held.
+    3. In `enforce` (unless an agent released it): a From domain that is an organisation's and
+       fails DMARC (or has no aligned pass under `p=reject|quarantine`) is held, and the person
+       claimed is told once at the address on file; nothing is opened, updated or subscribed.
+    4. A subscribe/unsubscribe command from a directory contact is carried out and confirmed; a
+       technician's needs their proof (rules.authentication.technician_proof), and in `enforce`
+       any needs an authenticated sender.
+    5. A message that matched a case (see `rules.matching`):
+       a. a technician's mail, in every mode, needs proof of its author (their own reply token
+          for the case, a DMARC pass for our domain, an authenticated submission); otherwise it
+          is held and the technician is told. A proven one is relayed to the customer, or kept
+          internal when it starts `#note` (on a duplicate: on its primary); a public reply on a
+          closed case is held until reopened; a technician's automatic reply (out-of-office) is
+          only recorded on the case;
        b. an automatic message (out-of-office, auto-reply, bulk) from an allowed sender is recorded
           on the case and acknowledged to nobody; from anybody else it is ignored;
        c. a sender who is not allowed on the case is held (unless an agent released the message);
+          so is a reply token used with a failing DMARC from another organisation's domain
+          (a token proves the mail answers ours, not who wrote it), unless the policy is `off`;
        d. a reply on a duplicate goes to its primary case; a reply that reached a master case from
           the requester of a linked case goes to that linked case;
-       e. an open case gets the update (needs attention, assignee told; `#escalate` moves it up);
+       e. an open case gets the update (needs attention, assignee told; `#escalate` moves it up,
+          in `enforce` only from an authenticated sender);
        f. a Closed case within the reopen window is reopened (`customer_reopened`), after it a new
           P4 case related to it is opened; a Closed No Response case always gets a new related case.
-    4. An automatic message that matched nothing is ignored (no backscatter, no loops).
-    5. Mail to postmaster is held for an operator.
-    6. An MPOC (or a released message) opens a new P4 case — a MACD case when the subject starts
-       `MACD:` or it was sent to the MACD address.
-    7. Anybody else is held, and told once per 24 h (never a machine) that only the organisation's
+    6. An automatic message that matched nothing is ignored (no backscatter, no loops).
+    7. Mail to postmaster is held for an operator.
+    8. An MPOC (or a released message) opens a new P4 case — a MACD case when the subject starts
+       `MACD:` or it was sent to the MACD address (in `enforce`, only from an authenticated sender).
+    9. Anybody else is held, and told once per 24 h (never a machine) that only the organisation's
        designated contacts can open cases.
     """
     message, sender = facts.message, facts.sender
     if message.auto_kind is AutoKind.BOUNCE:
         return RecordBounce(f"delivery status notification: {message.auto_reason}")
+
+    authors = message.authors
+    if len(authors) != 1 and not facts.released:
+        if not authors:
+            return HoldMessage("From: has no valid RFC 5322 address; nobody can be identified as the sender")
+        return HoldMessage(f"From: has {len(authors)} addresses ({', '.join(authors[:5])}); one author is required")
+    auth = facts.authentication
+    enforce = auth.policy is SenderPolicy.ENFORCE and not facts.released
+    if enforce and not sender.is_technician and spoofed_organisation(auth):
+        return HoldMessage(
+            f"{unauthenticated_reason(auth)}: a message claiming to be from {sender.address} was held",
+            notify_claimed=sender.contact_id is not None and not message.is_automatic,
+            unauthenticated=True,
+        )
 
     command = classify.detect_command(message.subject, _first_line(message.new_text or message.text))
     if isinstance(command, classify.Subscribe | classify.Unsubscribe):
@@ -182,6 +221,12 @@ def decide(facts: Facts) -> Decision:
             return IgnoreMessage(f"automatic message ({message.auto_reason}) carrying a subscription command")
         if sender.contact_id is None and not sender.is_technician and not facts.released:
             return HoldMessage(f"subscription command from {sender.address}, who is not in the directory")
+        if sender.is_technician and not facts.released and technician_proof(auth, None) is None:
+            return HoldMessage(
+                f"subscription command from technician {sender.address} without proof of its author", notify_claimed=True,
+            )
+        if enforce and not authenticated(auth):
+            return HoldMessage(f"subscription command needs an authenticated sender: {unauthenticated_reason(auth)}", unauthenticated=True)
         return SubscriptionCommand(f"{type(command).__name__.lower()} command", command)
 
     if isinstance(facts.match, Matched) and facts.case is not None:
@@ -195,6 +240,8 @@ def decide(facts: Facts) -> Decision:
         return HoldMessage(f"technician {sender.address} wrote without a case reference")
     if sender.is_mpoc or facts.released:
         kind = classify.macd_request(message.subject, facts.addressed_to_macd) or CaseKind.SUPPORT
+        if enforce and kind is not CaseKind.SUPPORT and not authenticated(auth):
+            return HoldMessage(f"MACD request needs an authenticated sender: {unauthenticated_reason(auth)}", unauthenticated=True)
         who = "released by an agent" if facts.released and not sender.is_mpoc else f"{sender.address} is an MPOC"
         return OpenCase(_noted(f"new case: {who}", facts.match), kind, acknowledge=may_auto_reply(facts))
     if sender.contact_id is not None:
@@ -208,11 +255,24 @@ def decide(facts: Facts) -> Decision:
 def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: classify.Command | None) -> Decision:
     message, sender = facts.message, facts.sender
     how = f"matched case {case.number:08d} by {match.rule.value} ({match.detail})"
+    auth = facts.authentication
+    enforce = auth.policy is SenderPolicy.ENFORCE and not facts.released
     if sender.is_technician:
         target = facts.primary or case
         if message.is_automatic:
             # A technician's out-of-office answering a notification is never relayed to the customer.
             return RecordAutoReply(f"technician's automatic reply ({message.auto_reason}); {how}", target)
+        proof = technician_proof(auth, case.number) or technician_proof(auth, target.number)
+        if proof is None and not facts.released:
+            # A forged From: of our own technician would reach the customer, every subscriber of a
+            # master case and the status page: in every mode, only proof counts.
+            return HoldMessage(
+                f"technician {sender.address} not proven on case {target.number:08d} (no reply token of theirs "
+                f"for this case, no dmarc=pass for our domain, no authenticated submission; {auth.verdict.summary()}); {how}",
+                notify_claimed=True,
+                unauthenticated=True,
+            )
+        how = f"{how}; {proof or 'released by an agent'}"
         note = isinstance(command, classify.Note)
         if not note and target.status.is_closed:
             # A public reply needs an open case; keep the mail for the technician to release once reopened.
@@ -230,6 +290,19 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
         return IgnoreMessage(f"automatic message ({message.auto_reason}) from a non-participant; {how}")
     if not allowed:
         return HoldMessage(f"{sender.address} is not a participant of case {case.number:08d}; {how}")
+    if (
+        match.rule is MatchRule.REPLY_TOKEN
+        and auth.policy is not SenderPolicy.OFF
+        and not facts.released
+        and auth.organisation_domain
+        and auth.verdict.dmarc == "fail"
+        and sender.organisation_id != case.organisation_id
+    ):
+        return HoldMessage(
+            f"reply token for case {case.number:08d} used by {sender.address} of another organisation with "
+            f"{unauthenticated_reason(auth)}; {how}",
+            unauthenticated=True,
+        )
 
     if case.status is CaseStatus.DUPLICATE and facts.primary is not None:
         case, how = facts.primary, f"{how}; duplicate of {facts.primary.number:08d}"
@@ -237,6 +310,8 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
         case, how = facts.linked_case, f"{how}; routed to the sender's linked case {facts.linked_case.number:08d}"
 
     escalate = isinstance(command, classify.Escalate)
+    if escalate and enforce and not authenticated(auth):
+        return HoldMessage(f"#escalate needs an authenticated sender: {unauthenticated_reason(auth)}; {how}", unauthenticated=True)
     if case.status is CaseStatus.CLOSED:
         assert case.closed_at is not None
         deadline = reopen_deadline(case.closed_at, days=facts.reopen_window_days, timezone=facts.desk_timezone)

@@ -19,6 +19,7 @@ TOKEN_LENGTH = 16
 """Characters of base32 MAC kept: 16 x 5 bits = 80 bits, far beyond guessing by mail."""
 
 _TOKEN_LOCAL = re.compile(r"^(?P<base>.+)\+c(?P<number>[1-9][0-9]{0,17})-(?P<mac>[a-z2-7]+)$")
+_STAFF_LOCAL = re.compile(r"^(?P<base>.+)\+s(?P<number>[1-9][0-9]{0,17})-(?P<mac>[a-z2-7]+)$")
 
 Compare = Callable[[str, str], bool]
 
@@ -70,6 +71,59 @@ def case_from_address(
         return None
     number = int(match["number"])
     if not compare(match["mac"], case_token(number, secret)):
+        return None
+    return number
+
+
+def staff_token(case_number: int, technician: str, secret: bytes) -> str:
+    """The MAC of a staff notice's Reply-To: bound to the case *and* the technician it was sent to,
+    so it proves who answers (only that technician's mailbox received it), unlike `case_token`."""
+    if not secret:
+        raise ValueError("the reply-token secret is empty")
+    if case_number <= 0:
+        raise ValueError(f"not a case number: {case_number!r}")
+    person = technician.strip().lower()
+    if person.count("@") != 1:
+        raise ValueError(f"not an email address: {technician!r}")
+    message = f"staff:{case_number}:{person}".encode()
+    digest = hmac.new(secret, message, hashlib.sha256).digest()
+    return base64.b32encode(digest).decode("ascii").lower()[:TOKEN_LENGTH]
+
+
+def staff_reply_address(support_address: str, case_number: int, technician: str, secret: bytes) -> str:
+    """`support+s<number>-<mac>@domain`: the Reply-To of a staff notice to `technician`."""
+    local, domain = _split(support_address)
+    return f"{local}+s{case_number}-{staff_token(case_number, technician, secret)}@{domain}"
+
+
+def staff_case_from_address(
+    address: str,
+    support_address: str,
+    secret: bytes,
+    *,
+    author: str,
+    compare: Compare = hmac.compare_digest,
+) -> int | None:
+    """The case number a staff reply-token address names when it was issued to `author`, or None.
+
+    Rules, in order: as `case_from_address` (case-insensitive, the support address's local part
+    and domain, a well-formed `s<number>-<mac>` detail), and the MAC must be the one issued for
+    that number *and* the message's author; a token issued to another technician proves nothing.
+    """
+    if not secret:
+        raise ValueError("the reply-token secret is empty")
+    candidate = address.strip().strip("<>").strip().lower()
+    if candidate.count("@") != 1 or author.strip().count("@") != 1:
+        return None
+    local, domain = candidate.rsplit("@", 1)
+    support_local, support_domain = _split(support_address)
+    if domain != support_domain:
+        return None
+    match = _STAFF_LOCAL.match(local)
+    if match is None or match["base"] != support_local:
+        return None
+    number = int(match["number"])
+    if not compare(match["mac"], staff_token(number, author, secret)):
         return None
     return number
 

@@ -21,6 +21,7 @@ from mailcase.domain import NotificationIntent, OutboxState
 from mailcase.models import Outbox, RecipientHealth
 
 REPLY_TOKEN_CASE_KEY = "_reply_token_case"
+REPLY_TOKEN_STAFF_KEY = "_reply_token_staff"  # the one staff recipient a per-technician token is bound to
 """Context key carrying the intent's reply-token case number to delivery; templates never see it."""
 
 
@@ -74,6 +75,8 @@ def _row(intent: NotificationIntent, now: datetime, hostname: str) -> dict[str, 
     context = dict(intent.context)
     if intent.reply_token_case is not None:
         context[REPLY_TOKEN_CASE_KEY] = intent.reply_token_case
+        if intent.reply_token_staff:
+            context[REPLY_TOKEN_STAFF_KEY] = intent.reply_token_staff
     values = {
         "idempotency_key": intent.idempotency_key,
         "kind": intent.kind,

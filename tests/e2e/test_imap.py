@@ -358,6 +358,46 @@ def test_transient_failure_leaves_the_message_for_the_next_pass(
     assert dovecot.uids("INBOX") == []
 
 
+class _FlakyDns:
+    """A DNS that times out while `down`, then has no records (no DMARC policy published)."""
+
+    def __init__(self) -> None:
+        self.down = True
+
+    def txt(self, name: str) -> list[str] | None:
+        from mailcase.ingest.authentication import DnsTemporaryError
+
+        if self.down:
+            raise DnsTemporaryError(f"timeout for {name}")
+        return None
+
+
+def test_a_dns_timeout_of_the_sender_check_in_enforce_leaves_the_message_for_the_next_poll(
+    dovecot: DovecotServer, make_poller: Callable[..., MailboxPoller], db: Engine, settings: Settings,
+    clock: FixedClock,
+) -> None:
+    import dataclasses
+
+    from mailcase.ingest.pipeline import Pipeline
+    from mailcase.rules.authentication import PublicSuffixes
+
+    enforce = dataclasses.replace(
+        settings, security=dataclasses.replace(settings.security, sender_policy="enforce", verify="dkim")
+    )
+    app = App(settings=enforce, engine=db, clock=clock)
+    dns = _FlakyDns()
+    pipeline = Pipeline(engine=db, settings=enforce, desk=app.desk(), secret=app.secret, calendar=app.calendar,
+                        resolver=dns, suffixes=PublicSuffixes())
+    dovecot.append([message(1)])
+    poller = make_poller(dovecot, ingest_with=pipeline)
+
+    assert poller.poll_once() == 0  # the DMARC lookup timed out: a temporary state, not a verdict
+    assert dovecot.uids("INBOX") == [1] and stored(db) == []
+    dns.down = False
+    assert poller.poll_once() == 1
+    assert dovecot.uids("INBOX") == [] and case_count(db) == 1
+
+
 def test_wrong_password_logs_a_clear_error_and_the_poller_keeps_retrying_until_stopped(
     dovecot: DovecotServer,
     make_poller: Callable[..., MailboxPoller],

@@ -117,8 +117,11 @@ class Deployment:
     def assert_each_case_notified_once(self, total: int) -> None:
         """One new-case notice to the team per case, and no acknowledgement twice (pat gets at
         most [autoreply] max_per_hour of them: loop protection)."""
-        new_case = self.notices("staff.new_case")
-        assert len(new_case) == total and len(set(new_case)) == total
+        # One notice per technician of the team (each carries that technician's own reply token).
+        result = self.cli("outbox", "list", "--limit", "100000", "--json")
+        assert result.status == 0, result.stderr
+        new_case = [(row["case"], tuple(row["recipients"])) for row in result.json() if row["kind"] == "staff.new_case"]
+        assert len(new_case) == len(set(new_case)) and len({case for case, _ in new_case}) == total
         acknowledged = self.notices("customer.ack")
         assert 0 < len(acknowledged) == len(set(acknowledged))
 

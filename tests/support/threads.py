@@ -33,7 +33,7 @@ from mailcase.domain import CaseStatus, Channel, RawMessage, format_case_number
 from mailcase.ingest.pipeline import IngestOutcome, Pipeline
 from mailcase.models import Case, HeldMessage, Outbox
 from mailcase.present import case_detail_json
-from mailcase.rules.tokens import reply_address
+from mailcase.rules.tokens import reply_address, staff_reply_address
 from mailcase.store.directory import import_directory, load_directory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,6 +145,10 @@ class ThreadDesk:
 
     def token_address(self, number: int) -> str:
         return reply_address(SUPPORT, number, self.app.secret)
+
+    def staff_token_address(self, number: int, technician: str) -> str:
+        """The Reply-To of a staff notice about case `number` to `technician` (their own token)."""
+        return staff_reply_address(SUPPORT, number, technician, self.app.secret)
 
     # --- agent work ---------------------------------------------------------------------------
 

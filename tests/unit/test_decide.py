@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailcase.domain import AutoKind, CaseStatus, CaseView, InboundMessage, Priority, Role, SenderView
+from mailcase.rules.authentication import Authentication
 from mailcase.rules.decide import (
     AppendUpdate,
     Facts,
@@ -95,6 +96,9 @@ def facts(
     match: Matched | Unmatched | None = None,
     **extra: object,
 ) -> Facts:
+    if sender.is_technician and case is not None and "authentication" not in extra:
+        # A technician answering through their own reply token for the case (the proven path).
+        extra["authentication"] = Authentication(technician_token_case=case.number)
     return Facts(
         message=msg or message(sender=sender),
         sender=sender,

@@ -19,6 +19,16 @@ LANGUAGES = ("en", "pt")
 SAMPLES: dict[str, dict[str, Any]] = {
     "customer.ack": {"case_number": 1042, "case_subject": "Phones down in Denver office"},
     "customer.non_mpoc": {"original_subject": "My headset is broken", "sender_address": "jo@acme.example"},
+    "customer.sender_unverified": {
+        "original_subject": "MACD: add 40 licences",
+        "claimed_address": "pat@acme.example",
+        "reason": "sender not authenticated (dmarc=fail, p=reject, d=acme.example)",
+    },
+    "staff.sender_unverified": {
+        "original_subject": "Re: [Case #00001042] Phones",
+        "claimed_address": "ana@support.example.com",
+        "reason": "technician ana@support.example.com not proven on case 00001042",
+    },
     "customer.reopened": {"case_number": 1042, "case_subject": "Phones down"},
     "customer.reply": {
         "case_number": 1042,
@@ -141,6 +151,8 @@ OPTIONAL: dict[str, dict[str, Any]] = {
         "chat_url": "https://support.example.com/chat",
     },
     "customer.non_mpoc": {"recipient_name": "Jo", "organisation_name": "Acme Corp", "support_phone": "+1 303 555 0100"},
+    "customer.sender_unverified": {"recipient_name": "Pat", "organisation_name": "Acme Corp"},
+    "staff.sender_unverified": {},
     "customer.reopened": {"recipient_name": "Pat"},
     "customer.reply": {"awaiting_customer": True},
     "customer.status_changed": {
