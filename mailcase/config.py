@@ -66,6 +66,8 @@ class ImapSettings:
     batch_size: int = 100
     timeout_seconds: int = 30
     idle: bool = True
+    # While IDLE reports nothing, search again this often anyway (a missed EXISTS costs this long).
+    safety_search_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +453,8 @@ def _validate(settings: Settings) -> None:
             )
         if not box.user:
             raise ConfigError(f"imap[{i}].user", "missing required value")
+        if box.safety_search_seconds <= 0:
+            raise ConfigError(f"imap[{i}].safety_search_seconds", "must be more than 0 seconds")
     try:
         ZoneInfo(settings.business.timezone)
     except (ZoneInfoNotFoundError, ValueError):

@@ -217,7 +217,8 @@ class MailboxPoller:
             self._stop.wait(self.settings.poll_interval_seconds)
 
     def _idle(self) -> None:
-        """IDLE (RFC 2177) until the server reports new mail, the renewal time or the stop event."""
+        """IDLE (RFC 2177) until the server reports new mail, the safety search or renewal is due,
+        or the stop event is set; the caller then searches again."""
         client = self._client
         client.idle()
         started = time.monotonic()
@@ -230,6 +231,11 @@ class MailboxPoller:
                     return
                 if time.monotonic() - started >= self._idle_renew_seconds:
                     self._log.debug("%s: renewing IDLE", self._where())
+                    return
+                # The safety search: a server that misses an EXISTS (or a notification lost
+                # between our last SEARCH and IDLE) costs at most this long, not a renewal.
+                if time.monotonic() - started >= self.settings.safety_search_seconds:
+                    self._log.debug("%s: safety search", self._where())
                     return
                 # idle_check() swallows end-of-file and returns nothing at once: a closed
                 # connection shows up only as a check that returns early with no response.
@@ -392,20 +398,36 @@ class MailboxPoller:
                 )
             last_uid = 0
             self._save_cursor(uidvalidity, 0)
-        # "n:*" always matches the highest UID, even when it is below n (RFC 3501 §6.4.8 and
-        # §9 seq-range), so filter.
-        uids = sorted(uid for uid in client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
+        # Search again after every batch (and so once more, finding nothing, right before IDLE):
+        # mail that arrives while a batch is processed is announced by EXISTS responses to our
+        # FETCH and MOVE commands, which imapclient does not keep, so IDLE would never report it.
         stored = 0
-        for start in range(0, len(uids), max(1, self.settings.batch_size)):
+        size = max(1, self.settings.batch_size)
+        while True:
             if self._stop.is_set():
                 return stored, True  # shutting down: a long backlog waits for the next start
-            batch = uids[start : start + max(1, self.settings.batch_size)]
+            uids = self._search_after(last_uid)
+            if not uids:
+                return stored, False
+            batch = uids[:size]
             for chunk in self._by_size(batch):
                 count, interrupted = self._process(chunk, uidvalidity)
                 stored += count
                 if interrupted:
                     return stored, True
-        return stored, False
+            last_uid = batch[-1]
+
+    def _search_after(self, last_uid: int) -> list[int]:
+        """The UIDs above `last_uid` now in the folder and not flagged \\Deleted, ascending.
+
+        A message someone flagged \\Deleted is on its way out by its owner's decision (RFC 3501
+        §2.3.2); it is neither stored nor moved (and on a server without MOVE or UIDPLUS, our own
+        copied-and-flagged messages are not fetched again).
+        """
+        # "n:*" always matches the highest UID, even when it is below n (RFC 3501 §6.4.8 and
+        # §9 seq-range), so filter.
+        found = self._client.search(["UID", f"{last_uid + 1}:*", "NOT", "DELETED"])
+        return sorted(uid for uid in found if uid > last_uid)
 
     def _by_size(self, batch: Sequence[int]) -> Iterator[list[int]]:
         """Split a batch so one FETCH brings at most `max_fetch_bytes` (one message at least)."""
