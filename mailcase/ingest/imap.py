@@ -32,7 +32,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -44,7 +44,8 @@ from mailcase.clock import Clock
 from mailcase.config import ImapSettings
 from mailcase.db import is_transient, release_advisory_lock, transaction, try_advisory_lock
 from mailcase.domain import Channel, RawMessage
-from mailcase.errors import ConfigError, MailcaseError, TransientError
+from mailcase.errors import ConfigError, MailcaseError, OAuthError, TransientError
+from mailcase.oauth.health import GREEN, RED, HealthBoard
 from mailcase.store.mailboxes import load_cursor, save_cursor
 
 Ingest = Callable[[RawMessage], object]
@@ -65,6 +66,12 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, IMAPClientError)
 
 class MailboxLoginFailed(MailcaseError):
     """The server refused our credentials; already logged once, without the password."""
+
+
+class TokenSource(Protocol):
+    """Access tokens for `[[imap]] auth = "oauth2"` (mailcase.oauth.grants.GrantManager)."""
+
+    def access_token(self, name: str, *, rejected: str = "") -> str: ...
 
 
 class MailboxPoller:
@@ -92,6 +99,8 @@ class MailboxPoller:
         max_fetch_bytes: int = MAX_FETCH_BYTES,
         ssl_context: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
+        tokens: TokenSource | None = None,
+        health: HealthBoard | None = None,
     ) -> None:
         if settings.processed_folder == settings.folder:
             raise ConfigError(f"imap.{settings.name}.processed_folder", "must differ from folder")
@@ -113,6 +122,10 @@ class MailboxPoller:
         self._lock_connection: sa.Connection | None = None
         self._waiting_for_lock = False
         self._warned_no_uidplus = False
+        if settings.auth == "oauth2" and tokens is None:
+            raise ConfigError(f"imap.{settings.name}.auth", "oauth2 needs the [oauth] grants")
+        self._tokens = tokens
+        self.health = health or HealthBoard()
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -270,16 +283,21 @@ class MailboxPoller:
             client.normalise_times = False  # aware datetimes from INTERNALDATE
             if s.tls == "starttls":
                 client.starttls(context)
-            try:
-                client.login(s.user, s.password)
-            except LoginError as error:
-                # One line, naming where and who; never the password.
-                self._log.error(
-                    "%s: IMAP login refused (%s); check user and password; retrying with backoff",
-                    self._where(),
-                    _text(error),
-                )
-                raise MailboxLoginFailed(str(error)) from None
+            if s.auth == "oauth2":
+                self._oauth_login(client)
+            else:
+                try:
+                    client.login(s.user, s.password)
+                except LoginError as error:
+                    # One line, naming where and who; never the password.
+                    self._log.error(
+                        "%s: IMAP login refused (%s); check user and password; retrying with backoff",
+                        self._where(),
+                        _text(error),
+                    )
+                    self._signed_in(False, _text(error))
+                    raise MailboxLoginFailed(str(error)) from None
+            self._signed_in(True, "")
             self._ensure_folder(client, s.processed_folder)
             selected = client.select_folder(s.folder)
             self._uidvalidity = int(selected[b"UIDVALIDITY"])
@@ -294,6 +312,41 @@ class MailboxPoller:
             self._uidvalidity,
             int(selected.get(b"EXISTS", 0)),
         )
+
+    def _oauth_login(self, client: Any) -> None:
+        """SASL OAUTHBEARER (RFC 7628) when advertised, else XOAUTH2; once more with a new token
+        when the server refuses this one (revoked or expired early)."""
+        s = self.settings
+        assert self._tokens is not None
+        token = ""
+        for attempt in (1, 2):
+            try:
+                token = self._tokens.access_token(s.oauth, rejected=token)
+            except OAuthError as error:
+                reason = f"no access token from grant {s.oauth}: {error}"
+                if self._signed_in(False, reason):
+                    self._log.error("%s: cannot sign in (%s); retrying with backoff", self._where(), reason)
+                raise MailboxLoginFailed(reason) from None
+            try:
+                if client.has_capability("AUTH=OAUTHBEARER"):
+                    client.oauthbearer_login(s.user, token)
+                else:
+                    client.oauth2_login(s.user, token)
+                return
+            except LoginError as error:
+                if attempt == 2:
+                    reason = f"server refused a fresh access token of grant {s.oauth}: {_text(error)}"
+                    if self._signed_in(False, reason):
+                        self._log.error("%s: cannot sign in (%s); retrying with backoff", self._where(), reason)
+                    raise MailboxLoginFailed(reason) from None
+                self._log.info("%s: access token refused; refreshing it", self._where())
+
+    def _signed_in(self, ok: bool, reason: str) -> bool:
+        """Record on the health board whether this mailbox can sign in; True on a change."""
+        changed = self.health.set(f"imap:{self.settings.name}", GREEN if ok else RED, reason, now=self._clock.now())
+        if ok and changed:
+            self._log.info("%s: signed in again; polling resumes from the UID cursor", self._where())
+        return changed
 
     def _ensure_folder(self, client: Any, folder: str) -> None:
         if client.folder_exists(folder):

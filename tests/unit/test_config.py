@@ -12,6 +12,7 @@ import pytest
 from mailcase.config import (
     DEFAULT_SLA,
     ImapSettings,
+    OAuthGrantSettings,
     Settings,
     SlaSettings,
     load_config,
@@ -68,7 +69,7 @@ def test_sample_config_names_every_setting() -> None:
             continue
         assert name in data, f"[{name}] missing from config.toml"
         settings_cls = type(getattr(Settings(), name))
-        expected = _section_fields(settings_cls) - {"teams"}
+        expected = _section_fields(settings_cls) - {"teams", "grants"}
         assert set(data[name]) - {"teams"} == expected, name
     assert set(data["sla"]) == set(DEFAULT_SLA)
     for key, table in data["sla"].items():
@@ -76,6 +77,7 @@ def test_sample_config_names_every_setting() -> None:
     # [[imap]] is commented out (no mailbox by default) but documented key by key.
     commented = re.findall(r"^# (\w+) += ", SAMPLE.read_text(encoding="utf-8"), flags=re.MULTILINE)
     assert _section_fields(ImapSettings) - {"password"} <= set(commented)
+    assert _section_fields(OAuthGrantSettings) - {"client_secret"} <= set(commented)
 
 
 def test_every_key_in_the_sample_config_is_commented() -> None:

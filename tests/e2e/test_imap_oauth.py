@@ -1,0 +1,186 @@
+"""IMAP sign-in with OAuth2 against a real Dovecot whose oauth2 passdb asks a local token server: sign-in, refresh, revocation, re-login, warnings, the red health state, and no mail lost or repeated."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from mailcase.app import App
+from mailcase.clock import FixedClock
+from mailcase.config import OAuthGrantSettings, OAuthSettings, Settings
+from mailcase.db import make_engine, transaction, upgrade_schema
+from mailcase.domain import RawMessage
+from mailcase.ingest.imap import MailboxLoginFailed, MailboxPoller
+from mailcase.models import Case
+from mailcase.oauth.grants import GrantAlert, GrantManager
+from mailcase.oauth.health import GREEN, RED, HealthBoard
+from mailcase.rules.directory_format import load_directory
+from mailcase.store.directory import import_directory
+from support.cli import REPO
+from support.dovecot import USER, DovecotServer, running_dovecot
+from support.oauth import TokenServer, token_server  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.dovecot
+
+LOGGER = "mailcase.ingest.imap.oauth-test"
+CLIENT_ID = "mailcase-desk"
+SECRET = "app-secret-0123456789"
+WAIT_SECONDS = 10.0
+
+
+def message(number: int) -> bytes:
+    return (
+        f"From: Pat Doe <pat@acme.example>\r\n"
+        f"To: support@support.example.com\r\n"
+        f"Subject: Router o{number} is down\r\n"
+        f"Message-ID: <o{number}.oauth-test@acme.example>\r\n"
+        f"\r\n"
+        f"Site {number} lost its uplink.\r\n"
+    ).encode()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = WAIT_SECONDS) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def subjects(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        return sorted(session.exec(select(Case.subject)))
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'mailcase.db'}")
+    upgrade_schema(engine)
+    directory = load_directory((REPO / "examples" / "directory.toml").read_text(encoding="utf-8"))
+    with transaction(engine) as session:
+        import_directory(directory, session=session)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def ingest(db: Engine, settings: Settings, clock: FixedClock) -> Callable[[RawMessage], object]:
+    return App(settings=settings, engine=db, clock=clock).pipeline()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def server(token_server: TokenServer) -> TokenServer:
+    token_server.clients[CLIENT_ID] = (SECRET, USER)
+    return token_server
+
+
+@pytest.fixture
+def dovecot(tmp_path: Path, server: TokenServer) -> Iterator[DovecotServer]:
+    with running_dovecot(tmp_path, oauth2_introspection_url=server.introspection_url) as running:
+        yield running
+
+
+def oauth_settings(tmp_path: Path, server: TokenServer, **grant: Any) -> OAuthSettings:
+    values: dict[str, Any] = dict(
+        provider="generic",
+        flow="client_credentials",
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        token_endpoint=server.token_endpoint,
+        ca_file=str(server.ca_file),
+    )
+    values.update(grant)
+    return OAuthSettings(token_file=str(tmp_path / "tokens.json"), grants={"desk": OAuthGrantSettings(**values)})
+
+
+@pytest.fixture
+def alerts() -> list[GrantAlert]:
+    return []
+
+
+@pytest.fixture
+def health() -> HealthBoard:
+    return HealthBoard()
+
+
+@pytest.fixture
+def grants(tmp_path: Path, server: TokenServer, clock: FixedClock, health: HealthBoard, alerts: list[GrantAlert]) -> GrantManager:
+    return GrantManager(oauth_settings(tmp_path, server), clock=clock, health=health, alert=alerts.append)
+
+
+@pytest.fixture
+def make_poller(
+    db: Engine, ingest: Callable[[RawMessage], object], clock: FixedClock, grants: GrantManager, health: HealthBoard
+) -> Iterator[Callable[..., MailboxPoller]]:
+    pollers: list[MailboxPoller] = []
+
+    def make(server: DovecotServer, **settings: Any) -> MailboxPoller:
+        poller = MailboxPoller(
+            server.settings(**{"auth": "oauth2", "oauth": "desk", "password": "", **settings}),
+            ingest=ingest,
+            engine=db,
+            clock=clock,
+            stop=threading.Event(),
+            logger=logging.getLogger(LOGGER),
+            lock_retry_seconds=0.1,
+            backoff_base_seconds=0.05,
+            backoff_max_seconds=0.3,
+            tokens=grants,
+            health=health,
+        )
+        pollers.append(poller)
+        return poller
+
+    yield make
+    for poller in pollers:
+        poller.close()
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[[MailboxPoller], threading.Thread]]:
+    started: list[tuple[MailboxPoller, threading.Thread]] = []
+
+    def start(poller: MailboxPoller) -> threading.Thread:
+        thread = threading.Thread(target=poller.run, daemon=True)
+        thread.start()
+        started.append((poller, thread))
+        return thread
+
+    yield start
+    for poller, thread in started:
+        poller.stop()
+        thread.join(timeout=WAIT_SECONDS)
+        assert not thread.is_alive(), "poller did not stop"
+
+
+# -- the tests --------------------------------------------------------------------------------
+
+
+def test_app_only_grant_signs_in_with_oauthbearer_and_stores_the_mail(
+    dovecot: DovecotServer, make_poller: Callable[..., MailboxPoller], db: Engine, server: TokenServer,
+    tmp_path: Path, health: HealthBoard,
+) -> None:
+    assert b"AUTH=OAUTHBEARER" in dovecot.greeting_capabilities()
+    dovecot.append([message(1), message(2)])
+
+    assert make_poller(dovecot).poll_once() == 2
+
+    assert subjects(db) == ["Router o1 is down", "Router o2 is down"]
+    assert server.grants("client_credentials") == 1
+    assert server.introspections >= 1
+    token_file = tmp_path / "tokens.json"
+    assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+    health_of_mailbox = health.get("imap:desk")
+    assert health_of_mailbox is not None and health_of_mailbox.state == GREEN
