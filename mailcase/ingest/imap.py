@@ -328,10 +328,7 @@ class MailboxPoller:
                     self._log.error("%s: cannot sign in (%s); retrying with backoff", self._where(), reason)
                 raise MailboxLoginFailed(reason) from None
             try:
-                if client.has_capability("AUTH=OAUTHBEARER"):
-                    client.oauthbearer_login(s.user, token)
-                else:
-                    client.oauth2_login(s.user, token)
+                _sasl_bearer(client, s.user, token)
                 return
             except LoginError as error:
                 if attempt == 2:
@@ -587,6 +584,41 @@ class MailboxPoller:
                 last_uid=last_uid,
                 now=self._clock.now(),
             )
+
+
+def _sasl_bearer(client: Any, user: str, token: str) -> None:
+    """AUTHENTICATE OAUTHBEARER (RFC 7628) when advertised, else XOAUTH2, answering an error
+    challenge with the dummy response both require (RFC 7628 §3.2.3).
+
+    imapclient's own `oauth2_login`/`oauthbearer_login` send the credentials again in answer to
+    the error challenge, which leaves the server waiting for the protocol's dummy reply: the
+    failure then shows only as a socket timeout instead of a clear NO.
+    """
+    if client.has_capability("AUTH=OAUTHBEARER"):
+        mechanism = "OAUTHBEARER"
+        identity = user.replace("=", "=3D").replace(",", "=2C")
+        initial = f"n,a={identity},\x01auth=Bearer {token}\x01\x01"
+    else:
+        mechanism = "XOAUTH2"
+        initial = f"user={user}\x01auth=Bearer {token}\x01\x01"
+    sent: list[bool] = []
+
+    def respond(_challenge: bytes) -> str:
+        if sent:
+            return "\x01"
+        sent.append(True)
+        return initial
+
+    try:
+        # imaplib's authenticate through imapclient's documented escape hatch (`_imap`):
+        # imapclient has no way to supply a challenge-aware SASL callback.
+        typ, data = client._imap.authenticate(mechanism, respond)
+    except IMAPClientError as error:
+        raise LoginError(_text(error)) from None
+    except client._imap.error as error:
+        raise LoginError(_text(error)) from None
+    if typ != "OK":
+        raise LoginError(_text(data[0] if data else typ))
 
 
 class _Backoff:

@@ -79,7 +79,7 @@ class TokenFile:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[dict[str, StoredGrant]]:
-        """The grants, exclusively; changes made to the mapping are written when the block ends."""
+        """The grants, exclusively; changes made to the mapping are written when the block ends (even by an exception)."""
         with self._thread_lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
@@ -87,10 +87,13 @@ class TokenFile:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 grants = self._read()
                 before = {name: grant.to_json() for name, grant in grants.items()}
-                yield grants
-                after = {name: grant.to_json() for name, grant in grants.items()}
-                if after != before:
-                    self._write(after)
+                try:
+                    yield grants
+                finally:
+                    # Also when the block raised: a failed refresh records the grant's new state.
+                    after = {name: grant.to_json() for name, grant in grants.items()}
+                    if after != before:
+                        self._write(after)
             finally:
                 os.close(fd)  # closing releases the flock
 

@@ -184,3 +184,91 @@ def test_app_only_grant_signs_in_with_oauthbearer_and_stores_the_mail(
     assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
     health_of_mailbox = health.get("imap:desk")
     assert health_of_mailbox is not None and health_of_mailbox.state == GREEN
+
+
+def test_without_oauthbearer_the_poller_signs_in_with_xoauth2(
+    tmp_path: Path, server: TokenServer, make_poller: Callable[..., MailboxPoller], db: Engine
+) -> None:
+    with running_dovecot(tmp_path / "x", oauth2_introspection_url=server.introspection_url, oauthbearer=False) as xo:
+        capabilities = xo.greeting_capabilities()
+        assert b"AUTH=XOAUTH2" in capabilities and b"AUTH=OAUTHBEARER" not in capabilities
+        xo.append([message(1)])
+
+        assert make_poller(xo).poll_once() == 1
+
+    assert subjects(db) == ["Router o1 is down"]
+
+
+def test_token_is_refreshed_before_it_expires_not_after(
+    dovecot: DovecotServer, make_poller: Callable[..., MailboxPoller], db: Engine, server: TokenServer,
+    grants: GrantManager, clock: FixedClock,
+) -> None:
+    first = grants.access_token("desk")
+    assert grants.access_token("desk") == first, "a valid token is reused, not fetched again"
+    # 3,600 s tokens, refreshed 300 s (refresh_margin_seconds) ahead: at 3,299 s still reused,
+    # at 3,301 s a new one, while the old one would still have worked for 299 s.
+    clock.advance(seconds=3299)
+    assert grants.access_token("desk") == first
+    clock.advance(seconds=2)
+    second = grants.access_token("desk")
+    assert second != first
+    assert first in server.live_tokens(), "refreshed before the server expired it"
+    dovecot.append([message(1)])
+
+    assert make_poller(dovecot).poll_once() == 1
+    assert server.grants("client_credentials") == 2
+
+
+def test_a_token_the_server_expired_early_is_replaced_at_once_and_no_mail_waits(
+    dovecot: DovecotServer, make_poller: Callable[..., MailboxPoller], db: Engine, server: TokenServer,
+    grants: GrantManager,
+) -> None:
+    grants.access_token("desk")
+    server.expire_all()  # the server's 401: our copy still looks valid for an hour
+    dovecot.append([message(1)])
+
+    assert make_poller(dovecot).poll_once() == 1
+
+    assert subjects(db) == ["Router o1 is down"]
+    assert server.grants("client_credentials") == 2
+
+
+def test_revoked_grant_turns_the_mailbox_red_logs_and_alerts_once_then_resumes_without_loss(
+    dovecot: DovecotServer, make_poller: Callable[..., MailboxPoller], running: Callable[[MailboxPoller], threading.Thread],
+    db: Engine, server: TokenServer, health: HealthBoard, alerts: list[GrantAlert], caplog: pytest.LogCaptureFixture,
+) -> None:
+    dovecot.append([message(1)])
+    poller = make_poller(dovecot, poll_interval_seconds=600)
+    with caplog.at_level(logging.INFO):
+        running(poller)
+        assert wait_until(lambda: subjects(db) == ["Router o1 is down"])
+
+        # The app registration's secret is rotated out from under us and the server drops us.
+        server.clients[CLIENT_ID] = ("a-new-secret", USER)
+        server.revoke_all()
+        dovecot.kick()
+        dovecot.append([message(2), message(3)])
+
+        assert wait_until(lambda: (health.get("imap:desk") or health.get("x")).state == RED)  # type: ignore[union-attr]
+        time.sleep(0.5)  # several backoff retries (0.05-0.3 s) happen meanwhile
+        red = health.get("imap:desk")
+        assert red is not None and "invalid_client" in red.reason
+        grant_health = health.get("oauth:desk")
+        assert grant_health is not None and grant_health.state == RED
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len([r for r in errors if "cannot sign in" in r.getMessage()]) == 1, "once per state change"
+        assert len([r for r in errors if "oauth grant desk: signed out" in r.getMessage()]) == 1
+        assert [(a.grant, a.condition) for a in alerts] == [("desk", "signed_out")]
+        assert all(SECRET not in r.getMessage() and "a-new-secret" not in r.getMessage() for r in caplog.records)
+        assert subjects(db) == ["Router o1 is down"]
+
+        # The operator puts the new secret in place (here: the server accepts the old one again).
+        server.clients[CLIENT_ID] = (SECRET, USER)
+
+        assert wait_until(lambda: len(subjects(db)) == 3), "polling resumes from the UID cursor"
+        assert subjects(db) == ["Router o1 is down", "Router o2 is down", "Router o3 is down"]
+        assert wait_until(lambda: (health.get("imap:desk") or red).state == GREEN)
+        assert any("signed in again" in r.getMessage() for r in caplog.records)
+        assert [(a.grant, a.condition) for a in alerts] == [("desk", "signed_out"), ("desk", "ok")]
+    assert wait_until(lambda: dovecot.uids("INBOX") == [])
+    assert len(dovecot.uids("Processed")) == 3

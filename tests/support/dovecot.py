@@ -166,6 +166,18 @@ class DovecotServer:
             _wait_or_kill(process)
             self._process = None
 
+    def kick(self, user: str | None = None) -> None:
+        """Disconnect every session of `user` (`doveadm kick`), as a server-side sign-out does."""
+        doveadm = shutil.which("doveadm") or shutil.which("doveadm", path="/usr/bin:/usr/sbin")
+        if doveadm is None:
+            raise RuntimeError("doveadm is missing (it comes with dovecot-core)")
+        subprocess.run(
+            [doveadm, "-c", str(self.root / "dovecot.conf"), "kick", user or self.user],
+            check=True,
+            capture_output=True,
+            timeout=STOP_TIMEOUT_SECONDS,
+        )
+
     def restart(self) -> None:
         """Stop, then start again on the same port and Maildir."""
         self.stop()
