@@ -273,7 +273,7 @@ def poll_mailboxes(app: App) -> dict[str, str]:
     import threading
 
     from mailcase.errors import MailcaseError
-    from mailcase.ingest.imap import CONNECTION_ERRORS, MailboxLoginFailed, MailboxPoller
+    from mailcase.ingest.imap import CONNECTION_ERRORS, MailboxLoginFailed
 
     results: dict[str, str] = {}
     if not app.settings.imap:
@@ -281,9 +281,7 @@ def poll_mailboxes(app: App) -> dict[str, str]:
     pipeline = app.pipeline()
     for box in app.settings.imap:
         logger = logging.getLogger(f"mailcase.ingest.imap.{box.name}")
-        poller = MailboxPoller(
-            box, ingest=pipeline, engine=app.engine, clock=app.clock, stop=threading.Event(), logger=logger
-        )
+        poller = app.mailbox_poller(box, ingest=pipeline, stop=threading.Event(), logger=logger)
         try:
             results[box.name] = f"{poller.poll_once()} message(s) stored"
         except MailboxLoginFailed:
