@@ -7,7 +7,7 @@ from typing import Any
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    from mailcase.commands import cases, daemon, directory, mail, maintenance, schema, status, subscriptions
+    from mailcase.commands import cases, daemon, directory, mail, maintenance, oauth, schema, status, subscriptions
 
-    for module in (schema, directory, cases, mail, daemon, maintenance, subscriptions, status):
+    for module in (schema, directory, cases, mail, daemon, maintenance, subscriptions, status, oauth):
         module.register(sub)

@@ -161,27 +161,32 @@ class GrantManager:
         if changed:
             previous = stored.state
             stored.state, stored.state_since = state, now
-            if state == OK:
-                if previous != SIGNED_OUT or stored.error:
-                    self._log.info("oauth grant %s: tokens refreshed again; signed in", name)
+            recovered = state == OK and previous in (FAILED, SIGNED_OUT)
+            if recovered:
+                self._log.info("oauth grant %s: signed in again", name)
             elif state == FAILED:
                 self._log.error("oauth grant %s: token refresh failed (%s); retrying", name, reason)
-            else:
+            elif state == SIGNED_OUT:
                 self._log.error(
                     "oauth grant %s: signed out (%s); run `mailcase oauth login %s` or fix the app registration",
                     name,
                     reason,
                     name,
                 )
-            if state != OK or stored.error:
+            if state != OK or recovered:
                 self._notify(GrantAlert(name, state, reason, now))
         stored.error = reason
         self.health.set(f"oauth:{name}", GREEN if state == OK else RED, reason, now=now)
 
     def _warn_expiry(self, name: str, settings: OAuthGrantSettings, stored: StoredGrant, now: datetime) -> None:
         warning = self.expiry_warning(settings, stored, now)
-        if warning and stored.warned != warning:
-            stored.warned = warning
+        # Keyed by what expires (a refresh token's expiry slides forward with every refresh), so
+        # one warning per condition; it may come again once the condition has cleared.
+        key = warning.split(" expires")[0] + (warning.split(" expires")[1] if warning.startswith("client secret") else "")
+        if not warning:
+            stored.warned = ""
+        elif stored.warned != key:
+            stored.warned = key
             self._log.error("oauth grant %s: %s (within %d days); renew it", name, warning, self.settings.warn_days)
             self._notify(GrantAlert(name, "expiring", warning, now))
         if stored.state == OK:

@@ -225,8 +225,23 @@ def _authority(grant: OAuthGrantSettings) -> str:
     return grant.authority or MICROSOFT_AUTHORITY.format(tenant=grant.tenant)
 
 
+def _session(grant: OAuthGrantSettings) -> Any:
+    """A requests session that trusts `ca_file` when one is configured.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment override a session's
+    `verify`, so with a ca_file the environment is not consulted (proxies from it neither).
+    """
+    import requests
+
+    session = requests.Session()
+    if grant.ca_file:
+        session.verify = grant.ca_file
+        session.trust_env = False
+    return session
+
+
 def _msal_options(grant: OAuthGrantSettings) -> dict[str, Any]:
-    options: dict[str, Any] = {"authority": _authority(grant), "verify": grant.ca_file or True}
+    options: dict[str, Any] = {"authority": _authority(grant), "http_client": _session(grant), "timeout": HTTP_TIMEOUT_SECONDS}
     if grant.authority:
         # A sovereign cloud, ADFS or a test server: do not ask Microsoft's instance discovery.
         options["instance_discovery"] = False
@@ -293,12 +308,9 @@ def _msal_token(result: dict[str, Any], now: datetime, refresh_token: str) -> To
 
 
 def _google_request(grant: OAuthGrantSettings) -> Any:
-    import requests
     from google.auth.transport.requests import Request
 
-    session = requests.Session()
-    session.verify = grant.ca_file or True
-    return Request(session=session)
+    return Request(session=_session(grant))
 
 
 def _google_fetch(grant: OAuthGrantSettings, refresh_token: str, now: datetime) -> Token:

@@ -35,8 +35,9 @@ class StoredGrant:
     account: str = ""
     scopes: tuple[str, ...] = ()
     obtained_at: datetime | None = None
-    # "ok", "failed" (the last refresh failed) or "signed_out" (never signed in, or revoked).
-    state: str = "signed_out"
+    # "" (never tried), "ok", "failed" (the last refresh failed: unreachable, retried) or
+    # "signed_out" (refused: not signed in yet, revoked, a wrong or expired secret).
+    state: str = ""
     state_since: datetime | None = None
     error: str = ""
     # The expiry warning last logged and mailed ("client secret expires 2027-06-30"), so each

@@ -25,6 +25,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -228,8 +229,22 @@ class TokenServer:
             del self.devices[form["device_code"]]
             answer = self._issue(user, client, with_refresh=True)
             answer["account"] = user
+            answer["id_token"] = self._id_token(user, client)
             return 200, answer
         return 400, {"error": "unsupported_grant_type"}
+
+    def _id_token(self, user: str, client: str) -> str:
+        """An unsigned OpenID Connect ID token naming the account (msal reads preferred_username)."""
+        now = int(time.time())
+        claims = {
+            "iss": f"{self.authority}/v2.0", "aud": client, "iat": now, "exp": now + 3600,
+            "sub": user, "oid": user, "tid": TENANT, "preferred_username": user,
+        }  # fmt: skip
+
+        def part(value: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+        return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
     def device(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         with self._lock:
