@@ -344,12 +344,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(prefix or "(top level)", f"expected a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    grants: dict[str, Any] = {}
     if cls is OAuthSettings:
         # `[oauth.<name>]` tables sit beside the section's own keys; they are the grants.
-        grants = {k: v for k, v in data.items() if k not in names and isinstance(v, dict)}
-        if grants:
-            data = {k: v for k, v in data.items() if k not in grants}
-            data["grants"] = {**data.get("grants", {}), **grants}
+        grants = {k: v for k, v in data.items() if isinstance(v, dict) and k not in names - {"grants"}}
+        data = {k: v for k, v in data.items() if k not in grants}
     for key in data:
         if key not in names:
             raise ConfigError(_join(prefix, key), "unknown key")
@@ -360,6 +359,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             if cls is Settings and f.name == "sla" and isinstance(raw, dict):
                 raw = _with_sla_defaults(raw)
             values[f.name] = _convert(hints[f.name], raw, _join(prefix, f.name))
+    if grants:
+        values["grants"] = {k: _build(OAuthGrantSettings, v, _join(prefix, k)) for k, v in grants.items()}
     built = cls(**values)
     if cls is Settings and "sla" in data:
         merged = dict(DEFAULT_SLA)

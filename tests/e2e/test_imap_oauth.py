@@ -272,3 +272,48 @@ def test_revoked_grant_turns_the_mailbox_red_logs_and_alerts_once_then_resumes_w
         assert [(a.grant, a.condition) for a in alerts] == [("desk", "signed_out"), ("desk", "ok")]
     assert wait_until(lambda: dovecot.uids("INBOX") == [])
     assert len(dovecot.uids("Processed")) == 3
+
+
+def _service_account_key(path: Path, account: str) -> None:
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path.write_text(json.dumps({
+        "type": "service_account", "private_key": pem.decode(), "client_email": account,
+        "private_key_id": "k1", "token_uri": "https://oauth2.googleapis.com/token",
+    }))  # fmt: skip
+
+
+@pytest.mark.parametrize("provider", ["microsoft", "google"])
+def test_msal_and_google_auth_tokens_sign_the_poller_in(
+    provider: str, dovecot: DovecotServer, server: TokenServer, tmp_path: Path, clock: FixedClock, db: Engine,
+    ingest: Callable[[RawMessage], object],
+) -> None:
+    if provider == "microsoft":
+        grant = OAuthGrantSettings(
+            provider="microsoft", authority=server.authority, client_id=CLIENT_ID, client_secret=SECRET,
+            ca_file=str(server.ca_file),
+        )  # fmt: skip
+    else:
+        account = "mailcase@desk.iam.gserviceaccount.com"
+        server.service_accounts.add(account)
+        _service_account_key(tmp_path / "sa.json", account)
+        grant = OAuthGrantSettings(
+            provider="google", service_account_file=str(tmp_path / "sa.json"), subject=USER,
+            token_endpoint=server.token_endpoint, ca_file=str(server.ca_file),
+        )  # fmt: skip
+    grants = GrantManager(OAuthSettings(token_file=str(tmp_path / "t.json"), grants={"desk": grant}), clock=clock)
+    dovecot.append([message(1)])
+    poller = MailboxPoller(
+        dovecot.settings(auth="oauth2", oauth="desk", password=""), ingest=ingest, engine=db, clock=clock,
+        stop=threading.Event(), tokens=grants,
+    )  # fmt: skip
+    try:
+        assert poller.poll_once() == 1
+    finally:
+        poller.close()
+    assert subjects(db) == ["Router o1 is down"]

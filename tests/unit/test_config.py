@@ -387,3 +387,63 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.smtp.port = 1  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------
+# OAuth2 grants
+
+M365 = '[oauth.m365]\nprovider = "microsoft"\ntenant = "contoso.onmicrosoft.com"\nclient_id = "app"\n'
+
+
+def test_oauth_grants_sit_beside_the_oauth_keys_and_secrets_come_from_files(tmp_path: Path) -> None:
+    (tmp_path / "m365-secret").write_text("s3cret-value\n")
+    path = write(
+        tmp_path,
+        "[oauth]\nwarn_days = 10\n" + M365 + 'client_secret_file = "m365-secret"\nclient_secret_expires = "2027-06-30"\n'
+        + IMAP_BOX + 'auth = "oauth2"\noauth = "m365"\n'
+        + '[outbound]\nauth = "oauth2"\noauth = "m365"\nuser = "desk@support.example.com"\nstarttls = true\n',
+    )
+
+    settings = load_config(path, {})
+
+    grant = settings.oauth.grants["m365"]
+    assert grant.client_secret == "s3cret-value"
+    assert grant.effective_flow() == "client_credentials"
+    assert settings.oauth.warn_days == 10
+    assert settings.oauth.token_file == str(tmp_path / "oauth-tokens.json")
+    assert (settings.imap[0].auth, settings.imap[0].oauth) == ("oauth2", "m365")
+    assert "s3cret-value" not in repr(settings)
+
+
+def test_an_oauth_grant_can_come_from_the_environment(tmp_path: Path) -> None:
+    settings = load_config(
+        None,
+        {
+            "MAILCASE_OAUTH__GWS__PROVIDER": "google",
+            "MAILCASE_OAUTH__GWS__CLIENT_ID": "1234.apps.googleusercontent.com",
+            "MAILCASE_OAUTH__GWS__SCOPES": "https://mail.google.com/",
+        },
+    )
+    grant = settings.oauth.grants["gws"]
+    assert (grant.provider, grant.effective_flow(), grant.scopes) == ("google", "device_code", ("https://mail.google.com/",))
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (IMAP_BOX + 'auth = "kerberos"\n', "imap[0].auth"),
+        (IMAP_BOX + 'auth = "oauth2"\noauth = "nope"\n', "imap[0].oauth"),
+        ('[outbound]\nauth = "oauth2"\noauth = "m365"\n' + M365, "outbound.user"),
+        ('[oauth.x]\nprovider = "yahoo"\nclient_id = "a"\n', "oauth.x.provider"),
+        ('[oauth.x]\nprovider = "generic"\nclient_id = "a"\n', "oauth.x.token_endpoint"),
+        ('[oauth.x]\nprovider = "microsoft"\nclient_id = "a"\n', "oauth.x.tenant"),
+        ('[oauth.x]\nprovider = "google"\nflow = "service_account"\n', "oauth.x.service_account_file"),
+        ('[oauth.x]\nprovider = "microsoft"\ntenant = "t"\nclient_id = "a"\nflow = "client_credentials"\n', "oauth.x.client_secret_file"),
+        (M365 + 'client_secret_expires = "soon"\nclient_secret = "x"\n', "oauth.m365.client_secret_expires"),
+        (M365 + "colour = 3\n", "oauth.m365.colour"),
+        ("[oauth]\nwarn_days = -1\n", "oauth.warn_days"),
+        (IMAP_BOX + "safety_search_seconds = 0\n", "imap[0].safety_search_seconds"),
+    ],
+)
+def test_each_oauth_mistake_names_its_dotted_key(tmp_path: Path, text: str, key: str) -> None:
+    assert config_error(write(tmp_path, text)).key == key
