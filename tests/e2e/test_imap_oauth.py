@@ -317,3 +317,48 @@ def test_msal_and_google_auth_tokens_sign_the_poller_in(
     finally:
         poller.close()
     assert subjects(db) == ["Router o1 is down"]
+
+
+def test_tick_reads_an_oauth2_mailbox_configured_as_an_operator_would(
+    dovecot: DovecotServer, server: TokenServer, tmp_path: Path
+) -> None:
+    from support.cli import SAMPLE_CONFIG, run_mailcase
+
+    (tmp_path / "desk-secret").write_text(SECRET + "\n")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        SAMPLE_CONFIG.read_text(encoding="utf-8")
+        + f"""
+[oauth.desk]
+provider = "generic"
+token_endpoint = "{server.token_endpoint}"
+client_id = "{CLIENT_ID}"
+client_secret_file = "desk-secret"
+ca_file = "{server.ca_file}"
+
+[[imap]]
+name = "desk"
+host = "{dovecot.host}"
+port = {dovecot.port}
+tls = "none"
+user = "{USER}"
+auth = "oauth2"
+oauth = "desk"
+"""
+    )
+    url = f"sqlite:///{tmp_path / 'mailcase.db'}"
+    env = {"MAILCASE_OUTBOUND__ENABLED": "false"}
+    assert run_mailcase(["init"], database_url=url, config=config, env=env).status == 0
+    directory = REPO / "examples" / "directory.toml"
+    assert run_mailcase(["directory", "import", str(directory)], database_url=url, config=config, env=env).status == 0
+    dovecot.append([message(1), message(2)])
+
+    tick = run_mailcase(["tick", "--json"], database_url=url, config=config, env=env)
+
+    assert tick.status == 0, tick.stderr
+    assert tick.json()["imap"] == {"desk": "2 message(s) stored"}
+    cases = run_mailcase(["cases", "list", "--json"], database_url=url, config=config, env=env).json()
+    assert sorted(case["subject"] for case in cases) == ["Router o1 is down", "Router o2 is down"]
+    status = run_mailcase(["oauth", "status", "--json"], database_url=url, config=config, env=env).json()
+    assert [(row["name"], row["state"], row["used_by"]) for row in status] == [("desk", "ok", ["imap:desk"])]
+    assert (tmp_path / "oauth-tokens.json").exists()
