@@ -101,7 +101,14 @@ class App:
         """The OAuth2 grants of [oauth.<name>]: access tokens for IMAP and outbound SMTP."""
         from mailcase.oauth.grants import GrantManager
 
-        return GrantManager(self.settings.oauth, clock=self.clock, health=self.health, alert=self.queue_oauth_alert)
+        store = None
+        if self.settings.oauth.store == "database":
+            from mailcase.oauth.tokens import DatabaseTokenStore
+
+            store = DatabaseTokenStore(self.engine, self.secret, self.settings.oauth.grants)
+        return GrantManager(
+            self.settings.oauth, clock=self.clock, health=self.health, alert=self.queue_oauth_alert, store=store
+        )
 
     def queue_oauth_alert(self, alert) -> None:  # type: ignore[no-untyped-def]
         """Mail the admin about a grant's new state, once: the key names the grant, the state and

@@ -134,6 +134,8 @@ class OAuthGrantSettings:
 
 @dataclass(frozen=True, slots=True)
 class OAuthSettings:
+    # "file" (token_file, flock) or "database" (PostgreSQL rows, encrypted, FOR UPDATE).
+    store: str = "file"
     token_file: str = "oauth-tokens.json"
     warn_days: int = 14
     refresh_margin_seconds: int = 300
@@ -549,7 +551,7 @@ def _validate(settings: Settings) -> None:
     _validate_auth("outbound", settings.outbound.auth, settings.outbound.oauth, settings.oauth)
     if settings.outbound.auth == "oauth2" and not settings.outbound.user:
         raise ConfigError("outbound.user", "oauth2 needs the mailbox address to send as")
-    _validate_oauth(settings.oauth)
+    _validate_oauth(settings.oauth, settings.database.url)
     try:
         ZoneInfo(settings.business.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -599,7 +601,11 @@ def _validate_auth(key: str, auth: str, grant: str, oauth: OAuthSettings) -> Non
         raise ConfigError(f"{key}.oauth", f"names no [oauth.<name>] grant ({known})")
 
 
-def _validate_oauth(oauth: OAuthSettings) -> None:
+def _validate_oauth(oauth: OAuthSettings, database_url: str) -> None:
+    if oauth.store not in ("file", "database"):
+        raise ConfigError("oauth.store", "must be file or database")
+    if oauth.store == "database" and not database_url.startswith("postgresql"):
+        raise ConfigError("oauth.store", "database needs PostgreSQL (on SQLite, keep the token file)")
     if oauth.warn_days < 0:
         raise ConfigError("oauth.warn_days", "must not be negative")
     for name, grant in oauth.grants.items():

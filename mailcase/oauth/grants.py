@@ -17,11 +17,12 @@ client secret expiring within `[oauth] warn_days`) work the same way, once per d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from mailcase.clock import Clock
 from mailcase.config import OAuthGrantSettings, OAuthSettings
@@ -51,6 +52,14 @@ class GrantAlert:
 Alert = Callable[[GrantAlert], None]
 
 
+class TokenStore(Protocol):
+    """Where grants are kept: TokenFile (default) or DatabaseTokenStore (`[oauth] store = "database"`)."""
+
+    def locked(self) -> contextlib.AbstractContextManager[dict[str, StoredGrant]]: ...
+
+    def read(self) -> dict[str, StoredGrant]: ...
+
+
 class GrantManager:
     def __init__(
         self,
@@ -60,13 +69,14 @@ class GrantManager:
         health: HealthBoard | None = None,
         alert: Alert | None = None,
         logger: logging.Logger | None = None,
+        store: TokenStore | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
         self.health = health or HealthBoard()
         self._alert = alert
         self._log = logger or log
-        self._file = TokenFile(settings.token_file)
+        self._file: TokenStore = store or TokenFile(settings.token_file)
 
     def grant(self, name: str) -> OAuthGrantSettings:
         try:

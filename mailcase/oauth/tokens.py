@@ -9,13 +9,15 @@ reads the token the first one stored. Writes go to a temporary file in the same 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -126,3 +128,57 @@ class TokenFile:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+
+
+class DatabaseTokenStore:
+    """The same interface as TokenFile, in the database (`[oauth] store = "database"`): for several
+    daemons on several hosts, which share no file. Each grant is encrypted (Fernet: AES-128-CBC
+    and HMAC-SHA256) with a key derived from the installation secret, so a database dump alone
+    holds no usable token. The rows are locked FOR UPDATE for the whole read-refresh-write."""
+
+    def __init__(self, engine: Any, secret: bytes, names: Iterable[str]) -> None:
+        from cryptography.fernet import Fernet
+
+        self._engine = engine
+        self._names = tuple(names)
+        key = base64.urlsafe_b64encode(hashlib.sha256(b"mailcase oauth grants\x00" + secret).digest())
+        self._fernet = Fernet(key)
+        self._thread_lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[dict[str, StoredGrant]]:
+        from cryptography.fernet import InvalidToken
+        from sqlmodel import Session
+
+        from mailcase.store.oauth_grants import lock_grants, save_grant
+
+        with self._thread_lock, Session(self._engine) as session:
+            try:
+                encrypted = lock_grants(session=session, names=self._names)
+                grants: dict[str, StoredGrant] = {}
+                for name, value in encrypted.items():
+                    if not value:
+                        continue
+                    try:
+                        grants[name] = StoredGrant.from_json(json.loads(self._fernet.decrypt(value.encode())))
+                    except InvalidToken:
+                        # Another installation secret: unusable, as if never signed in.
+                        grants[name] = StoredGrant(error="stored grant not readable with this installation secret")
+                before = {name: grant.to_json() for name, grant in grants.items()}
+                try:
+                    yield grants
+                finally:
+                    # Also when the block raised: a failed refresh records the grant's new state.
+                    for name, grant in grants.items():
+                        data = grant.to_json()
+                        if before.get(name) != data:
+                            token = self._fernet.encrypt(json.dumps(data, sort_keys=True).encode()).decode()
+                            save_grant(session=session, name=name, value=token)
+                    session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def read(self) -> dict[str, StoredGrant]:
+        with self.locked() as grants:
+            return dict(grants)

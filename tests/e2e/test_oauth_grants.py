@@ -373,3 +373,63 @@ def test_a_failing_grant_mails_the_admin_once_however_often_it_is_retried(
     rendered = app.renderer().render(rows[0].template, rows[0].locale, rows[0].context)
     assert rendered.subject == "[mailcase] OAuth2 grant m365: signed out"
     assert "mailcase oauth login m365" in rendered.text
+
+
+# -- grants in PostgreSQL ----------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_grants_in_postgresql_are_encrypted_and_two_daemons_refresh_once(
+    token_server: TokenServer, tmp_path: Path, clock: FixedClock, migrated_pg_url: str
+) -> None:
+    import sqlalchemy as sa
+
+    from mailcase.oauth.tokens import DatabaseTokenStore
+
+    token_server.clients["app"] = (SECRET, USER)
+    settings = OAuthSettings(
+        store="database",
+        grants={"m365": OAuthGrantSettings(provider="generic", flow="client_credentials", client_id="app",
+                client_secret=SECRET, token_endpoint=token_server.token_endpoint, ca_file=str(token_server.ca_file))},
+    )  # fmt: skip
+    engines = [make_engine(migrated_pg_url) for _ in range(2)]  # two daemons: two pools, two connections
+    try:
+        managers = [
+            GrantManager(settings, clock=clock, store=DatabaseTokenStore(engine, b"installation-secret", ["m365"]))
+            for engine in engines
+        ]
+        tokens: list[str] = []
+        start = threading.Barrier(6)
+
+        def fetch(m: GrantManager) -> None:
+            start.wait()
+            tokens.append(m.access_token("m365"))
+
+        threads = [threading.Thread(target=fetch, args=(managers[i % 2],)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+
+        assert len(tokens) == 6 and len(set(tokens)) == 1
+        assert token_server.grants("client_credentials") == 1
+        with engines[0].connect() as connection:
+            stored = connection.execute(sa.text("SELECT value FROM installation WHERE key = 'oauth_grant:m365'")).scalar_one()
+        assert tokens[0] not in stored and "access_token" not in stored, "encrypted at rest"
+        assert active_user(token_server, tokens[0]) == USER
+        # Another installation secret cannot read it: the grant counts as never signed in.
+        stranger = DatabaseTokenStore(engines[0], b"another-secret", ["m365"]).read()
+        assert stranger["m365"].access_token == "" and "not readable" in stranger["m365"].error
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def test_database_store_needs_postgresql(tmp_path: Path) -> None:
+    from mailcase.errors import ConfigError
+
+    path = tmp_path / "config.toml"
+    path.write_text('[oauth]\nstore = "database"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {})
+    assert raised.value.key == "oauth.store"
