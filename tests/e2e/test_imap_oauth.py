@@ -250,7 +250,8 @@ def test_revoked_grant_turns_the_mailbox_red_logs_and_alerts_once_then_resumes_w
         dovecot.append([message(2), message(3)])
 
         assert wait_until(lambda: (health.get("imap:desk") or health.get("x")).state == RED)  # type: ignore[union-attr]
-        time.sleep(0.5)  # several backoff retries (0.05-0.3 s) happen meanwhile
+        # Several backoff retries (0.05-0.3 s apart), each refused by the token endpoint.
+        assert wait_until(lambda: sum(1 for r in server.requests if not r["ok"]) >= 3)
         red = health.get("imap:desk")
         assert red is not None and "invalid_client" in red.reason
         grant_health = health.get("oauth:desk")
