@@ -90,7 +90,68 @@ class App:
     def transport(self):  # type: ignore[no-untyped-def]
         from mailcase.notify.transport import SmtpTransport
 
-        return SmtpTransport(self.settings.outbound, local_hostname=self.settings.smtp.hostname)
+        tokens = self.grants if self.settings.outbound.auth == "oauth2" else None
+        return SmtpTransport(
+            self.settings.outbound,
+            local_hostname=self.settings.smtp.hostname,
+            tokens=tokens,
+            health=self.health,
+            clock=self.clock,
+        )
+
+    @functools.cached_property
+    def health(self):  # type: ignore[no-untyped-def]
+        """This process's health board (mailboxes, grants, outbound): what the health endpoint shows."""
+        from mailcase.oauth.health import HealthBoard
+
+        return HealthBoard()
+
+    @functools.cached_property
+    def grants(self):  # type: ignore[no-untyped-def]
+        """The OAuth2 grants of [oauth.<name>]: access tokens for IMAP and outbound SMTP."""
+        from mailcase.oauth.grants import GrantManager
+
+        store = None
+        if self.settings.oauth.store == "database":
+            from mailcase.oauth.tokens import DatabaseTokenStore
+
+            store = DatabaseTokenStore(self.engine, self.secret, self.settings.oauth.grants)
+        return GrantManager(
+            self.settings.oauth, clock=self.clock, health=self.health, alert=self.queue_oauth_alert, store=store
+        )
+
+    def queue_oauth_alert(self, alert) -> None:  # type: ignore[no-untyped-def]
+        """Mail the admin about a grant's new state, once: the key names the grant, the state and
+        when it began (recorded in the shared token file), so other processes queue nothing more."""
+        from mailcase.domain import NotificationIntent
+        from mailcase.store.outbox import enqueue
+
+        admin = self.settings.oauth.admin_address or self.settings.escalation.support_desk
+        intent = NotificationIntent(
+            kind="oauth_alert",
+            template="staff.oauth_alert",
+            recipients=(admin,),
+            idempotency_key=f"oauth:{alert.grant}:{alert.condition}:{alert.since.isoformat()}:{alert.reason[:200]}",
+            due_at=alert.since,
+            context={"grant": alert.grant, "condition": alert.condition, "reason": alert.reason, "since": alert.since.isoformat()},
+        )
+        with transaction(self.engine) as session:
+            enqueue(intent, session=session, now=self.clock.now(), hostname=self.settings.smtp.hostname)
+
+    def mailbox_poller(self, box, *, ingest, stop, **options):  # type: ignore[no-untyped-def]
+        """A poller for one [[imap]] mailbox, with the grants when it signs in with OAuth2."""
+        from mailcase.ingest.imap import MailboxPoller
+
+        return MailboxPoller(
+            box,
+            ingest=ingest,
+            engine=self.engine,
+            clock=self.clock,
+            stop=stop,
+            tokens=self.grants if box.auth == "oauth2" else None,
+            health=self.health,
+            **options,
+        )
 
     def renderer(self):  # type: ignore[no-untyped-def]
         from mailcase.notify.render import Renderer

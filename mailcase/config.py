@@ -79,6 +79,12 @@ class ImapSettings:
     batch_size: int = 100
     timeout_seconds: int = 30
     idle: bool = True
+    # While IDLE reports nothing, search again this often anyway (a missed EXISTS costs this long).
+    safety_search_seconds: float = 60.0
+    # "password" (LOGIN) or "oauth2" (SASL OAUTHBEARER when advertised, else XOAUTH2) with the
+    # grant `[oauth.<oauth>]`.
+    auth: str = "password"
+    oauth: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +99,61 @@ class OutboundSettings:
     password_file: str = ""
     from_address: str = "support@support.example.com"
     from_name: str = "Support"
+    # "password" (AUTH LOGIN/PLAIN with user/password) or "oauth2" (AUTH XOAUTH2 as `user` with
+    # the grant `[oauth.<oauth>]`, after STARTTLS or over implicit TLS).
+    auth: str = "password"
+    oauth: str = ""
     timeout_seconds: int = 30
     batch_size: int = 200
     max_attempts: int = 10
     retry_base_seconds: int = 60
     retry_max_seconds: int = 3600
+
+
+OAUTH_PROVIDERS = ("microsoft", "google", "generic")
+OAUTH_FLOWS = ("client_credentials", "device_code", "service_account")
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthGrantSettings:
+    """One `[oauth.<name>]` table: where and how a grant gets its access tokens."""
+
+    provider: str = "generic"
+    # client_credentials (app-only), device_code (delegated; `mailcase oauth login NAME`),
+    # service_account (google, domain-wide delegation). Empty: the provider's usual one.
+    flow: str = ""
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    client_secret_file: str = ""
+    client_secret_expires: str = ""
+    certificate_file: str = ""
+    certificate_thumbprint: str = ""
+    tenant: str = ""
+    authority: str = ""
+    token_endpoint: str = ""
+    device_authorization_endpoint: str = ""
+    service_account_file: str = ""
+    subject: str = ""
+    scopes: tuple[str, ...] = ()
+    ca_file: str = ""
+
+    def effective_flow(self) -> str:
+        if self.flow:
+            return self.flow
+        if self.provider == "google":
+            return "service_account" if self.service_account_file else "device_code"
+        return "client_credentials" if (self.client_secret or self.certificate_file) else "device_code"
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthSettings:
+    # "file" (token_file, flock) or "database" (PostgreSQL rows, encrypted, FOR UPDATE).
+    store: str = "file"
+    token_file: str = "oauth-tokens.json"
+    warn_days: int = 14
+    refresh_margin_seconds: int = 300
+    admin_address: str = ""
+    grants: dict[str, OAuthGrantSettings] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +295,7 @@ class Settings:
     lmtp: LmtpSettings = LmtpSettings()
     imap: tuple[ImapSettings, ...] = ()
     outbound: OutboundSettings = OutboundSettings()
+    oauth: OAuthSettings = OAuthSettings()
     business: BusinessSettings = BusinessSettings()
     sla: dict[str, SlaSettings] = field(default_factory=lambda: dict(DEFAULT_SLA))
     assignment: AssignmentSettings = AssignmentSettings()
@@ -360,6 +417,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(prefix or "(top level)", f"expected a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    grants: dict[str, Any] = {}
+    if cls is OAuthSettings:
+        # `[oauth.<name>]` tables sit beside the section's own keys; they are the grants.
+        grants = {k: v for k, v in data.items() if isinstance(v, dict) and k not in names - {"grants"}}
+        data = {k: v for k, v in data.items() if k not in grants}
     for key in data:
         if key not in names:
             raise ConfigError(_join(prefix, key), "unknown key")
@@ -370,6 +432,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             if cls is Settings and f.name == "sla" and isinstance(raw, dict):
                 raw = _with_sla_defaults(raw)
             values[f.name] = _convert(hints[f.name], raw, _join(prefix, f.name))
+    if grants:
+        values["grants"] = {k: _build(OAuthGrantSettings, v, _join(prefix, k)) for k, v in grants.items()}
     built = cls(**values)
     if cls is Settings and "sla" in data:
         merged = dict(DEFAULT_SLA)
@@ -475,6 +539,13 @@ def _read_secret(base: Path, name: str, key: str) -> str:
         raise ConfigError(key, f"cannot read secret file: {exc.strerror}") from None
 
 
+def _beside(base: Path, name: str) -> str:
+    """A relative file name is relative to the config file's directory, as secret files are."""
+    if not name or Path(name).is_absolute():
+        return name
+    return str(base / name)
+
+
 def _resolve_secret_files(settings: Settings, base: Path) -> Settings:
     """Every `*_file` key replaces the value it names with the file's contents."""
     database = settings.database
@@ -493,6 +564,24 @@ def _resolve_secret_files(settings: Settings, base: Path) -> Settings:
         security = dataclasses.replace(
             security, secret=_read_secret(base, security.secret_file, "security.secret_file")
         )
+    oauth = settings.oauth
+    grants = {}
+    for name, grant in oauth.grants.items():
+        if grant.client_secret_file:
+            grant = dataclasses.replace(
+                grant,
+                client_secret=_read_secret(
+                    base, grant.client_secret_file, f"oauth.{name}.client_secret_file"
+                ),
+            )
+        grant = dataclasses.replace(
+            grant,
+            certificate_file=_beside(base, grant.certificate_file),
+            service_account_file=_beside(base, grant.service_account_file),
+            ca_file=_beside(base, grant.ca_file),
+        )
+        grants[name] = grant
+    oauth = dataclasses.replace(oauth, grants=grants, token_file=_beside(base, oauth.token_file))
     mailboxes = tuple(
         dataclasses.replace(
             box, password=_read_secret(base, box.password_file, f"imap[{i}].password_file")
@@ -511,6 +600,7 @@ def _resolve_secret_files(settings: Settings, base: Path) -> Settings:
         security=security,
         imap=mailboxes,
         templates=templates,
+        oauth=oauth,
     )
 
 
@@ -530,6 +620,13 @@ def _validate(settings: Settings) -> None:
             )
         if not box.user:
             raise ConfigError(f"imap[{i}].user", "missing required value")
+        _validate_auth(f"imap[{i}]", box.auth, box.oauth, settings.oauth)
+        if box.safety_search_seconds <= 0:
+            raise ConfigError(f"imap[{i}].safety_search_seconds", "must be more than 0 seconds")
+    _validate_auth("outbound", settings.outbound.auth, settings.outbound.oauth, settings.oauth)
+    if settings.outbound.auth == "oauth2" and not settings.outbound.user:
+        raise ConfigError("outbound.user", "oauth2 needs the mailbox address to send as")
+    _validate_oauth(settings.oauth, settings.database.url)
     try:
         ZoneInfo(settings.business.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -594,6 +691,50 @@ def _validate(settings: Settings) -> None:
         date.fromisoformat(settings.maintenance.connect_anchor)
     except ValueError:
         raise ConfigError("maintenance.connect_anchor", "not a date (YYYY-MM-DD)") from None
+
+
+def _validate_auth(key: str, auth: str, grant: str, oauth: OAuthSettings) -> None:
+    if auth not in ("password", "oauth2"):
+        raise ConfigError(f"{key}.auth", "must be password or oauth2")
+    if auth == "oauth2" and grant not in oauth.grants:
+        known = ", ".join(sorted(oauth.grants)) or "none configured"
+        raise ConfigError(f"{key}.oauth", f"names no [oauth.<name>] grant ({known})")
+
+
+def _validate_oauth(oauth: OAuthSettings, database_url: str) -> None:
+    if oauth.store not in ("file", "database"):
+        raise ConfigError("oauth.store", "must be file or database")
+    if oauth.store == "database" and not database_url.startswith("postgresql"):
+        raise ConfigError("oauth.store", "database needs PostgreSQL (on SQLite, keep the token file)")
+    if oauth.warn_days < 0:
+        raise ConfigError("oauth.warn_days", "must not be negative")
+    for name, grant in oauth.grants.items():
+        key = f"oauth.{name}"
+        if grant.provider not in OAUTH_PROVIDERS:
+            raise ConfigError(f"{key}.provider", "must be microsoft, google or generic")
+        if grant.flow and grant.flow not in OAUTH_FLOWS:
+            raise ConfigError(f"{key}.flow", "must be client_credentials, device_code or service_account")
+        flow = grant.effective_flow()
+        if flow == "service_account" and grant.provider != "google":
+            raise ConfigError(f"{key}.flow", "service_account is for provider = google")
+        if flow == "service_account":
+            if not grant.service_account_file:
+                raise ConfigError(f"{key}.service_account_file", "missing required value")
+            if not grant.subject:
+                raise ConfigError(f"{key}.subject", "the mailbox to act for (domain-wide delegation)")
+        elif not grant.client_id:
+            raise ConfigError(f"{key}.client_id", "missing required value")
+        if grant.provider == "microsoft" and not (grant.tenant or grant.authority):
+            raise ConfigError(f"{key}.tenant", "missing required value (or authority)")
+        if grant.provider == "generic" and not grant.token_endpoint:
+            raise ConfigError(f"{key}.token_endpoint", "missing required value")
+        if flow == "client_credentials" and not (grant.client_secret or grant.certificate_file):
+            raise ConfigError(f"{key}.client_secret_file", "client_credentials needs a secret or certificate")
+        if grant.client_secret_expires:
+            try:
+                date.fromisoformat(grant.client_secret_expires)
+            except ValueError:
+                raise ConfigError(f"{key}.client_secret_expires", "not a date (YYYY-MM-DD)") from None
 
 
 def _hhmm(text: str) -> None:

@@ -148,15 +148,11 @@ class Daemon:
         self.stop_event.set()
 
     def _start_pollers(self, pipeline: Any) -> list[threading.Thread]:
-        from mailcase.ingest.imap import MailboxPoller
-
         threads = []
         for box in self.app.settings.imap:
-            poller = MailboxPoller(
+            poller = self.app.mailbox_poller(
                 box,
                 ingest=pipeline,
-                engine=self.app.engine,
-                clock=self.app.clock,
                 stop=self.poll_stop,
                 logger=logging.getLogger(f"mailcase.ingest.imap.{box.name}"),
             )

@@ -40,3 +40,14 @@ class DeliveryError(MailcaseError):
         super().__init__(message)
         self.permanent = permanent
         self.code = code
+
+
+class OAuthError(MailcaseError):
+    """An OAuth2 grant gave no access token. `signed_out`: retrying cannot help until someone
+    signs in again (`mailcase oauth login`) or fixes the app registration (revoked, expired,
+    wrong secret); otherwise the token endpoint was unreachable and a retry may help. The message
+    never contains a token or a secret."""
+
+    def __init__(self, message: str, *, signed_out: bool) -> None:
+        super().__init__(message)
+        self.signed_out = signed_out

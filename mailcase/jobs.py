@@ -303,7 +303,7 @@ def poll_mailboxes(app: App) -> dict[str, dict[str, Any]]:
     import threading
 
     from mailcase.errors import MailcaseError
-    from mailcase.ingest.imap import CONNECTION_ERRORS, MailboxLoginFailed, MailboxPoller
+    from mailcase.ingest.imap import CONNECTION_ERRORS, MailboxLoginFailed
 
     results: dict[str, dict[str, Any]] = {}
     if not app.settings.imap:
@@ -311,9 +311,7 @@ def poll_mailboxes(app: App) -> dict[str, dict[str, Any]]:
     pipeline = app.pipeline()
     for box in app.settings.imap:
         logger = logging.getLogger(f"mailcase.ingest.imap.{box.name}")
-        poller = MailboxPoller(
-            box, ingest=pipeline, engine=app.engine, clock=app.clock, stop=threading.Event(), logger=logger
-        )
+        poller = app.mailbox_poller(box, ingest=pipeline, stop=threading.Event(), logger=logger)
         try:
             results[box.name] = {"stored": poller.poll_once(), "error": None}
         except MailboxLoginFailed:

@@ -14,10 +14,11 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
         directory,
         mail,
         maintenance,
+        oauth,
         schema,
         status,
         subscriptions,
     )
 
-    for module in (schema, config, directory, cases, mail, daemon, maintenance, subscriptions, status):
+    for module in (schema, config, directory, cases, mail, daemon, maintenance, subscriptions, status, oauth):
         module.register(sub)

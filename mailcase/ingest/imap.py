@@ -32,7 +32,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -44,7 +44,8 @@ from mailcase.clock import Clock
 from mailcase.config import ImapSettings
 from mailcase.db import is_transient, release_advisory_lock, transaction, try_advisory_lock
 from mailcase.domain import Channel, RawMessage
-from mailcase.errors import ConfigError, MailcaseError, TransientError
+from mailcase.errors import ConfigError, MailcaseError, OAuthError, TransientError
+from mailcase.oauth.health import GREEN, RED, HealthBoard
 from mailcase.store.mailboxes import load_cursor, save_cursor
 
 Ingest = Callable[[RawMessage], object]
@@ -65,6 +66,12 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, IMAPClientError)
 
 class MailboxLoginFailed(MailcaseError):
     """The server refused our credentials; already logged once, without the password."""
+
+
+class TokenSource(Protocol):
+    """Access tokens for `[[imap]] auth = "oauth2"` (mailcase.oauth.grants.GrantManager)."""
+
+    def access_token(self, name: str, *, rejected: str = "") -> str: ...
 
 
 class MailboxPoller:
@@ -92,6 +99,8 @@ class MailboxPoller:
         max_fetch_bytes: int = MAX_FETCH_BYTES,
         ssl_context: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
+        tokens: TokenSource | None = None,
+        health: HealthBoard | None = None,
     ) -> None:
         if settings.processed_folder == settings.folder:
             raise ConfigError(f"imap.{settings.name}.processed_folder", "must differ from folder")
@@ -113,6 +122,10 @@ class MailboxPoller:
         self._lock_connection: sa.Connection | None = None
         self._waiting_for_lock = False
         self._warned_no_uidplus = False
+        if settings.auth == "oauth2" and tokens is None:
+            raise ConfigError(f"imap.{settings.name}.auth", "oauth2 needs the [oauth] grants")
+        self._tokens = tokens
+        self.health = health or HealthBoard()
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -217,7 +230,8 @@ class MailboxPoller:
             self._stop.wait(self.settings.poll_interval_seconds)
 
     def _idle(self) -> None:
-        """IDLE (RFC 2177) until the server reports new mail, the renewal time or the stop event."""
+        """IDLE (RFC 2177) until the server reports new mail, the safety search or renewal is due,
+        or the stop event is set; the caller then searches again."""
         client = self._client
         client.idle()
         started = time.monotonic()
@@ -230,6 +244,11 @@ class MailboxPoller:
                     return
                 if time.monotonic() - started >= self._idle_renew_seconds:
                     self._log.debug("%s: renewing IDLE", self._where())
+                    return
+                # The safety search: a server that misses an EXISTS (or a notification lost
+                # between our last SEARCH and IDLE) costs at most this long, not a renewal.
+                if time.monotonic() - started >= self.settings.safety_search_seconds:
+                    self._log.debug("%s: safety search", self._where())
                     return
                 # idle_check() swallows end-of-file and returns nothing at once: a closed
                 # connection shows up only as a check that returns early with no response.
@@ -264,16 +283,21 @@ class MailboxPoller:
             client.normalise_times = False  # aware datetimes from INTERNALDATE
             if s.tls == "starttls":
                 client.starttls(context)
-            try:
-                client.login(s.user, s.password)
-            except LoginError as error:
-                # One line, naming where and who; never the password.
-                self._log.error(
-                    "%s: IMAP login refused (%s); check user and password; retrying with backoff",
-                    self._where(),
-                    _text(error),
-                )
-                raise MailboxLoginFailed(str(error)) from None
+            if s.auth == "oauth2":
+                self._oauth_login(client)
+            else:
+                try:
+                    client.login(s.user, s.password)
+                except LoginError as error:
+                    # One line, naming where and who; never the password.
+                    self._log.error(
+                        "%s: IMAP login refused (%s); check user and password; retrying with backoff",
+                        self._where(),
+                        _text(error),
+                    )
+                    self._signed_in(False, _text(error))
+                    raise MailboxLoginFailed(str(error)) from None
+            self._signed_in(True, "")
             self._ensure_folder(client, s.processed_folder)
             selected = client.select_folder(s.folder)
             self._uidvalidity = int(selected[b"UIDVALIDITY"])
@@ -288,6 +312,38 @@ class MailboxPoller:
             self._uidvalidity,
             int(selected.get(b"EXISTS", 0)),
         )
+
+    def _oauth_login(self, client: Any) -> None:
+        """SASL OAUTHBEARER (RFC 7628) when advertised, else XOAUTH2; once more with a new token
+        when the server refuses this one (revoked or expired early)."""
+        s = self.settings
+        assert self._tokens is not None
+        token = ""
+        for attempt in (1, 2):
+            try:
+                token = self._tokens.access_token(s.oauth, rejected=token)
+            except OAuthError as error:
+                reason = f"no access token from grant {s.oauth}: {error}"
+                if self._signed_in(False, reason):
+                    self._log.error("%s: cannot sign in (%s); retrying with backoff", self._where(), reason)
+                raise MailboxLoginFailed(reason) from None
+            try:
+                _sasl_bearer(client, s.user, token)
+                return
+            except LoginError as error:
+                if attempt == 2:
+                    reason = f"server refused a fresh access token of grant {s.oauth}: {_text(error)}"
+                    if self._signed_in(False, reason):
+                        self._log.error("%s: cannot sign in (%s); retrying with backoff", self._where(), reason)
+                    raise MailboxLoginFailed(reason) from None
+                self._log.info("%s: access token refused; refreshing it", self._where())
+
+    def _signed_in(self, ok: bool, reason: str) -> bool:
+        """Record on the health board whether this mailbox can sign in; True on a change."""
+        changed = self.health.set(f"imap:{self.settings.name}", GREEN if ok else RED, reason, now=self._clock.now())
+        if ok and changed:
+            self._log.info("%s: signed in again; polling resumes from the UID cursor", self._where())
+        return changed
 
     def _ensure_folder(self, client: Any, folder: str) -> None:
         if client.folder_exists(folder):
@@ -392,20 +448,36 @@ class MailboxPoller:
                 )
             last_uid = 0
             self._save_cursor(uidvalidity, 0)
-        # "n:*" always matches the highest UID, even when it is below n (RFC 3501 §6.4.8 and
-        # §9 seq-range), so filter.
-        uids = sorted(uid for uid in client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
+        # Search again after every batch (and so once more, finding nothing, right before IDLE):
+        # mail that arrives while a batch is processed is announced by EXISTS responses to our
+        # FETCH and MOVE commands, which imapclient does not keep, so IDLE would never report it.
         stored = 0
-        for start in range(0, len(uids), max(1, self.settings.batch_size)):
+        size = max(1, self.settings.batch_size)
+        while True:
             if self._stop.is_set():
                 return stored, True  # shutting down: a long backlog waits for the next start
-            batch = uids[start : start + max(1, self.settings.batch_size)]
+            uids = self._search_after(last_uid)
+            if not uids:
+                return stored, False
+            batch = uids[:size]
             for chunk in self._by_size(batch):
                 count, interrupted = self._process(chunk, uidvalidity)
                 stored += count
                 if interrupted:
                     return stored, True
-        return stored, False
+            last_uid = batch[-1]
+
+    def _search_after(self, last_uid: int) -> list[int]:
+        """The UIDs above `last_uid` now in the folder and not flagged \\Deleted, ascending.
+
+        A message someone flagged \\Deleted is on its way out by its owner's decision (RFC 3501
+        §2.3.2); it is neither stored nor moved (and on a server without MOVE or UIDPLUS, our own
+        copied-and-flagged messages are not fetched again).
+        """
+        # "n:*" always matches the highest UID, even when it is below n (RFC 3501 §6.4.8 and
+        # §9 seq-range), so filter.
+        found = self._client.search(["UID", f"{last_uid + 1}:*", "NOT", "DELETED"])
+        return sorted(uid for uid in found if uid > last_uid)
 
     def _by_size(self, batch: Sequence[int]) -> Iterator[list[int]]:
         """Split a batch so one FETCH brings at most `max_fetch_bytes` (one message at least)."""
@@ -512,6 +584,41 @@ class MailboxPoller:
                 last_uid=last_uid,
                 now=self._clock.now(),
             )
+
+
+def _sasl_bearer(client: Any, user: str, token: str) -> None:
+    """AUTHENTICATE OAUTHBEARER (RFC 7628) when advertised, else XOAUTH2, answering an error
+    challenge with the dummy response both require (RFC 7628 §3.2.3).
+
+    imapclient's own `oauth2_login`/`oauthbearer_login` send the credentials again in answer to
+    the error challenge, which leaves the server waiting for the protocol's dummy reply: the
+    failure then shows only as a socket timeout instead of a clear NO.
+    """
+    if client.has_capability("AUTH=OAUTHBEARER"):
+        mechanism = "OAUTHBEARER"
+        identity = user.replace("=", "=3D").replace(",", "=2C")
+        initial = f"n,a={identity},\x01auth=Bearer {token}\x01\x01"
+    else:
+        mechanism = "XOAUTH2"
+        initial = f"user={user}\x01auth=Bearer {token}\x01\x01"
+    sent: list[bool] = []
+
+    def respond(_challenge: bytes) -> str:
+        if sent:
+            return "\x01"
+        sent.append(True)
+        return initial
+
+    try:
+        # imaplib's authenticate through imapclient's documented escape hatch (`_imap`):
+        # imapclient has no way to supply a challenge-aware SASL callback.
+        typ, data = client._imap.authenticate(mechanism, respond)
+    except IMAPClientError as error:
+        raise LoginError(_text(error)) from None
+    except client._imap.error as error:
+        raise LoginError(_text(error)) from None
+    if typ != "OK":
+        raise LoginError(_text(data[0] if data else typ))
 
 
 class _Backoff:

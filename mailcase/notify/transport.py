@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from mailcase.clock import Clock, SystemClock
 from mailcase.config import OutboundSettings
+from mailcase.errors import OAuthError
+from mailcase.oauth.health import GREEN, RED, HealthBoard
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +62,19 @@ class Transport(Protocol):
     ) -> list[SendResult]: ...
 
 
+class TokenSource(Protocol):
+    """Access tokens for `[outbound] auth = "oauth2"` (mailcase.oauth.grants.GrantManager)."""
+
+    def access_token(self, name: str, *, rejected: str = "") -> str: ...
+
+
 class SmtpTransport:
     """The production transport: stdlib smtplib, STARTTLS / implicit TLS / AUTH as configured.
 
-    Blocking: the daemon calls it from a worker thread, never on the event loop.
+    With `auth = "oauth2"` it authenticates with AUTH XOAUTH2 (the mechanism Microsoft 365 and
+    Gmail take for SMTP) as `user`, once more with a fresh token when the relay answers 535, and
+    refuses to send a token over a connection that is not encrypted. Blocking: the daemon calls
+    it from a worker thread, never on the event loop.
     """
 
     def __init__(
@@ -71,10 +83,16 @@ class SmtpTransport:
         *,
         local_hostname: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        tokens: TokenSource | None = None,
+        health: HealthBoard | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
+        self._clock = clock or SystemClock()
         self.local_hostname = local_hostname
         self._ssl_context = ssl_context
+        self._tokens = tokens
+        self.health = health or HealthBoard()
 
     def send(
         self, messages: Sequence[Envelope], *, on_result: ResultCallback | None = None
@@ -178,7 +196,9 @@ class SmtpTransport:
             if settings.starttls and not settings.tls:
                 client.starttls(context=self._context())
                 client.ehlo()
-            if settings.user:
+            if settings.auth == "oauth2":
+                self._oauth_login(client)
+            elif settings.user:
                 client.login(settings.user, settings.password)
         except BaseException:
             _discard(client)
@@ -187,6 +207,40 @@ class SmtpTransport:
 
     def _context(self) -> ssl.SSLContext:
         return self._ssl_context or ssl.create_default_context()
+
+    def _oauth_login(self, client: smtplib.SMTP) -> None:
+        settings = self.settings
+        if self._tokens is None:
+            raise smtplib.SMTPException("outbound auth = oauth2 but no [oauth] grants were given")
+        if not (settings.tls or settings.starttls):
+            raise smtplib.SMTPException("refusing to send an OAuth2 token without TLS: set outbound.starttls or tls")
+        token = ""
+        for attempt in (1, 2):
+            try:
+                token = self._tokens.access_token(settings.oauth, rejected=token)
+            except OAuthError as error:
+                self._mark(False, f"no access token from grant {settings.oauth}: {error}")
+                raise smtplib.SMTPException(f"no access token from grant {settings.oauth}: {error}") from None
+            payload = f"user={settings.user}\x01auth=Bearer {token}\x01\x01"
+            try:
+                # After a 334 error challenge the client sends an empty line to get the final
+                # 535 (the XOAUTH2 protocol, as in RFC 7628 §3.2.3).
+                client.auth("XOAUTH2", lambda challenge=None: payload if challenge is None else "")
+            except smtplib.SMTPAuthenticationError as error:
+                if attempt == 2:
+                    self._mark(False, f"relay refused a fresh token of grant {settings.oauth}: {error.smtp_code}")
+                    raise
+                log.info("outbound relay refused the access token; refreshing it")
+                continue
+            self._mark(True, "")
+            return
+
+    def _mark(self, ok: bool, reason: str) -> None:
+        if self.health.set("outbound", GREEN if ok else RED, reason, now=self._clock.now()):
+            if ok:
+                log.info("outbound relay: signed in with OAuth2 again")
+            else:
+                log.error("outbound relay: cannot sign in (%s); mail waits in the outbox", reason)
 
 
 def _classify(code: int, reply: bytes | str) -> SendResult:

@@ -190,3 +190,67 @@ def test_an_untrusted_certificate_is_refused_not_ignored(certificate: tuple[Path
         (result,) = SmtpTransport(relay.outbound_settings(starttls=True)).send(_batch(1))
         assert result.outcome is SendOutcome.TEMPORARY
         assert relay.messages == []
+
+
+class _Grants:
+    """A token source that counts what it hands out (the real one is tested in test_imap_oauth)."""
+
+    def __init__(self) -> None:
+        self.issued: list[str] = []
+        self.rejected: list[str] = []
+
+    def access_token(self, name: str, *, rejected: str = "") -> str:
+        assert name == "mail"
+        if rejected:
+            self.rejected.append(rejected)
+        self.issued.append(f"token-{len(self.issued) + 1}")
+        return self.issued[-1]
+
+
+def test_oauth2_sends_xoauth2_after_starttls_and_retries_once_with_a_fresh_token(
+    certificate: tuple[Path, Path],
+) -> None:
+    server, client = _contexts(certificate)
+    accepted = {"token-2"}  # the first token was revoked behind our back
+    with CaptureRelay(tls_context=server, bearer=lambda user, token: user == SENDER and token in accepted) as relay:
+        grants = _Grants()
+        settings = relay.outbound_settings(starttls=True, auth="oauth2", oauth="mail", user=SENDER)
+        transport = SmtpTransport(settings, ssl_context=client, tokens=grants)
+
+        (result,) = transport.send(_batch(1))
+
+        assert result.outcome is SendOutcome.SENT
+        assert relay.messages[0].authenticated_as == SENDER
+        assert grants.rejected == ["token-1"]
+        health = transport.health.get("outbound")
+        assert health is not None and health.state == "green"
+
+
+def test_oauth2_refused_twice_keeps_the_mail_queued_and_marks_outbound_red(
+    certificate: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, client = _contexts(certificate)
+    with CaptureRelay(tls_context=server, bearer=lambda user, token: False) as relay:
+        settings = relay.outbound_settings(starttls=True, auth="oauth2", oauth="mail", user=SENDER)
+        transport = SmtpTransport(settings, ssl_context=client, tokens=_Grants())
+
+        results = transport.send(_batch(2))
+        transport.send(_batch(1))
+
+        assert [r.outcome for r in results] == [SendOutcome.TEMPORARY] * 2
+        assert results[0].code == 535
+        assert relay.messages == []
+        health = transport.health.get("outbound")
+        assert health is not None and health.state == "red"
+        assert len([r for r in caplog.records if "cannot sign in" in r.getMessage()]) == 1
+        assert all("token-" not in r.getMessage() for r in caplog.records)
+
+
+def test_oauth2_never_sends_a_token_without_tls() -> None:
+    with CaptureRelay(bearer=lambda user, token: True) as relay:
+        grants = _Grants()
+        settings = relay.outbound_settings(auth="oauth2", oauth="mail", user=SENDER)
+        (result,) = SmtpTransport(settings, tokens=grants).send(_batch(1))
+        assert result.outcome is SendOutcome.TEMPORARY
+        assert grants.issued == []
+        assert relay.messages == []

@@ -595,3 +595,67 @@ def test_stop_during_a_long_backlog_ends_after_the_current_batch_and_loses_nothi
     assert dovecot.uids("INBOX") == [4, 5, 6, 7, 8, 9, 10]
     assert make_poller(dovecot).poll_once() == 7
     assert case_count(db) == 10
+
+
+def test_mail_arriving_during_a_batch_is_stored_within_seconds_not_at_the_next_idle_event(
+    dovecot: DovecotServer,
+    make_poller: Callable[..., MailboxPoller],
+    running: Callable[[MailboxPoller], threading.Thread],
+    db: Engine,
+    ingest: Ingest,
+) -> None:
+    # The defect: after a batch the poller went straight into IDLE, and the EXISTS responses
+    # for mail appended meanwhile had already gone by, so that mail waited for the next new
+    # message or the 25-minute renewal. The safety search (60 s by default) must not be what
+    # saves it either: the whole test waits far less than that.
+    dovecot.append([message(i) for i in range(1, 151)])
+    arrived: dict[str, float] = {}
+    appended = threading.Event()
+
+    def ingest_and_append_mid_batch(raw: RawMessage) -> object:
+        if not appended.is_set():
+            appended.set()  # the first message of the first batch: 10 more arrive now
+            late = [message(i, tag="late") for i in range(1, 11)]
+            dovecot.append(late)
+            now = time.monotonic()
+            arrived.update({f"Router late{i} is down": now for i in range(1, 11)})
+        return ingest(raw)
+
+    poller = make_poller(dovecot, ingest_with=ingest_and_append_mid_batch, poll_interval_seconds=600)
+    assert poller.settings.safety_search_seconds == 60
+    running(poller)
+
+    assert wait_until(lambda: case_count(db) >= 160, timeout=30.0), f"{case_count(db)} of 160 cases"
+    done = time.monotonic()
+    with Session(db) as session:
+        subjects = list(session.exec(select(Case.subject)))
+    assert sorted(subjects) == sorted(
+        [f"Router m{i} is down" for i in range(1, 151)] + list(arrived)
+    ), "every message is a case, each exactly once"
+    assert done - min(arrived.values()) < 20.0
+    assert wait_until(lambda: dovecot.uids("INBOX") == [])
+    assert len(dovecot.uids("Processed")) == 160
+
+
+def test_an_idle_poller_searches_again_every_safety_interval_and_still_gets_mail(
+    dovecot: DovecotServer,
+    make_poller: Callable[..., MailboxPoller],
+    running: Callable[[MailboxPoller], threading.Thread],
+    db: Engine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 0.2 s stands in for the default 60 s: IDLE is left and the folder searched again even
+    # though the server reported nothing, so a missed EXISTS costs one interval at most.
+    poller = make_poller(dovecot, poll_interval_seconds=600, safety_search_seconds=0.2)
+
+    def safety_searches() -> int:
+        return sum("safety search" in r.getMessage() for r in caplog.records if r.name == LOGGER)
+
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        running(poller)
+        assert wait_until(lambda: safety_searches() >= 3)
+        assert not any("renewing IDLE" in r.getMessage() for r in caplog.records)
+
+        dovecot.append([message(1)])
+
+        assert wait_until(lambda: len(stored(db)) == 1)

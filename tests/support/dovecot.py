@@ -108,8 +108,14 @@ class DovecotServer:
         advertise_move: bool = True,
         user: str = USER,
         password: str = PASSWORD,
+        oauth2_introspection_url: str = "",
+        oauthbearer: bool = True,
     ) -> None:
         self.binary = binary
+        # With an introspection URL, a second passdb signs in with OAuth2 bearer tokens
+        # (XOAUTH2, and OAUTHBEARER RFC 7628 unless `oauthbearer` is False) checked there (RFC 7662).
+        self.oauth2_introspection_url = oauth2_introspection_url
+        self.oauthbearer = oauthbearer
         self.log_path = log_path
         self.advertise_move = advertise_move
         self.user = user
@@ -159,6 +165,18 @@ class DovecotServer:
         if wait:
             _wait_or_kill(process)
             self._process = None
+
+    def kick(self, user: str | None = None) -> None:
+        """Disconnect every session of `user` (`doveadm kick`), as a server-side sign-out does."""
+        doveadm = shutil.which("doveadm") or shutil.which("doveadm", path="/usr/bin:/usr/sbin")
+        if doveadm is None:
+            raise RuntimeError("doveadm is missing (it comes with dovecot-core)")
+        subprocess.run(
+            [doveadm, "-c", str(self.root / "dovecot.conf"), "kick", user or self.user],
+            check=True,
+            capture_output=True,
+            timeout=STOP_TIMEOUT_SECONDS,
+        )
 
     def restart(self) -> None:
         """Stop, then start again on the same port and Maildir."""
@@ -244,6 +262,25 @@ class DovecotServer:
         chroot = "  chroot =\n" if rootless else ""
         (self.root / "users").write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
         capability = "" if self.advertise_move else f"imap_capability = {CAPABILITIES_WITHOUT_MOVE}\n"
+        mechanisms = "plain login"
+        oauth2_passdb = ""
+        if self.oauth2_introspection_url:
+            bearer = " oauthbearer" if self.oauthbearer else ""
+            mechanisms += " xoauth2" + bearer
+            (self.root / "oauth2.conf").write_text(
+                "introspection_mode = post\n"
+                f"introspection_url = {self.oauth2_introspection_url}\n"
+                "force_introspection = yes\n"
+                "username_attribute = username\n"
+                "active_attribute = active\n"
+                "active_value = true\n"
+            )
+            oauth2_passdb = f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2{bearer}
+  args = {self.root / "oauth2.conf"}
+}}
+"""
         config = f"""\
 protocols = imap
 listen = {self.host}
@@ -253,7 +290,7 @@ state_dir = {self.root / "state"}
 log_path = {self.log_path}
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_failure_delay = 0
 default_internal_user = {internal_user}
 default_login_user = {login_user}
@@ -262,7 +299,7 @@ first_valid_uid = {min(mail.pw_uid, 500) or 1}
 mail_location = maildir:{self.maildir}
 mail_fsync = never
 mail_max_userip_connections = 50
-{capability}passdb {{
+{capability}{oauth2_passdb}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.root / "users"}
 }}
@@ -372,6 +409,15 @@ service imap-login {{
         with self.client() as client:
             return tuple(client.capabilities())
 
+    def greeting_capabilities(self) -> tuple[bytes, ...]:
+        """What a client sees before signing in (the AUTH= mechanisms are only listed there)."""
+        client = IMAPClient(self.host, self.port, ssl=False, timeout=10)
+        try:
+            return tuple(client.capabilities())
+        finally:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+
 
 def _wait_or_kill(process: subprocess.Popen[bytes]) -> None:
     try:
@@ -382,9 +428,9 @@ def _wait_or_kill(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_dovecot(log_dir: Path, *, advertise_move: bool = True) -> Iterator[DovecotServer]:
+def running_dovecot(log_dir: Path, *, advertise_move: bool = True, **options: Any) -> Iterator[DovecotServer]:
     """A started server for the duration of the block; stopped (and reaped) afterwards."""
-    server = DovecotServer(require_dovecot(), log_dir / "dovecot.log", advertise_move=advertise_move)
+    server = DovecotServer(require_dovecot(), log_dir / "dovecot.log", advertise_move=advertise_move, **options)
     try:
         server.start()
         yield server

@@ -18,7 +18,9 @@ client call returns: no waiting.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import json
 import email
 import email.policy
 import socket
@@ -26,6 +28,7 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -108,8 +111,31 @@ class _Handler:
         return "250 2.0.0 Message accepted for delivery"
 
 
+class _BearerHandler(_Handler):
+    """Also takes AUTH XOAUTH2 (the mechanism of Microsoft 365 and Gmail SMTP), checking the
+    bearer token with the relay's `bearer(user, token)`; a refusal first sends the 334 JSON error
+    challenge those servers send, then 535 once the client answers it."""
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802 (aiosmtpd's name)
+        if len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        fields = dict(
+            part.split("=", 1) for part in base64.b64decode(args[1]).decode().split("\x01") if "=" in part
+        )
+        user, token = fields.get("user", ""), fields.get("auth", "").removeprefix("Bearer ")
+        assert self.relay._bearer is not None
+        if self.relay._bearer(user, token):
+            return AuthResult(success=True, auth_data=user)
+        error = json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"})
+        await server.challenge_auth(error)
+        return AuthResult(success=False, handled=False)  # aiosmtpd then answers 535
+
+
 class CaptureRelay:
-    """A thread-based aiosmtpd relay on a free loopback port; a context manager."""
+    """A thread-based aiosmtpd relay on a free loopback port; a context manager.
+
+    `bearer`: require AUTH XOAUTH2 and accept the (user, token) pairs for which it returns True.
+    """
 
     def __init__(
         self,
@@ -117,6 +143,7 @@ class CaptureRelay:
         auth: tuple[str, str] | None = None,
         tls_context: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
+        bearer: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.host = HOST
         self.port = free_port()
@@ -124,7 +151,15 @@ class CaptureRelay:
         self._messages: list[CapturedMessage] = []
         self._failures = _Failures()
         self._auth = auth
+        self._bearer = bearer
         kwargs: dict[str, Any] = {"enable_SMTPUTF8": True}
+        if bearer is not None:
+            kwargs.update(
+                authenticator=self._authenticate,
+                auth_required=True,
+                auth_require_tls=tls_context is not None,
+                auth_exclude_mechanism=["LOGIN", "PLAIN"],
+            )
         if auth is not None:
             kwargs.update(
                 authenticator=self._authenticate,
@@ -135,7 +170,8 @@ class CaptureRelay:
             kwargs["ssl_context"] = tls_context
         elif tls_context is not None:
             kwargs.update(tls_context=tls_context, require_starttls=True)
-        self._controller = Controller(_Handler(self), hostname=self.host, port=self.port, **kwargs)
+        handler = _BearerHandler(self) if bearer is not None else _Handler(self)
+        self._controller = Controller(handler, hostname=self.host, port=self.port, **kwargs)
 
     def __enter__(self) -> CaptureRelay:
         self._controller.start()

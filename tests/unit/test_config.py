@@ -12,6 +12,7 @@ import pytest
 from mailcase.config import (
     DEFAULT_SLA,
     ImapSettings,
+    OAuthGrantSettings,
     Settings,
     SlaSettings,
     load_config,
@@ -69,7 +70,7 @@ def test_sample_config_names_every_setting() -> None:
             continue
         assert name in data, f"[{name}] missing from config.toml"
         settings_cls = type(getattr(Settings(), name))
-        expected = _section_fields(settings_cls) - {"teams"}
+        expected = _section_fields(settings_cls) - {"teams", "grants"}
         assert set(data[name]) - {"teams"} == expected, name
     assert set(data["sla"]) == set(DEFAULT_SLA)
     for key, table in data["sla"].items():
@@ -77,6 +78,7 @@ def test_sample_config_names_every_setting() -> None:
     # [[imap]] is commented out (no mailbox by default) but documented key by key.
     commented = re.findall(r"^# (\w+) += ", SAMPLE.read_text(encoding="utf-8"), flags=re.MULTILINE)
     assert _section_fields(ImapSettings) - {"password"} <= set(commented)
+    assert _section_fields(OAuthGrantSettings) - {"client_secret"} <= set(commented)
 
 
 def test_every_key_in_the_sample_config_is_commented() -> None:
@@ -386,3 +388,63 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.smtp.port = 1  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------
+# OAuth2 grants
+
+M365 = '[oauth.m365]\nprovider = "microsoft"\ntenant = "contoso.onmicrosoft.com"\nclient_id = "app"\n'
+
+
+def test_oauth_grants_sit_beside_the_oauth_keys_and_secrets_come_from_files(tmp_path: Path) -> None:
+    (tmp_path / "m365-secret").write_text("s3cret-value\n")
+    path = write(
+        tmp_path,
+        "[oauth]\nwarn_days = 10\n" + M365 + 'client_secret_file = "m365-secret"\nclient_secret_expires = "2027-06-30"\n'
+        + IMAP_BOX + 'auth = "oauth2"\noauth = "m365"\n'
+        + '[outbound]\nauth = "oauth2"\noauth = "m365"\nuser = "desk@support.example.com"\nstarttls = true\n',
+    )
+
+    settings = load_config(path, {})
+
+    grant = settings.oauth.grants["m365"]
+    assert grant.client_secret == "s3cret-value"
+    assert grant.effective_flow() == "client_credentials"
+    assert settings.oauth.warn_days == 10
+    assert settings.oauth.token_file == str(tmp_path / "oauth-tokens.json")
+    assert (settings.imap[0].auth, settings.imap[0].oauth) == ("oauth2", "m365")
+    assert "s3cret-value" not in repr(settings)
+
+
+def test_an_oauth_grant_can_come_from_the_environment(tmp_path: Path) -> None:
+    settings = load_config(
+        None,
+        {
+            "MAILCASE_OAUTH__GWS__PROVIDER": "google",
+            "MAILCASE_OAUTH__GWS__CLIENT_ID": "1234.apps.googleusercontent.com",
+            "MAILCASE_OAUTH__GWS__SCOPES": "https://mail.google.com/",
+        },
+    )
+    grant = settings.oauth.grants["gws"]
+    assert (grant.provider, grant.effective_flow(), grant.scopes) == ("google", "device_code", ("https://mail.google.com/",))
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (IMAP_BOX + 'auth = "kerberos"\n', "imap[0].auth"),
+        (IMAP_BOX + 'auth = "oauth2"\noauth = "nope"\n', "imap[0].oauth"),
+        ('[outbound]\nauth = "oauth2"\noauth = "m365"\n' + M365, "outbound.user"),
+        ('[oauth.x]\nprovider = "yahoo"\nclient_id = "a"\n', "oauth.x.provider"),
+        ('[oauth.x]\nprovider = "generic"\nclient_id = "a"\n', "oauth.x.token_endpoint"),
+        ('[oauth.x]\nprovider = "microsoft"\nclient_id = "a"\n', "oauth.x.tenant"),
+        ('[oauth.x]\nprovider = "google"\nflow = "service_account"\n', "oauth.x.service_account_file"),
+        ('[oauth.x]\nprovider = "microsoft"\ntenant = "t"\nclient_id = "a"\nflow = "client_credentials"\n', "oauth.x.client_secret_file"),
+        (M365 + 'client_secret_expires = "soon"\nclient_secret = "x"\n', "oauth.m365.client_secret_expires"),
+        (M365 + "colour = 3\n", "oauth.m365.colour"),
+        ("[oauth]\nwarn_days = -1\n", "oauth.warn_days"),
+        (IMAP_BOX + "safety_search_seconds = 0\n", "imap[0].safety_search_seconds"),
+    ],
+)
+def test_each_oauth_mistake_names_its_dotted_key(tmp_path: Path, text: str, key: str) -> None:
+    assert config_error(write(tmp_path, text)).key == key

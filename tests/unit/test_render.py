@@ -119,6 +119,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "hold_until": "2026-11-26T15:00:00+00:00",
         "tz": "America/Denver",
     },
+    "staff.oauth_alert": {
+        "condition": "signed_out",
+        "grant": "m365",
+        "reason": "token endpoint refused: invalid_grant: AADSTS50173: the grant was revoked",
+        "since": "2026-11-25T23:00:00+00:00",
+    },
     "staff.escalated": {
         "case_number": 1042,
         "case_subject": "Phones down",
@@ -198,6 +204,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     "staff.unassigned_alert": {"excerpt": "Nothing works."},
     "staff.hold_expired": {"assignee": "ana@support.example.com"},
     "staff.escalated": {"requester": "pat@acme.example", "excerpt": "#escalate\nWe are losing sales."},
+    "staff.oauth_alert": {},
     "staff.master_update_reminder": {
         "platform": "Microsoft Teams",
         "last_update_at": "2026-11-25T23:00:00+00:00",
