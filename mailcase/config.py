@@ -6,6 +6,7 @@ It must not read anything but the config file and the secret files it names, and
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -298,13 +299,50 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             raw = data[f.name]
             if cls is Settings and f.name == "sla" and isinstance(raw, dict):
                 raw = _with_sla_defaults(raw)
-            values[f.name] = _convert(hints[f.name], raw, _join(prefix, f.name))
+            key = _join(prefix, f.name)
+            try:
+                values[f.name] = _convert(hints[f.name], raw, key)
+            except ConfigError as error:
+                if not _is_secret(f):
+                    raise
+                # Never echo a secret, even a mistyped one: name the key and the expected type.
+                raise ConfigError(key, _without_value(error.problem)) from None
     built = cls(**values)
     if cls is Settings and "sla" in data:
         merged = dict(DEFAULT_SLA)
         merged.update(built.sla)
         built = dataclasses.replace(built, sla=merged)
     return built
+
+
+def _is_secret(f: dataclasses.Field[Any]) -> bool:
+    """A field holding a password, a key or a URL that may carry one (repr=False marks them)."""
+    return not f.repr or f.name == "url"
+
+
+def _without_value(problem: str) -> str:
+    """"expected a string, got 12345" → "expected a string, got an integer": the type, never the value."""
+    expected, got, value = problem.partition(", got ")
+    if not got:
+        return problem
+    return f"{expected}, got {_kind(value)}"
+
+
+def _kind(shown: str) -> str:
+    """The TOML kind of a repr()'d value, for an error that must not show the value itself."""
+    if shown in ("True", "False"):
+        return "a boolean"
+    if shown[:1] in "'\"":
+        return "a string"
+    if shown[:1] == "[":
+        return "a list"
+    if shown[:1] == "{":
+        return "a table"
+    if re.fullmatch(r"[-+]?\d+", shown):
+        return "an integer"
+    if re.fullmatch(r"[-+]?[\d.eE+-]+|nan|inf|-inf", shown):
+        return "a number"
+    return "a value of another type"
 
 
 def _with_sla_defaults(tables: dict[str, Any]) -> dict[str, Any]:
