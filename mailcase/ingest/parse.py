@@ -133,8 +133,8 @@ def parse_message(data: bytes, *, envelope_from: str | None = None) -> InboundMe
     Raises `UnparseableMessage` when there is no usable message in `data`.
     """
     raw_sha256 = hashlib.sha256(data).hexdigest()
-    message_bytes = _usable_bytes(data)
     defects: list[str] = []
+    message_bytes = _usable_bytes(data, defects)
     tree, parsed = _build_tree(message_bytes, defects)
 
     header_pairs = _decoded_headers(tree, defects)
@@ -206,8 +206,13 @@ def content_digest(
 # --------------------------------------------------------------------------------------------
 
 
-def _usable_bytes(data: bytes) -> bytes:
-    """The bytes from the header block on, or `UnparseableMessage` when there is none."""
+def _usable_bytes(data: bytes, defects: list[str]) -> bytes:
+    """The bytes from the header block on, or `UnparseableMessage` when there is none.
+
+    A stray NUL in the header block (a broken gateway, a fuzzer) is removed and recorded as the
+    defect `nul-in-header`: holding the whole message for it would leave an MPOC's case unopened.
+    A header block that is mostly NULs is binary data, not mail, and is refused as before.
+    """
     if not data.strip():
         raise UnparseableMessage("empty message")
     start = len(data) - len(data.lstrip(b"\r\n"))
@@ -220,11 +225,19 @@ def _usable_bytes(data: bytes) -> bytes:
     if crlf_end >= 0 and (head_end < 0 or crlf_end < head_end):
         head_end = crlf_end
     head = data[start : head_end if head_end >= 0 else min(len(data), start + 65536)]
-    if b"\x00" in head:
+    nuls = head.count(b"\x00")
+    if nuls and nuls * _BINARY_NUL_SHARE >= len(head):
         raise UnparseableMessage("binary data where the header block should be")
-    if not _FIELD_LINE.match(head):
+    if not _FIELD_LINE.match(head.replace(b"\x00", b"")):
         raise UnparseableMessage("no header block: the first line is not a header field")
+    if nuls:
+        defects.append(f"nul-in-header:{nuls}")
+        return head.replace(b"\x00", b"") + data[start + len(head) :]
     return data[start:] if start else data
+
+
+_BINARY_NUL_SHARE = 8
+"""A header block with at least one NUL in this many bytes is binary data, not a damaged header."""
 
 
 _FEED_PIECE = 8192

@@ -385,14 +385,20 @@ def _peer(session: Session) -> str:
 class _SupportSMTP(SMTP):
     """aiosmtpd's protocol with the few changes our edge needs; one instance per connection."""
 
-    # RFC 5321 §4.5.3.1.6 limits a line to 1000 octets, but mail that breaks the rule still
-    # reaches a support desk from broken gateways; refusing it (aiosmtpd answers 500, a
-    # permanent error) would bounce a customer's report. Accept long lines, as Postfix does.
+    # The stream reader's buffer: a command line longer than this is refused (500, RFC 5321
+    # §4.5.3.1.4 lets a server refuse over-long commands), and a DATA line longer than this is
+    # read in pieces of this size (_LongLineReader) rather than buffered whole.
     line_length_limit = 65_536
 
     def __init__(self, handler: SupportHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._support = handler
+        # RFC 5321 §4.5.3.1.6 limits a text line to 1000 octets, but mail that breaks the rule
+        # still reaches a support desk from broken gateways, and Postfix accepts it (it breaks
+        # such lines at line_length_limit and goes on). So do we: aiosmtpd refused any DATA line
+        # longer than its reader's buffer with a permanent 500, which bounced a customer's
+        # report. The only bound left on DATA is the message size (552 5.3.4).
+        self._stream_reader.__class__ = _LongLineReader  # type: ignore[attr-defined]
         self._transaction: asyncio.Future[None] | None = None
 
     @property
@@ -447,6 +453,34 @@ class _SupportSMTP(SMTP):
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(f"{REPLY_SHUTTING_DOWN}\r\n".encode("ascii"))
         transport.close()
+
+
+class _LongLineReader(asyncio.StreamReader):
+    """A stream reader that folds over-long DATA lines as Postfix does, instead of refusing them.
+
+    aiosmtpd's DATA loop reads CRLF-terminated lines; a line longer than the buffer made it
+    answer a permanent 500. Here such a line comes back in pieces of the buffer's size, each but
+    the last ended with CRLF and the next begun with a space: Postfix's folding (smtp_line_length_
+    limit inserts <CR><LF><SPACE>), a valid header continuation, whitespace in base64, and never
+    a line starting with "." (so dot-unstuffing and the end-of-data line are not fooled). The
+    command loop reads with the default separator and still gets LimitOverrunError (500).
+    """
+
+    _folding = False
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:  # type: ignore[override]
+        if separator != b"\r\n":
+            return await super().readuntil(separator)
+        prefix = b" " if self._folding else b""
+        try:
+            line = await super().readuntil(separator)
+        except asyncio.LimitOverrunError as error:
+            self._folding = True
+            # Two bytes short of the buffer, so that aiosmtpd's own per-line check passes.
+            piece = await self.read(max(min(error.consumed, self._limit - 3), 1))  # type: ignore[attr-defined]
+            return prefix + piece + b"\r\n"
+        self._folding = False
+        return prefix + line
 
 
 def build_tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:

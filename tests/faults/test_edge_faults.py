@@ -1,0 +1,103 @@
+"""Issue 13 points 7 and 8 against a real `mailcase serve`: long lines and a NUL in a header.
+
+* A 65,600-byte line in DATA is accepted (250), as Postfix accepts it; before, aiosmtpd's
+  reader answered the permanent `500 Line too long` and the customer's report bounced.
+* One NUL in a header no longer holds the message as binary: the MPOC's case is opened, the
+  acknowledgement reaches the relay, and the NUL is recorded as a parse defect.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from email.utils import make_msgid
+
+import pytest
+import sqlalchemy as sa
+
+from mailcase.db import make_engine
+from support.daemon import MailcaseDaemon, wait_until
+from support.relay import CaptureRelay
+
+SUPPORT = "support@support.example.com"
+PAT = "pat@acme.example"  # an MPOC of Acme in the example directory
+QUEUED_AS = re.compile(r"2\.0\.0 Ok: queued as (\d+)")
+DELIVERY_WAIT = 20.0
+
+
+@pytest.fixture(scope="module")
+def relay() -> Iterator[CaptureRelay]:
+    with CaptureRelay() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, relay: CaptureRelay) -> Iterator[MailcaseDaemon]:
+    with MailcaseDaemon(tmp_path_factory.mktemp("edge"), relay=relay, outbox_interval_seconds=1) as running:
+        running.prepare()
+        running.start()
+        yield running
+
+
+def raw_mail(subject: bytes, body: bytes, message_id: str) -> bytes:
+    return (
+        b"From: Pat <" + PAT.encode() + b">\r\nTo: " + SUPPORT.encode() + b"\r\n"
+        b"Subject: " + subject + b"\r\nMessage-ID: " + message_id.encode() + b"\r\n"
+        b"Date: Wed, 25 Nov 2026 16:00:00 -0700\r\n\r\n" + body
+    )
+
+
+def send_raw(daemon: MailcaseDaemon, data: bytes) -> tuple[int, str]:
+    client = daemon.smtp()
+    try:
+        client.ehlo("client.acme.example")
+        assert client.mail(PAT) == (250, b"OK")
+        assert client.rcpt(SUPPORT)[0] == 250
+        code, reply = client.data(data)
+        return code, reply.decode()
+    finally:
+        client.close()
+
+
+def test_a_65600_byte_line_is_accepted_as_postfix_accepts_it(daemon: MailcaseDaemon) -> None:
+    long_line = b"x" * 65_600
+    message_id = make_msgid(domain="acme.example")
+    code, reply = send_raw(daemon, raw_mail(b"Log dump attached inline", b"see below\r\n" + long_line + b"\r\nend\r\n", message_id))
+
+    assert code == 250, reply
+    number = QUEUED_AS.search(reply)
+    assert number, reply
+    case = daemon.cli("cases", "show", number.group(1), "--json").json()
+    assert case["subject"] == "Log dump attached inline"
+
+
+def test_a_long_command_line_is_still_refused_as_rfc_5321_allows(daemon: MailcaseDaemon) -> None:
+    with daemon.smtp() as client:
+        client.ehlo("client.acme.example")
+        code, _reply = client.docmd("NOOP", "y" * 70_000)
+        assert code == 500
+        assert client.noop()[0] == 250  # the session goes on
+
+
+def test_a_nul_in_a_header_opens_the_case_and_records_a_defect(daemon: MailcaseDaemon, relay: CaptureRelay) -> None:
+    message_id = make_msgid(domain="acme.example")
+    code, reply = send_raw(daemon, raw_mail(b"Router\x00 down in Denver", b"It rebooted twice.\r\n", message_id))
+
+    assert code == 250, reply
+    found = QUEUED_AS.search(reply)
+    assert found, f"not opened as a case: {reply}"
+    case = daemon.cli("cases", "show", found.group(1), "--json").json()
+    assert case["subject"] == "Router down in Denver"
+    wait_until(
+        lambda: [m for m in relay.messages if PAT in m.rcpt_tos and m.message.get("In-Reply-To") == message_id],
+        timeout=DELIVERY_WAIT, what="the acknowledgement",
+    )
+    engine = make_engine(daemon.database_url)
+    try:
+        with engine.connect() as connection:
+            details = connection.execute(
+                sa.text("SELECT details FROM message WHERE message_id = :id"), {"id": message_id}
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert "nul-in-header:1" in str(details)
