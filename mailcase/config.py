@@ -86,6 +86,11 @@ class OutboundSettings:
     max_attempts: int = 10
     retry_base_seconds: int = 60
     retry_max_seconds: int = 3600
+    # A claimed row's lease: its holder renews it as it sends; another daemon takes the row over
+    # only after it ran out (a dead holder). At least twice timeout_seconds.
+    lease_seconds: int = 120
+    # A notice still undelivered this long after it fell due is given up (MTA-style queue lifetime).
+    max_age_hours: int = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,6 +525,14 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("logging.level", "must be DEBUG, INFO, WARNING or ERROR")
     if not 1 <= settings.smtp.workers <= 64:
         raise ConfigError("smtp.workers", f"must be between 1 and 64, got {settings.smtp.workers}")
+    outbound = settings.outbound
+    if outbound.lease_seconds < 2 * outbound.timeout_seconds:
+        raise ConfigError(
+            "outbound.lease_seconds",
+            f"must be at least twice outbound.timeout_seconds ({2 * outbound.timeout_seconds})",
+        )
+    if outbound.max_age_hours < 1:
+        raise ConfigError("outbound.max_age_hours", "must be at least 1")
     if "@" not in settings.smtp.support_address:
         raise ConfigError("smtp.support_address", "not an email address")
     if not settings.database.url.startswith(("sqlite", "postgresql")):

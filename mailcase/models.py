@@ -343,6 +343,10 @@ class Outbox(SQLModel, table=True):
     state: OutboxState = Field(default=OutboxState.QUEUED, sa_type=EnumString(OutboxState, 16))
     attempts: int = 0
     next_attempt_at: datetime | None = _at()
+    # While `sending`: who holds the row ("host:pid:start", notify/outbox.claimant) and until when;
+    # the holder renews the lease as it works, so only a dead holder's rows are taken over.
+    claimed_by: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
+    lease_until: datetime | None = _at()
     created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     due_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     sent_at: datetime | None = _at()
