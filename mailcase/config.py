@@ -45,6 +45,11 @@ class SmtpSettings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     data_timeout_seconds: int = 300
+    # Caps on what one client may hold (issue 13; over a cap: 421 4.7.0 and the connection closed).
+    max_connections: int = 200
+    max_connections_per_ip: int = 20
+    max_commands_without_transaction: int = 100
+    idle_timeout_seconds: int = 300
     # Processes accepting SMTP on the port (SO_REUSEPORT), each with the pipeline; `serve` starts
     # workers - 1 besides itself. 1 by default: on SQLite one write lock serialises the pipeline's
     # transactions, and two processes measured no faster (docs/benchmarks.md, "Ingest (SMTP)").
@@ -523,6 +528,9 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("lifecycle.participant_policy", "must be organisation or any")
     if settings.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("logging.level", "must be DEBUG, INFO, WARNING or ERROR")
+    for key in ("max_connections", "max_connections_per_ip", "max_commands_without_transaction", "idle_timeout_seconds"):
+        if getattr(settings.smtp, key) < 1:
+            raise ConfigError(f"smtp.{key}", "must be at least 1")
     if not 1 <= settings.smtp.workers <= 64:
         raise ConfigError("smtp.workers", f"must be between 1 and 64, got {settings.smtp.workers}")
     outbound = settings.outbound

@@ -18,6 +18,7 @@ Public parts, wired by the composition root:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
 from collections.abc import Mapping
@@ -44,6 +45,14 @@ REPLY_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 REPLY_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 REPLY_SHUTTING_DOWN = "421 4.3.2 Service shutting down, please retry later"
 REPLY_REJECTED = "554 5.6.0 Message rejected"
+# RFC 3463 4.7.0 "other or undefined security status": a cap on what one client may hold.
+REPLY_TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
+REPLY_TOO_MANY_FROM_CLIENT = "421 4.7.0 Too many connections from your address, try again later"
+REPLY_TOO_MANY_COMMANDS = "421 4.7.0 Too many commands without a message, closing connection"
+REPLY_IDLE_TIMEOUT = "421 4.4.2 Idle timeout, closing connection"
+
+DESCRIPTOR_RESERVE = 64
+"""File descriptors kept free beside client connections (database, log, relay, IMAP, workers)."""
 
 DECISION_REJECTED = "rejected"
 """The `IngestOutcome.decision` that makes the edge answer 554 (permanent) instead of 250."""
@@ -220,6 +229,10 @@ class SupportHandler:
         self._recipients = RecipientPolicy.from_settings(settings)
         self._stopping = False
         self._connections: set[_SupportSMTP] = set()
+        self._per_ip: dict[str, int] = {}
+        self._connection_cap = max(1, min(settings.max_connections, _descriptor_room()))
+        self._at_cap = False
+        self._at_descriptor_limit = False
         self._transactions: set[asyncio.Future[None]] = set()
         self._ingests: set[asyncio.Task[str]] = set()
 
@@ -332,11 +345,55 @@ class SupportHandler:
 
     # Connections and graceful stop ----------------------------------------------------------
 
-    def _opened(self, connection: _SupportSMTP) -> None:
-        self._connections.add(connection)
+    @property
+    def connection_cap(self) -> int:
+        """`max_connections`, lowered to what the descriptor limit leaves room for."""
+        return self._connection_cap
 
-    def _closed(self, connection: _SupportSMTP) -> None:
+    def _opened(self, connection: _SupportSMTP, ip: str) -> str | None:
+        """Admit a new connection, or return the 421 it gets (over a cap); logs once per change
+        of state (at a cap, below it again), never once per refused client."""
+        self.descriptor_limit(reached=False)
+        if len(self._connections) >= self._connection_cap:
+            if not self._at_cap:
+                self._at_cap = True
+                log.warning(
+                    "SMTP at its connection cap (%d): new clients get 421 until some close",
+                    self._connection_cap,
+                )
+            return REPLY_TOO_MANY_CONNECTIONS
+        if self._per_ip.get(ip, 0) >= self._settings.max_connections_per_ip:
+            log.info("SMTP connection refused peer=%s reply=421 reason=per-address cap", ip)
+            return REPLY_TOO_MANY_FROM_CLIENT
+        if self._at_cap:
+            self._at_cap = False
+            log.warning("SMTP below its connection cap again: accepting clients")
+        self._connections.add(connection)
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        return None
+
+    def _closed(self, connection: _SupportSMTP, ip: str) -> None:
+        if connection not in self._connections:
+            return
         self._connections.discard(connection)
+        left = self._per_ip.get(ip, 1) - 1
+        if left > 0:
+            self._per_ip[ip] = left
+        else:
+            self._per_ip.pop(ip, None)
+
+    def descriptor_limit(self, *, reached: bool) -> None:
+        """The process ran out of file descriptors (accept failed), or accepted again: logged
+        once per change, where asyncio would log every failed accept."""
+        if reached == self._at_descriptor_limit:
+            return
+        self._at_descriptor_limit = reached
+        if reached:
+            log.error(
+                "SMTP cannot accept: out of file descriptors (ulimit -n); clients wait until some close"
+            )
+        else:
+            log.warning("SMTP accepting connections again after running out of file descriptors")
 
     def _transaction_started(self) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -393,6 +450,9 @@ class _SupportSMTP(SMTP):
     def __init__(self, handler: SupportHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._support = handler
+        self._refusal: str | None = None
+        self._ip = ""
+        self._commands = 0
         # RFC 5321 §4.5.3.1.6 limits a text line to 1000 octets, but mail that breaks the rule
         # still reaches a support desk from broken gateways, and Postfix accepts it (it breaks
         # such lines at line_length_limit and goes on). So do we: aiosmtpd refused any DATA line
@@ -406,12 +466,76 @@ class _SupportSMTP(SMTP):
         return self._transaction is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
         super().connection_made(transport)
-        self._support._opened(self)
+        if first:  # not again after STARTTLS
+            peer = transport.get_extra_info("peername")
+            self._ip = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+            self._refusal = self._support._opened(self, self._ip)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._support._closed(self)
+        self._support._closed(self, self._ip)
         super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._refusal is not None:
+            # Over a cap: say why instead of the greeting, and close (RFC 5321 §3.1 allows 421).
+            await self.push(self._refusal)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 §4.5.3.2: the server may close an idle connection; say so first.
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(f"{REPLY_IDLE_TIMEOUT}\r\n".encode("ascii"))
+        super()._timeout_cb()
+
+    async def _counted(self) -> bool:
+        """Count a command outside a completed transaction; False (421 sent, closing) over the cap."""
+        self._commands += 1
+        if self._commands <= self._support.settings.max_commands_without_transaction:
+            return True
+        log.info("SMTP connection closed peer=%s reply=421 reason=commands without a message", self._ip)
+        await self.push(REPLY_TOO_MANY_COMMANDS)
+        if self.transport is not None:
+            self.transport.close()
+        return False
+
+    async def smtp_NOOP(self, arg: str) -> None:
+        if await self._counted():
+            await super().smtp_NOOP(arg)
+
+    async def smtp_RSET(self, arg: str) -> None:
+        if await self._counted():
+            await super().smtp_RSET(arg)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        if await self._counted():
+            await super().smtp_HELO(hostname)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if await self._counted():
+            await super().smtp_EHLO(hostname)
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        if await self._counted():
+            await super().smtp_VRFY(arg)
+
+    async def smtp_EXPN(self, arg: str) -> None:
+        if await self._counted():
+            await super().smtp_EXPN(arg)
+
+    async def smtp_HELP(self, arg: str) -> None:
+        if await self._counted():
+            await super().smtp_HELP(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if await self._counted():
+            await super().smtp_RCPT(arg)
 
     async def push(self, status: AnyStr) -> None:
         # aiosmtpd enforces SIZE itself but answers "552 Error: ..." without the enhanced
@@ -424,18 +548,22 @@ class _SupportSMTP(SMTP):
         if self._support.stopping:
             await self._refuse_for_shutdown()
             return
-        await super().smtp_MAIL(arg)
+        if await self._counted():
+            await super().smtp_MAIL(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
         if self._support.stopping:
             await self._refuse_for_shutdown()
             return
         transaction = self._transaction = self._support._transaction_started()
+        # The whole DATA transfer gets data_timeout_seconds; between commands, idle_timeout.
+        self._reset_timeout(self._support.settings.data_timeout_seconds)
         try:
             await super().smtp_DATA(arg)
         finally:
             self._support._transaction_ended(transaction)
             self._transaction = None
+            self._commands = 0  # a message was sent: the client is doing real work
         if self._support.stopping:
             # The reply to this transaction is written; now say goodbye (RFC 5321 §3.8).
             self.close_for_shutdown()
@@ -483,6 +611,44 @@ class _LongLineReader(asyncio.StreamReader):
         return prefix + line
 
 
+def _descriptor_room() -> int:
+    """Client connections the process's file-descriptor limit leaves room for (one each)."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 2**31
+    if soft == resource.RLIM_INFINITY:
+        return 2**31
+    return max(1, soft - DESCRIPTOR_RESERVE)
+
+
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def _watch_descriptor_limit(loop: asyncio.AbstractEventLoop, handler: SupportHandler) -> None:
+    """asyncio logs every failed accept() at the descriptor limit (thousands of lines a minute);
+    report the state change once through the handler instead, and pass everything else on."""
+    previous = loop.get_exception_handler()
+
+    def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if (
+            isinstance(error, OSError)
+            and error.errno in _OUT_OF_DESCRIPTORS
+            and "accept" in str(context.get("message", ""))
+        ):
+            handler.descriptor_limit(reached=True)
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(exception_handler)
+
+
 def build_tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
     """The STARTTLS context when `tls_cert_file` and `tls_key_file` are both set, else None."""
     cert, key = settings.tls_cert_file, settings.tls_key_file
@@ -511,9 +677,12 @@ async def start_smtp_server(
 
     SIZE is advertised and enforced at `max_message_size` (552 5.3.4), STARTTLS offered when a
     certificate is configured (never required: other MTAs may not speak it, RFC 3207 §4),
-    the greeting names `hostname`, and a client gets `data_timeout_seconds` per command,
-    the whole DATA transfer included, before it is disconnected. `reuse_port` lets several
-    processes share the port (SO_REUSEPORT).
+    the greeting names `hostname`; a client may stay silent `idle_timeout_seconds` between
+    commands and gets `data_timeout_seconds` for the whole DATA transfer (421 4.4.2 then). Over
+    `max_connections` (lowered to what `ulimit -n` leaves room for), `max_connections_per_ip` or
+    `max_commands_without_transaction` a client gets 421 4.7.0 and is disconnected; reaching
+    a cap, or the descriptor limit, is logged once per change of state. `reuse_port` lets
+    several processes share the port (SO_REUSEPORT).
     """
     tls_context = build_tls_context(settings)
     library_log = logging.getLogger(_LIBRARY_LOGGER)
@@ -531,9 +700,16 @@ async def start_smtp_server(
             ident=IDENT,
             tls_context=tls_context,
             require_starttls=False,
-            timeout=settings.data_timeout_seconds,
+            timeout=settings.idle_timeout_seconds,
             loop=loop,
         )
+
+    _watch_descriptor_limit(loop, handler)
+    if handler.connection_cap < settings.max_connections:
+        log.warning(
+            "SMTP connection cap lowered from %d to %d: the file-descriptor limit leaves no more room",
+            settings.max_connections, handler.connection_cap,
+        )  # fmt: skip
 
     server = await loop.create_server(
         connection,
