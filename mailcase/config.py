@@ -169,6 +169,7 @@ class AutoReplySettings:
     max_per_hour: int = 5
     max_per_day: int = 20
     non_mpoc_notice_hours: int = 24
+    non_mpoc_max_per_hour: int = 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -370,7 +370,10 @@ class AutoReplyLog(SQLModel, table=True):
     """Automatic replies sent to an address, for the per-sender rate limit (SPEC.md §3)."""
 
     __tablename__ = "auto_reply_log"
-    __table_args__ = (sa.Index("ix_auto_reply_address_at", "address", "at"),)
+    __table_args__ = (
+        sa.Index("ix_auto_reply_address_at", "address", "at"),
+        sa.Index("ix_auto_reply_kind_at", "kind", "at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     address: str = Field(max_length=320)
     kind: str = Field(max_length=64)

@@ -287,6 +287,11 @@ class Pipeline:
             session, sender.address, now, now - timedelta(hours=settings.autoreply.non_mpoc_notice_hours)
         )
         addressed = {a.lower() for a in recipients}
+        known, notices_last_hour = False, 0
+        if message.from_address and not sender.is_mpoc and not sender.is_technician:
+            known = sender.organisation_id is not None or organisation_for_address(message.from_address, session=session) is not None
+            if known:
+                notices_last_hour = _non_mpoc_notices_since(session, now - timedelta(hours=1))
         return Facts(
             message=message,
             sender=sender,
@@ -305,6 +310,9 @@ class Pipeline:
             max_auto_replies_per_hour=settings.autoreply.max_per_hour,
             max_auto_replies_per_day=settings.autoreply.max_per_day,
             non_mpoc_notice_recently=noticed,
+            sender_organisation_known=known,
+            non_mpoc_notices_last_hour=notices_last_hour,
+            max_non_mpoc_notices_per_hour=settings.autoreply.non_mpoc_max_per_hour,
         )
 
     def _token_case(self, session: Session, recipients: tuple[str, ...]) -> int | None:
@@ -393,6 +401,15 @@ def _auto_reply_history(session: Session, address: str, now: datetime, notice_si
     }
     day, hour, notices = session.execute(_auto_reply_history_query(), params).one()
     return int(hour), int(day), bool(notices)
+
+
+def _non_mpoc_notices_since(session: Session, since: datetime) -> int:
+    """Non-MPOC notices sent to anyone since `since` (the global hourly cap; ix_auto_reply_kind_at)."""
+    return int(
+        session.execute(
+            sa.select(func.count()).where(col(AutoReplyLog.kind) == "customer.non_mpoc", col(AutoReplyLog.at) > since)
+        ).scalar_one()
+    )
 
 
 @functools.cache

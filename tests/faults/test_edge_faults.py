@@ -101,3 +101,47 @@ def test_a_nul_in_a_header_opens_the_case_and_records_a_defect(daemon: MailcaseD
     finally:
         engine.dispose()
     assert "nul-in-header:1" in str(details)
+
+
+def test_forged_mail_from_a_stranger_gets_no_notice_and_an_employee_gets_one_without_the_subject(
+    daemon: MailcaseDaemon, relay: CaptureRelay
+) -> None:
+    spam = b"BUY CHEAP PILLS AT http://spam.example"
+    victim = "victim@third-party.example"
+    forged = raw_mail(spam, b"Visit http://spam.example now\r\n", make_msgid(domain="third-party.example"))
+    forged = forged.replace(PAT.encode(), victim.encode())
+    employee = "lee@acme.example"  # Acme's domain, but not a designated contact
+    asking = raw_mail(b"Please reset my PIN http://spam.example", b"Thanks\r\n", make_msgid(domain="acme.example"))
+    asking = asking.replace(PAT.encode(), employee.encode())
+
+    for data in (forged, asking):
+        code, reply = send_raw(daemon, data)
+        assert code == 250, reply
+
+    notice = wait_until(
+        lambda: [m for m in relay.messages if employee in m.rcpt_tos], timeout=DELIVERY_WAIT, what="the employee's notice"
+    )[0]
+    wait_until(lambda: daemon.cli("outbox", "list", "--json").json()[0]["state"] != "queued", timeout=DELIVERY_WAIT,
+               what="the outbox drained")
+    assert [m for m in relay.messages if victim in m.rcpt_tos] == []
+    assert not any(row["kind"] == "customer.non_mpoc" and victim in row["recipients"]
+                   for row in daemon.cli("outbox", "list", "--json").json())
+    assert b"spam.example" not in notice.data and b"PIN" not in notice.data
+    held = {h["from"] for h in daemon.cli("held", "list", "--json").json()}
+    assert {victim, employee} <= held  # both kept for the agents
+
+
+def test_the_non_mpoc_notice_has_a_global_hourly_cap(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with CaptureRelay() as relay, MailcaseDaemon(
+        tmp_path_factory.mktemp("cap"), relay=relay, outbox_interval_seconds=1,
+        env={"MAILCASE_AUTOREPLY__NON_MPOC_MAX_PER_HOUR": "3"},
+    ) as daemon:
+        daemon.prepare()
+        daemon.start()
+        for i in range(6):
+            sender = f"employee{i}@acme.example"
+            data = raw_mail(b"hello", b"hi\r\n", make_msgid(domain="acme.example")).replace(PAT.encode(), sender.encode())
+            assert send_raw(daemon, data)[0] == 250
+        rows = [r for r in daemon.cli("outbox", "list", "--json").json() if r["kind"] == "customer.non_mpoc"]
+        assert len(rows) == 3
+        assert len(daemon.cli("held", "list", "--json").json()) == 6

@@ -1,4 +1,4 @@
-"""delivery lease: who holds an outbox row in `sending`, and until when
+"""delivery lease: who holds an outbox row in `sending`, and until when; non-MPOC notices by kind and time
 
 Revision ID: 0004
 Revises: 0001
@@ -47,7 +47,14 @@ def upgrade() -> None:
         )
 
 
+    # The global hourly cap on non-MPOC notices counts them by kind and time.
+    with op.batch_alter_table('auto_reply_log', schema=None) as batch_op:
+        batch_op.create_index('ix_auto_reply_kind_at', ['kind', 'at'], unique=False)
+
+
 def downgrade() -> None:
+    with op.batch_alter_table('auto_reply_log', schema=None) as batch_op:
+        batch_op.drop_index('ix_auto_reply_kind_at')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_column('lease_until')
         batch_op.drop_column('claimed_by')
