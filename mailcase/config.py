@@ -173,6 +173,14 @@ class AutoReplySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MimeSettings:
+    """Bounds on an inbound message's MIME tree; beyond them it is held whole, never parsed."""
+
+    max_depth: int = 50
+    max_parts: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class LifecycleSettings:
     reopen_window_days: int = 7
     nudge_business_days: int = 1
@@ -222,6 +230,7 @@ class Settings:
     assignment: AssignmentSettings = AssignmentSettings()
     escalation: EscalationSettings = EscalationSettings()
     autoreply: AutoReplySettings = AutoReplySettings()
+    mime: MimeSettings = MimeSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     security: SecuritySettings = SecuritySettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
@@ -532,6 +541,8 @@ def _validate(settings: Settings) -> None:
     for key in ("max_connections", "max_connections_per_ip", "max_commands_without_transaction", "idle_timeout_seconds"):
         if getattr(settings.smtp, key) < 1:
             raise ConfigError(f"smtp.{key}", "must be at least 1")
+    if settings.mime.max_depth < 1 or settings.mime.max_parts < 1:
+        raise ConfigError("mime.max_depth" if settings.mime.max_depth < 1 else "mime.max_parts", "must be at least 1")
     if not 1 <= settings.smtp.workers <= 64:
         raise ConfigError("smtp.workers", f"must be between 1 and 64, got {settings.smtp.workers}")
     outbound = settings.outbound

@@ -53,6 +53,7 @@ import mailparser
 
 from mailcase.domain import AttachmentPart, AutoKind, BounceReport, InboundMessage
 from mailcase.errors import MailcaseError
+from mailcase.ingest.mimebounds import mime_shape
 from mailcase.ingest.quotes import strip_quoted
 from mailcase.rules.classify import classify_auto
 
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 
 MAX_REFERENCES = 50
 """References kept per message, newest last; long threads carry hundreds and the newest decide."""
+DEFAULT_MAX_MIME_DEPTH = 50
+DEFAULT_MAX_MIME_PARTS = 1000
 MAX_HEADERS = 1000
 """Header fields kept; a message with more is hostile and the rest are dropped (recorded)."""
 MAX_DEPTH = 64
@@ -125,16 +128,29 @@ class UnparseableMessage(MailcaseError):
         self.reason = reason
 
 
-def parse_message(data: bytes, *, envelope_from: str | None = None) -> InboundMessage:
+def parse_message(
+    data: bytes,
+    *,
+    envelope_from: str | None = None,
+    max_depth: int = DEFAULT_MAX_MIME_DEPTH,
+    max_parts: int = DEFAULT_MAX_MIME_PARTS,
+) -> InboundMessage:
     """Decode a raw message once into everything the rules look at.
 
     `envelope_from` is the SMTP MAIL FROM when the channel knows it ("" for the null sender
     `<>`); it only feeds the auto-reply classification (a null sender marks machine mail).
-    Raises `UnparseableMessage` when there is no usable message in `data`.
+    Raises `UnparseableMessage` when there is no usable message in `data`, or when its MIME
+    tree is deeper than `max_depth` or has more than `max_parts` parts (checked in one linear
+    scan before any tree is built: the parsers' cost grows with the square of the depth).
     """
     raw_sha256 = hashlib.sha256(data).hexdigest()
     defects: list[str] = []
     message_bytes = _usable_bytes(data, defects)
+    beyond = mime_shape(message_bytes, max_depth=max_depth, max_parts=max_parts).beyond(
+        max_depth=max_depth, max_parts=max_parts
+    )
+    if beyond:
+        raise UnparseableMessage(beyond)
     tree, parsed = _build_tree(message_bytes, defects)
 
     header_pairs = _decoded_headers(tree, defects)

@@ -118,7 +118,10 @@ class Pipeline:
         # SMTP's "" is the null sender <> (a bounce); for a file or IMAP, "" only means unknown.
         envelope_from = raw.envelope_from if raw.channel is Channel.SMTP else (raw.envelope_from or None)
         try:
-            message = parse_message(raw.data, envelope_from=envelope_from)
+            message = parse_message(
+                raw.data, envelope_from=envelope_from,
+                max_depth=self.settings.mime.max_depth, max_parts=self.settings.mime.max_parts,
+            )
             parse_error = ""
         except UnparseableMessage as exc:
             message, parse_error = None, exc.reason

@@ -18,6 +18,7 @@ Public parts, wired by the composition root:
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import logging
 import ssl
@@ -235,6 +236,7 @@ class SupportHandler:
         self._at_descriptor_limit = False
         self._transactions: set[asyncio.Future[None]] = set()
         self._ingests: set[asyncio.Task[str]] = set()
+        self._turns = _FairTurns(getattr(executor, "_max_workers", 1) or 1)
 
     @property
     def settings(self) -> SmtpSettings:
@@ -300,7 +302,9 @@ class SupportHandler:
             envelope_to=tuple(envelope.rcpt_tos),
             source=f"smtp:{_peer(session)} helo={_reply_text(session.host_name)}",
         )
-        task = asyncio.get_running_loop().create_task(self._ingest_and_reply(raw))
+        peer = session.peer
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        task = asyncio.get_running_loop().create_task(self._ingest_and_reply(raw, client))
         self._ingests.add(task)
         task.add_done_callback(self._ingests.discard)
         # Shielded: a client that hangs up or times out while we commit cancels this hook, but
@@ -318,10 +322,16 @@ class SupportHandler:
 
     # The pipeline ---------------------------------------------------------------------------
 
-    async def _ingest_and_reply(self, raw: RawMessage) -> str:
+    async def _ingest_and_reply(self, raw: RawMessage, client: str) -> str:
         loop = asyncio.get_running_loop()
         try:
-            outcome = await loop.run_in_executor(self._executor, self._ingest, raw)
+            # Turns at the pipeline go round the clients: one sending many (or costly) messages
+            # waits behind its own, not in front of everyone else's.
+            await self._turns.acquire(client)
+            try:
+                outcome = await loop.run_in_executor(self._executor, self._ingest, raw)
+            finally:
+                self._turns.release()
             reply = reply_for(outcome)
         except TransientError as exc:
             log.warning(
@@ -430,6 +440,40 @@ class SupportHandler:
                 len(unfinished), grace_seconds,
             )
         return not unfinished
+
+
+class _FairTurns:
+    """Turns at the ingest executor's `slots` threads, taken round-robin over client addresses
+    when they are all busy (per-client fairness): each waiting client gets one turn in order,
+    and a client just served goes to the back of the round."""
+
+    def __init__(self, slots: int) -> None:
+        self._slots = max(1, slots)
+        self._busy = 0
+        self._waiting: collections.OrderedDict[str, collections.deque[asyncio.Future[None]]] = (
+            collections.OrderedDict()
+        )
+
+    async def acquire(self, client: str) -> None:
+        if self._busy < self._slots and not self._waiting:
+            self._busy += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(client, collections.deque()).append(future)
+        await future  # release() handed its slot over: _busy already counts this turn
+
+    def release(self) -> None:
+        while self._waiting:
+            client, queue = next(iter(self._waiting.items()))
+            future = queue.popleft()
+            if queue:
+                self._waiting.move_to_end(client)
+            else:
+                del self._waiting[client]
+            if not future.done():
+                future.set_result(None)
+                return
+        self._busy -= 1
 
 
 def _peer(session: Session) -> str:

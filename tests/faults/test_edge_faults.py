@@ -145,3 +145,46 @@ def test_the_non_mpoc_notice_has_a_global_hourly_cap(tmp_path_factory: pytest.Te
         rows = [r for r in daemon.cli("outbox", "list", "--json").json() if r["kind"] == "customer.non_mpoc"]
         assert len(rows) == 3
         assert len(daemon.cli("held", "list", "--json").json()) == 6
+
+
+def nesting_bomb(depth: int = 1000) -> bytes:
+    """About 70 KB: multipart/mixed nested `depth` deep (the stdlib parser is quadratic on it)."""
+    nested = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(depth))
+    head = raw_mail(b"nested", b"", make_msgid(domain="acme.example")).split(b"\r\n\r\n")[0]
+    return head + b"\r\nMIME-Version: 1.0\r\n" + nested + b"Content-Type: text/plain\r\n\r\ndeep\r\n"
+
+
+def test_nested_mime_from_four_clients_does_not_slow_a_legitimate_message(daemon: MailcaseDaemon) -> None:
+    import statistics
+    import threading
+    import time
+
+    bombs_done: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def bomber() -> None:
+        while not stop.is_set():
+            data = nesting_bomb().replace(b"Message-ID: <", b"Message-ID: <%d." % time.monotonic_ns(), 1)
+            bombs_done.append(send_raw(daemon, data))
+
+    threads = [threading.Thread(target=bomber) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    timings = []
+    try:
+        wait_until(lambda: len(bombs_done) >= 4, timeout=30, what="the bombs under way")
+        for i in range(5):
+            started = time.monotonic()
+            code, reply = send_raw(daemon, raw_mail(b"Phones down %d" % i, b"All phones down.\r\n", make_msgid(domain="acme.example")))
+            timings.append(time.monotonic() - started)
+            assert code == 250, reply
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert bombs_done and all(code == 250 for code, _ in bombs_done)
+    held = daemon.cli("held", "list", "--json").json()
+    assert any("MIME nesting deeper than 50 levels" in h["reason"] for h in held)
+    median = statistics.median(timings)
+    print(f"\nlegitimate message time to 250 under 4 nesting-bomb clients: median {median:.3f} s, max {max(timings):.3f} s; {len(bombs_done)} bombs held")
+    assert median < 1.0, timings
