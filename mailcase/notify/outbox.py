@@ -1,20 +1,29 @@
 """Deliver due outbox rows: claim, render, compose, send over one connection, record each outcome; it never decides what to notify.
 
-Delivery guarantees, and the one window we accept:
-* A row is claimed in a short transaction that marks it `sending` (`FOR UPDATE SKIP LOCKED` on
-  PostgreSQL, so several daemons sharing one database never claim the same row; on SQLite the
-  transaction is `BEGIN IMMEDIATE` and writers are serialised).
-* Each message's outcome is committed in its own transaction as soon as the relay answers, before
-  the next message is sent. So a crash between the relay's 250 and our commit re-sends **at most
-  that one message**: its row is still `sending`, and rows left in `sending` longer than
-  `stale_after` (a crashed daemon) go back to `queued`. That re-send keeps the stored Message-ID,
-  so the recipient's client shows it as the same message. The commit is kept cheap rather than
-  deferred: one database connection is held for the batch, and an outcome is one Core UPDATE of
-  its row (plus, for case mail, the INSERT of its outbound message row) in one short transaction.
-* A dropped connection makes the transport reconnect and try the message once more; if the drop
-  came after the relay had accepted the data, that is the same one-message window.
-* 4xx replies and connection errors are retried with capped exponential backoff and jitter; a
-  5xx reply, or running out of attempts, marks the row `failed` with the server's reply.
+Delivery guarantees, and the one window we accept (docs/reliability.md has the figures):
+* A row is claimed in a short transaction that marks it `sending`, records its holder
+  (`claimant()`: host, process id and process start time) and a lease (`outbound.lease_seconds`)
+  (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several daemons sharing one database never claim the
+  same row; on SQLite the transaction is `BEGIN IMMEDIATE` and writers are serialised).
+* The holder renews the lease on the rows it still has to send as results come in, so a live
+  daemon's rows are never taken over however slow the relay; a row is queued again only when its
+  lease ran out (its holder died or was cut off) or, at once, when its holder ran on this host and
+  that process is gone (a restarted daemon recovers its crashed predecessor's claims). A pass
+  claims no more than it can send in half a lease at the pace measured so far.
+* Each message's outcome is committed as soon as the relay answers, before the next message is
+  sent. A 250 is committed first and alone, and retried over a new connection if the database
+  dropped ours, so a crash between the relay's 250 and that commit is the only way a message is
+  sent twice: **at most that one message**, re-sent with its stored Message-ID, so the recipient's
+  client shows it as the same message.
+* A dropped relay connection makes the transport reconnect and try the message once more; if the
+  drop came after the relay had accepted the data, that is the same one-message window.
+* Attempts count against a notice only when the relay answered about that message (a 4xx to it);
+  they are retried with capped exponential backoff and jitter, and a 5xx, or `max_attempts` such
+  answers, marks the row `failed` with the server's reply. When the relay cannot be reached at all
+  (connect, greeting, TLS, AUTH), delivery pauses as a whole: the rows go back to the queue
+  uncharged, and the next pass after the backoff sends one probe message before the rest.
+* A notice still queued `outbound.max_age_hours` after it fell due (default 5 days) expires:
+  `failed`, with a `notice_failed` line on its case, as does any other failed case notice.
 """
 
 from __future__ import annotations
