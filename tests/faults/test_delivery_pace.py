@@ -58,5 +58,6 @@ def test_a_slow_relay_shrinks_the_next_batch(engine: Engine, clock: FixedClock, 
         assert pace is not None and pace >= 0.05
         expected = batch_capacity(pace, timedelta(seconds=2))
         assert expected < 30
+        print(f"\npace {pace:.3f} s/message: next pass claims {expected}")
         assert deliver() == expected  # not the 30 still queued, though batch_size is 200
         assert len(relay.messages) == 10 + expected
