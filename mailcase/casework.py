@@ -401,8 +401,9 @@ def queue_non_mpoc_notice(session: Session, desk: Desk, message: Any, *, now: da
         recipients=(message.from_address,),
         idempotency_key=f"customer.non_mpoc:{message.from_address}:{held_id}",
         due_at=now,
+        # Never the sender's subject or body: the From address may be forged, and quoting it
+        # would relay an attacker's text from our address (backscatter).
         context={
-            "original_subject": message.subject,
             "sender_address": message.from_address,
             "organisation_name": organisation.name if organisation else "",
         },

@@ -6,6 +6,7 @@ It must not read anything but the config file and the secret files it names, and
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -44,6 +45,11 @@ class SmtpSettings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     data_timeout_seconds: int = 300
+    # Caps on what one client may hold (issue 13; over a cap: 421 4.7.0 and the connection closed).
+    max_connections: int = 200
+    max_connections_per_ip: int = 20
+    max_commands_without_transaction: int = 100
+    idle_timeout_seconds: int = 300
     # Processes accepting SMTP on the port (SO_REUSEPORT), each with the pipeline; `serve` starts
     # workers - 1 besides itself. 1 by default: on SQLite one write lock serialises the pipeline's
     # transactions, and two processes measured no faster (docs/benchmarks.md, "Ingest (SMTP)").
@@ -108,6 +114,11 @@ class OutboundSettings:
     max_attempts: int = 10
     retry_base_seconds: int = 60
     retry_max_seconds: int = 3600
+    # A claimed row's lease: its holder renews it as it sends; another daemon takes the row over
+    # only after it ran out (a dead holder). At least twice timeout_seconds.
+    lease_seconds: int = 120
+    # A notice still undelivered this long after it fell due is given up (MTA-style queue lifetime).
+    max_age_hours: int = 120
 
 
 OAUTH_PROVIDERS = ("microsoft", "google", "generic")
@@ -227,6 +238,15 @@ class AutoReplySettings:
     max_per_hour: int = 5
     max_per_day: int = 20
     non_mpoc_notice_hours: int = 24
+    non_mpoc_max_per_hour: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class MimeSettings:
+    """Bounds on an inbound message's MIME tree; beyond them it is held whole, never parsed."""
+
+    max_depth: int = 50
+    max_parts: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +321,7 @@ class Settings:
     assignment: AssignmentSettings = AssignmentSettings()
     escalation: EscalationSettings = EscalationSettings()
     autoreply: AutoReplySettings = AutoReplySettings()
+    mime: MimeSettings = MimeSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     security: SecuritySettings = SecuritySettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
@@ -431,7 +452,14 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             raw = data[f.name]
             if cls is Settings and f.name == "sla" and isinstance(raw, dict):
                 raw = _with_sla_defaults(raw)
-            values[f.name] = _convert(hints[f.name], raw, _join(prefix, f.name))
+            key = _join(prefix, f.name)
+            try:
+                values[f.name] = _convert(hints[f.name], raw, key)
+            except ConfigError as error:
+                if not _is_secret(f):
+                    raise
+                # Never echo a secret, even a mistyped one: name the key and the expected type.
+                raise ConfigError(key, _without_value(error.problem)) from None
     if grants:
         values["grants"] = {k: _build(OAuthGrantSettings, v, _join(prefix, k)) for k, v in grants.items()}
     built = cls(**values)
@@ -440,6 +468,36 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         merged.update(built.sla)
         built = dataclasses.replace(built, sla=merged)
     return built
+
+
+def _is_secret(f: dataclasses.Field[Any]) -> bool:
+    """A field holding a password, a key or a URL that may carry one (repr=False marks them)."""
+    return not f.repr or f.name == "url"
+
+
+def _without_value(problem: str) -> str:
+    """"expected a string, got 12345" → "expected a string, got an integer": the type, never the value."""
+    expected, got, value = problem.partition(", got ")
+    if not got:
+        return problem
+    return f"{expected}, got {_kind(value)}"
+
+
+def _kind(shown: str) -> str:
+    """The TOML kind of a repr()'d value, for an error that must not show the value itself."""
+    if shown in ("True", "False"):
+        return "a boolean"
+    if shown[:1] in "'\"":
+        return "a string"
+    if shown[:1] == "[":
+        return "a list"
+    if shown[:1] == "{":
+        return "a table"
+    if re.fullmatch(r"[-+]?\d+", shown):
+        return "an integer"
+    if re.fullmatch(r"[-+]?[\d.eE+-]+|nan|inf|-inf", shown):
+        return "a number"
+    return "a value of another type"
 
 
 def _with_sla_defaults(tables: dict[str, Any]) -> dict[str, Any]:
@@ -656,8 +714,21 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("lifecycle.participant_policy", "must be organisation or any")
     if settings.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("logging.level", "must be DEBUG, INFO, WARNING or ERROR")
+    for key in ("max_connections", "max_connections_per_ip", "max_commands_without_transaction", "idle_timeout_seconds"):
+        if getattr(settings.smtp, key) < 1:
+            raise ConfigError(f"smtp.{key}", "must be at least 1")
+    if settings.mime.max_depth < 1 or settings.mime.max_parts < 1:
+        raise ConfigError("mime.max_depth" if settings.mime.max_depth < 1 else "mime.max_parts", "must be at least 1")
     if not 1 <= settings.smtp.workers <= 64:
         raise ConfigError("smtp.workers", f"must be between 1 and 64, got {settings.smtp.workers}")
+    outbound = settings.outbound
+    if outbound.lease_seconds < 2 * outbound.timeout_seconds:
+        raise ConfigError(
+            "outbound.lease_seconds",
+            f"must be at least twice outbound.timeout_seconds ({2 * outbound.timeout_seconds})",
+        )
+    if outbound.max_age_hours < 1:
+        raise ConfigError("outbound.max_age_hours", "must be at least 1")
     if "@" not in settings.smtp.support_address:
         raise ConfigError("smtp.support_address", "not an email address")
     try:

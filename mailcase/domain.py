@@ -109,6 +109,7 @@ class EventKind(StrEnum):
     REOPENED = "reopened"
     NOTICE_QUEUED = "notice_queued"
     SENDER_CHECK = "sender_check"  # `monitor`: a sender check that `enforce` would have held on
+    NOTICE_FAILED = "notice_failed"
 
 
 class AutoKind(StrEnum):

@@ -270,6 +270,7 @@ def deliver_outbox(app: App, now: datetime) -> object:
         settings=app.settings,
         secret=app.secret,
         limit=app.settings.outbound.batch_size,
+        clock=app.clock.now,
     )
 
 

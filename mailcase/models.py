@@ -345,6 +345,10 @@ class Outbox(SQLModel, table=True):
     state: OutboxState = Field(default=OutboxState.QUEUED, sa_type=EnumString(OutboxState, 16))
     attempts: int = 0
     next_attempt_at: datetime | None = _at()
+    # While `sending`: who holds the row ("host:pid:start", notify/outbox.claimant) and until when;
+    # the holder renews the lease as it works, so only a dead holder's rows are taken over.
+    claimed_by: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
+    lease_until: datetime | None = _at()
     created_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     due_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
     sent_at: datetime | None = _at()
@@ -368,7 +372,10 @@ class AutoReplyLog(SQLModel, table=True):
     """Automatic replies sent to an address, for the per-sender rate limit (SPEC.md §3)."""
 
     __tablename__ = "auto_reply_log"
-    __table_args__ = (sa.Index("ix_auto_reply_address_at", "address", "at"),)
+    __table_args__ = (
+        sa.Index("ix_auto_reply_address_at", "address", "at"),
+        sa.Index("ix_auto_reply_kind_at", "kind", "at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     address: str = Field(max_length=320)
     kind: str = Field(max_length=64)

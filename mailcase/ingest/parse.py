@@ -55,6 +55,7 @@ import mailparser
 
 from mailcase.domain import AttachmentPart, AutoKind, BounceReport, InboundMessage
 from mailcase.errors import MailcaseError
+from mailcase.ingest.mimebounds import mime_shape
 from mailcase.ingest.quotes import strip_quoted
 from mailcase.rules.classify import classify_auto
 
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 
 MAX_REFERENCES = 50
 """References kept per message, newest last; long threads carry hundreds and the newest decide."""
+DEFAULT_MAX_MIME_DEPTH = 50
+DEFAULT_MAX_MIME_PARTS = 1000
 MAX_HEADERS = 1000
 """Header fields kept; a message with more is hostile and the rest are dropped (recorded)."""
 MAX_DEPTH = 64
@@ -127,16 +130,29 @@ class UnparseableMessage(MailcaseError):
         self.reason = reason
 
 
-def parse_message(data: bytes, *, envelope_from: str | None = None) -> InboundMessage:
+def parse_message(
+    data: bytes,
+    *,
+    envelope_from: str | None = None,
+    max_depth: int = DEFAULT_MAX_MIME_DEPTH,
+    max_parts: int = DEFAULT_MAX_MIME_PARTS,
+) -> InboundMessage:
     """Decode a raw message once into everything the rules look at.
 
     `envelope_from` is the SMTP MAIL FROM when the channel knows it ("" for the null sender
     `<>`); it only feeds the auto-reply classification (a null sender marks machine mail).
-    Raises `UnparseableMessage` when there is no usable message in `data`.
+    Raises `UnparseableMessage` when there is no usable message in `data`, or when its MIME
+    tree is deeper than `max_depth` or has more than `max_parts` parts (checked in one linear
+    scan before any tree is built: the parsers' cost grows with the square of the depth).
     """
     raw_sha256 = hashlib.sha256(data).hexdigest()
-    message_bytes = _usable_bytes(data)
     defects: list[str] = []
+    message_bytes = _usable_bytes(data, defects)
+    beyond = mime_shape(message_bytes, max_depth=max_depth, max_parts=max_parts).beyond(
+        max_depth=max_depth, max_parts=max_parts
+    )
+    if beyond:
+        raise UnparseableMessage(beyond)
     tree, parsed = _build_tree(message_bytes, defects)
 
     header_pairs = _decoded_headers(tree, defects)
@@ -215,8 +231,13 @@ def content_digest(
 # --------------------------------------------------------------------------------------------
 
 
-def _usable_bytes(data: bytes) -> bytes:
-    """The bytes from the header block on, or `UnparseableMessage` when there is none."""
+def _usable_bytes(data: bytes, defects: list[str]) -> bytes:
+    """The bytes from the header block on, or `UnparseableMessage` when there is none.
+
+    A stray NUL in the header block (a broken gateway, a fuzzer) is removed and recorded as the
+    defect `nul-in-header`: holding the whole message for it would leave an MPOC's case unopened.
+    A header block that is mostly NULs is binary data, not mail, and is refused as before.
+    """
     if not data.strip():
         raise UnparseableMessage("empty message")
     start = len(data) - len(data.lstrip(b"\r\n"))
@@ -229,11 +250,19 @@ def _usable_bytes(data: bytes) -> bytes:
     if crlf_end >= 0 and (head_end < 0 or crlf_end < head_end):
         head_end = crlf_end
     head = data[start : head_end if head_end >= 0 else min(len(data), start + 65536)]
-    if b"\x00" in head:
+    nuls = head.count(b"\x00")
+    if nuls and nuls * _BINARY_NUL_SHARE >= len(head):
         raise UnparseableMessage("binary data where the header block should be")
-    if not _FIELD_LINE.match(head):
+    if not _FIELD_LINE.match(head.replace(b"\x00", b"")):
         raise UnparseableMessage("no header block: the first line is not a header field")
+    if nuls:
+        defects.append(f"nul-in-header:{nuls}")
+        return head.replace(b"\x00", b"") + data[start + len(head) :]
     return data[start:] if start else data
+
+
+_BINARY_NUL_SHARE = 8
+"""A header block with at least one NUL in this many bytes is binary data, not a damaged header."""
 
 
 _FEED_PIECE = 8192

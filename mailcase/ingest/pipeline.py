@@ -133,7 +133,10 @@ class Pipeline:
         # SMTP's "" is the null sender <> (a bounce); for a file or IMAP, "" only means unknown.
         envelope_from = raw.envelope_from if raw.channel is Channel.SMTP else (raw.envelope_from or None)
         try:
-            message = parse_message(raw.data, envelope_from=envelope_from)
+            message = parse_message(
+                raw.data, envelope_from=envelope_from,
+                max_depth=self.settings.mime.max_depth, max_parts=self.settings.mime.max_parts,
+            )
             parse_error = ""
         except UnparseableMessage as exc:
             message, parse_error = None, exc.reason
@@ -357,6 +360,11 @@ class Pipeline:
             session, sender.address, now, now - timedelta(hours=settings.autoreply.non_mpoc_notice_hours)
         )
         addressed = {a.lower() for a in recipients}
+        known, notices_last_hour = False, 0
+        if message.from_address and not sender.is_mpoc and not sender.is_technician:
+            known = sender.organisation_id is not None or organisation_for_address(message.from_address, session=session) is not None
+            if known:
+                notices_last_hour = _non_mpoc_notices_since(session, now - timedelta(hours=1))
         return Facts(
             message=message,
             sender=sender,
@@ -378,6 +386,9 @@ class Pipeline:
             authentication=self._authentication(
                 session, message, sender, verdict, staff_case_number, organisation=sender_organisation
             ),
+            sender_organisation_known=known,
+            non_mpoc_notices_last_hour=notices_last_hour,
+            max_non_mpoc_notices_per_hour=settings.autoreply.non_mpoc_max_per_hour,
         )
 
     def _authentication(
@@ -500,6 +511,15 @@ def _auto_reply_history(session: Session, address: str, now: datetime, notice_si
     }
     day, hour, notices = session.execute(_auto_reply_history_query(), params).one()
     return int(hour), int(day), bool(notices)
+
+
+def _non_mpoc_notices_since(session: Session, since: datetime) -> int:
+    """Non-MPOC notices sent to anyone since `since` (the global hourly cap; ix_auto_reply_kind_at)."""
+    return int(
+        session.execute(
+            sa.select(func.count()).where(col(AutoReplyLog.kind) == "customer.non_mpoc", col(AutoReplyLog.at) > since)
+        ).scalar_one()
+    )
 
 
 @functools.cache

@@ -18,6 +18,8 @@ Public parts, wired by the composition root:
 from __future__ import annotations
 
 import asyncio
+import collections
+import errno
 import logging
 import ssl
 from collections.abc import Mapping
@@ -44,6 +46,14 @@ REPLY_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 REPLY_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 REPLY_SHUTTING_DOWN = "421 4.3.2 Service shutting down, please retry later"
 REPLY_REJECTED = "554 5.6.0 Message rejected"
+# RFC 3463 4.7.0 "other or undefined security status": a cap on what one client may hold.
+REPLY_TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
+REPLY_TOO_MANY_FROM_CLIENT = "421 4.7.0 Too many connections from your address, try again later"
+REPLY_TOO_MANY_COMMANDS = "421 4.7.0 Too many commands without a message, closing connection"
+REPLY_IDLE_TIMEOUT = "421 4.4.2 Idle timeout, closing connection"
+
+DESCRIPTOR_RESERVE = 64
+"""File descriptors kept free beside client connections (database, log, relay, IMAP, workers)."""
 
 DECISION_REJECTED = "rejected"
 """The `IngestOutcome.decision` that makes the edge answer 554 (permanent) instead of 250."""
@@ -220,8 +230,13 @@ class SupportHandler:
         self._recipients = RecipientPolicy.from_settings(settings)
         self._stopping = False
         self._connections: set[_SupportSMTP] = set()
+        self._per_ip: dict[str, int] = {}
+        self._connection_cap = max(1, min(settings.max_connections, _descriptor_room()))
+        self._at_cap = False
+        self._at_descriptor_limit = False
         self._transactions: set[asyncio.Future[None]] = set()
         self._ingests: set[asyncio.Task[str]] = set()
+        self._turns = _FairTurns(getattr(executor, "_max_workers", 1) or 1)
 
     @property
     def settings(self) -> SmtpSettings:
@@ -287,7 +302,9 @@ class SupportHandler:
             envelope_to=tuple(envelope.rcpt_tos),
             source=f"smtp:{_peer(session)} helo={_reply_text(session.host_name)}",
         )
-        task = asyncio.get_running_loop().create_task(self._ingest_and_reply(raw))
+        peer = session.peer
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        task = asyncio.get_running_loop().create_task(self._ingest_and_reply(raw, client))
         self._ingests.add(task)
         task.add_done_callback(self._ingests.discard)
         # Shielded: a client that hangs up or times out while we commit cancels this hook, but
@@ -305,10 +322,16 @@ class SupportHandler:
 
     # The pipeline ---------------------------------------------------------------------------
 
-    async def _ingest_and_reply(self, raw: RawMessage) -> str:
+    async def _ingest_and_reply(self, raw: RawMessage, client: str) -> str:
         loop = asyncio.get_running_loop()
         try:
-            outcome = await loop.run_in_executor(self._executor, self._ingest, raw)
+            # Turns at the pipeline go round the clients: one sending many (or costly) messages
+            # waits behind its own, not in front of everyone else's.
+            await self._turns.acquire(client)
+            try:
+                outcome = await loop.run_in_executor(self._executor, self._ingest, raw)
+            finally:
+                self._turns.release()
             reply = reply_for(outcome)
         except TransientError as exc:
             log.warning(
@@ -332,11 +355,55 @@ class SupportHandler:
 
     # Connections and graceful stop ----------------------------------------------------------
 
-    def _opened(self, connection: _SupportSMTP) -> None:
-        self._connections.add(connection)
+    @property
+    def connection_cap(self) -> int:
+        """`max_connections`, lowered to what the descriptor limit leaves room for."""
+        return self._connection_cap
 
-    def _closed(self, connection: _SupportSMTP) -> None:
+    def _opened(self, connection: _SupportSMTP, ip: str) -> str | None:
+        """Admit a new connection, or return the 421 it gets (over a cap); logs once per change
+        of state (at a cap, below it again), never once per refused client."""
+        self.descriptor_limit(reached=False)
+        if len(self._connections) >= self._connection_cap:
+            if not self._at_cap:
+                self._at_cap = True
+                log.warning(
+                    "SMTP at its connection cap (%d): new clients get 421 until some close",
+                    self._connection_cap,
+                )
+            return REPLY_TOO_MANY_CONNECTIONS
+        if self._per_ip.get(ip, 0) >= self._settings.max_connections_per_ip:
+            log.info("SMTP connection refused peer=%s reply=421 reason=per-address cap", ip)
+            return REPLY_TOO_MANY_FROM_CLIENT
+        if self._at_cap:
+            self._at_cap = False
+            log.warning("SMTP below its connection cap again: accepting clients")
+        self._connections.add(connection)
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        return None
+
+    def _closed(self, connection: _SupportSMTP, ip: str) -> None:
+        if connection not in self._connections:
+            return
         self._connections.discard(connection)
+        left = self._per_ip.get(ip, 1) - 1
+        if left > 0:
+            self._per_ip[ip] = left
+        else:
+            self._per_ip.pop(ip, None)
+
+    def descriptor_limit(self, *, reached: bool) -> None:
+        """The process ran out of file descriptors (accept failed), or accepted again: logged
+        once per change, where asyncio would log every failed accept."""
+        if reached == self._at_descriptor_limit:
+            return
+        self._at_descriptor_limit = reached
+        if reached:
+            log.error(
+                "SMTP cannot accept: out of file descriptors (ulimit -n); clients wait until some close"
+            )
+        else:
+            log.warning("SMTP accepting connections again after running out of file descriptors")
 
     def _transaction_started(self) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -375,6 +442,40 @@ class SupportHandler:
         return not unfinished
 
 
+class _FairTurns:
+    """Turns at the ingest executor's `slots` threads, taken round-robin over client addresses
+    when they are all busy (per-client fairness): each waiting client gets one turn in order,
+    and a client just served goes to the back of the round."""
+
+    def __init__(self, slots: int) -> None:
+        self._slots = max(1, slots)
+        self._busy = 0
+        self._waiting: collections.OrderedDict[str, collections.deque[asyncio.Future[None]]] = (
+            collections.OrderedDict()
+        )
+
+    async def acquire(self, client: str) -> None:
+        if self._busy < self._slots and not self._waiting:
+            self._busy += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(client, collections.deque()).append(future)
+        await future  # release() handed its slot over: _busy already counts this turn
+
+    def release(self) -> None:
+        while self._waiting:
+            client, queue = next(iter(self._waiting.items()))
+            future = queue.popleft()
+            if queue:
+                self._waiting.move_to_end(client)
+            else:
+                del self._waiting[client]
+            if not future.done():
+                future.set_result(None)
+                return
+        self._busy -= 1
+
+
 def _peer(session: Session) -> str:
     peer = session.peer
     if isinstance(peer, tuple) and len(peer) >= 2:
@@ -385,14 +486,23 @@ def _peer(session: Session) -> str:
 class _SupportSMTP(SMTP):
     """aiosmtpd's protocol with the few changes our edge needs; one instance per connection."""
 
-    # RFC 5321 §4.5.3.1.6 limits a line to 1000 octets, but mail that breaks the rule still
-    # reaches a support desk from broken gateways; refusing it (aiosmtpd answers 500, a
-    # permanent error) would bounce a customer's report. Accept long lines, as Postfix does.
+    # The stream reader's buffer: a command line longer than this is refused (500, RFC 5321
+    # §4.5.3.1.4 lets a server refuse over-long commands), and a DATA line longer than this is
+    # read in pieces of this size (_LongLineReader) rather than buffered whole.
     line_length_limit = 65_536
 
     def __init__(self, handler: SupportHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._support = handler
+        self._refusal: str | None = None
+        self._ip = ""
+        self._commands = 0
+        # RFC 5321 §4.5.3.1.6 limits a text line to 1000 octets, but mail that breaks the rule
+        # still reaches a support desk from broken gateways, and Postfix accepts it (it breaks
+        # such lines at line_length_limit and goes on). So do we: aiosmtpd refused any DATA line
+        # longer than its reader's buffer with a permanent 500, which bounced a customer's
+        # report. The only bound left on DATA is the message size (552 5.3.4).
+        self._stream_reader.__class__ = _LongLineReader  # type: ignore[attr-defined]
         self._transaction: asyncio.Future[None] | None = None
 
     @property
@@ -400,12 +510,76 @@ class _SupportSMTP(SMTP):
         return self._transaction is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
         super().connection_made(transport)
-        self._support._opened(self)
+        if first:  # not again after STARTTLS
+            peer = transport.get_extra_info("peername")
+            self._ip = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+            self._refusal = self._support._opened(self, self._ip)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._support._closed(self)
+        self._support._closed(self, self._ip)
         super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._refusal is not None:
+            # Over a cap: say why instead of the greeting, and close (RFC 5321 §3.1 allows 421).
+            await self.push(self._refusal)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 §4.5.3.2: the server may close an idle connection; say so first.
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(f"{REPLY_IDLE_TIMEOUT}\r\n".encode("ascii"))
+        super()._timeout_cb()
+
+    async def _counted(self) -> bool:
+        """Count a command outside a completed transaction; False (421 sent, closing) over the cap."""
+        self._commands += 1
+        if self._commands <= self._support.settings.max_commands_without_transaction:
+            return True
+        log.info("SMTP connection closed peer=%s reply=421 reason=commands without a message", self._ip)
+        await self.push(REPLY_TOO_MANY_COMMANDS)
+        if self.transport is not None:
+            self.transport.close()
+        return False
+
+    async def smtp_NOOP(self, arg: str) -> None:
+        if await self._counted():
+            await super().smtp_NOOP(arg)
+
+    async def smtp_RSET(self, arg: str) -> None:
+        if await self._counted():
+            await super().smtp_RSET(arg)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        if await self._counted():
+            await super().smtp_HELO(hostname)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if await self._counted():
+            await super().smtp_EHLO(hostname)
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        if await self._counted():
+            await super().smtp_VRFY(arg)
+
+    async def smtp_EXPN(self, arg: str) -> None:
+        if await self._counted():
+            await super().smtp_EXPN(arg)
+
+    async def smtp_HELP(self, arg: str) -> None:
+        if await self._counted():
+            await super().smtp_HELP(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if await self._counted():
+            await super().smtp_RCPT(arg)
 
     async def push(self, status: AnyStr) -> None:
         # aiosmtpd enforces SIZE itself but answers "552 Error: ..." without the enhanced
@@ -418,18 +592,22 @@ class _SupportSMTP(SMTP):
         if self._support.stopping:
             await self._refuse_for_shutdown()
             return
-        await super().smtp_MAIL(arg)
+        if await self._counted():
+            await super().smtp_MAIL(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
         if self._support.stopping:
             await self._refuse_for_shutdown()
             return
         transaction = self._transaction = self._support._transaction_started()
+        # The whole DATA transfer gets data_timeout_seconds; between commands, idle_timeout.
+        self._reset_timeout(self._support.settings.data_timeout_seconds)
         try:
             await super().smtp_DATA(arg)
         finally:
             self._support._transaction_ended(transaction)
             self._transaction = None
+            self._commands = 0  # a message was sent: the client is doing real work
         if self._support.stopping:
             # The reply to this transaction is written; now say goodbye (RFC 5321 §3.8).
             self.close_for_shutdown()
@@ -447,6 +625,72 @@ class _SupportSMTP(SMTP):
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(f"{REPLY_SHUTTING_DOWN}\r\n".encode("ascii"))
         transport.close()
+
+
+class _LongLineReader(asyncio.StreamReader):
+    """A stream reader that folds over-long DATA lines as Postfix does, instead of refusing them.
+
+    aiosmtpd's DATA loop reads CRLF-terminated lines; a line longer than the buffer made it
+    answer a permanent 500. Here such a line comes back in pieces of the buffer's size, each but
+    the last ended with CRLF and the next begun with a space: Postfix's folding (smtp_line_length_
+    limit inserts <CR><LF><SPACE>), a valid header continuation, whitespace in base64, and never
+    a line starting with "." (so dot-unstuffing and the end-of-data line are not fooled). The
+    command loop reads with the default separator and still gets LimitOverrunError (500).
+    """
+
+    _folding = False
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:  # type: ignore[override]
+        if separator != b"\r\n":
+            return await super().readuntil(separator)
+        prefix = b" " if self._folding else b""
+        try:
+            line = await super().readuntil(separator)
+        except asyncio.LimitOverrunError as error:
+            self._folding = True
+            # Two bytes short of the buffer, so that aiosmtpd's own per-line check passes.
+            piece = await self.read(max(min(error.consumed, self._limit - 3), 1))  # type: ignore[attr-defined]
+            return prefix + piece + b"\r\n"
+        self._folding = False
+        return prefix + line
+
+
+def _descriptor_room() -> int:
+    """Client connections the process's file-descriptor limit leaves room for (one each)."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 2**31
+    if soft == resource.RLIM_INFINITY:
+        return 2**31
+    return max(1, soft - DESCRIPTOR_RESERVE)
+
+
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def _watch_descriptor_limit(loop: asyncio.AbstractEventLoop, handler: SupportHandler) -> None:
+    """asyncio logs every failed accept() at the descriptor limit (thousands of lines a minute);
+    report the state change once through the handler instead, and pass everything else on."""
+    previous = loop.get_exception_handler()
+
+    def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if (
+            isinstance(error, OSError)
+            and error.errno in _OUT_OF_DESCRIPTORS
+            and "accept" in str(context.get("message", ""))
+        ):
+            handler.descriptor_limit(reached=True)
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(exception_handler)
 
 
 def build_tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
@@ -477,9 +721,12 @@ async def start_smtp_server(
 
     SIZE is advertised and enforced at `max_message_size` (552 5.3.4), STARTTLS offered when a
     certificate is configured (never required: other MTAs may not speak it, RFC 3207 §4),
-    the greeting names `hostname`, and a client gets `data_timeout_seconds` per command,
-    the whole DATA transfer included, before it is disconnected. `reuse_port` lets several
-    processes share the port (SO_REUSEPORT).
+    the greeting names `hostname`; a client may stay silent `idle_timeout_seconds` between
+    commands and gets `data_timeout_seconds` for the whole DATA transfer (421 4.4.2 then). Over
+    `max_connections` (lowered to what `ulimit -n` leaves room for), `max_connections_per_ip` or
+    `max_commands_without_transaction` a client gets 421 4.7.0 and is disconnected; reaching
+    a cap, or the descriptor limit, is logged once per change of state. `reuse_port` lets
+    several processes share the port (SO_REUSEPORT).
     """
     tls_context = build_tls_context(settings)
     library_log = logging.getLogger(_LIBRARY_LOGGER)
@@ -497,9 +744,16 @@ async def start_smtp_server(
             ident=IDENT,
             tls_context=tls_context,
             require_starttls=False,
-            timeout=settings.data_timeout_seconds,
+            timeout=settings.idle_timeout_seconds,
             loop=loop,
         )
+
+    _watch_descriptor_limit(loop, handler)
+    if handler.connection_cap < settings.max_connections:
+        log.warning(
+            "SMTP connection cap lowered from %d to %d: the file-descriptor limit leaves no more room",
+            settings.max_connections, handler.connection_cap,
+        )  # fmt: skip
 
     server = await loop.create_server(
         connection,

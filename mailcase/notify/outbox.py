@@ -1,41 +1,53 @@
 """Deliver due outbox rows: claim, render, compose, send over one connection, record each outcome; it never decides what to notify.
 
-Delivery guarantees, and the one window we accept:
-* A row is claimed in a short transaction that marks it `sending` (`FOR UPDATE SKIP LOCKED` on
-  PostgreSQL, so several daemons sharing one database never claim the same row; on SQLite the
-  transaction is `BEGIN IMMEDIATE` and writers are serialised).
-* Each message's outcome is committed in its own transaction as soon as the relay answers, before
-  the next message is sent. So a crash between the relay's 250 and our commit re-sends **at most
-  that one message**: its row is still `sending`, and rows left in `sending` longer than
-  `stale_after` (a crashed daemon) go back to `queued`. That re-send keeps the stored Message-ID,
-  so the recipient's client shows it as the same message. The commit is kept cheap rather than
-  deferred: one database connection is held for the batch, and an outcome is one Core UPDATE of
-  its row (plus, for case mail, the INSERT of its outbound message row) in one short transaction.
-* A dropped connection makes the transport reconnect and try the message once more; if the drop
-  came after the relay had accepted the data, that is the same one-message window.
-* 4xx replies and connection errors are retried with capped exponential backoff and jitter; a
-  5xx reply, or running out of attempts, marks the row `failed` with the server's reply.
+Delivery guarantees, and the one window we accept (docs/reliability.md has the figures):
+* A row is claimed in a short transaction that marks it `sending`, records its holder
+  (`claimant()`: host, process id and process start time) and a lease (`outbound.lease_seconds`)
+  (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several daemons sharing one database never claim the
+  same row; on SQLite the transaction is `BEGIN IMMEDIATE` and writers are serialised).
+* The holder renews the lease on the rows it still has to send as results come in, so a live
+  daemon's rows are never taken over however slow the relay; a row is queued again only when its
+  lease ran out (its holder died or was cut off) or, at once, when its holder ran on this host and
+  that process is gone (a restarted daemon recovers its crashed predecessor's claims). A pass
+  claims no more than it can send in half a lease at the pace measured so far.
+* Each message's outcome is committed as soon as the relay answers, before the next message is
+  sent. A 250 is committed first and alone, and retried over a new connection if the database
+  dropped ours, so a crash between the relay's 250 and that commit is the only way a message is
+  sent twice: **at most that one message**, re-sent with its stored Message-ID, so the recipient's
+  client shows it as the same message.
+* A dropped relay connection makes the transport reconnect and try the message once more; if the
+  drop came after the relay had accepted the data, that is the same one-message window.
+* Attempts count against a notice only when the relay answered about that message (a 4xx to it);
+  they are retried with capped exponential backoff and jitter, and a 5xx, or `max_attempts` such
+  answers, marks the row `failed` with the server's reply. When the relay cannot be reached at all
+  (connect, greeting, TLS, AUTH), delivery pauses as a whole: the rows go back to the queue
+  uncharged, and the next pass after the backoff sends one probe message before the rest.
+* A notice still queued `outbound.max_age_hours` after it fell due (default 5 days) expires:
+  `failed`, with a `notice_failed` line on its case, as does any other failed case notice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import socket
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import col
 
 from mailcase.config import Settings
 from mailcase.db import is_transient, transaction
-from mailcase.domain import AutoKind, Direction, OutboxState
+from mailcase.domain import AutoKind, Direction, EventKind, OutboxState
 from mailcase.errors import TransientError
-from mailcase.models import Message, Outbox
+from mailcase.models import CaseEvent, Message, Outbox
 from mailcase.notify.ics import invitation
 from mailcase.notify.compose import (
     AUTO_GENERATED,
@@ -47,19 +59,38 @@ from mailcase.notify.compose import (
 from mailcase.notify.render import Rendered, Renderer
 from mailcase.notify.transport import Envelope, SendOutcome, SendResult, Transport
 from mailcase.rules.tokens import reply_address, staff_reply_address
-from mailcase.store.outbox import REPLY_TOKEN_CASE_KEY, REPLY_TOKEN_STAFF_KEY
+from mailcase.store.outbox import (
+    REPLY_TOKEN_CASE_KEY,
+    REPLY_TOKEN_STAFF_KEY,
+    installation_values,
+    set_installation_values,
+)
 
 log = logging.getLogger(__name__)
 
-STALE_SENDING = timedelta(minutes=10)
-"""A row `sending` for longer than this was claimed by a daemon that died; it is queued again."""
-
 _OUTBOX: sa.Table = Outbox.__table__  # type: ignore[assignment]
 _MESSAGE: sa.Table = Message.__table__  # type: ignore[assignment]
-_SET_OUTCOME = sa.update(_OUTBOX).where(_OUTBOX.c.id == sa.bindparam("outbox_id"))
-"""One row's outcome; the SET clause comes from the parameters' column names, so each outcome's
-shape compiles once and is reused from SQLAlchemy's statement cache."""
+_EVENT: sa.Table = CaseEvent.__table__  # type: ignore[assignment]
+T = TypeVar("T")
+_SET_SENT = sa.update(_OUTBOX).where(_OUTBOX.c.id == sa.bindparam("outbox_id"))
+"""A 250 is recorded whoever holds the row now: the message was accepted, so it must never be
+sent again. The SET clause comes from the parameters' column names, so each outcome's shape
+compiles once and is reused from SQLAlchemy's statement cache."""
+_SET_IF_HELD = sa.update(_OUTBOX).where(
+    _OUTBOX.c.id == sa.bindparam("outbox_id"),
+    _OUTBOX.c.claimed_by == sa.bindparam("holder"),
+    _OUTBOX.c.state == OutboxState.SENDING.value,
+)
+"""Any other outcome only while we still hold the row: a row whose lease another daemon took over
+is that daemon's to record."""
 _INSERT_MESSAGE = sa.insert(_MESSAGE)
+
+SENT_RECORD_TRIES = 6
+"""Tries to commit a relay's 250 (reconnecting between them, ~6 s in all) before giving up; what
+is still unrecorded then is the crash window of the module docstring."""
+PACE_KEY = "outbox_seconds_per_message"
+PAUSE_UNTIL_KEY = "relay_paused_until"
+PAUSE_COUNT_KEY = "relay_unreachable_passes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +99,9 @@ class DeliveryReport:
     retried: int = 0
     failed: int = 0
     requeued: int = 0
+    expired: int = 0
+    paused: bool = False
+    """True when the relay was unreachable: delivery waits for the next probe, no row charged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +138,46 @@ def retry_delay(attempts: int, *, base_seconds: int, max_seconds: int, jitter: f
     return timedelta(seconds=ceiling / 2 + jitter * ceiling / 2)
 
 
+# -- who holds a claim ----------------------------------------------------------------------
+
+
+def claimant() -> str:
+    """This process as its claims record it: `host:pid:start`, the start time (clock ticks since
+    boot, /proc/<pid>/stat field 22) telling this process from a later one that reuses its pid."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+
+
+def _process_start(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def holder_is_dead(holder: str, *, host: str) -> bool:
+    """True when `holder` ran on `host` (this machine) and that process is gone. A holder on
+    another host cannot be checked from here: its rows wait for their lease to run out."""
+    holder_host, _, rest = holder.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if holder_host != host or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if start == "?":
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return _process_start(pid) != start
+
+
+# -- one delivery pass ----------------------------------------------------------------------
+
+
 def deliver_due(
     engine: Engine,
     *,
@@ -115,132 +189,451 @@ def deliver_due(
     limit: int | None = None,
     attachments: AttachmentSource | None = None,
     rng: random.Random | None = None,
-    stale_after: timedelta = STALE_SENDING,
+    clock: Callable[[], datetime] | None = None,
+    holder: str | None = None,
 ) -> DeliveryReport:
     """Deliver up to `limit` (default `outbound.batch_size`) rows due at `now`.
 
     See the module docstring for the guarantees. `attachments` adds files at delivery time (the
-    .ics of a maintenance notice); `rng` drives the retry jitter (tests pin it).
+    .ics of a maintenance notice); `rng` drives the retry jitter (tests pin it); `clock` is read
+    to renew the lease while the batch is sent (default: `now` throughout); `holder` names this
+    process in its claims (default `claimant()`).
     """
     rng = rng or random.Random()
-    requeued = requeue_stale(engine, now=now, stale_after=stale_after)
-    claimed = claim_due(engine, now=now, limit=limit or settings.outbound.batch_size)
+    holder = holder or claimant()
+    outbound = settings.outbound
+    lease = timedelta(seconds=outbound.lease_seconds)
+    requeued = requeue_abandoned(engine, now=now, holder=holder)
+    expired = expire_old(engine, now=now, max_age=timedelta(hours=outbound.max_age_hours))
+    pause = relay_pause(engine)
+    if pause.until is not None and now < pause.until:
+        return DeliveryReport(requeued=requeued, expired=expired, paused=True)
+    probing = pause.until is not None
+    wanted = limit or outbound.batch_size
+    size = 1 if probing else min(wanted, batch_capacity(pause.seconds_per_message, lease))
+    claimed = claim_due(engine, now=now, limit=size, holder=holder, lease=lease)
     counts = {SendOutcome.SENT: 0, SendOutcome.TEMPORARY: 0, SendOutcome.PERMANENT: 0}
     if not claimed:
-        return DeliveryReport(requeued=requeued)
-    with engine.connect() as connection:
-        _deliver_claimed(
-            connection, claimed, counts, now=now, transport=transport, renderer=renderer,
-            settings=settings, secret=secret, attachments=attachments or context_attachments,
-            rng=rng,
+        return DeliveryReport(requeued=requeued, expired=expired)
+    batch = _Batch(
+        engine, claimed, counts, now=now, clock=clock or (lambda: now), holder=holder,
+        lease=lease, settings=settings, rng=rng,
+    )  # fmt: skip
+    started = time.monotonic()
+    try:
+        batch.deliver(
+            transport=transport, renderer=renderer, secret=secret,
+            attachments=attachments or context_attachments,
         )  # fmt: skip
+    finally:
+        batch.close()
+    if batch.unreachable is not None:
+        _pause_delivery(engine, now=now, settings=settings, rng=rng, passes=pause.passes + 1,
+                        reason=batch.unreachable)  # fmt: skip
+    else:
+        if probing:
+            log.warning("outbound relay reachable again: delivery resumes")
+        sent_over_wire = batch.sent_over_wire
+        seconds = (time.monotonic() - started) / sent_over_wire if sent_over_wire else None
+        _after_batch(engine, probing=probing, seconds_per_message=seconds, previous=pause.seconds_per_message)
     return DeliveryReport(
         sent=counts[SendOutcome.SENT],
         retried=counts[SendOutcome.TEMPORARY],
         failed=counts[SendOutcome.PERMANENT],
         requeued=requeued,
+        expired=expired,
+        paused=batch.unreachable is not None,
     )
 
 
-def _deliver_claimed(
-    connection: sa.Connection,
-    claimed: Sequence[ClaimedNotice],
-    counts: dict[SendOutcome, int],
-    *,
-    now: datetime,
-    transport: Transport,
-    renderer: Renderer,
-    settings: Settings,
-    secret: bytes,
-    attachments: AttachmentSource,
-    rng: random.Random,
-) -> None:
-    """Render and compose every claimed notice, send them over one transport batch, and commit
-    each outcome on `connection` as soon as it is known; adds the outcomes to `counts`."""
-    outbound = settings.outbound
-    prepared: list[tuple[ClaimedNotice, Rendered, str]] = []
-    envelopes: list[Envelope] = []
-    for notice in claimed:
-        try:
-            rendered = renderer.render(notice.template, notice.locale, notice.template_context)
-            reply_to = (
-                staff_reply_address(
-                    settings.smtp.support_address, notice.reply_token_case, notice.reply_token_staff, secret
+def batch_capacity(seconds_per_message: float | None, lease: timedelta) -> int:
+    """How many notices one pass may claim: what it can send in half a lease at the pace measured
+    so far, so that a crash strands no more than that (and at least one)."""
+    if not seconds_per_message or seconds_per_message <= 0:
+        return 2**31
+    return max(1, int(lease.total_seconds() / 2 / seconds_per_message))
+
+
+class _LeaseLost(Exception):
+    """Another daemon took over rows of this batch (our lease ran out): stop sending them."""
+
+
+class _Batch:
+    """One claimed batch being sent: its database connection (replaced if it drops), the rows it
+    still holds, and the lease it renews as results come in."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        claimed: Sequence[ClaimedNotice],
+        counts: dict[SendOutcome, int],
+        *,
+        now: datetime,
+        clock: Callable[[], datetime],
+        holder: str,
+        lease: timedelta,
+        settings: Settings,
+        rng: random.Random,
+    ) -> None:
+        self.engine = engine
+        self.claimed = claimed
+        self.counts = counts
+        self.now = now
+        self.clock = clock
+        self.holder = holder
+        self.lease = lease
+        self.settings = settings
+        self.rng = rng
+        self.connection = engine.connect()
+        self.renewed_at = now
+        self.unreachable: str | None = None
+        self.sent_over_wire = 0
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
+    def deliver(
+        self,
+        *,
+        transport: Transport,
+        renderer: Renderer,
+        secret: bytes,
+        attachments: AttachmentSource,
+    ) -> None:
+        """Render and compose every claimed notice, send them over one transport batch, and commit
+        each outcome as soon as it is known; adds the outcomes to `counts`."""
+        settings, now = self.settings, self.now
+        outbound = settings.outbound
+        prepared: list[tuple[ClaimedNotice, Rendered, str]] = []
+        envelopes: list[Envelope] = []
+        for notice in self.claimed:
+            try:
+                rendered = renderer.render(notice.template, notice.locale, notice.template_context)
+                reply_to = (
+                    staff_reply_address(
+                        settings.smtp.support_address, notice.reply_token_case, notice.reply_token_staff, secret
+                    )
+                    if notice.reply_token_case is not None and notice.reply_token_staff
+                    else reply_address(settings.smtp.support_address, notice.reply_token_case, secret)
+                    if notice.reply_token_case is not None
+                    else ""
                 )
-                if notice.reply_token_case is not None and notice.reply_token_staff
-                else reply_address(settings.smtp.support_address, notice.reply_token_case, secret)
-                if notice.reply_token_case is not None
-                else ""
-            )
-            message = compose(
-                _outgoing(notice, now),
-                rendered,
-                from_address=outbound.from_address,
-                from_name=outbound.from_name,
-                support_address=settings.smtp.support_address,
-                secret=secret,
-                attachments=attachments(notice),
-            )
-        except TransientError as error:
-            log.warning("outbox %s: cannot prepare now, will retry: %s", notice.id, error)
-            counts[_record(connection, notice, _temporary(str(error)), now, settings, rng)] += 1
-            continue
-        except Exception as error:  # our bug (template, context): retrying cannot help
-            log.error(
-                "outbox %s: cannot render %s: %s", notice.id, notice.template, error, exc_info=True
-            )
-            failure = SendResult(
-                SendOutcome.PERMANENT, None, f"render failed: {type(error).__name__}: {error}"
-            )
-            counts[_record(connection, notice, failure, now, settings, rng)] += 1
-            continue
-        prepared.append((notice, rendered, reply_to))
-        envelopes.append((message, outbound.from_address, _envelope_recipients(notice)))
+                message = compose(
+                    _outgoing(notice, now),
+                    rendered,
+                    from_address=outbound.from_address,
+                    from_name=outbound.from_name,
+                    support_address=settings.smtp.support_address,
+                    secret=secret,
+                    attachments=attachments(notice),
+                )
+            except TransientError as error:
+                log.warning("outbox %s: cannot prepare now, will retry: %s", notice.id, error)
+                self.record(notice, _temporary(str(error)))
+                continue
+            except Exception as error:  # our bug (template, context): retrying cannot help
+                log.error(
+                    "outbox %s: cannot render %s: %s", notice.id, notice.template, error, exc_info=True
+                )
+                failure = SendResult(
+                    SendOutcome.PERMANENT, None, f"render failed: {type(error).__name__}: {error}"
+                )
+                self.record(notice, failure)
+                continue
+            prepared.append((notice, rendered, reply_to))
+            envelopes.append((message, outbound.from_address, _envelope_recipients(notice)))
 
-    recorded: set[int] = set()
+        recorded: set[int] = set()
 
-    def on_result(index: int, result: SendResult) -> None:
-        notice, rendered, reply_to = prepared[index]
-        outcome = _record(
-            connection, notice, result, now, settings, rng, rendered=rendered, reply_to=reply_to
-        )
-        counts[outcome] += 1
-        recorded.add(index)
+        def on_result(index: int, result: SendResult) -> None:
+            notice, rendered, reply_to = prepared[index]
+            if not result.unreachable:
+                self.sent_over_wire += 1
+            self.record(notice, result, rendered=rendered, reply_to=reply_to)
+            recorded.add(index)
+            self.renew([n.id for i, (n, _r, _t) in enumerate(prepared) if i not in recorded])
 
-    try:
-        if envelopes:
-            results = transport.send(envelopes, on_result=on_result)
-            # A transport that only returns its results (no callback) is recorded here.
-            for index, result in enumerate(results[: len(prepared)]):
+        try:
+            if envelopes:
+                results = transport.send(envelopes, on_result=on_result)
+                # A transport that only returns its results (no callback) is recorded here.
+                for index, result in enumerate(results[: len(prepared)]):
+                    if index not in recorded:
+                        on_result(index, result)
+        except _LeaseLost:
+            log.warning("outbox: lease lost mid-batch; the daemon that took the rows over sends them")
+        finally:
+            # The transport raised part-way: whatever it did not report goes back to the queue
+            # (only the rows we still hold: a lost lease leaves them to their new holder).
+            for index, (notice, _rendered, _reply_to) in enumerate(prepared):
                 if index not in recorded:
-                    on_result(index, result)
-    finally:
-        # The transport raised part-way: whatever it did not report goes back to the queue.
-        for index, (notice, _rendered, _reply_to) in enumerate(prepared):
-            if index not in recorded:
-                interrupted = _temporary("delivery interrupted")
-                counts[_record(connection, notice, interrupted, now, settings, rng)] += 1
+                    with contextlib.suppress(TransientError):
+                        self.record(notice, _temporary("delivery interrupted"))
 
-
-def requeue_stale(engine: Engine, *, now: datetime, stale_after: timedelta = STALE_SENDING) -> int:
-    """Give rows stuck in `sending` (their daemon died after claiming them) back to the queue."""
-    with transaction(engine) as session:
-        result = session.execute(
-            sa.update(Outbox)
+    def renew(self, ids: Sequence[int]) -> None:
+        """Extend the lease on the rows still to be sent, at most every eighth of a lease; raises
+        `_LeaseLost` when some of them are no longer ours."""
+        current = self.clock()
+        if not ids or current - self.renewed_at < self.lease / 8:
+            return
+        statement = (
+            sa.update(_OUTBOX)
             .where(
-                col(Outbox.state) == OutboxState.SENDING.value,
-                col(Outbox.next_attempt_at) < now - stale_after,
+                _OUTBOX.c.id.in_(ids),
+                _OUTBOX.c.claimed_by == self.holder,
+                _OUTBOX.c.state == OutboxState.SENDING.value,
             )
-            .values(state=OutboxState.QUEUED.value, next_attempt_at=now)
+            .values(lease_until=current + self.lease)
+        )
+        renewed = self._commit(lambda c: int(getattr(c.execute(statement), "rowcount", 0) or 0), tries=2)
+        self.renewed_at = current
+        if renewed < len(ids):
+            raise _LeaseLost()
+
+    def _commit(self, work: Callable[[sa.Connection], T], *, tries: int = 1) -> T:
+        """Run `work` in one short transaction; a dropped connection is replaced and the work
+        tried again, up to `tries` times in all (with a short pause between)."""
+        for attempt in range(1, tries + 1):
+            try:
+                with _committed(self.connection):
+                    return work(self.connection)
+            except TransientError:
+                if attempt >= tries:
+                    raise
+                self._reconnect()
+                time.sleep(min(0.1 * 2**attempt, 2.0))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _reconnect(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.invalidate()
+        with contextlib.suppress(Exception):
+            self.connection.close()
+        try:
+            self.connection = self.engine.connect()
+        except Exception as error:
+            if is_transient(error):
+                return  # the next try fails fast and tries again
+            raise
+
+    def record(
+        self,
+        notice: ClaimedNotice,
+        result: SendResult,
+        *,
+        rendered: Rendered | None = None,
+        reply_to: str = "",
+    ) -> None:
+        """Commit one message's outcome and count it (a temporary failure on the last allowed
+        attempt counts as permanent).
+
+        A 250 is committed first and alone, retried over a fresh connection if the database
+        dropped ours, so nothing after it (the case's copy of the message, a lease renewal) can
+        make it be sent again. Attempts are charged only when the relay answered about this
+        message; an unreachable relay pauses the whole of delivery instead (`unreachable`).
+        """
+        settings, now = self.settings, self.now
+        outcome = result.outcome
+        charged = result.about_message or outcome is SendOutcome.PERMANENT
+        attempts = notice.attempts + 1 if charged else notice.attempts
+        values: dict[str, Any] = {"attempts": attempts, "last_error": result.describe()}
+        if outcome is SendOutcome.TEMPORARY and charged and attempts >= settings.outbound.max_attempts:
+            outcome = SendOutcome.PERMANENT
+            values["last_error"] = f"gave up after {attempts} attempts: {result.describe()}"
+        if result.unreachable and self.unreachable is None:
+            self.unreachable = result.describe()
+        if outcome is SendOutcome.SENT:
+            values.update(
+                state=OutboxState.SENT.value, sent_at=now, next_attempt_at=None, reply_to=reply_to,
+                lease_until=None,
+            )  # fmt: skip
+            self._commit(lambda c: c.execute(_SET_SENT, {"outbox_id": notice.id, **values}), tries=SENT_RECORD_TRIES)
+            if notice.case_id is not None and rendered is not None:
+                message = _case_message(notice, rendered, settings, now)
+                try:
+                    self._commit(lambda c: c.execute(_INSERT_MESSAGE, _row_values(_MESSAGE, message)), tries=3)
+                except TransientError as error:
+                    log.error("outbox %s sent, but its copy on the case was not stored: %s", notice.id, error)
+            log.info("outbox %s sent: kind=%s message-id=%s", notice.id, notice.kind, notice.message_id)
+            self.counts[outcome] += 1
+            return
+        if outcome is SendOutcome.TEMPORARY:
+            delay = retry_delay(
+                max(attempts, 1),
+                base_seconds=settings.outbound.retry_base_seconds,
+                max_seconds=settings.outbound.retry_max_seconds,
+                jitter=self.rng.random(),
+            )
+            # Unreachable: due again at once; the pause, not the row, decides when it goes.
+            due = now if result.unreachable else now + delay
+            values.update(state=OutboxState.QUEUED.value, next_attempt_at=due, claimed_by="", lease_until=None)
+        else:
+            values.update(state=OutboxState.FAILED.value, next_attempt_at=None, lease_until=None)
+        params = {"outbox_id": notice.id, "holder": self.holder, **values}
+        failed_case: list[int] = []
+
+        def write(connection: sa.Connection) -> None:
+            changed = int(getattr(connection.execute(_SET_IF_HELD, params), "rowcount", 0) or 0)
+            if changed and outcome is SendOutcome.PERMANENT and notice.case_id is not None:
+                _note_failed_notice(connection, notice.case_id, notice, str(values["last_error"]), now)
+                failed_case.append(notice.case_id)
+
+        self._commit(write, tries=2)
+        if outcome is SendOutcome.TEMPORARY:
+            if result.unreachable:
+                log.debug("outbox %s waits for the relay: %s", notice.id, values["last_error"])
+            else:
+                log.warning("outbox %s deferred (attempt %d): %s", notice.id, attempts, values["last_error"])
+        else:
+            log.error("outbox %s failed: %s", notice.id, values["last_error"])
+        self.counts[outcome] += 1
+
+
+def requeue_abandoned(engine: Engine, *, now: datetime, holder: str) -> int:
+    """Give rows back to the queue whose holder is gone: a lease that ran out (its holder stopped
+    renewing it: dead, or cut off), or a holder on this host whose process no longer exists (a
+    restarted daemon recovers its crashed predecessor's claims at once, not a lease later)."""
+    host = holder.partition(":")[0]
+    with transaction(engine) as session:
+        holders = session.execute(
+            sa.select(_OUTBOX.c.claimed_by)
+            .where(_OUTBOX.c.state == OutboxState.SENDING.value, _OUTBOX.c.claimed_by != holder)
+            .distinct()
+        ).scalars().all()
+        dead = [h for h in holders if h and holder_is_dead(h, host=host)]
+        result = session.execute(
+            sa.update(_OUTBOX)
+            .where(
+                _OUTBOX.c.state == OutboxState.SENDING.value,
+                sa.or_(
+                    _OUTBOX.c.lease_until.is_(None),
+                    _OUTBOX.c.lease_until < now,
+                    _OUTBOX.c.claimed_by.in_(dead) if dead else sa.false(),
+                ),
+            )
+            .values(state=OutboxState.QUEUED.value, next_attempt_at=now, claimed_by="", lease_until=None)
         )
         count = int(getattr(result, "rowcount", 0) or 0)
     if count:
-        log.warning("outbox: %d rows left in sending by a stopped daemon are queued again", count)
+        log.warning(
+            "outbox: %d rows held by a stopped daemon are queued again (%s)",
+            count, ", ".join(dead) if dead else "lease ran out",
+        )  # fmt: skip
     return count
 
 
-def claim_due(engine: Engine, *, now: datetime, limit: int) -> list[ClaimedNotice]:
-    """Mark up to `limit` due queued rows `sending` (claimed at `now`) and return them.
+def expire_old(engine: Engine, *, now: datetime, max_age: timedelta) -> int:
+    """Fail queued notices due longer than `max_age` ago (`outbound.max_age_hours`), each with a
+    line on its case, like an MTA giving up at its queue lifetime."""
+    cutoff = now - max_age
+    with transaction(engine) as session:
+        rows = session.execute(
+            sa.select(*(_OUTBOX.c[name] for name in _CLAIMED_COLUMNS), _OUTBOX.c.last_error)
+            .where(_OUTBOX.c.state == OutboxState.QUEUED.value, _OUTBOX.c.due_at < cutoff)
+            .order_by(_OUTBOX.c.id)
+            .limit(500)
+            .with_for_update(skip_locked=True)
+        ).all()
+        hours = int(max_age.total_seconds() // 3600)
+        connection = session.connection()
+        for row in rows:
+            reason = f"expired: undelivered {hours} h after it was due" + (
+                f"; last error: {row.last_error}" if row.last_error else ""
+            )
+            session.execute(
+                sa.update(_OUTBOX)
+                .where(_OUTBOX.c.id == row.id)
+                .values(state=OutboxState.FAILED.value, next_attempt_at=None, last_error=reason)
+            )
+            if row.case_id is not None:
+                _note_failed_notice(connection, row.case_id, _snapshot(row), reason, now)
+            log.error("outbox %s failed: %s", row.id, reason)
+    return len(rows)
+
+
+def _note_failed_notice(
+    connection: sa.Connection, case_id: int, notice: ClaimedNotice, reason: str, now: datetime
+) -> None:
+    """A line on the case (`cases show`): its assignee sees that the customer was not told."""
+    recipients = ", ".join((*notice.recipients, *notice.cc))
+    connection.execute(
+        sa.insert(_EVENT).values(
+            case_id=case_id,
+            kind=EventKind.NOTICE_FAILED.value,
+            at=now,
+            author="mailcase",
+            summary=f"{notice.kind} to {recipients} not delivered: {reason}"[:2000],
+            data={"outbox_id": notice.id, "kind": notice.kind, "reason": reason},
+        )
+    )
+
+
+# -- the relay pause ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RelayPause:
+    """Delivery-wide state shared by every daemon on the database (the `installation` table)."""
+
+    until: datetime | None = None
+    passes: int = 0
+    seconds_per_message: float | None = None
+
+
+def relay_pause(engine: Engine) -> RelayPause:
+    with engine.connect() as connection:
+        values = installation_values(connection, (PAUSE_UNTIL_KEY, PAUSE_COUNT_KEY, PACE_KEY))
+    until = values.get(PAUSE_UNTIL_KEY) or ""
+    pace = values.get(PACE_KEY) or ""
+    return RelayPause(
+        until=datetime.fromisoformat(until) if until else None,
+        passes=int(values.get(PAUSE_COUNT_KEY) or 0),
+        seconds_per_message=float(pace) if pace else None,
+    )
+
+
+def _pause_delivery(
+    engine: Engine, *, now: datetime, settings: Settings, rng: random.Random, passes: int, reason: str
+) -> None:
+    """The relay is unreachable: no notice is tried until one probe, backing off as an attempt
+    would (`retry_base_seconds` doubling up to `retry_max_seconds`)."""
+    delay = retry_delay(
+        passes,
+        base_seconds=settings.outbound.retry_base_seconds,
+        max_seconds=settings.outbound.retry_max_seconds,
+        jitter=rng.random(),
+    )
+    until = now + delay
+    with transaction(engine) as session:
+        set_installation_values(
+            session.connection(), {PAUSE_UNTIL_KEY: until.isoformat(), PAUSE_COUNT_KEY: str(passes)}
+        )
+    log.warning(
+        "outbound relay unreachable (%s): delivery paused, next probe at %s (pass %d); no notice charged",
+        reason, until.isoformat(timespec="seconds"), passes,
+    )  # fmt: skip
+
+
+def _after_batch(
+    engine: Engine, *, probing: bool, seconds_per_message: float | None, previous: float | None
+) -> None:
+    values: dict[str, str] = {}
+    if probing:
+        values.update({PAUSE_UNTIL_KEY: "", PAUSE_COUNT_KEY: "0"})
+    if seconds_per_message is not None:
+        pace = seconds_per_message if previous is None else (previous + seconds_per_message) / 2
+        values[PACE_KEY] = f"{pace:.4f}"
+    if values:
+        with transaction(engine) as session:
+            set_installation_values(session.connection(), values)
+
+
+def claim_due(
+    engine: Engine, *, now: datetime, limit: int, holder: str, lease: timedelta
+) -> list[ClaimedNotice]:
+    """Mark up to `limit` due queued rows `sending`, held by `holder` until `now + lease`, and
+    return them.
 
     PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows without
     waiting for each other. SQLite ignores the clause; its BEGIN IMMEDIATE serialises claimers.
@@ -262,7 +655,10 @@ def claim_due(engine: Engine, *, now: datetime, limit: int) -> list[ClaimedNotic
             connection.execute(
                 sa.update(table)
                 .where(table.c.id.in_([notice.id for notice in claimed]))
-                .values(state=OutboxState.SENDING.value, next_attempt_at=now)
+                .values(
+                    state=OutboxState.SENDING.value, next_attempt_at=now, claimed_by=holder,
+                    lease_until=now + lease,
+                )  # fmt: skip
             )
     return claimed
 
@@ -354,55 +750,6 @@ def _envelope_recipients(notice: ClaimedNotice) -> list[str]:
 
 def _temporary(reason: str) -> SendResult:
     return SendResult(SendOutcome.TEMPORARY, None, reason)
-
-
-def _record(
-    connection: sa.Connection,
-    notice: ClaimedNotice,
-    result: SendResult,
-    now: datetime,
-    settings: Settings,
-    rng: random.Random,
-    *,
-    rendered: Rendered | None = None,
-    reply_to: str = "",
-) -> SendOutcome:
-    """Commit one message's outcome on `connection`; returns the outcome as counted (a temporary
-    failure on the last allowed attempt counts as permanent)."""
-    attempts = notice.attempts + 1
-    outcome = result.outcome
-    values: dict[str, Any] = {"attempts": attempts, "last_error": result.describe()}
-    if outcome is SendOutcome.TEMPORARY and attempts >= settings.outbound.max_attempts:
-        outcome = SendOutcome.PERMANENT
-        values["last_error"] = f"gave up after {attempts} attempts: {result.describe()}"
-    if outcome is SendOutcome.SENT:
-        values.update(
-            state=OutboxState.SENT.value, sent_at=now, next_attempt_at=None, reply_to=reply_to
-        )
-    elif outcome is SendOutcome.TEMPORARY:
-        delay = retry_delay(
-            attempts,
-            base_seconds=settings.outbound.retry_base_seconds,
-            max_seconds=settings.outbound.retry_max_seconds,
-            jitter=rng.random(),
-        )
-        values.update(state=OutboxState.QUEUED.value, next_attempt_at=now + delay)
-    else:
-        values.update(state=OutboxState.FAILED.value, next_attempt_at=None)
-    with _committed(connection):
-        connection.execute(_SET_OUTCOME, {"outbox_id": notice.id, **values})
-        if outcome is SendOutcome.SENT and notice.case_id is not None and rendered is not None:
-            message = _case_message(notice, rendered, settings, now)
-            connection.execute(_INSERT_MESSAGE, _row_values(_MESSAGE, message))
-    if outcome is SendOutcome.SENT:
-        log.info("outbox %s sent: kind=%s message-id=%s", notice.id, notice.kind, notice.message_id)
-    elif outcome is SendOutcome.TEMPORARY:
-        log.warning(
-            "outbox %s deferred (attempt %d): %s", notice.id, attempts, values["last_error"]
-        )
-    else:
-        log.error("outbox %s failed: %s", notice.id, values["last_error"])
-    return outcome
 
 
 @contextlib.contextmanager

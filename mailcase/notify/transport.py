@@ -42,6 +42,14 @@ class SendResult:
     code: int | None = None
     reply: str = ""
     refused: tuple[tuple[str, int, str], ...] = ()
+    unreachable: bool = False
+    """The relay could not be reached or refused the session (connect, greeting, TLS, AUTH):
+    nothing was said about this message, so delivery pauses as a whole and no notice is charged."""
+
+    @property
+    def about_message(self) -> bool:
+        """True when the relay answered about this message itself (a reply code to it)."""
+        return self.code is not None and not self.unreachable
 
     def describe(self) -> str:
         """One line for `outbox.last_error`: the reply, then any refused recipients."""
@@ -269,8 +277,12 @@ def _refused_all(recipients: dict[str, tuple[int, bytes]]) -> SendResult:
 def _connection_failure(error: BaseException) -> SendResult:
     if isinstance(error, smtplib.SMTPResponseException):
         # e.g. 535 on AUTH: our configuration, not the message, so keep it queued.
-        return SendResult(SendOutcome.TEMPORARY, error.smtp_code, _text(error.smtp_error))
-    return _temporary(f"cannot connect: {type(error).__name__}: {error}")
+        return SendResult(
+            SendOutcome.TEMPORARY, error.smtp_code, _text(error.smtp_error), unreachable=True
+        )
+    return SendResult(
+        SendOutcome.TEMPORARY, None, f"cannot connect: {type(error).__name__}: {error}", unreachable=True
+    )
 
 
 def _temporary(reason: str) -> SendResult:

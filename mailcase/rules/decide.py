@@ -44,6 +44,11 @@ class Facts:
     max_auto_replies_per_day: int = 20
     non_mpoc_notice_recently: bool = False
     authentication: Authentication = Authentication()
+    # The non-MPOC notice goes only to a known organisation's people (their domain is in the
+    # directory), and only so many an hour in all: a forged stranger's address gets nothing.
+    sender_organisation_known: bool = False
+    non_mpoc_notices_last_hour: int = 0
+    max_non_mpoc_notices_per_hour: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +253,12 @@ def decide(facts: Facts) -> Decision:
         why = f"{sender.address} is a contact of the organisation but not a designated MPOC"
     else:
         why = f"{sender.address} is not a designated contact of any organisation"
-    notify = may_auto_reply(facts) and not facts.non_mpoc_notice_recently
+    notify = (
+        facts.sender_organisation_known
+        and facts.non_mpoc_notices_last_hour < facts.max_non_mpoc_notices_per_hour
+        and may_auto_reply(facts)
+        and not facts.non_mpoc_notice_recently
+    )
     return HoldMessage(_noted(why, facts.match), notify_sender=notify)
 
 

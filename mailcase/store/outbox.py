@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailcase.domain import NotificationIntent, OutboxState
-from mailcase.models import Outbox, RecipientHealth
+from mailcase.models import Installation, Outbox, RecipientHealth
 
 REPLY_TOKEN_CASE_KEY = "_reply_token_case"
 REPLY_TOKEN_STAFF_KEY = "_reply_token_staff"  # the one staff recipient a per-technician token is bound to
@@ -199,3 +199,21 @@ def failing_recipients(*, session: Session, addresses: Sequence[str]) -> set[str
         )
     ).all()
     return set(rows)
+
+
+def installation_values(connection: sa.Connection, keys: Sequence[str]) -> dict[str, str]:
+    """Values of the `installation` table (delivery's shared state: the relay pause, the pace)."""
+    table: sa.Table = Installation.__table__  # type: ignore[assignment]
+    rows = connection.execute(sa.select(table.c.key, table.c.value).where(table.c.key.in_(list(keys))))
+    return {str(key): str(value) for key, value in rows}
+
+
+def set_installation_values(connection: sa.Connection, values: dict[str, str]) -> None:
+    """Upsert `installation` rows (INSERT … ON CONFLICT DO UPDATE on both databases); never commits."""
+    if not values:
+        return
+    table: sa.Table = Installation.__table__  # type: ignore[assignment]
+    postgres = connection.dialect.name == "postgresql"
+    insert: Any = postgresql.insert(table) if postgres else sqlite.insert(table)
+    statement = insert.on_conflict_do_update(index_elements=["key"], set_={"value": insert.excluded.value})
+    connection.execute(statement, [{"key": key, "value": value} for key, value in values.items()])

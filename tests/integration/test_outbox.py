@@ -332,10 +332,16 @@ def test_rows_left_sending_by_a_dead_daemon_are_delivered_again(
 ) -> None:
     now = clock.now()
     outbox_id = _enqueue(engine, _ack(now, None), now)
+    # Held by a daemon on another host, whose liveness cannot be checked from here: its lease decides.
+    lease_until = now + timedelta(seconds=relay_settings.outbound.lease_seconds)
     with transaction(engine) as session:
-        session.execute(sa.update(Outbox).where(Outbox.id == outbox_id).values(state="sending", next_attempt_at=now))
-    assert _deliver(engine, relay_settings, renderer, now + timedelta(minutes=1)) == DeliveryReport()
-    report = _deliver(engine, relay_settings, renderer, now + timedelta(minutes=11))
+        session.execute(
+            sa.update(Outbox).where(Outbox.id == outbox_id).values(
+                state="sending", next_attempt_at=now, claimed_by="elsewhere:4242:1", lease_until=lease_until
+            )
+        )
+    assert _deliver(engine, relay_settings, renderer, lease_until - timedelta(seconds=1)) == DeliveryReport()
+    report = _deliver(engine, relay_settings, renderer, lease_until + timedelta(seconds=1))
     assert report == DeliveryReport(sent=1, requeued=1)
     assert len(relay.messages) == 1
 
@@ -415,8 +421,11 @@ def test_a_relay_that_is_down_leaves_notices_queued(
     outbox_id = _enqueue(engine, _ack(now, None), now)
     assert outbox_id is not None
     down = dataclasses.replace(relay_settings, outbound=dataclasses.replace(relay_settings.outbound, port=1))
-    assert _deliver(engine, down, renderer, now) == DeliveryReport(retried=1)
-    assert _row(engine, outbox_id).last_error.startswith("cannot connect")
+    assert _deliver(engine, down, renderer, now) == DeliveryReport(retried=1, paused=True)
+    row = _row(engine, outbox_id)
+    assert row.state == OutboxState.QUEUED
+    assert row.last_error.startswith("cannot connect")
+    assert row.attempts == 0  # the relay said nothing about this notice: nothing is charged
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ class MailcaseDaemon:
         env: Mapping[str, str] | None = None,
         config: Path = SAMPLE_CONFIG,
         outbox_interval_seconds: int | None = None,
+        nofile: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +79,8 @@ class MailcaseDaemon:
         self.port = free_port()
         self.log_path = self.workdir / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.nofile = nofile
+        """A file-descriptor limit (soft RLIMIT_NOFILE, `ulimit -n`) for the daemon, or None."""
         values = {
             "MAILCASE_DATABASE__URL": self.database_url,
             "MAILCASE_SMTP__HOST": self.host,
@@ -135,6 +138,7 @@ class MailcaseDaemon:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self._limit_descriptors if self.nofile else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -145,6 +149,13 @@ class MailcaseDaemon:
             time.sleep(0.05)
         self.kill()
         raise DaemonError(f"mailcase serve did not open {self.host}:{self.port} within {timeout:.0f} s:\n{self.log()}")
+
+    def _limit_descriptors(self) -> None:
+        import resource
+
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, hard))
 
     def _greets(self) -> bool:
         try:

@@ -26,6 +26,7 @@ import email.policy
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from collections.abc import Callable
@@ -79,6 +80,11 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.relay.delay_seconds:
+            # A slow relay: it takes this long over every message before it answers.
+            await asyncio.sleep(self.relay.delay_seconds)
+        if self.relay.on_message is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.relay.on_message)
         with self.relay._lock:
             failures = self.relay._failures
             if failures.next_replies:
@@ -144,9 +150,16 @@ class CaptureRelay:
         tls_context: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
         bearer: Callable[[str, str], bool] | None = None,
+        port: int | None = None,
+        delay_seconds: float = 0.0,
     ) -> None:
         self.host = HOST
-        self.port = free_port()
+        self.port = port or free_port()
+        self.delay_seconds = delay_seconds
+        """Seconds the relay spends on each message before it answers (a slow relay)."""
+        self.on_message: Callable[[], None] | None = None
+        """Called (in a worker thread) for each message after its DATA and before the relay
+        records it and answers: where a test injects a fault at the worst moment."""
         self._lock = threading.Lock()
         self._messages: list[CapturedMessage] = []
         self._failures = _Failures()

@@ -121,10 +121,23 @@ def test_nesting_bomb_is_parsed_without_crashing() -> None:
     nested = "".join(f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n' for i in range(depth))
     data = (BASIC.replace("\n", "\r\n") + "\r\nMIME-Version: 1.0\r\n" + nested).encode()
     data += b"Content-Type: text/plain\r\n\r\ndeep\r\n"
-    message = parse_message(data)
+    # Within the configured bounds (here lifted far past them) the fallbacks still read it.
+    message = parse_message(data, max_depth=10_000, max_parts=10_000)
     assert message.from_address == "pat@acme.example"
     assert message.subject == "Trunk down"
     assert any(defect.startswith("parser-fallback") for defect in message.defects)
+
+
+def test_a_message_nested_past_the_bound_is_refused_before_any_parser_runs() -> None:
+    nested = "".join(f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n' for i in range(1000))
+    data = (BASIC.replace("\n", "\r\n") + "\r\nMIME-Version: 1.0\r\n" + nested).encode()
+    with pytest.raises(UnparseableMessage, match="MIME nesting deeper than 50 levels"):
+        parse_message(data)
+    wide = "".join("--w\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(30)) + "--w--\r\n"
+    flat = (BASIC.replace("\n", "\r\n") + '\r\nContent-Type: multipart/mixed; boundary="w"\r\n\r\n' + wide).encode()
+    assert parse_message(flat, max_parts=30).subject == "Trunk down"
+    with pytest.raises(UnparseableMessage, match="more than 29 MIME parts"):
+        parse_message(flat, max_parts=29)
 
 
 def test_hostile_headers_do_not_crash_and_are_capped() -> None:

@@ -18,7 +18,7 @@ LANGUAGES = ("en", "pt")
 # StrictUndefined proves the documented contract is enough. OPTIONAL adds the optional keys.
 SAMPLES: dict[str, dict[str, Any]] = {
     "customer.ack": {"case_number": 1042, "case_subject": "Phones down in Denver office"},
-    "customer.non_mpoc": {"original_subject": "My headset is broken", "sender_address": "jo@acme.example"},
+    "customer.non_mpoc": {"sender_address": "jo@acme.example"},
     "customer.sender_unverified": {
         "original_subject": "MACD: add 40 licences",
         "claimed_address": "pat@acme.example",
