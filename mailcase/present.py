@@ -129,11 +129,52 @@ def _with_decisions(session: Session, messages: list[Message]) -> list[dict[str,
         if raw_ids
         else {}
     )
+    attachments = attachments_of(session, [m.id for m in messages if m.id is not None])
     result = []
     for message in messages:
         decision, reason = decisions.get(message.raw_id or 0, ("", ""))
-        result.append(message_json(message) | {"decision": decision or "", "reason": reason or ""})
+        result.append(
+            message_json(message)
+            | {"decision": decision or "", "reason": reason or "", "attachments": attachments.get(message.id or 0, [])}
+        )
     return result
+
+
+def attachments_of(session: Session, message_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each message's attachments as `cases show --json` prints them (filename, content_type,
+    size, sha256, inline, content_id), in the order the message carried them; one query."""
+    from mailcase.models import Attachment, MessageAttachment
+
+    if not message_ids:
+        return {}
+    rows = session.exec(
+        select(MessageAttachment, Attachment.size)
+        .join(Attachment, col(Attachment.sha256) == col(MessageAttachment.sha256))
+        .where(col(MessageAttachment.message_id).in_(message_ids))
+        .order_by(col(MessageAttachment.id))
+    )
+    result: dict[int, list[dict[str, Any]]] = {}
+    for part, size in rows:
+        result.setdefault(part.message_id, []).append(
+            {
+                "filename": part.filename,
+                "content_type": part.content_type,
+                "size": int(size),
+                "sha256": part.sha256,
+                "inline": part.inline,
+                "content_id": part.content_id,
+            }
+        )
+    return result
+
+
+def size_text(size: int) -> str:
+    """A size as people read it: 512 B, 14.2 KB, 3.1 MB."""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 def local(instant: str | None, timezone: str) -> str:
@@ -179,7 +220,14 @@ def case_text(data: dict[str, Any], timezone: str) -> str:
         lines.append(f"  {local(message['received_at'], timezone)} {arrow} {message['from']}: {message['subject']}")
         if message.get("reason"):
             lines.append(f"      [{message['decision']}: {message['reason']}]")
+        # The whole new text: a forwarded carrier rejection at the bottom is what the agent needs.
         body = (message["new_text"] or message["text"]).strip()
-        for text_line in body.splitlines()[:20]:
+        for text_line in body.splitlines():
             lines.append(f"      {text_line}")
+        for attachment in message.get("attachments", ()):
+            inline = ", inline" if attachment["inline"] else ""
+            lines.append(
+                f"      [attachment: {attachment['filename']} ({attachment['content_type']}, "
+                f"{size_text(attachment['size'])}{inline}) sha256 {attachment['sha256'][:12]}]"
+            )
     return "\n".join(lines)

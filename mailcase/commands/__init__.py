@@ -7,7 +7,9 @@ from typing import Any
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    from mailcase.commands import cases, daemon, directory, mail, maintenance, schema, status, subscriptions
+    from mailcase.commands import (
+        attachments, cases, daemon, directory, mail, maintenance, schema, status, subscriptions,
+    )
 
-    for module in (schema, directory, cases, mail, daemon, maintenance, subscriptions, status):
+    for module in (schema, directory, cases, attachments, mail, daemon, maintenance, subscriptions, status):
         module.register(sub)

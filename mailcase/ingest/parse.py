@@ -48,8 +48,10 @@ from datetime import UTC, datetime
 from email.message import Message
 from typing import Any
 
-import html2text
+import inscriptis
 import mailparser
+from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.model.config import ParserConfig
 
 from mailcase.domain import AttachmentPart, AutoKind, BounceReport, InboundMessage
 from mailcase.errors import MailcaseError
@@ -69,7 +71,7 @@ MAX_TEXT_PART_BYTES = 2_000_000
 which is kept whole. Reading a 25 MB pasted log as text cost about 8x its size at once (every
 normalising pass copies it), which no support case needs (bench/ingest, peak RSS)."""
 MAX_HTML_FOR_CONVERSION = 1_000_000
-"""Characters of HTML given to html2text (pure Python); larger HTML gets a plain tag strip."""
+"""Characters of HTML given to inscriptis; larger HTML gets a plain tag strip."""
 
 _KNOWN_HEADERS = frozenset(
     {"from", "sender", "to", "cc", "subject", "date", "message-id", "received", "return-path",
@@ -102,9 +104,6 @@ _BOUNDARY_LINE = re.compile(
 _HTML_STYLE = re.compile(r"<(style|script|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _HTML_BREAK = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h[1-6])\b[^>]*>", re.IGNORECASE)
 _HTML_TAG = re.compile(r"<[^>]*>")
-_MD_LINE_ESCAPE = re.compile(r"(^|[\s\d])\\([.+\-])", re.MULTILINE)
-_SELF_LINK = re.compile(r"\[([^\]\n]{1,500})\]\((?:mailto:)?\1\)")
-_MD_BACKSLASH = re.compile(r"\\\\(?=[\\`*_{}\[\]()#+\-.!])")
 
 # Labels whose bytes browsers read as Windows-1252 (WHATWG Encoding §4.2); UTF-8 wearing one
 # of them is recognised first.
@@ -971,26 +970,23 @@ def _forward_block(inner: Message, inner_text: str, defects: list[str]) -> str:
 
 
 def _html_to_text(markup: str) -> str:
-    if len(markup) <= MAX_HTML_FOR_CONVERSION:
-        converter = html2text.HTML2Text()
-        converter.body_width = 0  # never re-wrap: customers paste logs and addresses
-        converter.ignore_images = True
-        converter.ignore_emphasis = True
-        converter.unicode_snob = True
-        # Mail clients write one <div> or <p> per line and mark blank lines themselves.
-        converter.single_line_break = True
+    """Readable text of an HTML-only body (inscriptis: Apache-2.0, lays out lists, tables and
+    block elements as a browser would); very large HTML, or HTML it cannot read, gets a plain
+    tag strip instead."""
+    if len(markup) <= MAX_HTML_FOR_CONVERSION and markup.strip():
         try:
-            text = converter.handle(markup)
+            text = inscriptis.get_text(markup, _INSCRIPTIS_CONFIG)
         except Exception:  # noqa: BLE001 - fall through to the plain tag strip
-            log.info("html2text failed on a message body; stripping tags instead")
+            log.info("inscriptis failed on a message body; stripping tags instead")
         else:
-            # html2text escapes Markdown ("1\\.", "\\-"); this is text, not Markdown.
-            text = _MD_LINE_ESCAPE.sub(r"\1\2", text)
-            text = _SELF_LINK.sub(r"\1", text)  # "[a@b](mailto:a@b)" reads as "a@b"
-            return _tidy(_MD_BACKSLASH.sub(r"\\", text))
+            return _tidy(text)
     stripped = _HTML_STYLE.sub(" ", markup)
     stripped = _HTML_BREAK.sub("\n", stripped)
     return _tidy(html.unescape(_HTML_TAG.sub("", stripped)))
+
+
+# "strict": no indentation of block elements, so pasted text keeps its left margin.
+_INSCRIPTIS_CONFIG = ParserConfig(css=CSS_PROFILES["strict"], display_links=False, display_images=False)
 
 
 def _tidy(text: str) -> str:

@@ -7,6 +7,7 @@ nothing. This module never sends mail: notices become outbox rows that `notify` 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -37,6 +38,7 @@ from mailcase.domain import (
     format_case_number,
 )
 from mailcase.ingest.parse import UnparseableMessage, parse_message
+from mailcase.ingest.quotes import strip_known_quotes
 from mailcase.models import (
     Attachment,
     AutoReplyLog,
@@ -232,6 +234,8 @@ class Pipeline:
         )
         facts = self._facts(session, record, message, now=now, released=released, sender=looked_up[0])
         decision = decide(facts)
+        if not facts.sender.is_technician:
+            message = _with_case_new_text(session, message, decision, self.settings.smtp.domains)
         applied = _Apply(
             self, session, record, message, now, sender=facts.sender, sender_name=looked_up[1], sender_organisation=looked_up[2],
         )
@@ -318,6 +322,33 @@ class Pipeline:
                 if case_id is not None:
                     return case_id
         return None
+
+
+def _with_case_new_text(
+    session: Session, message: InboundMessage, decision: Decision, own_domains: tuple[str, ...]
+) -> InboundMessage:
+    """The customer's message with quotes stripped only where the quoted text is on the case.
+
+    A new case has nothing on it, so its message keeps its whole text; an update, a reopen or a
+    related case keeps the cut only when `strip_known_quotes` finds the quote among the case's
+    messages or the quote is of our own mail (issue 12: a forward is never cut, nor text the agent has not seen).
+    """
+    match decision:
+        case AppendUpdate() | ReopenCase() | RecordAutoReply():
+            case_ids = {decision.case.id}
+        case OpenRelatedCase():
+            case_ids = {decision.original.id}
+        case _:
+            case_ids = set()
+    if message.new_text == message.text:
+        return message  # nothing was cut: no case text to read
+    known = (
+        list(session.exec(select(Message.text).where(col(Message.case_id).in_(case_ids)))) if case_ids else []
+    )
+    new_text = strip_known_quotes(message.text, known, own_domains)
+    if new_text == message.new_text:
+        return message
+    return dataclasses.replace(message, new_text=new_text)
 
 
 def _known_ids(session: Session, ids: tuple[str, ...]) -> tuple[dict[str, int], dict[str, int]]:

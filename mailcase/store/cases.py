@@ -393,3 +393,25 @@ def _advance_cursor() -> Any:
         .values(last_technician_id=sa.func.coalesce(following, sa.bindparam("first_id")))
         .returning(cursor.c.last_technician_id)
     )
+
+
+def attachments_of_case(*, session: Session, case_id: int) -> list[tuple[Any, Any]]:
+    """Every (MessageAttachment, Message) of a case's messages, oldest message first."""
+    from mailcase.models import Message, MessageAttachment
+
+    return list(
+        session.exec(
+            select(MessageAttachment, Message)
+            .join(Message, col(Message.id) == col(MessageAttachment.message_id))
+            .where(Message.case_id == case_id)
+            .order_by(col(Message.received_at), col(Message.id), col(MessageAttachment.id))
+        )
+    )
+
+
+def attachment_data(*, session: Session, sha256: str) -> bytes | None:
+    """The stored bytes of one attachment (content-addressed), or None."""
+    from mailcase.models import Attachment
+
+    row = session.get(Attachment, sha256)
+    return bytes(row.data) if row is not None else None
