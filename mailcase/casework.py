@@ -362,7 +362,10 @@ def queue_staff_new_case(
     )
 
 
-def queue_staff_update(session: Session, desk: Desk, case: Case, *, now: datetime, sender: str, excerpt: str) -> None:
+def queue_staff_update(
+    session: Session, desk: Desk, case: Case, *, now: datetime, sender: str, excerpt: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """The assignee (or, with nobody assigned, the team) hears that the customer wrote."""
     from mailcase.models import Technician
 
@@ -374,7 +377,8 @@ def queue_staff_update(session: Session, desk: Desk, case: Case, *, now: datetim
         )
     queue_staff_notice(
         session, desk, case, template="staff.customer_update", recipients=people, now=now,
-        key=f"staff.customer_update:{case.id}:{now.isoformat()}", extra={"from_address": sender, "excerpt": _excerpt(excerpt)},
+        key=f"staff.customer_update:{case.id}:{now.isoformat()}",
+        extra={"from_address": sender, "excerpt": _excerpt(excerpt)} | (extra or {}),
     )
 
 
@@ -402,7 +406,36 @@ def queue_non_mpoc_notice(session: Session, desk: Desk, message: Any, *, now: da
     return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
-def _excerpt(text: str, limit: int = 1200) -> str:
+def attachment_context(parts: Sequence[Any], *, limit: int, case_number: int) -> dict[str, Any]:
+    """What a staff notice says about a message's attachments, and which it carries.
+
+    Every attachment is listed (`attachments`: filename, content_type, size, attached); the files
+    are attached (`_stored_attachments`, read from the attachment table at delivery) while their
+    total stays within `limit` bytes ([attachments] notice_max_bytes); the rest are named with the
+    command that fetches them. `parts` are `AttachmentPart`s (filename, content_type, data, sha256).
+    """
+    if not parts:
+        return {}
+    listed, stored, total = [], [], 0
+    for part in parts:
+        size = len(part.data)
+        attached = total + size <= limit
+        if attached:
+            total += size
+            stored.append({"filename": part.filename, "content_type": part.content_type, "sha256": part.sha256})
+        listed.append(
+            {
+                "filename": part.filename,
+                "content_type": part.content_type,
+                "size": size,
+                "attached": attached,
+                "fetch": f"mailcase attachments get {format_case_number(case_number)} {part.sha256[:12]}",
+            }
+        )
+    return {"attachments": listed, "_stored_attachments": stored}
+
+
+def _excerpt(text: str, limit: int = 20_000) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[:limit].rstrip() + " …"
 

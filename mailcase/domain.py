@@ -108,6 +108,7 @@ class EventKind(StrEnum):
     ESCALATED = "escalated"
     REOPENED = "reopened"
     NOTICE_QUEUED = "notice_queued"
+    NOTICE_WITHHELD = "notice_withheld"
 
 
 class AutoKind(StrEnum):

@@ -178,6 +178,8 @@ def run_trace(app: App, args: argparse.Namespace) -> int:
             print(f"  held:     #{held['id']} ({held['state']}): {held['reason']}")
         for notice in record["notices"]:
             print(f"  notice:   {notice['kind']} to {', '.join(notice['recipients'])} [{notice['state']}] {notice['message_id']}")
+        for withheld in record.get("withheld", ()):
+            print(f"  withheld: {withheld['notice']} to {withheld['recipient']}: {withheld['reason']}")
     return 0
 
 

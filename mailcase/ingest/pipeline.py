@@ -66,6 +66,7 @@ from mailcase.rules.decide import (
     TechnicianReply,
     decide,
     decision_name,
+    subject_key,
 )
 from mailcase.rules.lifecycle import Actor
 from mailcase.rules.matching import Match, Matched, match_case, thread_ids
@@ -290,6 +291,7 @@ class Pipeline:
         hour, day, noticed = _auto_reply_history(
             session, sender.address, now, now - timedelta(hours=settings.autoreply.non_mpoc_notice_hours)
         )
+        answered = _answered_subjects(session, sender.address, now) if hour else ()
         addressed = {a.lower() for a in recipients}
         return Facts(
             message=message,
@@ -309,6 +311,8 @@ class Pipeline:
             max_auto_replies_per_hour=settings.autoreply.max_per_hour,
             max_auto_replies_per_day=settings.autoreply.max_per_day,
             non_mpoc_notice_recently=noticed,
+            answered_subjects_last_hour=answered,
+            max_same_subject_per_hour=settings.autoreply.max_same_subject_per_hour,
         )
 
     def _token_case(self, session: Session, recipients: tuple[str, ...]) -> int | None:
@@ -426,6 +430,16 @@ def _auto_reply_history(session: Session, address: str, now: datetime, notice_si
     return int(hour), int(day), bool(notices)
 
 
+def _answered_subjects(session: Session, address: str, now: datetime) -> tuple[str, ...]:
+    """Subject keys of the automatic replies `address` got in the last hour (index ix_auto_reply_address_at)."""
+    rows = session.exec(
+        select(AutoReplyLog.subject_key)
+        .where(AutoReplyLog.address == address, col(AutoReplyLog.at) > now - timedelta(hours=1))
+        .limit(500)
+    )
+    return tuple(rows)
+
+
 @functools.cache
 def _auto_reply_history_query() -> Any:
     """Built once (values are parameters): building the CASE expressions per message cost more than running them."""
@@ -537,9 +551,14 @@ class _Apply:
     def run(self, decision: Decision) -> tuple[Case | None, int | None]:
         match decision:
             case OpenCase():
-                return self.open_case(decision.kind, related=None, acknowledge=decision.acknowledge), None
+                return self.open_case(
+                    decision.kind, related=None, acknowledge=decision.acknowledge, withheld=decision.withheld
+                ), None
             case OpenRelatedCase():
-                return self.open_case(CaseKind.SUPPORT, related=decision.original, acknowledge=decision.acknowledge), None
+                return self.open_case(
+                    CaseKind.SUPPORT, related=decision.original, acknowledge=decision.acknowledge,
+                    withheld=decision.withheld,
+                ), None
             case AppendUpdate():
                 return self.append_update(decision), None
             case ReopenCase():
@@ -649,12 +668,31 @@ class _Apply:
                 allowed.append(address)
         return allowed
 
+    def attachment_facts(self, case: Case) -> dict[str, Any]:
+        """The staff notice's list of this message's attachments, and the files it carries."""
+        return casework.attachment_context(
+            self.message.attachments, limit=self.p.settings.attachments.notice_max_bytes, case_number=case.number
+        )
+
     def log_auto_reply(self, address: str, kind: str) -> None:
-        self.session.execute(_insert_auto_reply(), {"address": address, "kind": kind, "at": self.now})
+        self.session.execute(
+            _insert_auto_reply(),
+            {"address": address, "kind": kind, "at": self.now, "subject_key": subject_key(self.message.subject)},
+        )
+
+    def record_withheld(self, case: Case, notice: str, withheld: str) -> dict[str, Any]:
+        """A withheld customer notice leaves a trace (issue 12): a case event with the reason, and
+        the words the assignee's notice shows ("the customer was not told")."""
+        add_event(
+            session=self.session, case=case, kind=EventKind.NOTICE_WITHHELD, at=self.now, author="mailcase",
+            summary=f"{notice} not sent to {self.message.from_address}: {withheld}"[:1000],
+            data={"notice": notice, "recipient": self.message.from_address, "reason": withheld},
+        )
+        return {"customer_not_told": f"the customer was not sent the {notice}: {withheld}"}
 
     # --- decisions -----------------------------------------------------------------------------
 
-    def open_case(self, kind: CaseKind, *, related: CaseView | None, acknowledge: bool) -> Case:
+    def open_case(self, kind: CaseKind, *, related: CaseView | None, acknowledge: bool, withheld: str = "") -> Case:
         m, settings = self.message, self.p.settings
         sender = self.sender
         if sender is None:
@@ -738,6 +776,9 @@ class _Apply:
             facts["response_due_at"] = case.response_due_at.isoformat()
         if related is not None:
             facts["related_number"] = related.number
+        facts |= self.attachment_facts(case)
+        if not acknowledge and withheld and m.from_address:
+            facts |= self.record_withheld(case, "acknowledgement", withheld)
         casework.queue_staff_new_case(
             self.session, self.desk, case, now=self.now, excerpt=m.new_text or m.text, extra=facts,
             technicians=technicians if case.team == team else None, organisation=shown,
@@ -760,7 +801,10 @@ class _Apply:
             session=self.session, case=case, kind=EventKind.INBOUND_MESSAGE, at=self.now, author=m.from_address,
             summary=f"customer update: {(m.new_text or m.text).strip()[:200]}", message_id=message_id,
         )
-        casework.queue_staff_update(self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text)
+        casework.queue_staff_update(
+            self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text,
+            extra=self.attachment_facts(case),
+        )
         if decision.escalate:
             casework.escalate(self.session, self.desk, case, now=self.now, author=m.from_address, settings=self.p.settings)
         self.session.add(case)
@@ -787,7 +831,13 @@ class _Apply:
                 auto_submitted="auto-replied", in_reply_to=m.message_id, references=(*m.references, m.message_id),
             )
             self.log_auto_reply(m.from_address, "customer.reopened")
-        casework.queue_staff_update(self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text)
+        extra = self.attachment_facts(case)
+        if not decision.acknowledge and decision.withheld and m.from_address:
+            extra |= self.record_withheld(case, "reopen notice", decision.withheld)
+        casework.queue_staff_update(
+            self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text,
+            extra=extra,
+        )
         casework.replan(self.desk, self.session, case, self.now)
         return case
 

@@ -47,7 +47,7 @@ from mailcase.notify.compose import (
 from mailcase.notify.render import Rendered, Renderer
 from mailcase.notify.transport import Envelope, SendOutcome, SendResult, Transport
 from mailcase.rules.tokens import reply_address
-from mailcase.store.outbox import REPLY_TOKEN_CASE_KEY
+from mailcase.store.outbox import REPLY_TOKEN_CASE_KEY, attachment_blobs
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def _deliver_claimed(
                 from_name=outbound.from_name,
                 support_address=settings.smtp.support_address,
                 secret=secret,
-                attachments=attachments(notice),
+                attachments=[*attachments(notice), *_stored_files(connection, notice)],
             )
         except TransientError as error:
             log.warning("outbox %s: cannot prepare now, will retry: %s", notice.id, error)
@@ -306,6 +306,20 @@ def context_attachments(notice: ClaimedNotice) -> list[MailAttachment]:
     for item in notice.context.get("_attachments", ()):
         files.append(_attachment(str(item["filename"]), str(item["content_type"]), str(item["content"]).encode()))
     return files
+
+
+def _stored_files(connection: sa.Connection, notice: ClaimedNotice) -> list[MailAttachment]:
+    """The files a notice carries from the attachment table (`_stored_attachments`: filename,
+    content_type, sha256): a customer's files in a staff notice, a technician's in a reply."""
+    wanted = [item for item in notice.context.get("_stored_attachments", ()) if item.get("sha256")]
+    if not wanted:
+        return []
+    blobs = attachment_blobs(connection, [str(item["sha256"]) for item in wanted])
+    return [
+        _attachment(str(item["filename"]) or "attachment", str(item["content_type"]), blobs[str(item["sha256"])])
+        for item in wanted
+        if str(item["sha256"]) in blobs
+    ]
 
 
 def _attachment(filename: str, content_type: str, data: bytes) -> MailAttachment:

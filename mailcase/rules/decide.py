@@ -33,9 +33,12 @@ class Facts:
     released: bool = False  # an agent released this held message: treat the sender as allowed
     auto_replies_last_hour: int = 0
     auto_replies_last_day: int = 0
-    max_auto_replies_per_hour: int = 5
-    max_auto_replies_per_day: int = 20
+    max_auto_replies_per_hour: int = 30
+    max_auto_replies_per_day: int = 200
     non_mpoc_notice_recently: bool = False
+    # Subject keys (`subject_key`) of the automatic replies this sender got in the last hour.
+    answered_subjects_last_hour: tuple[str, ...] = ()
+    max_same_subject_per_hour: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,7 @@ class OpenCase:
     reason: str
     kind: CaseKind
     acknowledge: bool
+    withheld: str = ""  # why the acknowledgement is not sent (empty when it is)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,7 @@ class OpenRelatedCase:
     reason: str
     original: CaseView
     acknowledge: bool
+    withheld: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,7 @@ class ReopenCase:
     reason: str
     case: CaseView
     acknowledge: bool
+    withheld: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,14 +143,52 @@ def reopen_deadline(closed_at: datetime, *, days: int, timezone: str) -> datetim
     return (local.replace(tzinfo=None) + timedelta(days=days)).replace(tzinfo=zone).astimezone(UTC)
 
 
-def may_auto_reply(facts: Facts) -> bool:
-    """Loop protection (SPEC.md §3): never answer a machine, and rate-limit answers per address."""
+def subject_key(subject: str) -> str:
+    """What makes two subjects "near-identical" for the loop guard: reply prefixes and case tags
+    gone, case folded, white space collapsed. Digits count: "Site 12 down" and "Site 14 down" are
+    an MPOC's two cases in an outage, not a loop."""
+    return " ".join(classify.clean_subject(subject).casefold().split())[:200]
+
+
+def auto_reply_withheld(facts: Facts) -> str:
+    """Why an automatic answer (acknowledgement, reopen notice) to this message is withheld, or "".
+
+    The loop guard targets loops (SPEC.md §3), not busy people. Rules, in order:
+    1. never answer a machine (auto-submitted, bulk, list, bounce: RFC 3834);
+    2. a sender who got `max_same_subject_per_hour` answers in the last hour for a near-identical
+       subject (`subject_key`) is looping: a ticket system answering our acknowledgements;
+    3. a high ceiling per address: `max_auto_replies_per_hour` and `max_auto_replies_per_day`.
+    Distinct human messages opening distinct cases are each answered below the ceiling.
+    """
     if facts.message.is_automatic:
-        return False
-    return (
-        facts.auto_replies_last_hour < facts.max_auto_replies_per_hour
-        and facts.auto_replies_last_day < facts.max_auto_replies_per_day
-    )
+        return f"automatic message ({facts.message.auto_reason}): never answered"
+    key = subject_key(facts.message.subject)
+    repeats = sum(1 for answered in facts.answered_subjects_last_hour if answered == key)
+    if key and repeats >= facts.max_same_subject_per_hour:
+        return (
+            f"loop guard: {facts.sender.address or 'the sender'} was already answered {repeats} times "
+            f"in the last hour for the same subject"
+        )
+    if facts.auto_replies_last_hour >= facts.max_auto_replies_per_hour:
+        return (
+            f"rate limit: {facts.auto_replies_last_hour} automatic replies to {facts.sender.address} "
+            f"in the last hour (autoreply.max_per_hour = {facts.max_auto_replies_per_hour})"
+        )
+    if facts.auto_replies_last_day >= facts.max_auto_replies_per_day:
+        return (
+            f"rate limit: {facts.auto_replies_last_day} automatic replies to {facts.sender.address} "
+            f"in the last day (autoreply.max_per_day = {facts.max_auto_replies_per_day})"
+        )
+    return ""
+
+
+def may_auto_reply(facts: Facts) -> bool:
+    """Whether an automatic answer may go to this message's sender (see `auto_reply_withheld`)."""
+    return not auto_reply_withheld(facts)
+
+
+def _with_withheld(reason: str, withheld: str) -> str:
+    return f"{reason}; acknowledgement withheld: {withheld}" if withheld else reason
 
 
 def decide(facts: Facts) -> Decision:
@@ -196,7 +240,11 @@ def decide(facts: Facts) -> Decision:
     if sender.is_mpoc or facts.released:
         kind = classify.macd_request(message.subject, facts.addressed_to_macd) or CaseKind.SUPPORT
         who = "released by an agent" if facts.released and not sender.is_mpoc else f"{sender.address} is an MPOC"
-        return OpenCase(_noted(f"new case: {who}", facts.match), kind, acknowledge=may_auto_reply(facts))
+        withheld = auto_reply_withheld(facts)
+        return OpenCase(
+            _with_withheld(_noted(f"new case: {who}", facts.match), withheld), kind, acknowledge=not withheld,
+            withheld=withheld,
+        )
     if sender.contact_id is not None:
         why = f"{sender.address} is a contact of the organisation but not a designated MPOC"
     else:
@@ -237,18 +285,24 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
         case, how = facts.linked_case, f"{how}; routed to the sender's linked case {facts.linked_case.number:08d}"
 
     escalate = isinstance(command, classify.Escalate)
+    withheld = auto_reply_withheld(facts) if case.status.is_closed else ""
     if case.status is CaseStatus.CLOSED:
         assert case.closed_at is not None
         deadline = reopen_deadline(case.closed_at, days=facts.reopen_window_days, timezone=facts.desk_timezone)
         if facts.now < deadline:
             return ReopenCase(
-                f"reply within {facts.reopen_window_days} days of closing; {how}", case, acknowledge=may_auto_reply(facts)
+                _with_withheld(f"reply within {facts.reopen_window_days} days of closing; {how}", withheld), case,
+                acknowledge=not withheld, withheld=withheld,
             )
         return OpenRelatedCase(
-            f"reply more than {facts.reopen_window_days} days after closing; {how}", case, acknowledge=may_auto_reply(facts)
+            _with_withheld(f"reply more than {facts.reopen_window_days} days after closing; {how}", withheld), case,
+            acknowledge=not withheld, withheld=withheld,
         )
     if case.status is CaseStatus.CLOSED_NO_RESPONSE:
-        return OpenRelatedCase(f"reply to a Closed No Response case; {how}", case, acknowledge=may_auto_reply(facts))
+        return OpenRelatedCase(
+            _with_withheld(f"reply to a Closed No Response case; {how}", withheld), case,
+            acknowledge=not withheld, withheld=withheld,
+        )
     return AppendUpdate(f"update; {how}", case, escalate=escalate)
 
 

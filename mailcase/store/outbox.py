@@ -175,3 +175,14 @@ def failing_recipients(*, session: Session, addresses: Sequence[str]) -> set[str
         )
     ).all()
     return set(rows)
+
+
+def attachment_blobs(connection: sa.Connection, sha256s: Sequence[str]) -> dict[str, bytes]:
+    """The stored bytes of attachments by SHA-256 (content-addressed); missing ones are absent."""
+    if not sha256s:
+        return {}
+    from mailcase.models import Attachment
+
+    table: sa.Table = Attachment.__table__  # type: ignore[assignment]
+    rows = connection.execute(sa.select(table.c.sha256, table.c.data).where(table.c.sha256.in_(list(sha256s))))
+    return {sha: bytes(data) for sha, data in rows}
