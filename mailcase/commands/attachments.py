@@ -105,8 +105,13 @@ def run_get(app: App, args: argparse.Namespace) -> int:
     if data is None:
         raise UsageError(f"attachment {row['sha256']} is not stored")
     if args.output == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+        binary = getattr(sys.stdout, "buffer", None)
+        if binary is None:  # a text-only stdout (an embedding caller): the bytes as UTF-8 text
+            sys.stdout.write(data.decode("utf-8", "replace"))
+        else:
+            sys.stdout.flush()
+            binary.write(data)
+            binary.flush()
         return 0
     target = Path(args.output) if args.output else Path(row["filename"] or row["sha256"])
     target.write_bytes(data)

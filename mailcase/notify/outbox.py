@@ -314,7 +314,8 @@ def _stored_files(connection: sa.Connection, notice: ClaimedNotice) -> list[Mail
     wanted = [item for item in notice.context.get("_stored_attachments", ()) if item.get("sha256")]
     if not wanted:
         return []
-    blobs = attachment_blobs(connection, [str(item["sha256"]) for item in wanted])
+    with _committed(connection):  # a short read transaction: outcomes commit on this connection later
+        blobs = attachment_blobs(connection, [str(item["sha256"]) for item in wanted])
     return [
         _attachment(str(item["filename"]) or "attachment", str(item["content_type"]), blobs[str(item["sha256"])])
         for item in wanted

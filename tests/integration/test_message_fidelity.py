@@ -1,0 +1,297 @@
+"""Every message whole in front of the agent, and no silent outcome (issue 12), through `mailcase ingest`,
+`mailcase tick` and a capture relay, on SQLite and PostgreSQL.
+
+What is asserted is what people see: `cases show` (text and JSON), `mailcase attachments get`,
+`trace`, and the mail the customer and the technicians receive at the relay.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import hashlib
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from support.cli import REPO, CliResult, MailcaseCli
+from support.relay import CaptureRelay, CapturedMessage
+
+MAIL = REPO / "tests" / "fixtures" / "mail"
+PAT = "pat@acme.example"
+JOAO = "joao@brisa.example.com.br"
+SUPPORT = "support@support.example.com"
+TECHNICIANS = {"ana@support.example.com", "bruno@support.example.com"}  # team "support" (intake)
+T0 = datetime.fromisoformat("2026-11-25T16:00:00-07:00")  # a Wednesday afternoon at the desk
+CARRIER_LINE = "does not match the account of record"
+RECUSA_LINE = "não confere com o cadastro"
+
+
+def at(**delta: float) -> str:
+    return (T0 + timedelta(**delta)).isoformat()
+
+
+class Desk:
+    """The CLI on one test database with the example directory, delivering to a capture relay."""
+
+    def __init__(self, database_url: str, workdir: Path, relay: CaptureRelay, env: dict[str, str] | None = None) -> None:
+        self.relay = relay
+        self.workdir = workdir
+        self.cli = MailcaseCli(
+            database_url,
+            env={"MAILCASE_OUTBOUND__HOST": relay.host, "MAILCASE_OUTBOUND__PORT": str(relay.port), **(env or {})},
+        )
+        self._files = 0
+        assert self.run("directory", "import", str(REPO / "examples" / "directory.toml")).status == 0
+
+    def run(self, *argv: str, now: str = at()) -> CliResult:
+        return self.cli(*argv, now=now)
+
+    def ingest(self, message: EmailMessage | bytes | Path, *, now: str = at()) -> dict[str, Any]:
+        if isinstance(message, Path):
+            path = message
+        else:
+            self._files += 1
+            path = self.workdir / f"message-{self._files}.eml"
+            path.write_bytes(message if isinstance(message, bytes) else message.as_bytes(policy=email.policy.SMTP))
+        result = self.run("ingest", str(path), "--json", now=now)
+        assert result.status == 0, result.stderr
+        [outcome] = result.json()
+        return outcome
+
+    def deliver(self, *, now: str = at(minutes=1)) -> None:
+        result = self.run("tick", now=now)
+        assert result.status == 0, result.stderr
+
+    def show(self, case: str) -> dict[str, Any]:
+        return self.run("cases", "show", case, "--json").json()
+
+    def show_text(self, case: str) -> str:
+        result = self.run("cases", "show", case)
+        assert result.status == 0, result.stderr
+        return result.stdout
+
+    def received_by(self, address: str) -> list[CapturedMessage]:
+        return [m for m in self.relay.messages if address in m.rcpt_tos]
+
+    def staff_notices(self, subject_part: str = "") -> list[CapturedMessage]:
+        return [
+            m for m in self.relay.messages
+            if set(m.rcpt_tos) & TECHNICIANS and subject_part in str(m.message["Subject"])
+        ]
+
+
+def body_text(message: EmailMessage) -> str:
+    part = message.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def mail(subject: str, body: str, *, sender: str = PAT, headers: dict[str, str] | None = None) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = SUPPORT
+    message["Subject"] = subject
+    message["Message-ID"] = make_msgid(domain="acme.example")
+    message["Date"] = "Wed, 25 Nov 2026 16:00:00 -0700"
+    for name, value in (headers or {}).items():
+        message[name] = value
+    message.set_content(body)
+    return message
+
+
+@pytest.fixture
+def relay() -> Iterator[CaptureRelay]:
+    with CaptureRelay() as running:
+        yield running
+
+
+@pytest.fixture
+def desk(database_url: str, engine: Engine, tmp_path: Path, relay: CaptureRelay) -> Desk:
+    return Desk(database_url, tmp_path, relay)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Forwards are content
+
+
+FORWARDS = {
+    "forward_gmail_inline_carrier_rejection.eml": CARRIER_LINE,
+    "forward_outlook_desktop_inline.eml": CARRIER_LINE,
+    "forward_outlook_original_message.eml": CARRIER_LINE,
+    "forward_outlook_web_html_only.eml": CARRIER_LINE,
+    "forward_apple_mail_begin_forwarded.eml": CARRIER_LINE,
+    "forward_thunderbird_inline.eml": CARRIER_LINE,
+    "forward_gmail_pt_mensagem_encaminhada.eml": RECUSA_LINE,
+    "forward_outlook_pt_mensagem_original.eml": RECUSA_LINE,
+    "forward_outlook_as_attachment.eml": CARRIER_LINE,
+    "forward_thunderbird_as_attachment.eml": CARRIER_LINE,
+    "reply_with_forward_inside.eml": CARRIER_LINE,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORWARDS))
+def test_a_forward_reaches_the_case_text_and_the_technicians_new_case_notice(desk: Desk, name: str) -> None:
+    outcome = desk.ingest(MAIL / name)
+    assert outcome["decision"] == "open_case"
+
+    shown = desk.show_text(outcome["case"])
+    assert FORWARDS[name] in shown
+    assert "noc@" in shown  # the original sender is named
+    desk.deliver()
+    [notice] = desk.staff_notices("New P4 case")
+    assert FORWARDS[name] in body_text(notice.message)
+
+
+def test_a_reply_quoting_our_acknowledgement_is_cut_but_a_quote_the_case_never_saw_is_kept(desk: Desk) -> None:
+    opened = desk.ingest(mail("Phones down at the Chicago office", "All phones on the second floor are dead.\n"))
+    desk.deliver()
+    [ack] = desk.received_by(PAT)
+    ack_text = body_text(ack.message)
+    quoted_ack = "\n".join(f"> {line}" for line in ack_text.splitlines())
+    reply = mail(
+        f"Re: {ack.message['Subject']}",
+        f"The second floor is back.\n\nOn Wed, Nov 25, 2026 at 4:01 PM Support <{SUPPORT}> wrote:\n{quoted_ack}\n",
+        headers={"In-Reply-To": ack.message["Message-ID"]},
+    )
+    forward_as_reply = mail(
+        f"RE: {ack.message['Subject']}",
+        "The carrier answered this, see below.\n\n-----Original Message-----\n"
+        "From: Carrier NOC <noc@carrier.example>\nSent: Wednesday, November 25, 2026 4:20 PM\n"
+        "To: Pat Doe <pat@acme.example>\nSubject: Port request rejected\n\n"
+        "Your port request PON-7781 was rejected: the account number does not match the account of record.\n",
+        headers={"In-Reply-To": ack.message["Message-ID"]},
+    )
+
+    assert desk.ingest(reply, now=at(minutes=10))["decision"] == "append_update"
+    assert desk.ingest(forward_as_reply, now=at(minutes=20))["decision"] == "append_update"
+
+    inbound = [m for m in desk.show(opened["case"])["messages"] if m["direction"] == "inbound"]
+    assert inbound[1]["new_text"] == "The second floor is back."
+    assert CARRIER_LINE in inbound[2]["new_text"]
+    assert "Sent: Wednesday, November 25, 2026 4:20 PM" in inbound[2]["new_text"]
+    desk.deliver(now=at(minutes=21))
+    updates = [body_text(m.message) for m in desk.staff_notices("Customer replied") if "carrier" in body_text(m.message)]
+    assert len(updates) == 1 and CARRIER_LINE in updates[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Attachments
+
+
+def test_attachments_are_named_in_cases_show_written_out_by_attachments_get_and_carried_to_technicians(
+    desk: Desk, tmp_path: Path
+) -> None:
+    outcome = desk.ingest(MAIL / "attachments_pdf_and_log.eml")
+    case = outcome["case"]
+
+    [message] = desk.show(case)["messages"][:1]
+    names = {a["filename"]: a for a in message["attachments"]}
+    assert set(names) == {"invoice-2026-11.pdf", "trunk.log"}
+    log = names["trunk.log"]
+    assert log["content_type"] == "text/plain" and log["inline"] is False and log["size"] > 1000
+    shown = desk.show_text(case)
+    assert "[attachment: invoice-2026-11.pdf (application/pdf" in shown
+    assert "[attachment: trunk.log (text/plain" in shown
+
+    target = tmp_path / "out.log"
+    result = desk.run("attachments", "get", case, "trunk.log", "-o", str(target))
+    assert result.status == 0, result.stderr
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == log["sha256"]
+    by_digest = tmp_path / "by-digest.pdf"
+    assert desk.run("attachments", "get", case, names["invoice-2026-11.pdf"]["sha256"][:12], "-o", str(by_digest)).status == 0
+    assert by_digest.read_bytes().startswith(b"%PDF-1.4")
+    missing = desk.run("attachments", "get", case, "nothing.zip")
+    assert missing.status == 1 and "no attachment 'nothing.zip'" in missing.stderr
+
+    desk.deliver()
+    [notice] = desk.staff_notices("New P4 case")
+    files = {part.get_filename(): part.get_content() for part in notice.message.iter_attachments()}
+    assert set(files) == {"invoice-2026-11.pdf", "trunk.log"}
+    assert hashlib.sha256(files["trunk.log"].encode()).hexdigest() == log["sha256"]
+    assert "trunk.log (text/plain" in body_text(notice.message)
+
+
+def test_attachments_over_the_notice_limit_are_listed_with_the_command_that_fetches_them(
+    database_url: str, engine: Engine, tmp_path: Path, relay: CaptureRelay
+) -> None:
+    desk = Desk(database_url, tmp_path, relay, env={"MAILCASE_ATTACHMENTS__NOTICE_MAX_BYTES": "100"})
+    outcome = desk.ingest(MAIL / "attachments_pdf_and_log.eml")
+    desk.deliver()
+
+    [notice] = desk.staff_notices("New P4 case")
+    assert [part.get_filename() for part in notice.message.iter_attachments()] == ["invoice-2026-11.pdf"]
+    text = body_text(notice.message)
+    assert "trunk.log" in text and "not attached" in text
+    assert f"mailcase attachments get {outcome['case']} " in text
+
+
+def test_a_winmail_dat_is_unpacked_into_its_real_files(desk: Desk) -> None:
+    outcome = desk.ingest(MAIL / "tnef_winmail_with_trace_and_config.eml")
+
+    [message] = desk.show(outcome["case"])["messages"][:1]
+    assert [a["filename"] for a in message["attachments"]] == ["sip-trace.pcap", "router-config.txt"]
+    result = desk.run("attachments", "get", outcome["case"], "router-config.txt", "-o", "-")
+    assert result.status == 0 and "hostname core-1" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Charsets
+
+
+@pytest.mark.parametrize(
+    ("name", "subject"),
+    [("charset_iso_2022_jp.eml", "電話がつながりません"), ("charset_koi8_r.eml", "Телефоны не работают"),
+     ("charset_utf_7.eml", "Téléphones coupés à Montréal"), ("charset_big5.eml", "電話無法接通")],
+)
+def test_a_charset_reaches_the_case_and_the_acknowledgement_without_escape_bytes(desk: Desk, name: str, subject: str) -> None:
+    outcome = desk.ingest(MAIL / name)
+    assert desk.show(outcome["case"])["subject"] == subject
+
+    desk.deliver()
+    [ack] = desk.received_by(PAT)
+    assert ack.message["Subject"] == f"[Case #{outcome['case']}] Received: {subject}"
+    header_block = ack.data.split(b"\r\n\r\n", 1)[0]
+    assert not any(byte < 32 and byte not in (9, 10, 13) or byte == 127 for byte in header_block)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. No acknowledgement withheld without a trace
+
+
+def test_past_the_hourly_ceiling_the_acknowledgement_is_withheld_with_an_event_a_trace_and_the_assignee_told(
+    database_url: str, engine: Engine, tmp_path: Path, relay: CaptureRelay
+) -> None:
+    desk = Desk(database_url, tmp_path, relay, env={"MAILCASE_AUTOREPLY__MAX_PER_HOUR": "3"})
+    messages = [mail(f"Site {n} has no dial tone", f"Site {n} is down.\n") for n in range(4)]
+    outcomes = [desk.ingest(m, now=at(minutes=n)) for n, m in enumerate(messages)]
+    desk.deliver(now=at(minutes=5))
+
+    assert len(desk.received_by(PAT)) == 3
+    last = outcomes[-1]
+    assert "acknowledgement withheld: rate limit" in last["reason"]
+    events = [e for e in desk.show(last["case"])["events"] if e["kind"] == "notice_withheld"]
+    assert len(events) == 1 and "autoreply.max_per_hour = 3" in events[0]["summary"]
+    trace = desk.run("trace", messages[-1]["Message-ID"])
+    assert f"withheld: acknowledgement to {PAT}: rate limit" in trace.stdout
+    [notice] = [m for m in desk.staff_notices("New P4 case") if last["case"] in str(m.message["Subject"])]
+    assert "the customer was not sent the acknowledgement" in body_text(notice.message)
+
+
+def test_the_loop_guard_stops_a_sender_repeating_one_subject_but_not_distinct_cases(desk: Desk) -> None:
+    looping = [mail("Ticket received", "Your ticket was received.\n") for _ in range(3)]
+    outcomes = [desk.ingest(m, now=at(minutes=n)) for n, m in enumerate(looping)]
+    distinct = desk.ingest(mail("Voicemail broken", "No voicemail since noon.\n"), now=at(minutes=4))
+    desk.deliver(now=at(minutes=5))
+
+    assert [o["decision"] for o in outcomes] == ["open_case"] * 3
+    assert "loop guard" in outcomes[2]["reason"] and "withheld" not in outcomes[1]["reason"]
+    assert "withheld" not in distinct["reason"]
+    assert len(desk.received_by(PAT)) == 3
+    [event] = [e for e in desk.show(outcomes[2]["case"])["events"] if e["kind"] == "notice_withheld"]
+    assert "loop guard" in event["summary"]
