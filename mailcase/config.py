@@ -168,6 +168,12 @@ class AttachmentSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldSettings:
+    digest_address: str = ""
+    digest_interval_minutes: int = 60
+
+
+@dataclass(frozen=True, slots=True)
 class LifecycleSettings:
     reopen_window_days: int = 7
     nudge_business_days: int = 1
@@ -218,6 +224,7 @@ class Settings:
     escalation: EscalationSettings = EscalationSettings()
     autoreply: AutoReplySettings = AutoReplySettings()
     attachments: AttachmentSettings = AttachmentSettings()
+    held: HeldSettings = HeldSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     security: SecuritySettings = SecuritySettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
@@ -450,6 +457,7 @@ def _validate(settings: Settings) -> None:
         ("autoreply.max_per_hour", settings.autoreply.max_per_hour),
         ("autoreply.max_per_day", settings.autoreply.max_per_day),
         ("autoreply.max_same_subject_per_hour", settings.autoreply.max_same_subject_per_hour),
+        ("held.digest_interval_minutes", settings.held.digest_interval_minutes),
     ):
         if value < 0:
             raise ConfigError(key, f"must be 0 or more, got {value}")

@@ -69,7 +69,7 @@ from mailcase.rules.decide import (
     subject_key,
 )
 from mailcase.rules.lifecycle import Actor
-from mailcase.rules.matching import Match, Matched, match_case, thread_ids
+from mailcase.rules.matching import Match, Matched, MatchRule, Unmatched, match_case, thread_ids
 from mailcase.store.cases import add_event, add_participants, case_view, cases_by_ids, participants_of
 from mailcase.store.common import insert_or_ignore
 from mailcase.store.directory import ContactOrganisation, organisation_for_address, sender_view, sender_view_and_name
@@ -138,15 +138,22 @@ class Pipeline:
         )
         return outcome
 
-    def release_held(self, session: Session, held: HeldMessage, *, now: datetime, by: str) -> IngestOutcome:
-        """Re-run the decision for a held message as if its sender were allowed (the agent vouches)."""
+    def release_held(
+        self, session: Session, held: HeldMessage, *, now: datetime, by: str, to_case: int | None = None,
+        new_case: bool = False,
+    ) -> IngestOutcome:
+        """Re-run the decision for a held message as if its sender were allowed (the agent vouches):
+        threading again (a held reply lands on the case it answers), or onto the case `to_case`
+        (a case id), or as a new case with `new_case`."""
         record = session.get(RawMessageRecord, held.raw_id)
         assert record is not None
         try:
             message = parse_message(record.data)
         except UnparseableMessage as exc:
             message = _salvage(record.data, exc.reason)
-        outcome = self._decide_and_apply(session, record, message, now=now, released=True)
+        outcome = self._decide_and_apply(
+            session, record, message, now=now, released=True, forced_case_id=to_case, force_new_case=new_case
+        )
         held.state = HeldState.RELEASED
         held.resolved_at = now
         held.resolved_by = by
@@ -210,7 +217,8 @@ class Pipeline:
         return IngestOutcome("hold_message", why, "", raw_id=record.id, held_id=held.id)
 
     def _decide_and_apply(
-        self, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, *, now: datetime, released: bool
+        self, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, *, now: datetime, released: bool,
+        forced_case_id: int | None = None, force_new_case: bool = False,
     ) -> IngestOutcome:
         from mailcase import subscriptions
 
@@ -233,7 +241,10 @@ class Pipeline:
             sender_view_and_name(message.from_address, session=session)
             if message.from_address else (SenderView(address=""), None, None)
         )
-        facts = self._facts(session, record, message, now=now, released=released, sender=looked_up[0])
+        facts = self._facts(
+            session, record, message, now=now, released=released, sender=looked_up[0],
+            forced_case_id=forced_case_id, force_new_case=force_new_case,
+        )
         decision = decide(facts)
         if not facts.sender.is_technician:
             message = _with_case_new_text(session, message, decision, self.settings.smtp.domains)
@@ -259,7 +270,7 @@ class Pipeline:
 
     def _facts(
         self, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, *, now: datetime, released: bool,
-        sender: SenderView | None = None,
+        sender: SenderView | None = None, forced_case_id: int | None = None, force_new_case: bool = False,
     ) -> Facts:
         settings = self.settings
         if sender is None:
@@ -284,7 +295,14 @@ class Pipeline:
             token_case_id=token_case_id if token_case_id in views else None,
             tagged_cases=[views[c.id] for c in tagged if c.id in views],
             cases=views,
+            released=released,
         )
+        if forced_case_id is not None:
+            # An agent named the case (`held release --to-case`): that case, whatever the headers say.
+            views |= _views(session, {forced_case_id})
+            match = Matched(forced_case_id, MatchRule.AGENT, "released onto this case by an agent")
+        elif force_new_case:
+            match = Unmatched(("an agent released it as a new case",))
         case = views.get(match.case_id) if isinstance(match, Matched) else None
         primary = _primary_of(session, case) if case is not None and case.status is CaseStatus.DUPLICATE else None
         linked = _linked_case_of(session, case, sender.address) if case is not None and case.kind is CaseKind.MASTER else None

@@ -295,3 +295,90 @@ def test_the_loop_guard_stops_a_sender_repeating_one_subject_but_not_distinct_ca
     assert len(desk.received_by(PAT)) == 3
     [event] = [e for e in desk.show(outcomes[2]["case"])["events"] if e["kind"] == "notice_withheld"]
     assert "loop guard" in event["summary"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. The held queue is a workflow
+
+LEE = "lee@acme.example"  # an Acme employee, not an MPOC
+EVE = "eve@outsider.example"  # in no organisation
+
+
+def test_held_show_says_why_and_shows_headers_text_and_attachments(desk: Desk) -> None:
+    message = mail("Please reset my voicemail PIN", "My PIN stopped working this morning.\n", sender=LEE)
+    message.add_attachment(b"screenshot bytes", maintype="image", subtype="png", filename="pin-error.png")
+    held_id = desk.ingest(message)["held_id"]
+
+    shown = desk.run("held", "show", str(held_id))
+    assert shown.status == 0, shown.stderr
+    assert "not a designated MPOC" in shown.stdout
+    assert "subject:    Please reset my voicemail PIN" in shown.stdout
+    assert "My PIN stopped working this morning." in shown.stdout
+    assert "attachment: pin-error.png (image/png" in shown.stdout
+    data = desk.run("held", "show", str(held_id), "--json").json()
+    assert data["headers"]["from"] == LEE and data["attachments"][0]["filename"] == "pin-error.png"
+    assert desk.run("held", "show", "999").status == 1
+
+
+def test_a_plain_release_threads_a_held_reply_onto_the_case_it_answers(desk: Desk) -> None:
+    original = mail("Phones down at the Chicago office", "All phones on the second floor are dead.\n")
+    opened = desk.ingest(original)
+    # A colleague who is not on the case answers the customer's original mail.
+    reply = mail("Re: Phones down at the Chicago office", "Third floor too.\n", sender=LEE,
+                 headers={"In-Reply-To": original["Message-ID"]})
+    held = desk.ingest(reply, now=at(minutes=5))
+    assert held["decision"] == "hold_message"
+
+    released = desk.run("held", "release", str(held["held_id"]), now=at(minutes=10))
+
+    assert released.status == 0, released.stderr
+    assert f"append_update case {opened['case']}" in released.stdout
+    inbound = [m for m in desk.show(opened["case"])["messages"] if m["direction"] == "inbound"]
+    assert [m["from"] for m in inbound] == [PAT, LEE]
+    assert desk.show(opened["case"])["organisation"] == "acme"
+
+
+def test_release_to_a_named_case_or_as_a_new_case(desk: Desk) -> None:
+    opened = desk.ingest(mail("Phones down at the Chicago office", "All phones are dead.\n"))
+    first = desk.ingest(mail("Also the fax line", "The fax line is dead too.\n", sender=LEE), now=at(minutes=1))
+    second = desk.ingest(mail("Unrelated: invoice", "Our invoice is wrong.\n", sender=EVE), now=at(minutes=2))
+
+    onto = desk.run("held", "release", str(first["held_id"]), "--to-case", opened["case"], now=at(minutes=3))
+    new = desk.run("held", "release", str(second["held_id"]), "--new-case", now=at(minutes=4))
+
+    assert onto.status == 0 and f"append_update case {opened['case']}" in onto.stdout
+    assert new.status == 0 and "open_case case 00000002" in new.stdout
+    assert "released onto this case by an agent" in onto.stdout
+    assert desk.show("00000002")["requester"] == EVE
+    assert desk.run("held", "release", str(first["held_id"])).status == 1  # already released
+
+
+def test_inbound_list_shows_ignored_messages_with_their_reason(desk: Desk) -> None:
+    desk.ingest(mail("Weekly newsletter", "News.\n", sender="news@vendor.example", headers={"Precedence": "bulk"}))
+    desk.ingest(mail("Phones down", "Dead.\n"), now=at(minutes=30))
+
+    ignored = desk.run("inbound", "list", "--decision", "ignore_message", "--json").json()
+    assert [(r["from"], r["subject"]) for r in ignored] == [("news@vendor.example", "Weekly newsletter")]
+    assert "automatic message matched no case" in ignored[0]["reason"]
+    recent = desk.run("inbound", "list", "--since", at(minutes=10), "--json").json()
+    assert [r["decision"] for r in recent] == ["open_case"] and recent[0]["case"] == "00000001"
+    assert "Weekly newsletter" in desk.run("inbound", "list").stdout
+
+
+def test_new_held_messages_are_announced_at_most_once_an_hour_as_a_digest(
+    database_url: str, engine: Engine, tmp_path: Path, relay: CaptureRelay
+) -> None:
+    lead = "desk-lead@support.example.com"
+    desk = Desk(database_url, tmp_path, relay, env={"MAILCASE_HELD__DIGEST_ADDRESS": lead})
+    desk.ingest(mail("Question one", "One.\n", sender=EVE), now=at())
+    desk.ingest(mail("Question two", "Two.\n", sender=LEE), now=at(minutes=1))
+    desk.deliver(now=at(minutes=2))
+    desk.ingest(mail("Question three", "Three.\n", sender=EVE), now=at(minutes=3))
+    desk.deliver(now=at(minutes=30))
+    assert len(desk.received_by(lead)) == 1
+    desk.deliver(now=at(minutes=70))
+
+    first, second = (body_text(m.message) for m in desk.received_by(lead))
+    assert "Question one" in first and "Question two" in first and "Question three" not in first
+    assert "Question three" in second and "Question one" not in second
+    assert "mailcase held show" in first
