@@ -382,6 +382,25 @@ def queue_staff_update(
     )
 
 
+def queue_reply_not_sent(session: Session, desk: Desk, message: Any, *, now: datetime, held_id: int, reason: str) -> int | None:
+    """A technician's emailed reply that did not reach the customer: they are told why, and how to
+    get it through (issue 12). Once per held message; never to an automatic message (the caller
+    holds only human mail from technicians)."""
+    intent = NotificationIntent(
+        kind="staff.reply_not_sent",
+        template="staff.reply_not_sent",
+        recipients=(message.from_address,),
+        idempotency_key=f"staff.reply_not_sent:{held_id}",
+        due_at=now,
+        context={"original_subject": message.subject, "reason": reason, "held_id": held_id, "tz": desk.timezone},
+        locale="en",
+        in_reply_to=message.message_id,
+        references=(*message.references[-20:], message.message_id) if message.message_id else (),
+        auto_submitted="auto-replied",
+    )
+    return enqueue(intent, session=session, now=now, hostname=desk.hostname)
+
+
 def queue_non_mpoc_notice(session: Session, desk: Desk, message: Any, *, now: datetime, held_id: int) -> int | None:
     """The one polite notice that only designated contacts can open cases (SPEC.md §1)."""
     from mailcase.store.directory import organisation_for_address
@@ -569,9 +588,11 @@ def public_reply(
     author: str,
     author_name: str = "",
     awaiting_customer: bool = False,
+    attachments: Sequence[dict[str, str]] = (),
 ) -> int | None:
     """A technician's public reply, emailed to the requester (participants copied) from the support
-    address — never from the technician's own — threaded on the customer's last message."""
+    address — never from the technician's own — threaded on the customer's last message.
+    `attachments`: stored files (filename, content_type, sha256) the reply carries."""
     if not body.strip():
         raise UsageError("a reply needs a body")
     if case.status in (CaseStatus.CLOSED, CaseStatus.CLOSED_NO_RESPONSE, CaseStatus.DUPLICATE):
@@ -602,7 +623,8 @@ def public_reply(
         template="customer.reply",
         event="reply",
         now=now,
-        extra={"body": body.strip(), "author_name": author_name or "Support", "awaiting_customer": awaiting_customer},
+        extra={"body": body.strip(), "author_name": author_name or "Support", "awaiting_customer": awaiting_customer}
+        | ({"_stored_attachments": list(attachments)} if attachments else {}),
         auto_submitted="no",
     )
     session.add(case)

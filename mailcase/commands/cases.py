@@ -75,6 +75,8 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--body", required=True)
     p.add_argument("--from", dest="author", default="", help="the technician's email (recorded; never shown to the customer)")
     p.add_argument("--awaiting-customer", action="store_true", help="wait for the customer: nudge and close without response")
+    p.add_argument("--attach", action="append", default=[], metavar="FILE",
+                   help="attach a file (repeatable; at most [attachments] reply_max_bytes in total)")
     p.set_defaults(handler=run_reply)
 
     p = group.add_parser("sla", help="every deadline of a case and how it was derived")
@@ -191,6 +193,7 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
     now = app.clock.now()
     desk = app.desk()
     author = (args.author or "").lower()
+    files = _attachments(args.attach, app.settings.attachments.reply_max_bytes)
     with transaction(app.engine) as session:
         case = casework.find_case(session, args.number, lock=True)
         name = ""
@@ -202,15 +205,48 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
         if case.kind == CaseKind.MASTER:  # a loaded row holds the plain string, so compare by value
             from mailcase import broadcasts
 
+            if files:
+                raise UsageError("a master update is sent to many organisations: attach nothing, link to the file instead")
+
             count = broadcasts.master_update(session, app, case, args.body, now=now, author=author or "agent")
             print(f"master update for case {args.number:08d} queued to {count} recipients")
             return 0
+        from mailcase.store.cases import store_attachment
+
+        stored = [
+            {"filename": name_, "content_type": type_, "sha256": store_attachment(session=session, data=data)}
+            for name_, type_, data in files
+        ]
         casework.public_reply(
             session, desk, case, args.body, now=now, author=author or "agent", author_name=name,
-            awaiting_customer=args.awaiting_customer,
+            awaiting_customer=args.awaiting_customer, attachments=stored,
         )
-    print(f"reply queued for case {args.number:08d}")
+    attached = f" with {len(files)} attachment(s)" if files else ""
+    print(f"reply queued for case {args.number:08d}{attached}")
     return 0
+
+
+def _attachments(paths: list[str], limit: int) -> list[tuple[str, str, bytes]]:
+    """(name, content type, bytes) of each file to attach; refused, with the reason, when one
+    cannot be read or all together exceed `limit` ([attachments] reply_max_bytes)."""
+    import mimetypes
+    from pathlib import Path
+
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot attach {raw}: {exc.strerror}") from None
+        files.append((path.name, mimetypes.guess_type(path.name)[0] or "application/octet-stream", data))
+    total = sum(len(data) for _, _, data in files)
+    if total > limit:
+        raise UsageError(
+            f"the attachments total {total} bytes, over the {limit} allowed (attachments.reply_max_bytes); "
+            "nothing was sent: attach smaller files or send a link"
+        )
+    return files
 
 
 def run_sla(app: App, args: argparse.Namespace) -> int:

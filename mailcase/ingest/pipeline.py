@@ -331,6 +331,7 @@ class Pipeline:
             non_mpoc_notice_recently=noticed,
             answered_subjects_last_hour=answered,
             max_same_subject_per_hour=settings.autoreply.max_same_subject_per_hour,
+            max_reply_attachment_bytes=settings.attachments.reply_max_bytes,
         )
 
     def _token_case(self, session: Session, recipients: tuple[str, ...]) -> int | None:
@@ -883,6 +884,15 @@ class _Apply:
         case = self._case(decision.case)
         message_id = self.store_message(case)
         body = _without_command_line(m.new_text or m.text)
+        if decision.reopen:
+            casework.set_status(
+                self.session, self.desk, case, CaseStatus.IN_PROGRESS, now=self.now, author=m.from_address,
+                actor=Actor.AGENT, notify_customer=False,
+            )
+            add_event(
+                session=self.session, case=case, kind=EventKind.REOPENED, at=self.now, author=m.from_address,
+                summary="reopened by the technician's #reopen reply", message_id=message_id,
+            )
         if decision.internal_note:
             casework.add_note(self.session, case, body or "(empty note)", now=self.now, author=m.from_address, message_id=message_id)
         elif case.kind == CaseKind.MASTER:
@@ -893,9 +903,13 @@ class _Apply:
                 self.session, self.desk, case, body, now=self.now, author=m.from_address, secret=self.p.secret
             )
         else:
+            # The technician's files travel with the reply (already stored with their message).
             casework.public_reply(
                 self.session, self.desk, case, body, now=self.now, author=m.from_address, author_name=m.from_name,
-                awaiting_customer=False,
+                awaiting_customer=False, attachments=[
+                    {"filename": a.filename, "content_type": a.content_type, "sha256": a.sha256}
+                    for a in m.attachments if not a.inline
+                ],
             )
         return case
 
@@ -921,12 +935,14 @@ class _Apply:
         if decision.notify_sender and m.from_address:
             casework.queue_non_mpoc_notice(self.session, self.desk, m, now=self.now, held_id=held.id)  # type: ignore[arg-type]
             self.log_auto_reply(m.from_address, "customer.non_mpoc")
+        if decision.tell_technician and m.from_address:
+            casework.queue_reply_not_sent(self.session, self.desk, m, now=self.now, held_id=held.id, reason=decision.reason)  # type: ignore[arg-type]
         assert held.id is not None
         return held.id
 
 
 def _without_command_line(text: str) -> str:
     lines = text.strip().splitlines()
-    if lines and lines[0].strip().lower().startswith(("#note", "#escalate")):
+    if lines and lines[0].strip().lower().startswith(("#note", "#escalate", "#reopen")):
         lines = lines[1:]
     return "\n".join(lines).strip()

@@ -258,6 +258,11 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True)
+class Reopen:
+    """A technician's `#reopen` on the first line: reopen the closed case, then send the reply."""
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribe:
     """Subscribe the sender to one master case, or to every master case of a platform.
 
@@ -276,14 +281,14 @@ class Unsubscribe:
     platform: str | None = None
 
 
-Command: TypeAlias = Escalate | Note | Subscribe | Unsubscribe
+Command: TypeAlias = Escalate | Note | Reopen | Subscribe | Unsubscribe
 
 _SUBSCRIPTION = re.compile(
     r"^(?P<verb>subscribe|unsubscribe)"
     r"(?:\s+(?:platform\s+(?P<platform>\S.*?)|(?:case\s*)?#?\s*(?P<number>\d{1,18})))?\s*$",
     re.IGNORECASE,
 )
-_FIRST_LINE_COMMAND = re.compile(r"^\s*#(?P<word>escalate|note)\b", re.IGNORECASE)
+_FIRST_LINE_COMMAND = re.compile(r"^\s*#(?P<word>escalate|note|reopen)\b", re.IGNORECASE)
 _ESCALATE_WORD = re.compile(r"\bescalate\b", re.IGNORECASE)
 
 
@@ -294,8 +299,8 @@ def detect_command(subject: str, first_line_of_new_text: str) -> Command | None:
     1. A clean subject (prefixes and case tags removed) that is exactly `subscribe` or
        `unsubscribe`, optionally followed by a case number (`00001042`, `#1042`, `case 1042`) or
        `platform <name>`, is a subscription command (case-insensitive).
-    2. A first line starting with `#note` is a note; one starting with `#escalate` asks to
-       escalate.
+    2. A first line starting with `#note` is a note; `#reopen` asks to reopen a closed case
+       (technicians); `#escalate` asks to escalate.
     3. The word ESCALATE anywhere in the subject (any case, whole word) asks to escalate.
     4. Otherwise no command.
     """
@@ -312,8 +317,11 @@ def detect_command(subject: str, first_line_of_new_text: str) -> Command | None:
 
     first = _FIRST_LINE_COMMAND.match(first_line_of_new_text)
     if first:
-        if first.group("word").lower() == "note":
+        word = first.group("word").lower()
+        if word == "note":
             return Note()
+        if word == "reopen":
+            return Reopen()
         return Escalate(source="first line")
 
     if _ESCALATE_WORD.search(cleaned):

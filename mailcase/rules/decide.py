@@ -39,6 +39,7 @@ class Facts:
     # Subject keys (`subject_key`) of the automatic replies this sender got in the last hour.
     answered_subjects_last_hour: tuple[str, ...] = ()
     max_same_subject_per_hour: int = 2
+    max_reply_attachment_bytes: int = 10_000_000  # [attachments] reply_max_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +88,13 @@ class RecordBounce:
 
 @dataclass(frozen=True, slots=True)
 class TechnicianReply:
-    """A technician answered a case notification by email: relayed to the customer, or a `#note`."""
+    """A technician answered a case notification by email: relayed to the customer, or a `#note`;
+    `reopen`: the case is closed and the first line said `#reopen`, so it is reopened first."""
 
     reason: str
     case: CaseView
     internal_note: bool
+    reopen: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class SubscriptionCommand:
 class HoldMessage:
     reason: str
     notify_sender: bool = False
+    tell_technician: bool = False  # a technician's mail that does not reach the customer: say why
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +240,11 @@ def decide(facts: Facts) -> Decision:
     if facts.addressed_to_postmaster:
         return HoldMessage("mail to postmaster is kept for an operator")
     if sender.is_technician and not facts.released:
-        return HoldMessage(f"technician {sender.address} wrote without a case reference")
+        return HoldMessage(
+            f"technician {sender.address} wrote without a case reference: reply to the case's notice "
+            "(its Reply-To address) or put [Case #N] in the subject",
+            tell_technician=True,
+        )
     if sender.is_mpoc or facts.released:
         kind = classify.macd_request(message.subject, facts.addressed_to_macd) or CaseKind.SUPPORT
         who = "released by an agent" if facts.released and not sender.is_mpoc else f"{sender.address} is an MPOC"
@@ -262,11 +270,24 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
             # A technician's out-of-office answering a notification is never relayed to the customer.
             return RecordAutoReply(f"technician's automatic reply ({message.auto_reason}); {how}", target)
         note = isinstance(command, classify.Note)
+        reopen = isinstance(command, classify.Reopen)
+        attached = sum(len(part.data) for part in message.attachments)
+        if not note and attached > facts.max_reply_attachment_bytes:
+            return HoldMessage(
+                f"technician reply on case {target.number:08d} carries {attached} bytes of attachments, over "
+                f"the {facts.max_reply_attachment_bytes} allowed (attachments.reply_max_bytes): send smaller "
+                f"files or a link; {how}",
+                tell_technician=True,
+            )
         if not note and target.status.is_closed:
+            if reopen and target.status is not CaseStatus.DUPLICATE:
+                return TechnicianReply(f"technician reply with #reopen; {how}", target, internal_note=False, reopen=True)
             # A public reply needs an open case; keep the mail for the technician to release once reopened.
             return HoldMessage(
                 f"technician reply on case {target.number:08d}, which is {target.status.value}: "
-                f"reopen it, then release this message; {how}"
+                f"reopen it (#reopen on the first line of a new reply, or `mailcase cases update "
+                f"{target.number:08d} --status in_progress`), then release this message; {how}",
+                tell_technician=True,
             )
         return TechnicianReply(f"technician reply; {how}", target, internal_note=note)
     allowed = facts.released or sender_allowed(case, sender) or (

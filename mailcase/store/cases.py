@@ -415,3 +415,14 @@ def attachment_data(*, session: Session, sha256: str) -> bytes | None:
 
     row = session.get(Attachment, sha256)
     return bytes(row.data) if row is not None else None
+
+
+def store_attachment(*, session: Session, data: bytes) -> str:
+    """Keep a file in the content-addressed attachment table (once per content); its SHA-256."""
+    import hashlib
+
+    from mailcase.models import Attachment
+
+    digest = hashlib.sha256(data).hexdigest()
+    insert_or_ignore(session, Attachment.__table__, {"sha256": digest, "size": len(data), "data": data}, conflict=["sha256"])
+    return digest

@@ -382,3 +382,75 @@ def test_new_held_messages_are_announced_at_most_once_an_hour_as_a_digest(
     assert "Question one" in first and "Question two" in first and "Question three" not in first
     assert "Question three" in second and "Question one" not in second
     assert "mailcase held show" in first
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. A technician is told when their reply does not reach the customer; attachments go out
+
+ANA = "ana@support.example.com"
+
+
+def _technician_reply(desk: Desk, notice: CapturedMessage, first_line: str, *, attach: bytes | None = None) -> EmailMessage:
+    reply = mail(f"Re: {notice.message['Subject']}", f"{first_line}\nWe replaced the SBC card; please test again.\n",
+                 sender=f"Ana Lima <{ANA}>", headers={"In-Reply-To": notice.message["Message-ID"]})
+    reply.replace_header("To", str(notice.message["Reply-To"]))
+    if attach is not None:
+        reply.add_attachment(attach, maintype="application", subtype="pdf", filename="rma-report.pdf")
+    return reply
+
+
+def test_a_technicians_reply_on_a_closed_case_is_held_the_technician_told_and_reopen_sends_it(desk: Desk) -> None:
+    opened = desk.ingest(mail("Phones down at the Chicago office", "All phones are dead.\n"))
+    desk.deliver()
+    [notice] = desk.staff_notices("New P4 case")
+    assert desk.run("cases", "update", opened["case"], "--status", "closed", now=at(minutes=5)).status == 0
+
+    held = desk.ingest(_technician_reply(desk, notice, "Hi Pat,"), now=at(minutes=10))
+    desk.deliver(now=at(minutes=11))
+
+    assert held["decision"] == "hold_message"
+    [told] = desk.received_by(ANA)[-1:]
+    assert "Not sent to the customer" in str(told.message["Subject"])
+    text = body_text(told.message)
+    assert "did NOT reach the customer" in text and "#reopen" in text and "closed" in text
+    assert not [m for m in desk.received_by(PAT) if "SBC card" in body_text(m.message)]
+
+    reopened = desk.ingest(_technician_reply(desk, notice, "#reopen", attach=b"%PDF-1.4 rma"), now=at(minutes=20))
+    desk.deliver(now=at(minutes=21))
+
+    assert reopened["decision"] == "technician_reply"
+    assert desk.show(opened["case"])["status"] == "in_progress"
+    [sent] = [m for m in desk.received_by(PAT) if "SBC card" in body_text(m.message)]
+    assert "#reopen" not in body_text(sent.message)
+    assert [p.get_filename() for p in sent.message.iter_attachments()] == ["rma-report.pdf"]
+    assert sent.message["From"].endswith(f"<{SUPPORT}>")
+
+
+def test_a_technician_writing_without_a_case_reference_is_told_why(desk: Desk) -> None:
+    outcome = desk.ingest(mail("Quick question", "Is the Denver trunk fixed?\n", sender=ANA))
+    desk.deliver()
+
+    assert outcome["decision"] == "hold_message"
+    [told] = desk.received_by(ANA)
+    assert "without a case reference" in body_text(told.message)
+
+
+def test_cases_reply_attach_sends_the_files_and_refuses_too_large_ones_with_the_reason(
+    database_url: str, engine: Engine, tmp_path: Path, relay: CaptureRelay
+) -> None:
+    desk = Desk(database_url, tmp_path, relay, env={"MAILCASE_ATTACHMENTS__REPLY_MAX_BYTES": "1000"})
+    opened = desk.ingest(mail("Phones down", "Dead.\n"))
+    small, large = tmp_path / "config-fix.txt", tmp_path / "capture.pcap"
+    small.write_text("interface Gi0/1\n shutdown\n no shutdown\n")
+    large.write_bytes(b"\x00" * 2000)
+
+    refused = desk.run("cases", "reply", opened["case"], "--body", "Capture attached.", "--attach", str(large))
+    sent = desk.run("cases", "reply", opened["case"], "--body", "Apply this config.", "--attach", str(small))
+    desk.deliver(now=at(minutes=2))
+
+    assert refused.status == 1 and "reply_max_bytes" in refused.stderr and "nothing was sent" in refused.stderr
+    assert sent.status == 0 and "with 1 attachment" in sent.stdout
+    [reply] = [m for m in desk.received_by(PAT) if "Apply this config." in body_text(m.message)]
+    [part] = list(reply.message.iter_attachments())
+    assert part.get_filename() == "config-fix.txt" and "no shutdown" in part.get_content()
+    assert not [m for m in desk.received_by(PAT) if "Capture attached." in body_text(m.message)]
