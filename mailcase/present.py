@@ -22,6 +22,15 @@ def case_json(case: Case, *, organisations: dict[int, str], numbers: dict[int, i
     def number_of(case_id: int | None) -> str | None:
         return format_case_number(numbers[case_id]) if case_id and case_id in numbers else None
 
+    deadlines = [
+        (name, at)
+        for name, at in (
+            ("response", case.response_due_at), ("update", case.update_due_at),
+            ("resolution", case.resolution_due_at), ("customer", case.customer_due_at),
+        )
+        if at is not None
+    ]
+    next_due = min(deadlines, key=lambda item: item[1]) if deadlines else None
     return {
         "number": format_case_number(case.number),
         "subject": case.subject,
@@ -53,6 +62,8 @@ def case_json(case: Case, *, organisations: dict[int, str], numbers: dict[int, i
         "update_due_at": iso(case.update_due_at),
         "resolution_due_at": iso(case.resolution_due_at),
         "customer_due_at": iso(case.customer_due_at),
+        "next_due_at": iso(next_due[1]) if next_due else None,
+        "next_deadline": next_due[0] if next_due else None,
     }
 
 
@@ -184,10 +195,15 @@ def local(instant: str | None, timezone: str) -> str:
 
 
 def case_line(data: dict[str, Any], timezone: str) -> str:
+    """One worklist line: `!` when the case needs attention, then the next deadline."""
+    attention = "!" if data.get("needs_attention") else " "
+    due = (
+        f"{data['next_deadline']} due {local(data['next_due_at'], timezone)}" if data.get("next_due_at") else "no deadline"
+    )
     return (
-        f"{data['number']}  {data['priority']:<4} {data['status']:<19} "
+        f"{data['number']} {attention} {data['priority']:<4} {data['status']:<19} "
         f"{(data['organisation'] or '-'):<10} {(data['assignee'] or '-'):<28} "
-        f"{local(data['created_at'], timezone)}  {data['subject']}"
+        f"{local(data['created_at'], timezone)}  {due:<34} {data['subject']}"
     )
 
 

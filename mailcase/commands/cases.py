@@ -42,10 +42,15 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     parser = sub.add_parser("cases", help="list, show and change cases")
     group = parser.add_subparsers(dest="cases_command", metavar="ACTION", required=True)
 
-    p = group.add_parser("list", help="list cases, newest first")
-    p.add_argument("--status", type=_choice(CaseStatus))
+    p = group.add_parser("list", help="list cases, newest first (the agent's worklist)")
+    p.add_argument("--status", type=_choice(CaseStatus), action="append", default=[],
+                   help="only this status (repeatable: any of them)")
+    p.add_argument("--open", action="store_true", help="every status that is not closed (closed, closed_no_response, duplicate)")
     p.add_argument("--org", help="organisation id from the directory")
-    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--assignee", metavar="EMAIL|none", help="only cases assigned to this technician ('none': unassigned)")
+    p.add_argument("--needs-attention", action="store_true", help="only cases a customer wrote on since our last answer")
+    p.add_argument("--due-before", type=_instant, metavar="ISO", help="only cases with a deadline at or before this instant")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many, newest first (default 1000; 0: all)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_list)
 
@@ -101,7 +106,14 @@ def run_list(app: App, args: argparse.Namespace) -> int:
     from mailcase.store.cases import list_cases
 
     with transaction(app.engine) as session:
-        rows = cases_json(session, list_cases(session=session, status=args.status, organisation_key=args.org, limit=args.limit))
+        rows = cases_json(
+            session,
+            list_cases(
+                session=session, statuses=args.status, open_only=args.open, organisation_key=args.org,
+                assignee=args.assignee, needs_attention=args.needs_attention, due_before=args.due_before,
+                limit=max(args.limit, 0),
+            ),
+        )
     if args.json:
         emit_json(rows)
     else:
@@ -145,6 +157,13 @@ def run_update(app: App, args: argparse.Namespace) -> int:
     desk = app.desk()
     with transaction(app.engine) as session:
         case = casework.find_case(session, args.number, lock=True)
+        unchanged = _drop_unchanged(args, case)
+        if unchanged and not any(
+            v is not None
+            for v in (args.status, args.priority, args.assignee, args.etr, args.hold_until, args.duplicate_of, args.master)
+        ):
+            print(f"case {args.number:08d}: nothing changed ({'; '.join(unchanged)})")
+            return 0
         if args.priority is not None:
             casework.set_priority(session, desk, case, args.priority, now=now, author=author)
         if args.assignee is not None:
@@ -171,6 +190,27 @@ def run_update(app: App, args: argparse.Namespace) -> int:
     for line in master_lines:
         print(line, file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _drop_unchanged(args: argparse.Namespace, case: Any) -> list[str]:
+    """Clear the requested values that the case already has; what each was, for the message."""
+    unchanged = []
+    if args.priority is not None and str(args.priority) == str(case.priority):
+        unchanged.append(f"priority is already {args.priority}")
+        args.priority = None
+    if args.assignee is not None:
+        wanted = args.assignee.strip().lower()
+        wanted = None if wanted in ("", "none", "-") else wanted
+        if wanted == case.assignee:
+            unchanged.append(f"already assigned to {wanted or 'nobody'}")
+            args.assignee = None
+    if args.status is not None and str(args.status) == str(case.status) and args.hold_until is None and args.duplicate_of is None:
+        unchanged.append(f"status is already {args.status}")
+        args.status = None
+    if args.etr is not None and case.etr is not None and args.etr == case.etr:
+        unchanged.append("the ETR is already that")
+        args.etr = None
+    return unchanged
 
 
 def run_note(app: App, args: argparse.Namespace) -> int:

@@ -305,7 +305,7 @@ class Pipeline:
             match = Unmatched(("an agent released it as a new case",))
         case = views.get(match.case_id) if isinstance(match, Matched) else None
         primary = _primary_of(session, case) if case is not None and case.status is CaseStatus.DUPLICATE else None
-        linked = _linked_case_of(session, case, sender.address) if case is not None and case.kind is CaseKind.MASTER else None
+        linked = _linked_case_of(session, case, sender) if case is not None and case.kind is CaseKind.MASTER else None
         hour, day, noticed = _auto_reply_history(
             session, sender.address, now, now - timedelta(hours=settings.autoreply.non_mpoc_notice_hours)
         )
@@ -417,17 +417,25 @@ def _primary_of(session: Session, case: CaseView) -> CaseView | None:
     return current
 
 
-def _linked_case_of(session: Session, master: CaseView, address: str) -> CaseView | None:
-    """The sender's own open case linked to a master case (SPEC.md §1: replies go to that case)."""
+def _linked_case_of(session: Session, master: CaseView, sender: SenderView) -> CaseView | None:
+    """The sender's own case linked to a master case (SPEC.md §1: replies go to that case), else,
+    for an MPOC, their organisation's newest case linked to it (issue 12)."""
     from mailcase.models import CaseParticipant
 
     row = session.exec(
         select(Case.id)
         .join(CaseParticipant, col(CaseParticipant.case_id) == col(Case.id))
-        .where(Case.master_id == master.id, CaseParticipant.address == address)
+        .where(Case.master_id == master.id, CaseParticipant.address == sender.address)
         .order_by(col(Case.id).desc())
         .limit(1)
     ).first()
+    if row is None and sender.is_mpoc and sender.organisation_id is not None:
+        row = session.exec(
+            select(Case.id)
+            .where(Case.master_id == master.id, Case.organisation_id == sender.organisation_id)
+            .order_by(col(Case.id).desc())
+            .limit(1)
+        ).first()
     return _views(session, {row}).get(row) if row else None
 
 
@@ -571,7 +579,8 @@ class _Apply:
         match decision:
             case OpenCase():
                 return self.open_case(
-                    decision.kind, related=None, acknowledge=decision.acknowledge, withheld=decision.withheld
+                    decision.kind, related=None, acknowledge=decision.acknowledge, withheld=decision.withheld,
+                    master=decision.master,
                 ), None
             case OpenRelatedCase():
                 return self.open_case(
@@ -711,7 +720,10 @@ class _Apply:
 
     # --- decisions -----------------------------------------------------------------------------
 
-    def open_case(self, kind: CaseKind, *, related: CaseView | None, acknowledge: bool, withheld: str = "") -> Case:
+    def open_case(
+        self, kind: CaseKind, *, related: CaseView | None, acknowledge: bool, withheld: str = "",
+        master: CaseView | None = None,
+    ) -> Case:
         m, settings = self.message, self.p.settings
         sender = self.sender
         if sender is None:
@@ -768,6 +780,8 @@ class _Apply:
             summary=f"message received: {m.subject[:200]}", message_id=message_id,
         )
         add_events(session=self.session, events=[created, received])
+        if master is not None:
+            casework.link_master(self.session, self.desk, case, self._case(master), now=self.now, author=m.from_address)
         if related is not None:
             original = self._case(related)
             add_event(

@@ -48,6 +48,7 @@ class OpenCase:
     kind: CaseKind
     acknowledge: bool
     withheld: str = ""  # why the acknowledgement is not sent (empty when it is)
+    master: CaseView | None = None  # link the new case to this master case (a subscriber's reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +210,8 @@ def decide(facts: Facts) -> Decision:
           on the case and acknowledged to nobody; from anybody else it is ignored;
        c. a sender who is not allowed on the case is held (unless an agent released the message);
        d. a reply on a duplicate goes to its primary case; a reply that reached a master case from
-          the requester of a linked case goes to that linked case;
+          a participant of a linked case, or an MPOC of its organisation, goes to that linked case;
+          from another MPOC it opens a new case linked to the master; anyone else is held and told;
        e. an open case gets the update (needs attention, assignee told; `#escalate` moves it up);
        f. a Closed case within the reopen window is reopened (`customer_reopened`), after it a new
           P4 case related to it is opened; a Closed No Response case always gets a new related case.
@@ -297,6 +299,18 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
         if allowed:
             return RecordAutoReply(f"automatic reply ({message.auto_reason}); {how}", facts.primary or case)
         return IgnoreMessage(f"automatic message ({message.auto_reason}) from a non-participant; {how}")
+    if not allowed and case.kind is CaseKind.MASTER:
+        # A reply to a master-case update (issue 12): never held silently.
+        if sender.is_mpoc:
+            withheld = auto_reply_withheld(facts)
+            return OpenCase(
+                _with_withheld(f"new case linked to master case {case.number:08d}: {sender.address} is an MPOC; {how}", withheld),
+                CaseKind.SUPPORT, acknowledge=not withheld, withheld=withheld, master=case,
+            )
+        return HoldMessage(
+            f"{sender.address} replied to master case {case.number:08d} but is not a designated contact; {how}",
+            notify_sender=may_auto_reply(facts) and not facts.non_mpoc_notice_recently,
+        )
     if not allowed:
         return HoldMessage(f"{sender.address} is not a participant of case {case.number:08d}; {how}")
 

@@ -271,15 +271,45 @@ def list_cases(
     status: CaseStatus | None = None,
     organisation_key: str | None = None,
     limit: int = 1000,
+    statuses: Sequence[CaseStatus] = (),
+    open_only: bool = False,
+    assignee: str | None = None,
+    needs_attention: bool = False,
+    due_before: datetime | None = None,
 ) -> list[Case]:
+    """Cases newest first, filtered: any of `statuses` (or `status`), every status but the closed
+    ones (`open_only`), one assignee (`"none"`: unassigned), needing attention, or with any
+    deadline (response, update, resolution, customer) at or before `due_before`; `limit` 0: all."""
+    from mailcase.domain import CLOSED_STATUSES
+
     statement = select(Case)
-    if status is not None:
-        statement = statement.where(Case.status == status)
+    wanted = [*statuses, *([status] if status is not None else [])]
+    if wanted:
+        statement = statement.where(col(Case.status).in_([str(s) for s in wanted]))
+    if open_only:
+        statement = statement.where(col(Case.status).not_in([str(s) for s in CLOSED_STATUSES]))
+    if assignee is not None:
+        statement = statement.where(
+            col(Case.assignee).is_(None) if assignee.lower() in ("none", "-") else Case.assignee == assignee.lower()
+        )
+    if needs_attention:
+        statement = statement.where(col(Case.needs_attention).is_(True))
+    if due_before is not None:
+        statement = statement.where(
+            sa.or_(
+                col(Case.response_due_at) <= due_before,
+                col(Case.update_due_at) <= due_before,
+                col(Case.resolution_due_at) <= due_before,
+                col(Case.customer_due_at) <= due_before,
+            )
+        )
     if organisation_key is not None:
         statement = statement.join(Organisation, col(Organisation.id) == col(Case.organisation_id)).where(
             Organisation.key == organisation_key
         )
-    statement = statement.order_by(col(Case.number).desc()).limit(limit)
+    statement = statement.order_by(col(Case.number).desc())
+    if limit:
+        statement = statement.limit(limit)
     return list(session.exec(statement))
 
 

@@ -454,3 +454,93 @@ def test_cases_reply_attach_sends_the_files_and_refuses_too_large_ones_with_the_
     [part] = list(reply.message.iter_attachments())
     assert part.get_filename() == "config-fix.txt" and "no shutdown" in part.get_content()
     assert not [m for m in desk.received_by(PAT) if "Capture attached." in body_text(m.message)]
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. The agent's worklist
+
+
+def test_cases_list_filters_make_a_worklist_and_show_attention_and_the_next_deadline(desk: Desk) -> None:
+    first = desk.ingest(mail("Phones down", "Dead.\n"))["case"]
+    second = desk.ingest(mail("Fax down", "Dead.\n"), now=at(minutes=1))["case"]
+    third = desk.ingest(mail("Voicemail", "Broken.\n"), now=at(minutes=2))["case"]
+    assert desk.run("cases", "update", first, "--status", "closed").status == 0
+    assert desk.run("cases", "update", second, "--assignee", "none").status == 0
+    assert desk.run("cases", "update", third, "--status", "in_progress").status == 0
+
+    def numbers(*argv: str) -> list[str]:
+        return [row["number"] for row in desk.run("cases", "list", *argv, "--json").json()]
+
+    assert numbers("--open") == [third, second]
+    assert numbers("--status", "closed", "--status", "in_progress") == [third, first]
+    assert numbers("--assignee", "none") == [second]
+    assert numbers("--limit", "0") == [third, second, first]
+    assert numbers("--limit", "1") == [third]
+    assert numbers("--needs-attention") == []
+    assert numbers("--open", "--due-before", at(hours=1)) == []  # P4: one business day to answer
+    assert numbers("--open", "--due-before", at(days=3)) == [third, second]
+    [row] = [r for r in desk.run("cases", "list", "--json").json() if r["number"] == second]
+    assert row["next_deadline"] == "response" and row["next_due_at"] == row["response_due_at"]
+    line = [ln for ln in desk.run("cases", "list").stdout.splitlines() if ln.startswith(second)][0]
+    assert "response due" in line
+
+
+def test_cases_update_that_changes_nothing_exits_0_and_says_so(desk: Desk) -> None:
+    case = desk.ingest(mail("Phones down", "Dead.\n"))["case"]
+    assignee = desk.show(case)["assignee"]
+    before = len(desk.show(case)["events"])
+
+    same = desk.run("cases", "update", case, "--status", "new", "--assignee", assignee)
+
+    assert same.status == 0, same.stderr
+    assert "nothing changed" in same.stdout and "already new" in same.stdout
+    assert len(desk.show(case)["events"]) == before
+
+
+def test_directory_list_and_show_tell_who_is_an_mpoc_of_which_organisation(desk: Desk) -> None:
+    listing = desk.run("directory", "list", "--json").json()
+    acme = next(o for o in listing if o["id"] == "acme")
+    pat = next(c for c in acme["contacts"] if c["email"] == PAT)
+    lee = next(c for c in acme["contacts"] if c["email"] == LEE)
+    assert pat["mpoc"] is True and "primary" in pat["roles"]
+    assert lee["mpoc"] is False
+
+    shown = desk.run("directory", "show", LEE)
+    assert shown.status == 0 and "not an MPOC" in shown.stdout and "acme" in shown.stdout
+    assert "MPOC: major_cases, primary" in desk.run("directory", "show", "acme").stdout
+    assert desk.run("directory", "show", "nobody").status == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Replies to master-case updates
+
+SAM = "sam@acme.example"  # acme's secondary MPOC
+
+
+def test_replies_to_a_master_update_land_on_the_linked_case_open_a_linked_case_or_are_held_and_told(desk: Desk) -> None:
+    acme_case = desk.ingest(mail("Teams calls fail", "Calls fail.\n"))["case"]
+    created = desk.run("cases", "master", "create", "--platform", "Microsoft Teams", "--subject", "Teams outage", "--json")
+    assert created.status == 0, created.stderr
+    master = created.json()["number"]
+    assert desk.run("cases", "update", acme_case, "--master", master).status == 0
+    for address in (SAM, JOAO, LEE):
+        assert desk.run("subscriptions", "add", address, "--case", master, "--no-notice").status == 0
+    assert desk.run("cases", "reply", master, "--body", "Microsoft is rolling back the change.").status == 0
+    desk.deliver(now=at(minutes=5))
+    update = {a: next(m for m in desk.received_by(a) if "rolling back" in body_text(m.message)) for a in (SAM, JOAO, LEE)}
+
+    def answer(address: str, minutes: int) -> dict[str, Any]:
+        reply = mail(f"Re: {update[address].message['Subject']}", "Still failing for us.\n", sender=address,
+                     headers={"In-Reply-To": update[address].message["Message-ID"]})
+        return desk.ingest(reply, now=at(minutes=minutes))
+
+    sam, joao, lee = answer(SAM, 10), answer(JOAO, 11), answer(LEE, 12)
+    desk.deliver(now=at(minutes=13))
+
+    assert (sam["decision"], sam["case"]) == ("append_update", acme_case)
+    assert joao["decision"] == "open_case" and "linked to master case" in joao["reason"]
+    assert desk.show(joao["case"])["master"] == master
+    assert any(joao["case"] in str(m.message["Subject"]) for m in desk.received_by(JOAO))  # acknowledged
+    assert lee["decision"] == "hold_message" and "not a designated contact" in lee["reason"]
+    notices = [m for m in desk.received_by(LEE) if "rolling back" not in body_text(m.message)]
+    assert len(notices) == 1  # told once
