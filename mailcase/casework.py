@@ -334,7 +334,16 @@ def staff_notice(
         case_id=case.id,
         auto_submitted="auto-generated",
         reply_token_case=case.number,
+        # Every staff notice of a case names one thread root, so technicians' clients thread them.
+        in_reply_to=staff_thread_id(desk, case.number),
+        references=(staff_thread_id(desk, case.number),),
     )
+
+
+def staff_thread_id(desk: Desk, number: int) -> str:
+    """The Message-ID every staff notice of case `number` refers to (RFC 5322 §3.6.4): stable,
+    ours, never sent itself; clients thread notices that share it."""
+    return f"<mc.case-{format_case_number(number)}.staff@{desk.hostname}>"
 
 
 def queue_staff_new_case(

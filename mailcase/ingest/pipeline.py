@@ -332,6 +332,7 @@ class Pipeline:
             answered_subjects_last_hour=answered,
             max_same_subject_per_hour=settings.autoreply.max_same_subject_per_hour,
             max_reply_attachment_bytes=settings.attachments.reply_max_bytes,
+            from_our_address=_is_our_address(message.from_address, settings),
         )
 
     def _token_case(self, session: Session, recipients: tuple[str, ...]) -> int | None:
@@ -345,6 +346,16 @@ class Pipeline:
                 if case_id is not None:
                     return case_id
         return None
+
+
+def _is_our_address(address: str, settings: Settings) -> bool:
+    """The support, MACD or outbound From address, or a `+token` form of one of them."""
+    if not address or "@" not in address:
+        return False
+    local, domain = address.lower().rsplit("@", 1)
+    bare = f"{local.split('+', 1)[0]}@{domain}"
+    ours = {settings.smtp.support_address, settings.smtp.macd_address, settings.outbound.from_address}
+    return bare in {a.lower() for a in ours if a}
 
 
 def _with_case_new_text(

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from mailcase.domain import AutoKind, CaseKind
+from mailcase.domain import STATUS_DISPLAY, AutoKind, CaseKind
 
 # --------------------------------------------------------------------------------------------
 # Auto-submitted, bulk, list and bounce mail
@@ -211,16 +211,37 @@ _CASE_TAG = re.compile(r"\[\s*case\s*#?\s*0*([1-9][0-9]{0,17})\s*\]", re.IGNOREC
 _WHITESPACE = re.compile(r"\s+")
 
 
+# The words our own templates put before the case subject ("[Case #N] Received: …", the status
+# names of status-change notices), in English and Portuguese (templates/*/customer.*.subject.txt
+# and notify.render's status names): a reply to our mail keeps them, the customer's subject does not.
+_OUR_SUBJECT_WORDS = (
+    "MACD request received", "Received", "Closed without response", "Escalated", "Resolved", "Update",
+    "Waiting for your reply", "Reopened", *(name for name in STATUS_DISPLAY.values()),
+    "Solicitação MACD recebida", "Recebido", "Fechado sem resposta", "Escalado", "Resolvido", "Atualização",
+    "Aguardando sua resposta", "Reaberto", "Novo", "Em andamento", "Duplicado", "Em espera", "Em transporte",
+    "Resolvido, aguardando confirmação", "Reaberto pelo cliente", "Fechado",
+)
+_OUR_PREFIX = re.compile(
+    r"^(?:" + "|".join(re.escape(word) for word in sorted(_OUR_SUBJECT_WORDS, key=len, reverse=True)) + r")\s*:\s*",
+    re.IGNORECASE,
+)
+
+
 def clean_subject(subject: str) -> str:
     """The subject a person would recognise: reply/forward prefixes, gateway and case tags gone.
 
     Runs of prefixes in any order ("RE: FW: [EXTERNAL] Re[2]: …") are stripped from the start,
-    `[Case #N]` tags are removed wherever they are, and whitespace is collapsed.
+    `[Case #N]` tags are removed wherever they are, and whitespace is collapsed. When the subject
+    carried our case tag (a reply to our mail), our own template words after it ("Received:",
+    "Closed:", "Fechado sem resposta:") go too, so a related case gets the customer's subject.
     """
+    ours = bool(_CASE_TAG.search(subject))
     text = _CASE_TAG.sub(" ", subject)
     text = _WHITESPACE.sub(" ", text).strip()
     while True:
         stripped = _GATEWAY_TAG.sub("", _PREFIX.sub("", text, count=1), count=1)
+        if ours:
+            stripped = _OUR_PREFIX.sub("", stripped, count=1)
         if stripped == text:
             break
         text = stripped

@@ -40,6 +40,7 @@ class Facts:
     answered_subjects_last_hour: tuple[str, ...] = ()
     max_same_subject_per_hour: int = 2
     max_reply_attachment_bytes: int = 10_000_000  # [attachments] reply_max_bytes
+    from_our_address: bool = False  # From is the support, MACD or outbound address (or a +token form)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,7 @@ def auto_reply_withheld(facts: Facts) -> str:
     """Why an automatic answer (acknowledgement, reopen notice) to this message is withheld, or "".
 
     The loop guard targets loops (SPEC.md §3), not busy people. Rules, in order:
-    1. never answer a machine (auto-submitted, bulk, list, bounce: RFC 3834);
+    1. never answer a machine (auto-submitted, bulk, list, bounce: RFC 3834), nor our own address;
     2. a sender who got `max_same_subject_per_hour` answers in the last hour for a near-identical
        subject (`subject_key`) is looping: a ticket system answering our acknowledgements;
     3. a high ceiling per address: `max_auto_replies_per_hour` and `max_auto_replies_per_day`.
@@ -167,6 +168,8 @@ def auto_reply_withheld(facts: Facts) -> str:
     """
     if facts.message.is_automatic:
         return f"automatic message ({facts.message.auto_reason}): never answered"
+    if facts.from_our_address:
+        return f"{facts.message.from_address} is one of our own addresses: never answered (no mail loops)"
     key = subject_key(facts.message.subject)
     repeats = sum(1 for answered in facts.answered_subjects_last_hour if answered == key)
     if key and repeats >= facts.max_same_subject_per_hour:

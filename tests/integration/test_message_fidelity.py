@@ -544,3 +544,43 @@ def test_replies_to_a_master_update_land_on_the_linked_case_open_a_linked_case_o
     assert lee["decision"] == "hold_message" and "not a designated contact" in lee["reason"]
     notices = [m for m in desk.received_by(LEE) if "rolling back" not in body_text(m.message)]
     assert len(notices) == 1  # told once
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Mail quality
+
+
+def test_a_related_case_takes_the_customers_subject_without_our_template_words(desk: Desk) -> None:
+    opened = desk.ingest(mail("Phones down at the Chicago office", "Dead.\n"))
+    desk.deliver()
+    [ack] = desk.received_by(PAT)
+    assert desk.run("cases", "update", opened["case"], "--status", "closed", now=at(minutes=5)).status == 0
+    reply = mail(f"RE: {ack.message['Subject']}", "It is down again.\n", headers={"In-Reply-To": ack.message["Message-ID"]})
+
+    related = desk.ingest(reply, now=at(days=10))
+
+    assert related["decision"] == "open_related_case"
+    assert desk.show(related["case"])["subject"] == "Phones down at the Chicago office"
+
+
+def test_mail_from_our_own_address_never_gets_a_notice(desk: Desk) -> None:
+    outcome = desk.ingest(mail("Question", "Looping?\n", sender=SUPPORT))
+    desk.deliver()
+
+    assert outcome["decision"] == "hold_message"
+    assert desk.received_by(SUPPORT) == []
+    assert desk.run("outbox", "list", "--json").json() == []
+
+
+def test_staff_notices_of_one_case_share_a_thread_root(desk: Desk) -> None:
+    original = mail("Phones down", "Dead.\n")
+    opened = desk.ingest(original)
+    reply = mail("Re: Phones down", "Still dead.\n", headers={"In-Reply-To": original["Message-ID"]})
+    assert desk.ingest(reply, now=at(minutes=5))["decision"] == "append_update"
+    desk.deliver(now=at(minutes=6))
+
+    notices = desk.staff_notices()
+    assert len(notices) == 2
+    roots = {str(m.message["References"]).split()[0] for m in notices}
+    assert len(roots) == 1 and opened["case"] in roots.pop()
+    assert all(m.message["In-Reply-To"] for m in notices)
