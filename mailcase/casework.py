@@ -6,7 +6,8 @@ customer notices they cause. It never commits and never sends mail.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -222,7 +223,14 @@ def notify_customer_of(
     now: datetime,
     extra: dict[str, Any] | None = None,
 ) -> int | None:
-    """Tell the customer about a change that matters to them (status, ETR)."""
+    """Tell the customer about a change that matters to them (status, ETR).
+
+    Inside `one_customer_notice(session)` the notice is deferred, so that one agent command making
+    several changes sends one mail that states them all (the template shows the current state)."""
+    deferred = session.info.get(_DEFERRED_NOTICES)
+    if deferred is not None:
+        deferred.setdefault(case.id, (case, []))[1].append(event)
+        return None
     values: dict[str, Any] = {"reopen_window_days": desk.reopen_window_days}
     if case.hold_until and case.status is CaseStatus.ON_HOLD:
         values["hold_until"] = case.hold_until.isoformat()
@@ -237,6 +245,22 @@ def notify_customer_of(
     return queue_customer_notice(
         session, desk, case, template="customer.status_changed", event=event, now=now, extra=values | (extra or {})
     )
+
+
+_DEFERRED_NOTICES = "mailcase.deferred_customer_notices"
+
+
+@contextlib.contextmanager
+def one_customer_notice(session: Session, desk: Desk, *, now: datetime) -> Iterator[None]:
+    """Collect the status and ETR notices of the changes made inside; queue one per case at the end."""
+    deferred: dict[Any, tuple[Case, list[str]]] = {}
+    session.info[_DEFERRED_NOTICES] = deferred
+    try:
+        yield
+    finally:
+        session.info.pop(_DEFERRED_NOTICES, None)
+    for case, events in deferred.values():
+        notify_customer_of(session, desk, case, event="+".join(events), now=now)
 
 
 def queue_customer_notice(

@@ -164,20 +164,23 @@ def run_update(app: App, args: argparse.Namespace) -> int:
         ):
             print(f"case {args.number:08d}: nothing changed ({'; '.join(unchanged)})")
             return 0
-        if args.priority is not None:
-            casework.set_priority(session, desk, case, args.priority, now=now, author=author)
-        if args.assignee is not None:
-            casework.set_assignee(session, desk, case, args.assignee, now=now, author=author)
-        if args.master is not None:
-            master = casework.find_case(session, args.master, lock=True)
-            casework.link_master(session, desk, case, master, now=now, author=author)
-        if args.etr is not None:
-            casework.set_etr(session, desk, case, args.etr, now=now, author=author)
-        if args.status is not None:
-            primary = casework.find_case(session, args.duplicate_of) if args.duplicate_of is not None else None
-            casework.set_status(
-                session, desk, case, args.status, now=now, author=author, hold_until=args.hold_until, duplicate_of=primary
-            )
+        # Several changes in one command: the customer gets one mail stating them all.
+        with casework.one_customer_notice(session, desk, now=now):
+            if args.priority is not None:
+                casework.set_priority(session, desk, case, args.priority, now=now, author=author)
+            if args.assignee is not None:
+                casework.set_assignee(session, desk, case, args.assignee, now=now, author=author)
+            if args.master is not None:
+                master = casework.find_case(session, args.master, lock=True)
+                casework.link_master(session, desk, case, master, now=now, author=author)
+            if args.etr is not None:
+                casework.set_etr(session, desk, case, args.etr, now=now, author=author)
+            if args.status is not None:
+                primary = casework.find_case(session, args.duplicate_of) if args.duplicate_of is not None else None
+                casework.set_status(
+                    session, desk, case, args.status, now=now, author=author, hold_until=args.hold_until,
+                    duplicate_of=primary,
+                )
         from mailcase.commands.masters import after_update
 
         master_lines = after_update(app, session, case, args, now=now, author=author)

@@ -584,3 +584,20 @@ def test_staff_notices_of_one_case_share_a_thread_root(desk: Desk) -> None:
     roots = {str(m.message["References"]).split()[0] for m in notices}
     assert len(roots) == 1 and opened["case"] in roots.pop()
     assert all(m.message["In-Reply-To"] for m in notices)
+
+
+def test_one_update_with_several_changes_sends_the_customer_one_mail_that_states_them_all(desk: Desk) -> None:
+    case = desk.ingest(mail("Phones down", "Dead.\n"))["case"]
+    desk.deliver()
+    before = len(desk.received_by(PAT))
+
+    result = desk.run(
+        "cases", "update", case, "--etr", at(days=2), "--status", "shipping", now=at(minutes=10),
+    )
+    desk.deliver(now=at(minutes=11))
+
+    assert result.status == 0, result.stderr
+    mails = desk.received_by(PAT)[before:]
+    assert len(mails) == 1
+    text = body_text(mails[0].message)
+    assert "Shipping" in text and "Estimated time to resolution" in text
