@@ -662,3 +662,19 @@ def directory_listing(*, session: Session, organisation_key: str | None = None) 
             }
         )
     return result
+
+
+def products_of_organisations(organisation_ids: Iterable[int], *, session: Session) -> dict[int, set[str]]:
+    """The product names each of these organisations uses."""
+    ids = list(organisation_ids)
+    found: dict[int, set[str]] = defaultdict(set)
+    if not ids:
+        return found
+    query = (
+        select(OrganisationProduct.organisation_id, Product.name)
+        .join(Product, col(Product.id) == col(OrganisationProduct.product_id))
+        .where(col(OrganisationProduct.organisation_id).in_(ids))
+    )
+    for organisation_id, name in session.exec(query):
+        found[organisation_id].add(name)
+    return found

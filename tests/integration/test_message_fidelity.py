@@ -601,3 +601,20 @@ def test_one_update_with_several_changes_sends_the_customer_one_mail_that_states
     assert len(mails) == 1
     text = body_text(mails[0].message)
     assert "Shipping" in text and "Estimated time to resolution" in text
+
+
+def test_a_maintenance_notice_names_only_the_affected_products_the_organisation_uses(desk: Desk) -> None:
+    added = desk.run(
+        "maintenance", "add", "--kind", "unscheduled", "--start", at(hours=1), "--end", at(hours=3),
+        "--products", "Cisco,Five9", "--description", "Core router swap", "--justification", "Failing line card",
+    )
+    assert added.status == 0, added.stderr
+    desk.deliver(now=at(minutes=1))
+
+    acme = [m for m in desk.relay.messages if any(r.endswith("@acme.example") for r in m.rcpt_tos)]
+    brisa = [m for m in desk.relay.messages if any(r.endswith("@brisa.example.com.br") for r in m.rcpt_tos)]
+    assert acme and brisa
+    for captured in acme:
+        assert "(Cisco)" in str(captured.message["Subject"]) and "Five9" not in body_text(captured.message)
+    for captured in brisa:
+        assert "(Five9)" in str(captured.message["Subject"]) and "Cisco" not in body_text(captured.message)
