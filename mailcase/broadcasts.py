@@ -50,7 +50,9 @@ from mailcase.rules.maintenance import (
 )
 from mailcase.store import maintenance as windows_store
 from mailcase.store.cases import add_event, create_case
-from mailcase.store.directory import Recipient, maintenance_contacts_for_products, organisation_for_address
+from mailcase.store.directory import (
+    Recipient, maintenance_contacts_for_products, organisation_for_address, products_of_organisations,
+)
 from mailcase.store.outbox import enqueue
 from mailcase.store.subscriptions import (
     OPTOUT_MAINTENANCE,
@@ -120,6 +122,8 @@ class _Audience:
     address: str
     locale: str
     timezone: str
+    # The affected products this recipient's organisation uses (empty: name every affected one).
+    products: tuple[str, ...] = ()
 
 
 def schedule_of(window: MaintenanceWindow, app: App) -> tuple[NoticeStage, ...]:
@@ -355,11 +359,15 @@ def _audience(session: Session, products: Sequence[str]) -> list[_Audience]:
     opted_out = set(addresses_for(session=session, targets=[OPTOUT_MAINTENANCE]))
     seen: dict[str, _Audience] = {}
     contact: Recipient
-    for contact in maintenance_contacts_for_products(products, session=session):
+    contacts = maintenance_contacts_for_products(products, session=session)
+    used = products_of_organisations({c.organisation_id for c in contacts}, session=session)
+    affected = set(products)
+    for contact in contacts:
         address = contact.email.lower()
         if address in opted_out or address in seen:
             continue
-        seen[address] = _Audience(address, contact.locale, contact.timezone)
+        theirs = tuple(p for p in products if p in affected and p in used.get(contact.organisation_id, ()))
+        seen[address] = _Audience(address, contact.locale, contact.timezone, theirs)
     return list(seen.values())
 
 
@@ -417,6 +425,8 @@ class _WindowNotices:
     ) -> NotificationIntent:
         window = self.window
         display = self._display(person.timezone)
+        # A notice names only the affected products the recipient's organisation uses (issue 12).
+        products = list(person.products) or self.products
         context: dict[str, Any] = {
             **display,
             "stage": stage,
@@ -425,7 +435,7 @@ class _WindowNotices:
             "end": window.end.isoformat(),
             "tz": display["org_timezone"],
             "desk_tz": self.desk_tz,
-            "products": self.products,
+            "products": products,
             "description": window.description,
             "justification": window.justification,
             "window_ref": f"MW-{window.id}",
@@ -438,7 +448,7 @@ class _WindowNotices:
                 "start": window.start.isoformat(),
                 "end": window.end.isoformat(),
                 "kind": str(window.kind),
-                "products": self.products,
+                "products": products,
                 "description": window.description,
                 "justification": window.justification,
                 "method": "CANCEL" if method == "CANCEL" else "REQUEST",

@@ -6,7 +6,8 @@ customer notices they cause. It never commits and never sends mail.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -222,7 +223,14 @@ def notify_customer_of(
     now: datetime,
     extra: dict[str, Any] | None = None,
 ) -> int | None:
-    """Tell the customer about a change that matters to them (status, ETR)."""
+    """Tell the customer about a change that matters to them (status, ETR).
+
+    Inside `one_customer_notice(session)` the notice is deferred, so that one agent command making
+    several changes sends one mail that states them all (the template shows the current state)."""
+    deferred = session.info.get(_DEFERRED_NOTICES)
+    if deferred is not None:
+        deferred.setdefault(case.id, (case, []))[1].append(event)
+        return None
     values: dict[str, Any] = {"reopen_window_days": desk.reopen_window_days}
     if case.hold_until and case.status is CaseStatus.ON_HOLD:
         values["hold_until"] = case.hold_until.isoformat()
@@ -237,6 +245,22 @@ def notify_customer_of(
     return queue_customer_notice(
         session, desk, case, template="customer.status_changed", event=event, now=now, extra=values | (extra or {})
     )
+
+
+_DEFERRED_NOTICES = "mailcase.deferred_customer_notices"
+
+
+@contextlib.contextmanager
+def one_customer_notice(session: Session, desk: Desk, *, now: datetime) -> Iterator[None]:
+    """Collect the status and ETR notices of the changes made inside; queue one per case at the end."""
+    deferred: dict[Any, tuple[Case, list[str]]] = {}
+    session.info[_DEFERRED_NOTICES] = deferred
+    try:
+        yield
+    finally:
+        session.info.pop(_DEFERRED_NOTICES, None)
+    for case, events in deferred.values():
+        notify_customer_of(session, desk, case, event="+".join(events), now=now)
 
 
 def queue_customer_notice(
@@ -344,9 +368,18 @@ def staff_notice(
             auto_submitted="auto-generated",
             reply_token_case=case.number,
             reply_token_staff=person if person.count("@") == 1 else None,
+            # Every staff notice of a case names one thread root, so technicians' clients thread them.
+            in_reply_to=staff_thread_id(desk, case.number),
+            references=(staff_thread_id(desk, case.number),),
         )
         for person in people
     ]
+
+
+def staff_thread_id(desk: Desk, number: int) -> str:
+    """The Message-ID every staff notice of case `number` refers to (RFC 5322 §3.6.4): stable,
+    ours, never sent itself; clients thread notices that share it."""
+    return f"<mc.case-{format_case_number(number)}.staff@{desk.hostname}>"
 
 
 def queue_staff_new_case(
@@ -374,7 +407,10 @@ def queue_staff_new_case(
     )
 
 
-def queue_staff_update(session: Session, desk: Desk, case: Case, *, now: datetime, sender: str, excerpt: str) -> None:
+def queue_staff_update(
+    session: Session, desk: Desk, case: Case, *, now: datetime, sender: str, excerpt: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """The assignee (or, with nobody assigned, the team) hears that the customer wrote."""
     from mailcase.models import Technician
 
@@ -386,8 +422,28 @@ def queue_staff_update(session: Session, desk: Desk, case: Case, *, now: datetim
         )
     queue_staff_notice(
         session, desk, case, template="staff.customer_update", recipients=people, now=now,
-        key=f"staff.customer_update:{case.id}:{now.isoformat()}", extra={"from_address": sender, "excerpt": _excerpt(excerpt)},
+        key=f"staff.customer_update:{case.id}:{now.isoformat()}",
+        extra={"from_address": sender, "excerpt": _excerpt(excerpt)} | (extra or {}),
     )
+
+
+def queue_reply_not_sent(session: Session, desk: Desk, message: Any, *, now: datetime, held_id: int, reason: str) -> int | None:
+    """A technician's emailed reply that did not reach the customer: they are told why, and how to
+    get it through (issue 12). Once per held message; never to an automatic message (the caller
+    holds only human mail from technicians)."""
+    intent = NotificationIntent(
+        kind="staff.reply_not_sent",
+        template="staff.reply_not_sent",
+        recipients=(message.from_address,),
+        idempotency_key=f"staff.reply_not_sent:{held_id}",
+        due_at=now,
+        context={"original_subject": message.subject, "reason": reason, "held_id": held_id, "tz": desk.timezone},
+        locale="en",
+        in_reply_to=message.message_id,
+        references=(*message.references[-20:], message.message_id) if message.message_id else (),
+        auto_submitted="auto-replied",
+    )
+    return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
 def queue_non_mpoc_notice(session: Session, desk: Desk, message: Any, *, now: datetime, held_id: int) -> int | None:
@@ -444,7 +500,38 @@ def queue_sender_unverified_notice(
     return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
-def _excerpt(text: str, limit: int = 1200) -> str:
+
+
+def attachment_context(parts: Sequence[Any], *, limit: int, case_number: int) -> dict[str, Any]:
+    """What a staff notice says about a message's attachments, and which it carries.
+
+    Every attachment is listed (`attachments`: filename, content_type, size, attached); the files
+    are attached (`_stored_attachments`, read from the attachment table at delivery) while their
+    total stays within `limit` bytes ([attachments] notice_max_bytes); the rest are named with the
+    command that fetches them. `parts` are `AttachmentPart`s (filename, content_type, data, sha256).
+    """
+    if not parts:
+        return {}
+    listed, stored, total = [], [], 0
+    for part in parts:
+        size = len(part.data)
+        attached = total + size <= limit
+        if attached:
+            total += size
+            stored.append({"filename": part.filename, "content_type": part.content_type, "sha256": part.sha256})
+        listed.append(
+            {
+                "filename": part.filename,
+                "content_type": part.content_type,
+                "size": size,
+                "attached": attached,
+                "fetch": f"mailcase attachments get {format_case_number(case_number)} {part.sha256[:12]}",
+            }
+        )
+    return {"attachments": listed, "_stored_attachments": stored}
+
+
+def _excerpt(text: str, limit: int = 20_000) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[:limit].rstrip() + " …"
 
@@ -578,9 +665,11 @@ def public_reply(
     author: str,
     author_name: str = "",
     awaiting_customer: bool = False,
+    attachments: Sequence[dict[str, str]] = (),
 ) -> int | None:
     """A technician's public reply, emailed to the requester (participants copied) from the support
-    address — never from the technician's own — threaded on the customer's last message."""
+    address — never from the technician's own — threaded on the customer's last message.
+    `attachments`: stored files (filename, content_type, sha256) the reply carries."""
     if not body.strip():
         raise UsageError("a reply needs a body")
     if case.status in (CaseStatus.CLOSED, CaseStatus.CLOSED_NO_RESPONSE, CaseStatus.DUPLICATE):
@@ -611,7 +700,8 @@ def public_reply(
         template="customer.reply",
         event="reply",
         now=now,
-        extra={"body": body.strip(), "author_name": author_name or "Support", "awaiting_customer": awaiting_customer},
+        extra={"body": body.strip(), "author_name": author_name or "Support", "awaiting_customer": awaiting_customer}
+        | ({"_stored_attachments": list(attachments)} if attachments else {}),
         auto_submitted="no",
     )
     session.add(case)

@@ -235,8 +235,9 @@ class EscalationSettings:
 
 @dataclass(frozen=True, slots=True)
 class AutoReplySettings:
-    max_per_hour: int = 5
-    max_per_day: int = 20
+    max_per_hour: int = 30
+    max_per_day: int = 200
+    max_same_subject_per_hour: int = 2
     non_mpoc_notice_hours: int = 24
     non_mpoc_max_per_hour: int = 20
 
@@ -247,6 +248,18 @@ class MimeSettings:
 
     max_depth: int = 50
     max_parts: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentSettings:
+    notice_max_bytes: int = 10_000_000
+    reply_max_bytes: int = 10_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class HeldSettings:
+    digest_address: str = ""
+    digest_interval_minutes: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +335,8 @@ class Settings:
     escalation: EscalationSettings = EscalationSettings()
     autoreply: AutoReplySettings = AutoReplySettings()
     mime: MimeSettings = MimeSettings()
+    attachments: AttachmentSettings = AttachmentSettings()
+    held: HeldSettings = HeldSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     security: SecuritySettings = SecuritySettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
@@ -663,6 +678,16 @@ def _resolve_secret_files(settings: Settings, base: Path) -> Settings:
 
 
 def _validate(settings: Settings) -> None:
+    for key, value in (
+        ("attachments.notice_max_bytes", settings.attachments.notice_max_bytes),
+        ("attachments.reply_max_bytes", settings.attachments.reply_max_bytes),
+        ("autoreply.max_per_hour", settings.autoreply.max_per_hour),
+        ("autoreply.max_per_day", settings.autoreply.max_per_day),
+        ("autoreply.max_same_subject_per_hour", settings.autoreply.max_same_subject_per_hour),
+        ("held.digest_interval_minutes", settings.held.digest_interval_minutes),
+    ):
+        if value < 0:
+            raise ConfigError(key, f"must be 0 or more, got {value}")
     for key, port in (("smtp.port", settings.smtp.port), ("outbound.port", settings.outbound.port)):
         if not 0 <= port <= 65535:
             raise ConfigError(key, f"port {port} is out of range 0-65535")

@@ -110,6 +110,7 @@ class EventKind(StrEnum):
     NOTICE_QUEUED = "notice_queued"
     SENDER_CHECK = "sender_check"  # `monitor`: a sender check that `enforce` would have held on
     NOTICE_FAILED = "notice_failed"
+    NOTICE_WITHHELD = "notice_withheld"
 
 
 class AutoKind(StrEnum):

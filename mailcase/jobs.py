@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, select
@@ -255,7 +255,48 @@ def run_due_sweeps(app: App, now: datetime) -> tuple[SweepReport, int]:
 
     sla = sweep_case_deadlines(app, now)
     maintenance = broadcasts.sweep_maintenance(app, now) + broadcasts.sweep_master_updates(app, now)
+    if app.settings.held.digest_address:
+        sla.count("staff.held_digest", sweep_held_digest(app, now))
     return sla, maintenance
+
+
+def sweep_held_digest(app: App, now: datetime) -> bool:
+    """Tell `[held] digest_address` about messages held since the last digest, in one notice at
+    most every `digest_interval_minutes`; True when a digest was queued. Nothing held, no mail."""
+    from sqlmodel import func, select
+
+    from mailcase.db import transaction
+    from mailcase.domain import NotificationIntent
+    from mailcase.models import Outbox
+    from mailcase.store.held import held_since
+    from mailcase.store.outbox import enqueue
+
+    settings = app.settings.held
+    with transaction(app.engine) as session:
+        last = session.exec(select(func.max(Outbox.created_at)).where(Outbox.kind == "staff.held_digest")).one()
+        if last is not None and now - last < timedelta(minutes=settings.digest_interval_minutes):
+            return False
+        held = held_since(session=session, since=last, until=now)
+        if not held:
+            return False
+        intent = NotificationIntent(
+            kind="staff.held_digest",
+            template="staff.held_digest",
+            recipients=(settings.digest_address,),
+            idempotency_key=f"staff.held_digest:{now.isoformat()}",
+            due_at=now,
+            context={
+                "tz": app.settings.business.timezone,
+                "held": [
+                    {"id": h.id, "from": h.from_address, "subject": h.subject, "reason": h.reason,
+                     "received_at": h.received_at.isoformat()}
+                    for h in held
+                ],
+            },
+            locale="en",
+            auto_submitted="auto-generated",
+        )
+        return enqueue(intent, session=session, now=now, hostname=app.settings.smtp.hostname) is not None
 
 
 def deliver_outbox(app: App, now: datetime) -> object:

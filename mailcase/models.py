@@ -380,6 +380,8 @@ class AutoReplyLog(SQLModel, table=True):
     address: str = Field(max_length=320)
     kind: str = Field(max_length=64)
     at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    # What the answered message was about (`rules.decide.subject_key`), for the loop guard.
+    subject_key: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
 
 
 # ---------------------------------------------------------------------------------------------

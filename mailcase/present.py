@@ -22,6 +22,15 @@ def case_json(case: Case, *, organisations: dict[int, str], numbers: dict[int, i
     def number_of(case_id: int | None) -> str | None:
         return format_case_number(numbers[case_id]) if case_id and case_id in numbers else None
 
+    deadlines = [
+        (name, at)
+        for name, at in (
+            ("response", case.response_due_at), ("update", case.update_due_at),
+            ("resolution", case.resolution_due_at), ("customer", case.customer_due_at),
+        )
+        if at is not None
+    ]
+    next_due = min(deadlines, key=lambda item: item[1]) if deadlines else None
     return {
         "number": format_case_number(case.number),
         "subject": case.subject,
@@ -53,6 +62,8 @@ def case_json(case: Case, *, organisations: dict[int, str], numbers: dict[int, i
         "update_due_at": iso(case.update_due_at),
         "resolution_due_at": iso(case.resolution_due_at),
         "customer_due_at": iso(case.customer_due_at),
+        "next_due_at": iso(next_due[1]) if next_due else None,
+        "next_deadline": next_due[0] if next_due else None,
     }
 
 
@@ -129,14 +140,57 @@ def _with_decisions(session: Session, messages: list[Message]) -> list[dict[str,
         if raw_ids
         else {}
     )
+    attachments = attachments_of(session, [m.id for m in messages if m.id is not None])
     result = []
     for message in messages:
         decision, reason, verdict = decisions.get(message.raw_id or 0, ("", "", {}))
         result.append(
             message_json(message)
-            | {"decision": decision or "", "reason": reason or "", "sender_verdict": dict(verdict or {}) or None}
+            | {
+                "decision": decision or "",
+                "reason": reason or "",
+                "sender_verdict": dict(verdict or {}) or None,
+                "attachments": attachments.get(message.id or 0, []),
+            }
         )
     return result
+
+
+def attachments_of(session: Session, message_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each message's attachments as `cases show --json` prints them (filename, content_type,
+    size, sha256, inline, content_id), in the order the message carried them; one query."""
+    from mailcase.models import Attachment, MessageAttachment
+
+    if not message_ids:
+        return {}
+    rows = session.exec(
+        select(MessageAttachment, Attachment.size)
+        .join(Attachment, col(Attachment.sha256) == col(MessageAttachment.sha256))
+        .where(col(MessageAttachment.message_id).in_(message_ids))
+        .order_by(col(MessageAttachment.id))
+    )
+    result: dict[int, list[dict[str, Any]]] = {}
+    for part, size in rows:
+        result.setdefault(part.message_id, []).append(
+            {
+                "filename": part.filename,
+                "content_type": part.content_type,
+                "size": int(size),
+                "sha256": part.sha256,
+                "inline": part.inline,
+                "content_id": part.content_id,
+            }
+        )
+    return result
+
+
+def size_text(size: int) -> str:
+    """A size as people read it: 512 B, 14.2 KB, 3.1 MB."""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 def local(instant: str | None, timezone: str) -> str:
@@ -146,10 +200,15 @@ def local(instant: str | None, timezone: str) -> str:
 
 
 def case_line(data: dict[str, Any], timezone: str) -> str:
+    """One worklist line: `!` when the case needs attention, then the next deadline."""
+    attention = "!" if data.get("needs_attention") else " "
+    due = (
+        f"{data['next_deadline']} due {local(data['next_due_at'], timezone)}" if data.get("next_due_at") else "no deadline"
+    )
     return (
-        f"{data['number']}  {data['priority']:<4} {data['status']:<19} "
+        f"{data['number']} {attention} {data['priority']:<4} {data['status']:<19} "
         f"{(data['organisation'] or '-'):<10} {(data['assignee'] or '-'):<28} "
-        f"{local(data['created_at'], timezone)}  {data['subject']}"
+        f"{local(data['created_at'], timezone)}  {due:<34} {data['subject']}"
     )
 
 
@@ -184,7 +243,14 @@ def case_text(data: dict[str, Any], timezone: str) -> str:
             lines.append(f"      [{message['decision']}: {message['reason']}]")
         if message.get("sender_verdict"):
             lines.append(f"      [sender: {message['sender_verdict'].get('summary', '')}]")
+        # The whole new text: a forwarded carrier rejection at the bottom is what the agent needs.
         body = (message["new_text"] or message["text"]).strip()
-        for text_line in body.splitlines()[:20]:
+        for text_line in body.splitlines():
             lines.append(f"      {text_line}")
+        for attachment in message.get("attachments", ()):
+            inline = ", inline" if attachment["inline"] else ""
+            lines.append(
+                f"      [attachment: {attachment['filename']} ({attachment['content_type']}, "
+                f"{size_text(attachment['size'])}{inline}) sha256 {attachment['sha256'][:12]}]"
+            )
     return "\n".join(lines)

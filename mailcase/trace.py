@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
-from mailcase.domain import format_case_number
-from mailcase.models import Case, HeldMessage, Message, Outbox, RawMessageRecord
+from mailcase.domain import EventKind, format_case_number
+from mailcase.models import Case, CaseEvent, HeldMessage, Message, Outbox, RawMessageRecord
 
 
 def trace_message(session: Session, message_id: str) -> list[dict[str, Any]]:
@@ -30,6 +30,17 @@ def trace_message(session: Session, message_id: str) -> list[dict[str, Any]]:
         if record.case_id is not None:
             caused = or_(caused, and_(Outbox.case_id == record.case_id, Outbox.created_at == record.received_at))
         notices = session.exec(select(Outbox).where(caused).order_by(col(Outbox.id))).all()
+        withheld = (
+            session.exec(
+                select(CaseEvent).where(
+                    CaseEvent.case_id == record.case_id,
+                    CaseEvent.kind == EventKind.NOTICE_WITHHELD,
+                    CaseEvent.at == record.received_at,
+                ).order_by(col(CaseEvent.id))
+            ).all()
+            if record.case_id is not None
+            else []
+        )
         result.append(
             {
                 "raw_id": record.id,
@@ -50,6 +61,15 @@ def trace_message(session: Session, message_id: str) -> list[dict[str, Any]]:
                 "notices": [
                     {"kind": n.kind, "recipients": list(n.recipients), "state": str(n.state), "message_id": n.message_id}
                     for n in notices
+                ],
+                # Notices this message would have caused but that were not sent, and why (issue 12).
+                "withheld": [
+                    {
+                        "notice": event.data.get("notice", ""),
+                        "recipient": event.data.get("recipient", ""),
+                        "reason": event.data.get("reason", event.summary),
+                    }
+                    for event in withheld
                 ],
             }
         )

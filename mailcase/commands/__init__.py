@@ -8,6 +8,7 @@ from typing import Any
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
     from mailcase.commands import (
+        attachments,
         cases,
         config,
         daemon,
@@ -20,5 +21,5 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
         subscriptions,
     )
 
-    for module in (schema, config, directory, cases, mail, daemon, maintenance, subscriptions, status, oauth):
+    for module in (schema, config, directory, cases, attachments, mail, daemon, maintenance, subscriptions, status, oauth):
         module.register(sub)

@@ -50,10 +50,15 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     parser = sub.add_parser("cases", help="list, show and change cases")
     group = parser.add_subparsers(dest="cases_command", metavar="ACTION", required=True)
 
-    p = group.add_parser("list", help="list cases, newest first")
-    p.add_argument("--status", type=_choice(CaseStatus), help=f"only cases in this status ({_names(CaseStatus)})")
+    p = group.add_parser("list", help="list cases, newest first (the agent's worklist)")
+    p.add_argument("--status", type=_choice(CaseStatus), action="append", default=[],
+                   help=f"only this status, repeatable: any of them ({_names(CaseStatus)})")
+    p.add_argument("--open", action="store_true", help="every status that is not closed (closed, closed_no_response, duplicate)")
     p.add_argument("--org", help="organisation id from the directory")
-    p.add_argument("--limit", type=int, default=1000, help="at most this many cases (default %(default)s)")
+    p.add_argument("--assignee", metavar="EMAIL|none", help="only cases assigned to this technician ('none': unassigned)")
+    p.add_argument("--needs-attention", action="store_true", help="only cases a customer wrote on since our last answer")
+    p.add_argument("--due-before", type=_instant, metavar="ISO", help="only cases with a deadline at or before this instant")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many, newest first (default 1000; 0: all)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_list)
 
@@ -83,6 +88,8 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--body", required=True, help="the reply's text, as the customer will read it")
     p.add_argument("--from", dest="author", default="", help="the technician's email (recorded; never shown to the customer)")
     p.add_argument("--awaiting-customer", action="store_true", help="wait for the customer: nudge and close without response")
+    p.add_argument("--attach", action="append", default=[], metavar="FILE",
+                   help="attach a file (repeatable; at most [attachments] reply_max_bytes in total)")
     p.set_defaults(handler=run_reply)
 
     p = group.add_parser("sla", help="every deadline of a case and how it was derived")
@@ -107,7 +114,14 @@ def run_list(app: App, args: argparse.Namespace) -> int:
     from mailcase.store.cases import list_cases
 
     with transaction(app.engine) as session:
-        rows = cases_json(session, list_cases(session=session, status=args.status, organisation_key=args.org, limit=args.limit))
+        rows = cases_json(
+            session,
+            list_cases(
+                session=session, statuses=args.status, open_only=args.open, organisation_key=args.org,
+                assignee=args.assignee, needs_attention=args.needs_attention, due_before=args.due_before,
+                limit=max(args.limit, 0),
+            ),
+        )
     if args.json:
         emit_json(rows)
     else:
@@ -151,20 +165,30 @@ def run_update(app: App, args: argparse.Namespace) -> int:
     desk = app.desk()
     with transaction(app.engine) as session:
         case = casework.find_case(session, args.number, lock=True)
-        if args.priority is not None:
-            casework.set_priority(session, desk, case, args.priority, now=now, author=author)
-        if args.assignee is not None:
-            casework.set_assignee(session, desk, case, args.assignee, now=now, author=author)
-        if args.master is not None:
-            master = casework.find_case(session, args.master, lock=True)
-            casework.link_master(session, desk, case, master, now=now, author=author)
-        if args.etr is not None:
-            casework.set_etr(session, desk, case, args.etr, now=now, author=author)
-        if args.status is not None:
-            primary = casework.find_case(session, args.duplicate_of) if args.duplicate_of is not None else None
-            casework.set_status(
-                session, desk, case, args.status, now=now, author=author, hold_until=args.hold_until, duplicate_of=primary
-            )
+        unchanged = _drop_unchanged(args, case)
+        if unchanged and not any(
+            v is not None
+            for v in (args.status, args.priority, args.assignee, args.etr, args.hold_until, args.duplicate_of, args.master)
+        ):
+            print(f"case {args.number:08d}: nothing changed ({'; '.join(unchanged)})")
+            return 0
+        # Several changes in one command: the customer gets one mail stating them all.
+        with casework.one_customer_notice(session, desk, now=now):
+            if args.priority is not None:
+                casework.set_priority(session, desk, case, args.priority, now=now, author=author)
+            if args.assignee is not None:
+                casework.set_assignee(session, desk, case, args.assignee, now=now, author=author)
+            if args.master is not None:
+                master = casework.find_case(session, args.master, lock=True)
+                casework.link_master(session, desk, case, master, now=now, author=author)
+            if args.etr is not None:
+                casework.set_etr(session, desk, case, args.etr, now=now, author=author)
+            if args.status is not None:
+                primary = casework.find_case(session, args.duplicate_of) if args.duplicate_of is not None else None
+                casework.set_status(
+                    session, desk, case, args.status, now=now, author=author, hold_until=args.hold_until,
+                    duplicate_of=primary,
+                )
         from mailcase.commands.masters import after_update
 
         master_lines = after_update(app, session, case, args, now=now, author=author)
@@ -177,6 +201,27 @@ def run_update(app: App, args: argparse.Namespace) -> int:
     for line in master_lines:
         print(line, file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _drop_unchanged(args: argparse.Namespace, case: Any) -> list[str]:
+    """Clear the requested values that the case already has; what each was, for the message."""
+    unchanged = []
+    if args.priority is not None and str(args.priority) == str(case.priority):
+        unchanged.append(f"priority is already {args.priority}")
+        args.priority = None
+    if args.assignee is not None:
+        wanted = args.assignee.strip().lower()
+        wanted = None if wanted in ("", "none", "-") else wanted
+        if wanted == case.assignee:
+            unchanged.append(f"already assigned to {wanted or 'nobody'}")
+            args.assignee = None
+    if args.status is not None and str(args.status) == str(case.status) and args.hold_until is None and args.duplicate_of is None:
+        unchanged.append(f"status is already {args.status}")
+        args.status = None
+    if args.etr is not None and case.etr is not None and args.etr == case.etr:
+        unchanged.append("the ETR is already that")
+        args.etr = None
+    return unchanged
 
 
 def run_note(app: App, args: argparse.Namespace) -> int:
@@ -199,6 +244,7 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
     now = app.clock.now()
     desk = app.desk()
     author = (args.author or "").lower()
+    files = _attachments(args.attach, app.settings.attachments.reply_max_bytes)
     with transaction(app.engine) as session:
         case = casework.find_case(session, args.number, lock=True)
         name = ""
@@ -210,15 +256,48 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
         if case.kind == CaseKind.MASTER:  # a loaded row holds the plain string, so compare by value
             from mailcase import broadcasts
 
+            if files:
+                raise UsageError("a master update is sent to many organisations: attach nothing, link to the file instead")
+
             count = broadcasts.master_update(session, app, case, args.body, now=now, author=author or "agent")
             print(f"master update for case {args.number:08d} queued to {count} recipients")
             return 0
+        from mailcase.store.cases import store_attachment
+
+        stored = [
+            {"filename": name_, "content_type": type_, "sha256": store_attachment(session=session, data=data)}
+            for name_, type_, data in files
+        ]
         casework.public_reply(
             session, desk, case, args.body, now=now, author=author or "agent", author_name=name,
-            awaiting_customer=args.awaiting_customer,
+            awaiting_customer=args.awaiting_customer, attachments=stored,
         )
-    print(f"reply queued for case {args.number:08d}")
+    attached = f" with {len(files)} attachment(s)" if files else ""
+    print(f"reply queued for case {args.number:08d}{attached}")
     return 0
+
+
+def _attachments(paths: list[str], limit: int) -> list[tuple[str, str, bytes]]:
+    """(name, content type, bytes) of each file to attach; refused, with the reason, when one
+    cannot be read or all together exceed `limit` ([attachments] reply_max_bytes)."""
+    import mimetypes
+    from pathlib import Path
+
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot attach {raw}: {exc.strerror}") from None
+        files.append((path.name, mimetypes.guess_type(path.name)[0] or "application/octet-stream", data))
+    total = sum(len(data) for _, _, data in files)
+    if total > limit:
+        raise UsageError(
+            f"the attachments total {total} bytes, over the {limit} allowed (attachments.reply_max_bytes); "
+            "nothing was sent: attach smaller files or send a link"
+        )
+    return files
 
 
 def run_sla(app: App, args: argparse.Namespace) -> int:

@@ -20,6 +20,13 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     imp.add_argument("file", type=Path, help="the directory file (docs/directory.md); '-' reads stdin")
     imp.add_argument("--json", action="store_true", help="print the import report as JSON")
     imp.set_defaults(handler=run_import)
+    p = group.add_parser("list", help="organisations and who their MPOCs are, with every contact's roles")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_list)
+    p = group.add_parser("show", help="one organisation (by id) or the organisation of one contact (by email)")
+    p.add_argument("key", metavar="ORG|EMAIL", help="an organisation id from the directory, or a contact's email")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_show)
     example = group.add_parser(
         "example", help="print the example directory that ships with mailcase (two organisations)"
     )
@@ -48,4 +55,53 @@ def run_import(app: App, args: argparse.Namespace) -> int:
         print(f"imported {args.file}:")
         for line in report.lines():
             print(f"  {line}")
+    return 0
+
+
+
+def _print_organisation(entry: dict[str, Any], *, only: str | None = None) -> None:
+    print(f"{entry['id']}: {entry['name']} ({entry['locale']}, {entry['timezone']})")
+    print(f"  domains:  {', '.join(entry['domains']) or '-'}")
+    print(f"  products: {', '.join(entry['products']) or '-'}")
+    for contact in entry["contacts"]:
+        if only is not None and contact["email"] != only:
+            continue
+        who = "MPOC" if contact["mpoc"] else "not an MPOC (may not open cases)"
+        roles = ", ".join(contact["roles"]) or "no role"
+        inactive = "" if contact["active"] else " [inactive]"
+        print(f"  {contact['email']:<34} {contact['name'] or '-':<22} {who}: {roles}{inactive}")
+
+
+def run_list(app: App, args: argparse.Namespace) -> int:
+    from mailcase.cli import emit_json
+    from mailcase.store.directory import directory_listing
+
+    with transaction(app.engine) as session:
+        rows = directory_listing(session=session)
+    if args.json:
+        emit_json(rows)
+        return 0
+    for entry in rows:
+        _print_organisation(entry)
+    if not rows:
+        print("the directory is empty: load it with `mailcase directory import FILE`")
+    return 0
+
+
+def run_show(app: App, args: argparse.Namespace) -> int:
+    from mailcase.cli import emit_json
+    from mailcase.store.directory import directory_listing
+
+    key = args.key.strip().lower()
+    with transaction(app.engine) as session:
+        if "@" in key:
+            rows = [e for e in directory_listing(session=session) if any(c["email"] == key for c in e["contacts"])]
+        else:
+            rows = directory_listing(session=session, organisation_key=args.key.strip())
+    if not rows:
+        raise UsageError(f"no organisation or contact {args.key!r} in the directory")
+    if args.json:
+        emit_json(rows[0])
+        return 0
+    _print_organisation(rows[0], only=key if "@" in key else None)
     return 0

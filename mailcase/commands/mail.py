@@ -27,14 +27,33 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--all", action="store_true", help="include released and discarded ones")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_held_list)
-    p = group.add_parser("release", help="release a held message: decide again as if its sender were allowed")
+    p = group.add_parser("show", help="one held message: why it was held, its headers, text and attachments")
     p.add_argument("id", type=int, help="the held message's id (from `held list`)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_held_show)
+    p = group.add_parser(
+        "release",
+        help="release a held message: thread it again as if its sender were allowed, or onto a case, or as a new case",
+    )
+    p.add_argument("id", type=int, help="the held message's id (from `held list`)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--to-case", type=_case_number, metavar="N", help="add it to case N (reopening it per the rules)")
+    target.add_argument("--new-case", action="store_true", help="open a new case with it")
     p.add_argument("--by", default="agent", help="who releases it (recorded)")
     p.set_defaults(handler=run_held_release)
     p = group.add_parser("discard", help="discard a held message (kept in the database, marked discarded)")
     p.add_argument("id", type=int, help="the held message's id (from `held list`)")
     p.add_argument("--by", default="agent", help="who discards it (recorded)")
     p.set_defaults(handler=run_held_discard)
+
+    inbound = sub.add_parser("inbound", help="every stored inbound message and what was decided, ignored ones included")
+    group = inbound.add_subparsers(dest="inbound_command", metavar="ACTION", required=True)
+    p = group.add_parser("list", help="stored inbound messages, newest first")
+    p.add_argument("--decision", help="only this decision (open_case, append_update, hold_message, ignore_message, record_bounce, …)")
+    p.add_argument("--since", type=_instant, metavar="ISO", help="only messages received from this instant on")
+    p.add_argument("--limit", type=int, default=200, help="at most this many (default 200; 0: all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_inbound_list)
 
     p = sub.add_parser("trace", help="what happened to one inbound message")
     p.add_argument("message_id", help="the Message-ID, with or without angle brackets")
@@ -150,10 +169,14 @@ def _held(session: Any, held_id: int) -> Any:
 
 
 def run_held_release(app: App, args: argparse.Namespace) -> int:
+    from mailcase.casework import find_case
+
     pipeline = app.pipeline()
     now = app.clock.now()
     with transaction(app.engine) as session:
-        outcome = pipeline.release_held(session, _held(session, args.id), now=now, by=args.by)
+        held = _held(session, args.id)
+        to_case = find_case(session, args.to_case).id if args.to_case is not None else None
+        outcome = pipeline.release_held(session, held, now=now, by=args.by, to_case=to_case, new_case=args.new_case)
     case = f" case {outcome.case_number}" if outcome.case_number else ""
     print(f"released #{args.id}: {outcome.decision}{case}: {outcome.reason}")
     return 0
@@ -196,6 +219,8 @@ def run_trace(app: App, args: argparse.Namespace) -> int:
             print(f"  held:     #{held['id']} ({held['state']}): {held['reason']}")
         for notice in record["notices"]:
             print(f"  notice:   {notice['kind']} to {', '.join(notice['recipients'])} [{notice['state']}] {notice['message_id']}")
+        for withheld in record.get("withheld", ()):
+            print(f"  withheld: {withheld['notice']} to {withheld['recipient']}: {withheld['reason']}")
     return 0
 
 
@@ -264,3 +289,156 @@ def _padded_case(number: Any) -> str | None:
     from mailcase.domain import format_case_number
 
     return format_case_number(int(number)) if isinstance(number, int) else number
+
+
+def _case_number(text: str) -> int:
+    from mailcase.domain import parse_case_number
+
+    try:
+        return parse_case_number(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _instant(text: str) -> Any:
+    from mailcase.clock import parse_instant
+
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def held_detail_json(held: Any, raw: Any) -> dict[str, Any]:
+    """`held show --json`: the held row, the envelope, the parsed headers, text and attachments."""
+    from mailcase.ingest.parse import UnparseableMessage, parse_message
+
+    data = held_json(held) | {
+        "channel": str(raw.channel) if raw is not None else "",
+        "envelope_from": raw.envelope_from if raw is not None else "",
+        "envelope_to": list(raw.envelope_to) if raw is not None else [],
+        "size": raw.size if raw is not None else 0,
+        "message_id": raw.message_id_header if raw is not None else "",
+    }
+    try:
+        message = parse_message(bytes(raw.data)) if raw is not None else None
+    except UnparseableMessage as exc:
+        head = bytes(raw.data[:2000]).decode("utf-8", "replace")
+        return data | {"headers": {}, "text": head, "attachments": [], "defects": [f"unparseable: {exc.reason}"]}
+    if message is None:
+        return data | {"headers": {}, "text": "", "attachments": [], "defects": []}
+    headers = {
+        "from": f"{message.from_name} <{message.from_address}>" if message.from_name else message.from_address,
+        "to": list(message.to),
+        "cc": list(message.cc),
+        "subject": message.subject,
+        "date": message.date.isoformat() if message.date else None,
+        "message_id": message.message_id,
+        "in_reply_to": message.in_reply_to,
+        "references": list(message.references),
+        "auto_kind": str(message.auto_kind),
+    }
+    attachments = [
+        {"filename": a.filename, "content_type": a.content_type, "size": len(a.data), "sha256": a.sha256, "inline": a.inline}
+        for a in message.attachments
+    ]
+    return data | {"headers": headers, "text": message.text, "attachments": attachments, "defects": list(message.defects)}
+
+
+def run_held_show(app: App, args: argparse.Namespace) -> int:
+    from mailcase.cli import emit_json
+    from mailcase.present import local, size_text
+    from mailcase.store.held import held_by_id, raw_of
+
+    with transaction(app.engine) as session:
+        held = held_by_id(session=session, held_id=args.id)
+        if held is None:
+            raise UsageError(f"no held message #{args.id}")
+        data = held_detail_json(held, raw_of(session=session, raw_id=held.raw_id))
+    if args.json:
+        emit_json(data)
+        return 0
+    zone = app.settings.business.timezone
+    headers = data["headers"]
+    print(f"Held message #{data['id']} ({data['state']}), received {local(data['received_at'], zone)} via {data['channel'] or '-'}")
+    print(f"  why held:   {data['reason']}")
+    print(f"  envelope:   {data['envelope_from'] or '-'} -> {', '.join(data['envelope_to']) or '-'}")
+    for key in ("from", "to", "cc", "subject", "date", "message_id", "in_reply_to"):
+        value = headers.get(key)
+        if isinstance(value, list):
+            value = ", ".join(value)
+        if value:
+            print(f"  {key.replace('_', '-') + ':':<12}{value}")
+    for attachment in data["attachments"]:
+        print(f"  attachment: {attachment['filename']} ({attachment['content_type']}, {size_text(attachment['size'])})")
+    print("")
+    for line in (data["text"] or "").strip().splitlines():
+        print(f"  {line}")
+    print("")
+    if data["state"] == "held":
+        print(
+            f"Release it with `mailcase held release {data['id']}` (threads it as if the sender were allowed), "
+            f"`--to-case N` or `--new-case`; or `mailcase held discard {data['id']}`."
+        )
+    return 0
+
+
+def _header_summary(data: bytes) -> tuple[str, str]:
+    """(From, Subject) of raw bytes, decoded, from the header block alone (cheap for a listing)."""
+    import email.header
+    import email.parser
+    import email.utils
+
+    try:
+        headers = email.parser.BytesHeaderParser().parsebytes(bytes(data[:65536]))
+        subject = str(email.header.make_header(email.header.decode_header(str(headers.get("Subject", "") or ""))))
+        sender = email.utils.parseaddr(str(headers.get("From", "") or ""))[1]
+    except Exception:  # noqa: BLE001 - a listing never fails on one odd message
+        return "", ""
+    return sender.lower(), " ".join(subject.split())
+
+
+def run_inbound_list(app: App, args: argparse.Namespace) -> int:
+    from mailcase.cli import emit_json
+    from mailcase.present import local
+    from mailcase.store.held import inbound_records
+
+    with transaction(app.engine) as session:
+        records = inbound_records(session=session, decision=args.decision, since=args.since, limit=max(args.limit, 0))
+        case_numbers = _case_numbers(session, {r.case_id for r in records if r.case_id})
+        rows = []
+        for record in records:
+            sender, subject = _header_summary(record.data)
+            rows.append(
+                {
+                    "raw_id": record.id,
+                    "message_id": record.message_id_header,
+                    "channel": str(record.channel),
+                    "received_at": record.received_at.isoformat(),
+                    "envelope_from": record.envelope_from,
+                    "from": sender,
+                    "subject": subject,
+                    "decision": record.decision,
+                    "reason": record.reason,
+                    "case": case_numbers.get(record.case_id) if record.case_id else None,
+                }
+            )
+    if args.json:
+        emit_json(rows)
+        return 0
+    zone = app.settings.business.timezone
+    for row in rows:
+        print(
+            f"#{row['raw_id']:<6} {local(row['received_at'], zone)}  {row['decision'] or '-':<20} "
+            f"{row['case'] or '-':<9} {row['from'] or '-':<30} {row['subject'][:50]!r}  {row['reason']}"
+        )
+    if not rows:
+        print("no inbound messages")
+    return 0
+
+
+def _case_numbers(session: Any, ids: set[int]) -> dict[int, str]:
+    from mailcase.domain import format_case_number
+    from mailcase.store.cases import cases_by_ids
+
+    return {case_id: format_case_number(case.number) for case_id, case in cases_by_ids(session=session, ids=ids).items()}

@@ -50,8 +50,12 @@ from datetime import UTC, datetime
 from email.message import Message
 from typing import Any
 
-import html2text
+import charset_normalizer
+import inscriptis
 import mailparser
+from tnefparse.tnef import TNEF
+from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.model.config import ParserConfig
 
 from mailcase.domain import AttachmentPart, AutoKind, BounceReport, InboundMessage
 from mailcase.errors import MailcaseError
@@ -74,7 +78,7 @@ MAX_TEXT_PART_BYTES = 2_000_000
 which is kept whole. Reading a 25 MB pasted log as text cost about 8x its size at once (every
 normalising pass copies it), which no support case needs (bench/ingest, peak RSS)."""
 MAX_HTML_FOR_CONVERSION = 1_000_000
-"""Characters of HTML given to html2text (pure Python); larger HTML gets a plain tag strip."""
+"""Characters of HTML given to inscriptis; larger HTML gets a plain tag strip."""
 
 _KNOWN_HEADERS = frozenset(
     {"from", "sender", "to", "cc", "subject", "date", "message-id", "received", "return-path",
@@ -107,9 +111,6 @@ _BOUNDARY_LINE = re.compile(
 _HTML_STYLE = re.compile(r"<(style|script|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _HTML_BREAK = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h[1-6])\b[^>]*>", re.IGNORECASE)
 _HTML_TAG = re.compile(r"<[^>]*>")
-_MD_LINE_ESCAPE = re.compile(r"(^|[\s\d])\\([.+\-])", re.MULTILINE)
-_SELF_LINK = re.compile(r"\[([^\]\n]{1,500})\]\((?:mailto:)?\1\)")
-_MD_BACKSLASH = re.compile(r"\\\\(?=[\\`*_{}\[\]()#+\-.!])")
 
 # Labels whose bytes browsers read as Windows-1252 (WHATWG Encoding §4.2); UTF-8 wearing one
 # of them is recognised first.
@@ -542,13 +543,28 @@ def _codec(label: str | None) -> str | None:
 
 
 def _decode_bytes(data: bytes, declared: str | None, where: str, defects: list[str]) -> str:
-    """Text of `data`: the declared charset, else guesses (each recorded in `defects`)."""
+    """Text of `data`: the declared charset, else a detected one (each guess recorded in `defects`)."""
     if not data:
         return ""
-    if data.isascii():
-        return data.decode("ascii")
     label = (declared or "").strip().strip("\"'").strip().lower()
     codec = _codec(label)
+    if data.isascii():
+        # 7-bit encodings (ISO-2022-JP/KR/CN, UTF-7, HZ) look like ASCII but are not: decode them,
+        # or their escape sequences end up in the case subject and in our replies.
+        if codec in _SEVEN_BIT_CODECS:
+            try:
+                return data.decode(codec)
+            except (UnicodeError, LookupError):
+                pass
+        elif b"\x1b" in data:
+            for candidate in ("iso2022_jp_2", "iso2022_kr"):
+                try:
+                    text = data.decode(candidate)
+                except UnicodeError:
+                    continue
+                defects.append(f"charset-guess:{candidate} for {where} (escape sequences, declared {label or 'nothing'})")
+                return text
+        return data.decode("ascii")
     if label and label in _SINGLE_BYTE_LABELS:
         try:
             text = data.decode("utf-8")
@@ -572,13 +588,30 @@ def _decode_bytes(data: bytes, declared: str | None, where: str, defects: list[s
         try:
             return data.decode(codec)
         except (UnicodeError, LookupError):
-            pass
+            defects.append(f"charset-mislabelled:{label} for {where}")
     elif label:
         defects.append(f"unknown-charset:{label} for {where}")
     return _guess(data, where, defects)
 
 
+_SEVEN_BIT_CODECS = frozenset(
+    {"iso2022_jp", "iso2022_jp_1", "iso2022_jp_2", "iso2022_jp_2004", "iso2022_jp_3", "iso2022_jp_ext",
+     "iso2022_kr", "utf-7", "utf_7", "hz"}
+)
+# Code pages for Latin-script text: when charset-normalizer picks one of these for bytes that are
+# valid Windows-1252, the browser default wins (short Western text is where detectors disagree).
+_LATIN_CODECS = frozenset(
+    {"cp1250", "cp1252", "cp1254", "cp1257", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4",
+     "iso8859_9", "iso8859_10", "iso8859_13", "iso8859_14", "iso8859_15", "iso8859_16", "mac_roman",
+     "mac_latin2", "mac_iceland", "mac_turkish", "cp437", "cp850", "cp858"}
+)
+_C1_CONTROLS = re.compile("[\x80-\x9f]")
+
+
 def _guess(data: bytes, where: str, defects: list[str]) -> str:
+    """Undeclared or mislabelled bytes: UTF-8 when valid, else what charset-normalizer detects
+    (its language models beat hand-written rules for Cyrillic, CJK, Greek …), with Windows-1252
+    kept for Latin-script text, and Latin-1 when nothing else reads the bytes."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -594,12 +627,32 @@ def _guess(data: bytes, where: str, defects: list[str]) -> str:
         defects.append(f"charset-guess:utf-8 with replacement for {where}")
         return lenient
     try:
-        text = data.decode("cp1252")
+        western: str | None = data.decode("cp1252")
     except UnicodeDecodeError:
-        defects.append(f"charset-guess:latin-1 for {where}")
-        return data.decode("latin-1")
-    defects.append(f"charset-guess:cp1252 for {where}")
-    return text
+        western = None
+    best = None
+    try:
+        best = charset_normalizer.from_bytes(data[:_DETECT_BYTES]).best()
+    except Exception:  # noqa: BLE001 - detection is advice; never a reason to fail a message
+        best = None
+    detected = _codec(best.encoding) if best is not None else None
+    if detected and not (western is not None and detected in _LATIN_CODECS):
+        try:
+            text = data.decode(detected)
+        except (UnicodeError, LookupError):
+            pass
+        else:
+            defects.append(f"charset-guess:{detected} for {where}")
+            return text
+    if western is not None and not _C1_CONTROLS.search(western):
+        defects.append(f"charset-guess:cp1252 for {where}")
+        return western
+    defects.append(f"charset-guess:latin-1 for {where}")
+    return data.decode("latin-1")
+
+
+_DETECT_BYTES = 64 * 1024
+"""Bytes given to charset-normalizer; its verdict on the first 64 KB holds for the rest."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -760,6 +813,11 @@ class _Extraction:
         data = _payload_bytes(part)
         content_id = _unfold(str(part.get("Content-ID", "") or "")).strip().strip("<>").strip()
         name = _filename(part, self.defects)
+        if content_type in _TNEF_TYPES or name.lower() == "winmail.dat":
+            unpacked = _tnef_files(data, self.defects)
+            if unpacked:
+                self.attachments.extend(unpacked)
+                return
         name = name or _invented_name(content_type, content_id, len(self.attachments))
         self.attachments.append(
             AttachmentPart(
@@ -853,6 +911,36 @@ class _Extraction:
             status=status,
             diagnostic=diagnostic[:1000],
         )
+
+
+_TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
+
+
+def _tnef_files(data: bytes, defects: list[str]) -> list[AttachmentPart]:
+    """The real files inside an Outlook winmail.dat (MS-OXTNEF), read with tnefparse; empty
+    when it holds none or cannot be read (the winmail.dat itself is then kept as it came)."""
+    try:
+        tnef = TNEF(data, do_checksum=False)
+        files = []
+        for index, item in enumerate(tnef.attachments):
+            payload = bytes(item.data or b"")
+            raw_name = item.long_filename() or item.name or ""
+            if isinstance(raw_name, bytes):
+                raw_name = _decode_bytes(raw_name.rstrip(b"\x00"), "cp1252", "tnef filename", defects)
+            name = _safe_name(str(raw_name).rstrip("\x00")) or f"attachment-{index + 1}.bin"
+            content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            files.append(
+                AttachmentPart(
+                    filename=name, content_type=content_type, data=payload,
+                    sha256=hashlib.sha256(payload).hexdigest(), inline=False,
+                )
+            )
+    except Exception as exc:  # noqa: BLE001 - a broken winmail.dat is kept whole instead
+        defects.append(f"tnef-unreadable ({type(exc).__name__})")
+        return []
+    if files:
+        defects.append(f"tnef-unpacked:{len(files)}")
+    return files
 
 
 def _alternative_rank(part: Message) -> int:
@@ -1051,26 +1139,23 @@ def _forward_block(inner: Message, inner_text: str, defects: list[str]) -> str:
 
 
 def _html_to_text(markup: str) -> str:
-    if len(markup) <= MAX_HTML_FOR_CONVERSION:
-        converter = html2text.HTML2Text()
-        converter.body_width = 0  # never re-wrap: customers paste logs and addresses
-        converter.ignore_images = True
-        converter.ignore_emphasis = True
-        converter.unicode_snob = True
-        # Mail clients write one <div> or <p> per line and mark blank lines themselves.
-        converter.single_line_break = True
+    """Readable text of an HTML-only body (inscriptis: Apache-2.0, lays out lists, tables and
+    block elements as a browser would); very large HTML, or HTML it cannot read, gets a plain
+    tag strip instead."""
+    if len(markup) <= MAX_HTML_FOR_CONVERSION and markup.strip():
         try:
-            text = converter.handle(markup)
+            text = inscriptis.get_text(markup, _INSCRIPTIS_CONFIG)
         except Exception:  # noqa: BLE001 - fall through to the plain tag strip
-            log.info("html2text failed on a message body; stripping tags instead")
+            log.info("inscriptis failed on a message body; stripping tags instead")
         else:
-            # html2text escapes Markdown ("1\\.", "\\-"); this is text, not Markdown.
-            text = _MD_LINE_ESCAPE.sub(r"\1\2", text)
-            text = _SELF_LINK.sub(r"\1", text)  # "[a@b](mailto:a@b)" reads as "a@b"
-            return _tidy(_MD_BACKSLASH.sub(r"\\", text))
+            return _tidy(text)
     stripped = _HTML_STYLE.sub(" ", markup)
     stripped = _HTML_BREAK.sub("\n", stripped)
     return _tidy(html.unescape(_HTML_TAG.sub("", stripped)))
+
+
+# "strict": no indentation of block elements, so pasted text keeps its left margin.
+_INSCRIPTIS_CONFIG = ParserConfig(css=CSS_PROFILES["strict"], display_links=False, display_images=False)
 
 
 def _tidy(text: str) -> str:

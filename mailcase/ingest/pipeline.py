@@ -44,6 +44,7 @@ from mailcase.domain import (
 from mailcase.errors import TransientError
 from mailcase.ingest import authentication as evidence
 from mailcase.ingest.parse import UnparseableMessage, parse_message
+from mailcase.ingest.quotes import strip_known_quotes
 from mailcase.models import (
     Attachment,
     AutoReplyLog,
@@ -72,9 +73,10 @@ from mailcase.rules.decide import (
     TechnicianReply,
     decide,
     decision_name,
+    subject_key,
 )
 from mailcase.rules.lifecycle import Actor
-from mailcase.rules.matching import Match, Matched, match_case, thread_ids
+from mailcase.rules.matching import Match, Matched, MatchRule, Unmatched, match_case, thread_ids
 from mailcase.store.cases import add_event, add_participants, case_view, cases_by_ids, participants_of
 from mailcase.store.common import insert_or_ignore
 from mailcase.store.directory import ContactOrganisation, organisation_for_address, sender_view, sender_view_and_name
@@ -186,8 +188,13 @@ class Pipeline:
             return evidence.verify_dkim(data, from_domain=from_domain, resolver=self.resolver, suffixes=self.suffixes)
         return dataclasses.replace(NO_VERDICT, from_domain=from_domain)
 
-    def release_held(self, session: Session, held: HeldMessage, *, now: datetime, by: str) -> IngestOutcome:
-        """Re-run the decision for a held message as if its sender were allowed (the agent vouches)."""
+    def release_held(
+        self, session: Session, held: HeldMessage, *, now: datetime, by: str, to_case: int | None = None,
+        new_case: bool = False,
+    ) -> IngestOutcome:
+        """Re-run the decision for a held message as if its sender were allowed (the agent vouches):
+        threading again (a held reply lands on the case it answers), or onto the case `to_case`
+        (a case id), or as a new case with `new_case`."""
         record = session.get(RawMessageRecord, held.raw_id)
         assert record is not None
         try:
@@ -195,7 +202,10 @@ class Pipeline:
         except UnparseableMessage as exc:
             message = _salvage(record.data, exc.reason)
         verdict = _stored_verdict(record.sender_verdict)
-        outcome = self._decide_and_apply(session, record, message, now=now, released=True, verdict=verdict)
+        outcome = self._decide_and_apply(
+            session, record, message, now=now, released=True, verdict=verdict,
+            forced_case_id=to_case, force_new_case=new_case,
+        )
         held.state = HeldState.RELEASED
         held.resolved_at = now
         held.resolved_by = by
@@ -264,6 +274,7 @@ class Pipeline:
     def _decide_and_apply(
         self, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, *, now: datetime, released: bool,
         verdict: SenderVerdict = NO_VERDICT,
+        forced_case_id: int | None = None, force_new_case: bool = False,
     ) -> IngestOutcome:
         from mailcase import subscriptions
 
@@ -289,8 +300,11 @@ class Pipeline:
         facts = self._facts(
             session, record, message, now=now, released=released, sender=looked_up[0], verdict=verdict,
             sender_organisation=looked_up[2],
+            forced_case_id=forced_case_id, force_new_case=force_new_case,
         )
         decision = decide(facts)
+        if not facts.sender.is_technician:
+            message = _with_case_new_text(session, message, decision, self.settings.smtp.domains)
         applied = _Apply(
             self, session, record, message, now, sender=facts.sender, sender_name=looked_up[1], sender_organisation=looked_up[2],
         )
@@ -325,6 +339,7 @@ class Pipeline:
     def _facts(
         self, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, *, now: datetime, released: bool,
         sender: SenderView | None = None, verdict: SenderVerdict = NO_VERDICT, sender_organisation: Any = None,
+        forced_case_id: int | None = None, force_new_case: bool = False,
     ) -> Facts:
         settings = self.settings
         if sender is None:
@@ -352,13 +367,21 @@ class Pipeline:
             token_case_id=token_case_id if token_case_id in views else None,
             tagged_cases=[views[c.id] for c in tagged if c.id in views],
             cases=views,
+            released=released,
         )
+        if forced_case_id is not None:
+            # An agent named the case (`held release --to-case`): that case, whatever the headers say.
+            views |= _views(session, {forced_case_id})
+            match = Matched(forced_case_id, MatchRule.AGENT, "released onto this case by an agent")
+        elif force_new_case:
+            match = Unmatched(("an agent released it as a new case",))
         case = views.get(match.case_id) if isinstance(match, Matched) else None
         primary = _primary_of(session, case) if case is not None and case.status is CaseStatus.DUPLICATE else None
-        linked = _linked_case_of(session, case, sender.address) if case is not None and case.kind is CaseKind.MASTER else None
+        linked = _linked_case_of(session, case, sender) if case is not None and case.kind is CaseKind.MASTER else None
         hour, day, noticed = _auto_reply_history(
             session, sender.address, now, now - timedelta(hours=settings.autoreply.non_mpoc_notice_hours)
         )
+        answered = _answered_subjects(session, sender.address, now) if hour else ()
         addressed = {a.lower() for a in recipients}
         known, notices_last_hour = False, 0
         if message.from_address and not sender.is_mpoc and not sender.is_technician:
@@ -389,6 +412,10 @@ class Pipeline:
             sender_organisation_known=known,
             non_mpoc_notices_last_hour=notices_last_hour,
             max_non_mpoc_notices_per_hour=settings.autoreply.non_mpoc_max_per_hour,
+            answered_subjects_last_hour=answered,
+            max_same_subject_per_hour=settings.autoreply.max_same_subject_per_hour,
+            max_reply_attachment_bytes=settings.attachments.reply_max_bytes,
+            from_our_address=_is_our_address(message.from_address, settings),
         )
 
     def _authentication(
@@ -438,6 +465,43 @@ class Pipeline:
         return None
 
 
+def _is_our_address(address: str, settings: Settings) -> bool:
+    """The support, MACD or outbound From address, or a `+token` form of one of them."""
+    if not address or "@" not in address:
+        return False
+    local, domain = address.lower().rsplit("@", 1)
+    bare = f"{local.split('+', 1)[0]}@{domain}"
+    ours = {settings.smtp.support_address, settings.smtp.macd_address, settings.outbound.from_address}
+    return bare in {a.lower() for a in ours if a}
+
+
+def _with_case_new_text(
+    session: Session, message: InboundMessage, decision: Decision, own_domains: tuple[str, ...]
+) -> InboundMessage:
+    """The customer's message with quotes stripped only where the quoted text is on the case.
+
+    A new case has nothing on it, so its message keeps its whole text; an update, a reopen or a
+    related case keeps the cut only when `strip_known_quotes` finds the quote among the case's
+    messages or the quote is of our own mail (issue 12: a forward is never cut, nor text the agent has not seen).
+    """
+    match decision:
+        case AppendUpdate() | ReopenCase() | RecordAutoReply():
+            case_ids = {decision.case.id}
+        case OpenRelatedCase():
+            case_ids = {decision.original.id}
+        case _:
+            case_ids = set()
+    if message.new_text == message.text:
+        return message  # nothing was cut: no case text to read
+    known = (
+        list(session.exec(select(Message.text).where(col(Message.case_id).in_(case_ids)))) if case_ids else []
+    )
+    new_text = strip_known_quotes(message.text, known, own_domains)
+    if new_text == message.new_text:
+        return message
+    return dataclasses.replace(message, new_text=new_text)
+
+
 def _known_ids(session: Session, ids: tuple[str, ...]) -> tuple[dict[str, int], dict[str, int]]:
     """Our own Message-IDs (outbox) and customers' earlier Message-IDs on cases, among `ids`."""
     if not ids:
@@ -481,17 +545,25 @@ def _primary_of(session: Session, case: CaseView) -> CaseView | None:
     return current
 
 
-def _linked_case_of(session: Session, master: CaseView, address: str) -> CaseView | None:
-    """The sender's own open case linked to a master case (SPEC.md §1: replies go to that case)."""
+def _linked_case_of(session: Session, master: CaseView, sender: SenderView) -> CaseView | None:
+    """The sender's own case linked to a master case (SPEC.md §1: replies go to that case), else,
+    for an MPOC, their organisation's newest case linked to it (issue 12)."""
     from mailcase.models import CaseParticipant
 
     row = session.exec(
         select(Case.id)
         .join(CaseParticipant, col(CaseParticipant.case_id) == col(Case.id))
-        .where(Case.master_id == master.id, CaseParticipant.address == address)
+        .where(Case.master_id == master.id, CaseParticipant.address == sender.address)
         .order_by(col(Case.id).desc())
         .limit(1)
     ).first()
+    if row is None and sender.is_mpoc and sender.organisation_id is not None:
+        row = session.exec(
+            select(Case.id)
+            .where(Case.master_id == master.id, Case.organisation_id == sender.organisation_id)
+            .order_by(col(Case.id).desc())
+            .limit(1)
+        ).first()
     return _views(session, {row}).get(row) if row else None
 
 
@@ -520,6 +592,16 @@ def _non_mpoc_notices_since(session: Session, since: datetime) -> int:
             sa.select(func.count()).where(col(AutoReplyLog.kind) == "customer.non_mpoc", col(AutoReplyLog.at) > since)
         ).scalar_one()
     )
+
+
+def _answered_subjects(session: Session, address: str, now: datetime) -> tuple[str, ...]:
+    """Subject keys of the automatic replies `address` got in the last hour (index ix_auto_reply_address_at)."""
+    rows = session.exec(
+        select(AutoReplyLog.subject_key)
+        .where(AutoReplyLog.address == address, col(AutoReplyLog.at) > now - timedelta(hours=1))
+        .limit(500)
+    )
+    return tuple(rows)
 
 
 @functools.cache
@@ -656,9 +738,15 @@ class _Apply:
     def run(self, decision: Decision) -> tuple[Case | None, int | None]:
         match decision:
             case OpenCase():
-                return self.open_case(decision.kind, related=None, acknowledge=decision.acknowledge), None
+                return self.open_case(
+                    decision.kind, related=None, acknowledge=decision.acknowledge, withheld=decision.withheld,
+                    master=decision.master,
+                ), None
             case OpenRelatedCase():
-                return self.open_case(CaseKind.SUPPORT, related=decision.original, acknowledge=decision.acknowledge), None
+                return self.open_case(
+                    CaseKind.SUPPORT, related=decision.original, acknowledge=decision.acknowledge,
+                    withheld=decision.withheld,
+                ), None
             case AppendUpdate():
                 return self.append_update(decision), None
             case ReopenCase():
@@ -768,12 +856,34 @@ class _Apply:
                 allowed.append(address)
         return allowed
 
+    def attachment_facts(self, case: Case) -> dict[str, Any]:
+        """The staff notice's list of this message's attachments, and the files it carries."""
+        return casework.attachment_context(
+            self.message.attachments, limit=self.p.settings.attachments.notice_max_bytes, case_number=case.number
+        )
+
     def log_auto_reply(self, address: str, kind: str) -> None:
-        self.session.execute(_insert_auto_reply(), {"address": address, "kind": kind, "at": self.now})
+        self.session.execute(
+            _insert_auto_reply(),
+            {"address": address, "kind": kind, "at": self.now, "subject_key": subject_key(self.message.subject)},
+        )
+
+    def record_withheld(self, case: Case, notice: str, withheld: str) -> dict[str, Any]:
+        """A withheld customer notice leaves a trace (issue 12): a case event with the reason, and
+        the words the assignee's notice shows ("the customer was not told")."""
+        add_event(
+            session=self.session, case=case, kind=EventKind.NOTICE_WITHHELD, at=self.now, author="mailcase",
+            summary=f"{notice} not sent to {self.message.from_address}: {withheld}"[:1000],
+            data={"notice": notice, "recipient": self.message.from_address, "reason": withheld},
+        )
+        return {"customer_not_told": f"the customer was not sent the {notice}: {withheld}"}
 
     # --- decisions -----------------------------------------------------------------------------
 
-    def open_case(self, kind: CaseKind, *, related: CaseView | None, acknowledge: bool) -> Case:
+    def open_case(
+        self, kind: CaseKind, *, related: CaseView | None, acknowledge: bool, withheld: str = "",
+        master: CaseView | None = None,
+    ) -> Case:
         m, settings = self.message, self.p.settings
         sender = self.sender
         if sender is None:
@@ -830,6 +940,8 @@ class _Apply:
             summary=f"message received: {m.subject[:200]}", message_id=message_id,
         )
         add_events(session=self.session, events=[created, received])
+        if master is not None:
+            casework.link_master(self.session, self.desk, case, self._case(master), now=self.now, author=m.from_address)
         if related is not None:
             original = self._case(related)
             add_event(
@@ -857,6 +969,9 @@ class _Apply:
             facts["response_due_at"] = case.response_due_at.isoformat()
         if related is not None:
             facts["related_number"] = related.number
+        facts |= self.attachment_facts(case)
+        if not acknowledge and withheld and m.from_address:
+            facts |= self.record_withheld(case, "acknowledgement", withheld)
         casework.queue_staff_new_case(
             self.session, self.desk, case, now=self.now, excerpt=m.new_text or m.text, extra=facts,
             technicians=technicians if case.team == team else None, organisation=shown,
@@ -879,7 +994,10 @@ class _Apply:
             session=self.session, case=case, kind=EventKind.INBOUND_MESSAGE, at=self.now, author=m.from_address,
             summary=f"customer update: {(m.new_text or m.text).strip()[:200]}", message_id=message_id,
         )
-        casework.queue_staff_update(self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text)
+        casework.queue_staff_update(
+            self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text,
+            extra=self.attachment_facts(case),
+        )
         if decision.escalate:
             casework.escalate(self.session, self.desk, case, now=self.now, author=m.from_address, settings=self.p.settings)
         self.session.add(case)
@@ -906,7 +1024,13 @@ class _Apply:
                 auto_submitted="auto-replied", in_reply_to=m.message_id, references=(*m.references, m.message_id),
             )
             self.log_auto_reply(m.from_address, "customer.reopened")
-        casework.queue_staff_update(self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text)
+        extra = self.attachment_facts(case)
+        if not decision.acknowledge and decision.withheld and m.from_address:
+            extra |= self.record_withheld(case, "reopen notice", decision.withheld)
+        casework.queue_staff_update(
+            self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text,
+            extra=extra,
+        )
         casework.replan(self.desk, self.session, case, self.now)
         return case
 
@@ -934,6 +1058,15 @@ class _Apply:
         case = self._case(decision.case)
         message_id = self.store_message(case)
         body = _without_command_line(m.new_text or m.text)
+        if decision.reopen:
+            casework.set_status(
+                self.session, self.desk, case, CaseStatus.IN_PROGRESS, now=self.now, author=m.from_address,
+                actor=Actor.AGENT, notify_customer=False,
+            )
+            add_event(
+                session=self.session, case=case, kind=EventKind.REOPENED, at=self.now, author=m.from_address,
+                summary="reopened by the technician's #reopen reply", message_id=message_id,
+            )
         if decision.internal_note:
             casework.add_note(self.session, case, body or "(empty note)", now=self.now, author=m.from_address, message_id=message_id)
         elif case.kind == CaseKind.MASTER:
@@ -944,9 +1077,13 @@ class _Apply:
                 self.session, self.desk, case, body, now=self.now, author=m.from_address, secret=self.p.secret
             )
         else:
+            # The technician's files travel with the reply (already stored with their message).
             casework.public_reply(
                 self.session, self.desk, case, body, now=self.now, author=m.from_address, author_name=m.from_name,
-                awaiting_customer=False,
+                awaiting_customer=False, attachments=[
+                    {"filename": a.filename, "content_type": a.content_type, "sha256": a.sha256}
+                    for a in m.attachments if not a.inline
+                ],
             )
         return case
 
@@ -974,6 +1111,8 @@ class _Apply:
             self.log_auto_reply(m.from_address, "customer.non_mpoc")
         if decision.notify_claimed and not m.is_automatic:
             self.tell_claimed_sender(held.id, decision.reason)  # type: ignore[arg-type]
+        if decision.tell_technician and m.from_address:
+            casework.queue_reply_not_sent(self.session, self.desk, m, now=self.now, held_id=held.id, reason=decision.reason)  # type: ignore[arg-type]
         assert held.id is not None
         return held.id
 
@@ -1008,6 +1147,6 @@ class _Apply:
 
 def _without_command_line(text: str) -> str:
     lines = text.strip().splitlines()
-    if lines and lines[0].strip().lower().startswith(("#note", "#escalate")):
+    if lines and lines[0].strip().lower().startswith(("#note", "#escalate", "#reopen")):
         lines = lines[1:]
     return "\n".join(lines).strip()

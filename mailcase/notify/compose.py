@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -224,6 +225,7 @@ def _mailbox(display_name: str, address: str) -> str:
     is not ASCII (RFC 2047 §5(3))."""
     _structured(address)
     _single_line(display_name)
+    display_name = _without_controls(display_name)
     if not display_name:
         return address
     if display_name.isascii():
@@ -244,10 +246,23 @@ def _is_plain_text(word: str) -> bool:
     return word.isascii() and word.isprintable() and "=?" not in word
 
 
+def _without_controls(text: str) -> str:
+    """`text` with every control character but CR and LF (C0, DEL, C1: an ISO-2022 escape a
+    customer's client left in a subject, a NUL) replaced by a space and white space collapsed:
+    they have no business in a header, encoded or not (RFC 5322 §3.2.5, RFC 2047 §5)."""
+    if text.isprintable() and "\t" not in text:
+        return text
+    cleaned = "".join(
+        char if char in "\r\n" or unicodedata.category(char) != "Cc" else " " for char in text
+    )
+    return " ".join(cleaned.split()) if cleaned != text else text
+
+
 def _unstructured(text: str) -> str:
     """Unstructured text (RFC 5322 §3.2.5) in ASCII: the words that need it become RFC 2047
     encoded words; the rest stay readable."""
     _single_line(text)
+    text = _without_controls(text)
     if _is_plain_text(text):
         return text
     return _with_encoded_words(text, _is_plain_text, _TEXT_WORD_MAX)
@@ -325,18 +340,34 @@ def _text_part(subtype: str, text: str) -> bytes:
 
 def _attachment_part(attachment: MailAttachment) -> bytes:
     maintype, _, subtype = attachment.content_type.partition("/")
-    content_type = _structured(f"{maintype}/{subtype or 'octet-stream'}".strip().lower())
+    maintype, subtype = maintype.strip().lower(), (subtype or "octet-stream").strip().lower()
+    seven_bit = maintype == "message" and _is_seven_bit(attachment.data)
+    if maintype == "message" and not seven_bit:
+        # RFC 2046 §5.2.1: a message/* part may not be base64; an 8-bit forward travels as a file.
+        maintype, subtype = "application", "octet-stream"
+    content_type = _structured(f"{maintype}/{subtype}")
     content_type += "".join(_parameter(name, value) for name, value in attachment.params)
     disposition = "attachment" + _parameter("filename", attachment.filename)
     head = CRLF.join(
         (
             _field("Content-Type", content_type),
             _field("Content-Disposition", disposition),
-            "Content-Transfer-Encoding: base64",
+            f"Content-Transfer-Encoding: {'7bit' if seven_bit else 'base64'}",
         )
     )
+    if seven_bit:
+        lines = attachment.data.replace(b"\r\n", b"\n").split(b"\n")
+        return (head + CRLF + CRLF).encode("ascii") + b"\r\n".join(lines)
     body = base64.encodebytes(attachment.data).replace(b"\n", b"\r\n")  # lines of 76, RFC 2045 §6.8
     return (head + CRLF + CRLF).encode("ascii") + body
+
+
+def _is_seven_bit(data: bytes) -> bool:
+    """RFC 2045 §2.7: ASCII without NUL or bare CR, lines of at most 998 octets."""
+    if not data.isascii() or b"\x00" in data:
+        return False
+    lines = data.replace(b"\r\n", b"\n").split(b"\n")
+    return all(len(line) <= 998 and b"\r" not in line for line in lines)
 
 
 def _multipart(subtype: str, parts: Sequence[bytes]) -> tuple[str, bytes]:

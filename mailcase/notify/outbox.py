@@ -62,6 +62,7 @@ from mailcase.rules.tokens import reply_address, staff_reply_address
 from mailcase.store.outbox import (
     REPLY_TOKEN_CASE_KEY,
     REPLY_TOKEN_STAFF_KEY,
+    attachment_blobs,
     installation_values,
     set_installation_values,
 )
@@ -326,7 +327,7 @@ class _Batch:
                     from_name=outbound.from_name,
                     support_address=settings.smtp.support_address,
                     secret=secret,
-                    attachments=attachments(notice),
+                    attachments=[*attachments(notice), *_stored_files(self.connection, notice)],
                 )
             except TransientError as error:
                 log.warning("outbox %s: cannot prepare now, will retry: %s", notice.id, error)
@@ -708,6 +709,21 @@ def context_attachments(notice: ClaimedNotice) -> list[MailAttachment]:
     for item in notice.context.get("_attachments", ()):
         files.append(_attachment(str(item["filename"]), str(item["content_type"]), str(item["content"]).encode()))
     return files
+
+
+def _stored_files(connection: sa.Connection, notice: ClaimedNotice) -> list[MailAttachment]:
+    """The files a notice carries from the attachment table (`_stored_attachments`: filename,
+    content_type, sha256): a customer's files in a staff notice, a technician's in a reply."""
+    wanted = [item for item in notice.context.get("_stored_attachments", ()) if item.get("sha256")]
+    if not wanted:
+        return []
+    with _committed(connection):  # a short read transaction: outcomes commit on this connection later
+        blobs = attachment_blobs(connection, [str(item["sha256"]) for item in wanted])
+    return [
+        _attachment(str(item["filename"]) or "attachment", str(item["content_type"]), blobs[str(item["sha256"])])
+        for item in wanted
+        if str(item["sha256"]) in blobs
+    ]
 
 
 def _attachment(filename: str, content_type: str, data: bytes) -> MailAttachment:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from mailcase.domain import AutoKind, CaseKind
+from mailcase.domain import STATUS_DISPLAY, AutoKind, CaseKind
 
 # --------------------------------------------------------------------------------------------
 # Auto-submitted, bulk, list and bounce mail
@@ -211,16 +211,37 @@ _CASE_TAG = re.compile(r"\[\s*case\s*#?\s*0*([1-9][0-9]{0,17})\s*\]", re.IGNOREC
 _WHITESPACE = re.compile(r"\s+")
 
 
+# The words our own templates put before the case subject ("[Case #N] Received: …", the status
+# names of status-change notices), in English and Portuguese (templates/*/customer.*.subject.txt
+# and notify.render's status names): a reply to our mail keeps them, the customer's subject does not.
+_OUR_SUBJECT_WORDS = (
+    "MACD request received", "Received", "Closed without response", "Escalated", "Resolved", "Update",
+    "Waiting for your reply", "Reopened", *(name for name in STATUS_DISPLAY.values()),
+    "Solicitação MACD recebida", "Recebido", "Fechado sem resposta", "Escalado", "Resolvido", "Atualização",
+    "Aguardando sua resposta", "Reaberto", "Novo", "Em andamento", "Duplicado", "Em espera", "Em transporte",
+    "Resolvido, aguardando confirmação", "Reaberto pelo cliente", "Fechado",
+)
+_OUR_PREFIX = re.compile(
+    r"^(?:" + "|".join(re.escape(word) for word in sorted(_OUR_SUBJECT_WORDS, key=len, reverse=True)) + r")\s*:\s*",
+    re.IGNORECASE,
+)
+
+
 def clean_subject(subject: str) -> str:
     """The subject a person would recognise: reply/forward prefixes, gateway and case tags gone.
 
     Runs of prefixes in any order ("RE: FW: [EXTERNAL] Re[2]: …") are stripped from the start,
-    `[Case #N]` tags are removed wherever they are, and whitespace is collapsed.
+    `[Case #N]` tags are removed wherever they are, and whitespace is collapsed. When the subject
+    carried our case tag (a reply to our mail), our own template words after it ("Received:",
+    "Closed:", "Fechado sem resposta:") go too, so a related case gets the customer's subject.
     """
+    ours = bool(_CASE_TAG.search(subject))
     text = _CASE_TAG.sub(" ", subject)
     text = _WHITESPACE.sub(" ", text).strip()
     while True:
         stripped = _GATEWAY_TAG.sub("", _PREFIX.sub("", text, count=1), count=1)
+        if ours:
+            stripped = _OUR_PREFIX.sub("", stripped, count=1)
         if stripped == text:
             break
         text = stripped
@@ -258,6 +279,11 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True)
+class Reopen:
+    """A technician's `#reopen` on the first line: reopen the closed case, then send the reply."""
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribe:
     """Subscribe the sender to one master case, or to every master case of a platform.
 
@@ -276,14 +302,14 @@ class Unsubscribe:
     platform: str | None = None
 
 
-Command: TypeAlias = Escalate | Note | Subscribe | Unsubscribe
+Command: TypeAlias = Escalate | Note | Reopen | Subscribe | Unsubscribe
 
 _SUBSCRIPTION = re.compile(
     r"^(?P<verb>subscribe|unsubscribe)"
     r"(?:\s+(?:platform\s+(?P<platform>\S.*?)|(?:case\s*)?#?\s*(?P<number>\d{1,18})))?\s*$",
     re.IGNORECASE,
 )
-_FIRST_LINE_COMMAND = re.compile(r"^\s*#(?P<word>escalate|note)\b", re.IGNORECASE)
+_FIRST_LINE_COMMAND = re.compile(r"^\s*#(?P<word>escalate|note|reopen)\b", re.IGNORECASE)
 _ESCALATE_WORD = re.compile(r"\bescalate\b", re.IGNORECASE)
 
 
@@ -294,8 +320,8 @@ def detect_command(subject: str, first_line_of_new_text: str) -> Command | None:
     1. A clean subject (prefixes and case tags removed) that is exactly `subscribe` or
        `unsubscribe`, optionally followed by a case number (`00001042`, `#1042`, `case 1042`) or
        `platform <name>`, is a subscription command (case-insensitive).
-    2. A first line starting with `#note` is a note; one starting with `#escalate` asks to
-       escalate.
+    2. A first line starting with `#note` is a note; `#reopen` asks to reopen a closed case
+       (technicians); `#escalate` asks to escalate.
     3. The word ESCALATE anywhere in the subject (any case, whole word) asks to escalate.
     4. Otherwise no command.
     """
@@ -312,8 +338,11 @@ def detect_command(subject: str, first_line_of_new_text: str) -> Command | None:
 
     first = _FIRST_LINE_COMMAND.match(first_line_of_new_text)
     if first:
-        if first.group("word").lower() == "note":
+        word = first.group("word").lower()
+        if word == "note":
             return Note()
+        if word == "reopen":
+            return Reopen()
         return Escalate(source="first line")
 
     if _ESCALATE_WORD.search(cleaned):

@@ -40,8 +40,8 @@ class Facts:
     released: bool = False  # an agent released this held message: treat the sender as allowed
     auto_replies_last_hour: int = 0
     auto_replies_last_day: int = 0
-    max_auto_replies_per_hour: int = 5
-    max_auto_replies_per_day: int = 20
+    max_auto_replies_per_hour: int = 30
+    max_auto_replies_per_day: int = 200
     non_mpoc_notice_recently: bool = False
     authentication: Authentication = Authentication()
     # The non-MPOC notice goes only to a known organisation's people (their domain is in the
@@ -49,6 +49,11 @@ class Facts:
     sender_organisation_known: bool = False
     non_mpoc_notices_last_hour: int = 0
     max_non_mpoc_notices_per_hour: int = 20
+    # Subject keys (`subject_key`) of the automatic replies this sender got in the last hour.
+    answered_subjects_last_hour: tuple[str, ...] = ()
+    max_same_subject_per_hour: int = 2
+    max_reply_attachment_bytes: int = 10_000_000  # [attachments] reply_max_bytes
+    from_our_address: bool = False  # From is the support, MACD or outbound address (or a +token form)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,8 @@ class OpenCase:
     reason: str
     kind: CaseKind
     acknowledge: bool
+    withheld: str = ""  # why the acknowledgement is not sent (empty when it is)
+    master: CaseView | None = None  # link the new case to this master case (a subscriber's reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,7 @@ class OpenRelatedCase:
     reason: str
     original: CaseView
     acknowledge: bool
+    withheld: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +85,7 @@ class ReopenCase:
     reason: str
     case: CaseView
     acknowledge: bool
+    withheld: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +103,13 @@ class RecordBounce:
 
 @dataclass(frozen=True, slots=True)
 class TechnicianReply:
-    """A technician answered a case notification by email: relayed to the customer, or a `#note`."""
+    """A technician answered a case notification by email: relayed to the customer, or a `#note`;
+    `reopen`: the case is closed and the first line said `#reopen`, so it is reopened first."""
 
     reason: str
     case: CaseView
     internal_note: bool
+    reopen: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +127,7 @@ class HoldMessage:
     notify_claimed: bool = False
     # Held because the sender is not authenticated (what `monitor` records instead of holding).
     unauthenticated: bool = False
+    tell_technician: bool = False  # a technician's mail that does not reach the customer: say why
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,14 +167,54 @@ def reopen_deadline(closed_at: datetime, *, days: int, timezone: str) -> datetim
     return (local.replace(tzinfo=None) + timedelta(days=days)).replace(tzinfo=zone).astimezone(UTC)
 
 
-def may_auto_reply(facts: Facts) -> bool:
-    """Loop protection (SPEC.md §3): never answer a machine, and rate-limit answers per address."""
+def subject_key(subject: str) -> str:
+    """What makes two subjects "near-identical" for the loop guard: reply prefixes and case tags
+    gone, case folded, white space collapsed. Digits count: "Site 12 down" and "Site 14 down" are
+    an MPOC's two cases in an outage, not a loop."""
+    return " ".join(classify.clean_subject(subject).casefold().split())[:200]
+
+
+def auto_reply_withheld(facts: Facts) -> str:
+    """Why an automatic answer (acknowledgement, reopen notice) to this message is withheld, or "".
+
+    The loop guard targets loops (SPEC.md §3), not busy people. Rules, in order:
+    1. never answer a machine (auto-submitted, bulk, list, bounce: RFC 3834), nor our own address;
+    2. a sender who got `max_same_subject_per_hour` answers in the last hour for a near-identical
+       subject (`subject_key`) is looping: a ticket system answering our acknowledgements;
+    3. a high ceiling per address: `max_auto_replies_per_hour` and `max_auto_replies_per_day`.
+    Distinct human messages opening distinct cases are each answered below the ceiling.
+    """
     if facts.message.is_automatic:
-        return False
-    return (
-        facts.auto_replies_last_hour < facts.max_auto_replies_per_hour
-        and facts.auto_replies_last_day < facts.max_auto_replies_per_day
-    )
+        return f"automatic message ({facts.message.auto_reason}): never answered"
+    if facts.from_our_address:
+        return f"{facts.message.from_address} is one of our own addresses: never answered (no mail loops)"
+    key = subject_key(facts.message.subject)
+    repeats = sum(1 for answered in facts.answered_subjects_last_hour if answered == key)
+    if key and repeats >= facts.max_same_subject_per_hour:
+        return (
+            f"loop guard: {facts.sender.address or 'the sender'} was already answered {repeats} times "
+            f"in the last hour for the same subject"
+        )
+    if facts.auto_replies_last_hour >= facts.max_auto_replies_per_hour:
+        return (
+            f"rate limit: {facts.auto_replies_last_hour} automatic replies to {facts.sender.address} "
+            f"in the last hour (autoreply.max_per_hour = {facts.max_auto_replies_per_hour})"
+        )
+    if facts.auto_replies_last_day >= facts.max_auto_replies_per_day:
+        return (
+            f"rate limit: {facts.auto_replies_last_day} automatic replies to {facts.sender.address} "
+            f"in the last day (autoreply.max_per_day = {facts.max_auto_replies_per_day})"
+        )
+    return ""
+
+
+def may_auto_reply(facts: Facts) -> bool:
+    """Whether an automatic answer may go to this message's sender (see `auto_reply_withheld`)."""
+    return not auto_reply_withheld(facts)
+
+
+def _with_withheld(reason: str, withheld: str) -> str:
+    return f"{reason}; acknowledgement withheld: {withheld}" if withheld else reason
 
 
 def decide(facts: Facts) -> Decision:
@@ -190,7 +242,8 @@ def decide(facts: Facts) -> Decision:
           so is a reply token used with a failing DMARC from another organisation's domain
           (a token proves the mail answers ours, not who wrote it), unless the policy is `off`;
        d. a reply on a duplicate goes to its primary case; a reply that reached a master case from
-          the requester of a linked case goes to that linked case;
+          a participant of a linked case, or an MPOC of its organisation, goes to that linked case;
+          from another MPOC it opens a new case linked to the master; anyone else is held and told;
        e. an open case gets the update (needs attention, assignee told; `#escalate` moves it up,
           in `enforce` only from an authenticated sender);
        f. a Closed case within the reopen window is reopened (`customer_reopened`), after it a new
@@ -242,13 +295,21 @@ def decide(facts: Facts) -> Decision:
     if facts.addressed_to_postmaster:
         return HoldMessage("mail to postmaster is kept for an operator")
     if sender.is_technician and not facts.released:
-        return HoldMessage(f"technician {sender.address} wrote without a case reference")
+        return HoldMessage(
+            f"technician {sender.address} wrote without a case reference: reply to the case's notice "
+            "(its Reply-To address) or put [Case #N] in the subject",
+            tell_technician=True,
+        )
     if sender.is_mpoc or facts.released:
         kind = classify.macd_request(message.subject, facts.addressed_to_macd) or CaseKind.SUPPORT
         if enforce and kind is not CaseKind.SUPPORT and not authenticated(auth):
             return HoldMessage(f"MACD request needs an authenticated sender: {unauthenticated_reason(auth)}", unauthenticated=True)
         who = "released by an agent" if facts.released and not sender.is_mpoc else f"{sender.address} is an MPOC"
-        return OpenCase(_noted(f"new case: {who}", facts.match), kind, acknowledge=may_auto_reply(facts))
+        withheld = auto_reply_withheld(facts)
+        return OpenCase(
+            _with_withheld(_noted(f"new case: {who}", facts.match), withheld), kind, acknowledge=not withheld,
+            withheld=withheld,
+        )
     if sender.contact_id is not None:
         why = f"{sender.address} is a contact of the organisation but not a designated MPOC"
     else:
@@ -284,11 +345,24 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
             )
         how = f"{how}; {proof or 'released by an agent'}"
         note = isinstance(command, classify.Note)
+        reopen = isinstance(command, classify.Reopen)
+        attached = sum(len(part.data) for part in message.attachments)
+        if not note and attached > facts.max_reply_attachment_bytes:
+            return HoldMessage(
+                f"technician reply on case {target.number:08d} carries {attached} bytes of attachments, over "
+                f"the {facts.max_reply_attachment_bytes} allowed (attachments.reply_max_bytes): send smaller "
+                f"files or a link; {how}",
+                tell_technician=True,
+            )
         if not note and target.status.is_closed:
+            if reopen and target.status is not CaseStatus.DUPLICATE:
+                return TechnicianReply(f"technician reply with #reopen; {how}", target, internal_note=False, reopen=True)
             # A public reply needs an open case; keep the mail for the technician to release once reopened.
             return HoldMessage(
                 f"technician reply on case {target.number:08d}, which is {target.status.value}: "
-                f"reopen it, then release this message; {how}"
+                f"reopen it (#reopen on the first line of a new reply, or `mailcase cases update "
+                f"{target.number:08d} --status in_progress`), then release this message; {how}",
+                tell_technician=True,
             )
         return TechnicianReply(f"technician reply; {how}", target, internal_note=note)
     allowed = facts.released or sender_allowed(case, sender) or (
@@ -298,6 +372,18 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
         if allowed:
             return RecordAutoReply(f"automatic reply ({message.auto_reason}); {how}", facts.primary or case)
         return IgnoreMessage(f"automatic message ({message.auto_reason}) from a non-participant; {how}")
+    if not allowed and case.kind is CaseKind.MASTER:
+        # A reply to a master-case update (issue 12): never held silently.
+        if sender.is_mpoc:
+            withheld = auto_reply_withheld(facts)
+            return OpenCase(
+                _with_withheld(f"new case linked to master case {case.number:08d}: {sender.address} is an MPOC; {how}", withheld),
+                CaseKind.SUPPORT, acknowledge=not withheld, withheld=withheld, master=case,
+            )
+        return HoldMessage(
+            f"{sender.address} replied to master case {case.number:08d} but is not a designated contact; {how}",
+            notify_sender=may_auto_reply(facts) and not facts.non_mpoc_notice_recently,
+        )
     if not allowed:
         return HoldMessage(f"{sender.address} is not a participant of case {case.number:08d}; {how}")
     if (
@@ -322,18 +408,24 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
     escalate = isinstance(command, classify.Escalate)
     if escalate and enforce and not authenticated(auth):
         return HoldMessage(f"#escalate needs an authenticated sender: {unauthenticated_reason(auth)}; {how}", unauthenticated=True)
+    withheld = auto_reply_withheld(facts) if case.status.is_closed else ""
     if case.status is CaseStatus.CLOSED:
         assert case.closed_at is not None
         deadline = reopen_deadline(case.closed_at, days=facts.reopen_window_days, timezone=facts.desk_timezone)
         if facts.now < deadline:
             return ReopenCase(
-                f"reply within {facts.reopen_window_days} days of closing; {how}", case, acknowledge=may_auto_reply(facts)
+                _with_withheld(f"reply within {facts.reopen_window_days} days of closing; {how}", withheld), case,
+                acknowledge=not withheld, withheld=withheld,
             )
         return OpenRelatedCase(
-            f"reply more than {facts.reopen_window_days} days after closing; {how}", case, acknowledge=may_auto_reply(facts)
+            _with_withheld(f"reply more than {facts.reopen_window_days} days after closing; {how}", withheld), case,
+            acknowledge=not withheld, withheld=withheld,
         )
     if case.status is CaseStatus.CLOSED_NO_RESPONSE:
-        return OpenRelatedCase(f"reply to a Closed No Response case; {how}", case, acknowledge=may_auto_reply(facts))
+        return OpenRelatedCase(
+            _with_withheld(f"reply to a Closed No Response case; {how}", withheld), case,
+            acknowledge=not withheld, withheld=withheld,
+        )
     return AppendUpdate(f"update; {how}", case, escalate=escalate)
 
 

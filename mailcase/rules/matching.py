@@ -21,6 +21,7 @@ class MatchRule(StrEnum):
     REPLY_TOKEN = "reply-token"
     SUBJECT_TAG = "subject-tag"
     CUSTOMER_THREAD = "customer-thread"
+    AGENT = "agent"  # an agent released a held message onto this case (`held release --to-case`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ def match_case(
     token_case_id: int | None,
     tagged_cases: Sequence[CaseView],
     cases: Mapping[int, CaseView],
+    released: bool = False,
 ) -> Match:
     """Find the case. Rules, in order:
 
@@ -83,7 +85,12 @@ def match_case(
        colleague replying to the customer's original mail that was copied to support), only when
        the sender is allowed on that case.
     5. Otherwise: no case (a new case, or held, as `decide` says).
+    An agent's release (`released`) vouches for the sender: rules 3 and 4 then accept them.
     """
+
+    def allowed(case: CaseView) -> bool:
+        return released or sender_allowed(case, sender)
+
     for message_id in thread_ids(message):
         case_id = our_ids.get(message_id)
         if case_id is not None:
@@ -92,11 +99,11 @@ def match_case(
         return Matched(token_case_id, MatchRule.REPLY_TOKEN, "sent to the case's reply-token address")
     notes: list[str] = []
     for case in tagged_cases:
-        if sender_allowed(case, sender):
+        if allowed(case):
             return Matched(case.id, MatchRule.SUBJECT_TAG, f"subject tag [Case #{case.number:08d}]")
         notes.append(f"subject tag [Case #{case.number:08d}] ignored: {sender.address} is not allowed on that case")
     for message_id in thread_ids(message):
         case_id = customer_ids.get(message_id)
-        if case_id is not None and case_id in cases and sender_allowed(cases[case_id], sender):
+        if case_id is not None and case_id in cases and allowed(cases[case_id]):
             return Matched(case_id, MatchRule.CUSTOMER_THREAD, f"answers the customer's message {message_id}")
     return Unmatched(tuple(notes))

@@ -271,15 +271,45 @@ def list_cases(
     status: CaseStatus | None = None,
     organisation_key: str | None = None,
     limit: int = 1000,
+    statuses: Sequence[CaseStatus] = (),
+    open_only: bool = False,
+    assignee: str | None = None,
+    needs_attention: bool = False,
+    due_before: datetime | None = None,
 ) -> list[Case]:
+    """Cases newest first, filtered: any of `statuses` (or `status`), every status but the closed
+    ones (`open_only`), one assignee (`"none"`: unassigned), needing attention, or with any
+    deadline (response, update, resolution, customer) at or before `due_before`; `limit` 0: all."""
+    from mailcase.domain import CLOSED_STATUSES
+
     statement = select(Case)
-    if status is not None:
-        statement = statement.where(Case.status == status)
+    wanted = [*statuses, *([status] if status is not None else [])]
+    if wanted:
+        statement = statement.where(col(Case.status).in_([str(s) for s in wanted]))
+    if open_only:
+        statement = statement.where(col(Case.status).not_in([str(s) for s in CLOSED_STATUSES]))
+    if assignee is not None:
+        statement = statement.where(
+            col(Case.assignee).is_(None) if assignee.lower() in ("none", "-") else Case.assignee == assignee.lower()
+        )
+    if needs_attention:
+        statement = statement.where(col(Case.needs_attention).is_(True))
+    if due_before is not None:
+        statement = statement.where(
+            sa.or_(
+                col(Case.response_due_at) <= due_before,
+                col(Case.update_due_at) <= due_before,
+                col(Case.resolution_due_at) <= due_before,
+                col(Case.customer_due_at) <= due_before,
+            )
+        )
     if organisation_key is not None:
         statement = statement.join(Organisation, col(Organisation.id) == col(Case.organisation_id)).where(
             Organisation.key == organisation_key
         )
-    statement = statement.order_by(col(Case.number).desc()).limit(limit)
+    statement = statement.order_by(col(Case.number).desc())
+    if limit:
+        statement = statement.limit(limit)
     return list(session.exec(statement))
 
 
@@ -393,3 +423,36 @@ def _advance_cursor() -> Any:
         .values(last_technician_id=sa.func.coalesce(following, sa.bindparam("first_id")))
         .returning(cursor.c.last_technician_id)
     )
+
+
+def attachments_of_case(*, session: Session, case_id: int) -> list[tuple[Any, Any]]:
+    """Every (MessageAttachment, Message) of a case's messages, oldest message first."""
+    from mailcase.models import Message, MessageAttachment
+
+    return list(
+        session.exec(
+            select(MessageAttachment, Message)
+            .join(Message, col(Message.id) == col(MessageAttachment.message_id))
+            .where(Message.case_id == case_id)
+            .order_by(col(Message.received_at), col(Message.id), col(MessageAttachment.id))
+        )
+    )
+
+
+def attachment_data(*, session: Session, sha256: str) -> bytes | None:
+    """The stored bytes of one attachment (content-addressed), or None."""
+    from mailcase.models import Attachment
+
+    row = session.get(Attachment, sha256)
+    return bytes(row.data) if row is not None else None
+
+
+def store_attachment(*, session: Session, data: bytes) -> str:
+    """Keep a file in the content-addressed attachment table (once per content); its SHA-256."""
+    import hashlib
+
+    from mailcase.models import Attachment
+
+    digest = hashlib.sha256(data).hexdigest()
+    insert_or_ignore(session, Attachment.__table__, {"sha256": digest, "size": len(data), "data": data}, conflict=["sha256"])
+    return digest

@@ -610,3 +610,71 @@ def _technician_view(row: Technician) -> TechnicianView:
 
 def _normalise(address: str) -> str:
     return address.strip().lower()
+
+
+def directory_listing(*, session: Session, organisation_key: str | None = None) -> list[dict[str, Any]]:
+    """Organisations with their domains, products and contacts (each with its roles and whether
+    it is an MPOC), for `mailcase directory list/show`; ordered by organisation id and email."""
+    from mailcase.models import ContactRole, OrganisationProduct, Product
+
+    statement = select(Organisation).order_by(col(Organisation.key))
+    if organisation_key is not None:
+        statement = statement.where(Organisation.key == organisation_key)
+    organisations = list(session.exec(statement))
+    ids = [o.id for o in organisations if o.id is not None]
+    if not ids:
+        return []
+    contacts = list(
+        session.exec(select(Contact).where(col(Contact.organisation_id).in_(ids)).order_by(col(Contact.email)))
+    )
+    roles = _roles_by_contact([c.id for c in contacts if c.id is not None], session=session)
+    products: dict[int, list[str]] = {}
+    for organisation_id, name in session.exec(
+        select(OrganisationProduct.organisation_id, Product.name)
+        .join(Product, col(Product.id) == col(OrganisationProduct.product_id))
+        .where(col(OrganisationProduct.organisation_id).in_(ids))
+        .order_by(col(Product.name))
+    ):
+        products.setdefault(organisation_id, []).append(name)
+    mpoc_roles = {"primary", "secondary"}
+    result = []
+    for organisation in organisations:
+        people = [
+            {
+                "email": c.email,
+                "name": c.name,
+                "roles": sorted(roles.get(c.id or 0, set())),
+                "mpoc": bool(roles.get(c.id or 0, set()) & mpoc_roles),
+                "active": c.active,
+            }
+            for c in contacts
+            if c.organisation_id == organisation.id
+        ]
+        result.append(
+            {
+                "id": organisation.key,
+                "name": organisation.name,
+                "locale": organisation.locale,
+                "timezone": organisation.timezone,
+                "domains": list(organisation.domains),
+                "products": products.get(organisation.id or 0, []),
+                "contacts": people,
+            }
+        )
+    return result
+
+
+def products_of_organisations(organisation_ids: Iterable[int], *, session: Session) -> dict[int, set[str]]:
+    """The product names each of these organisations uses."""
+    ids = list(organisation_ids)
+    found: dict[int, set[str]] = defaultdict(set)
+    if not ids:
+        return found
+    query = (
+        select(OrganisationProduct.organisation_id, Product.name)
+        .join(Product, col(Product.id) == col(OrganisationProduct.product_id))
+        .where(col(OrganisationProduct.organisation_id).in_(ids))
+    )
+    for organisation_id, name in session.exec(query):
+        found[organisation_id].add(name)
+    return found

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from sqlmodel import Session, col, select
 
 from mailcase.domain import HeldState
@@ -18,3 +21,41 @@ def held_messages(*, session: Session, state: HeldState | None = HeldState.HELD)
 def held_for_review(*, session: Session, held_id: int) -> HeldMessage | None:
     """A held message, locked for the rest of the transaction (an agent releases or discards it)."""
     return session.get(HeldMessage, held_id, with_for_update=True)
+
+
+def held_by_id(*, session: Session, held_id: int) -> HeldMessage | None:
+    """A held message in any state, for reading (`held show`)."""
+    return session.get(HeldMessage, held_id)
+
+
+def raw_of(*, session: Session, raw_id: int) -> Any:
+    """The stored raw message row (bytes, envelope, decision) of a held or ignored message."""
+    from mailcase.models import RawMessageRecord
+
+    return session.get(RawMessageRecord, raw_id)
+
+
+def inbound_records(
+    *, session: Session, decision: str | None = None, since: datetime | None = None, limit: int = 200
+) -> list[Any]:
+    """Stored inbound messages, newest first, optionally of one decision and from an instant on."""
+    from mailcase.models import RawMessageRecord
+
+    statement = select(RawMessageRecord).order_by(col(RawMessageRecord.received_at).desc(), col(RawMessageRecord.id).desc())
+    if decision:
+        statement = statement.where(RawMessageRecord.decision == decision)
+    if since is not None:
+        statement = statement.where(col(RawMessageRecord.received_at) >= since)
+    if limit:
+        statement = statement.limit(limit)
+    return list(session.exec(statement))
+
+
+def held_since(*, session: Session, since: datetime | None, until: datetime) -> list[HeldMessage]:
+    """Messages held (and still held) after `since` and up to `until`, oldest first (the digest)."""
+    statement = select(HeldMessage).where(
+        HeldMessage.state == HeldState.HELD, col(HeldMessage.received_at) <= until
+    )
+    if since is not None:
+        statement = statement.where(col(HeldMessage.received_at) > since)
+    return list(session.exec(statement.order_by(col(HeldMessage.id)).limit(200)))

@@ -217,3 +217,14 @@ def set_installation_values(connection: sa.Connection, values: dict[str, str]) -
     insert: Any = postgresql.insert(table) if postgres else sqlite.insert(table)
     statement = insert.on_conflict_do_update(index_elements=["key"], set_={"value": insert.excluded.value})
     connection.execute(statement, [{"key": key, "value": value} for key, value in values.items()])
+
+
+def attachment_blobs(connection: sa.Connection, sha256s: Sequence[str]) -> dict[str, bytes]:
+    """The stored bytes of attachments by SHA-256 (content-addressed); missing ones are absent."""
+    if not sha256s:
+        return {}
+    from mailcase.models import Attachment
+
+    table: sa.Table = Attachment.__table__  # type: ignore[assignment]
+    rows = connection.execute(sa.select(table.c.sha256, table.c.data).where(table.c.sha256.in_(list(sha256s))))
+    return {sha: bytes(data) for sha, data in rows}

@@ -36,7 +36,7 @@ FILES = sorted(path.name for path in MAIL.glob("*.eml"))
 
 def test_every_fixture_file_has_an_expectation_and_the_corpus_is_large_enough() -> None:
     assert sorted(EXPECTATIONS) == FILES
-    assert len(FILES) >= 40
+    assert len(FILES) >= 75
     assert {e["outcome"] for e in EXPECTATIONS.values()} <= set(DECISIONS)
 
 

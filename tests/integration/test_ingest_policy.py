@@ -304,25 +304,25 @@ def test_bounce_of_our_acknowledgement_is_recorded_against_that_outbox_row_and_m
     assert all(row["bounced_at"] is None for row in other)
 
 
-def test_more_than_five_acknowledgements_an_hour_to_one_address_are_suppressed_but_the_cases_open(desk: Desk) -> None:
+def test_an_mpoc_opening_seven_cases_in_an_outage_hour_gets_seven_acknowledgements(desk: Desk) -> None:
     for minute in range(7):
-        outcome = desk.ingest(mail(f"Problem number {minute}"), now=at(minutes=minute))
+        outcome = desk.ingest(mail(f"Site {minute} has no dial tone"), now=at(minutes=minute))
         assert outcome["decision"] == "open_case"
+        assert "withheld" not in outcome["reason"]
 
     assert len(desk.cases()) == 7
-    assert len(desk.outbox_to(PAT, "customer.ack")) == 5
-
-    desk.ingest(mail("Problem after an hour"), now=at(minutes=62))
-
-    assert len(desk.outbox_to(PAT, "customer.ack")) == 6
+    assert len(desk.outbox_to(PAT, "customer.ack")) == 7
 
 
-def test_more_than_twenty_acknowledgements_a_day_to_one_address_are_suppressed(desk: Desk) -> None:
-    for n in range(21):  # four an hour: never over the hourly limit
-        desk.ingest(mail(f"Problem number {n}"), now=at(minutes=15 * n))
+def test_more_than_the_daily_ceiling_of_acknowledgements_to_one_address_are_withheld(
+    database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    desk = Desk(database_url, engine, tmp_path, env={"MAILCASE_AUTOREPLY__MAX_PER_DAY": "4"})
+    for n in range(5):  # one an hour: never over the hourly ceiling
+        desk.ingest(mail(f"Problem number {n}"), now=at(hours=n))
 
-    assert len(desk.cases()) == 21
-    assert len(desk.outbox_to(PAT, "customer.ack")) == 20
+    assert len(desk.cases()) == 5
+    assert len(desk.outbox_to(PAT, "customer.ack")) == 4
 
 
 # ---------------------------------------------------------------------------------------------

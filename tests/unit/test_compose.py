@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import unicodedata
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
@@ -248,7 +249,7 @@ def test_text_that_looks_like_an_encoded_word_stays_literal() -> None:
     assert _parse(data)["Subject"] == subject
 
 
-@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=200))
+@given(st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=200))
 @example("é  é")
 @example("a  é  b é")
 @example("Olá,  José   ")
@@ -259,6 +260,18 @@ def test_any_single_line_subject_reads_back_exactly(text: str) -> None:
     data = _compose_bytes(_mail(), Rendered(subject=subject, text="x\n", html="x"))
     assert all(len(line) <= 998 for line in _raw_headers(data).split("\r\n"))
     assert _parse(data)["Subject"] == subject
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=200))
+@example("\x1b$B$3$s\x1b(B")  # ISO-2022-JP escapes a client left undecoded
+@example("a\x00b\x7fc\x85d\te")
+def test_no_control_character_ever_reaches_an_outgoing_header(text: str) -> None:
+    data = _compose_bytes(_mail(), Rendered(subject=f"S {text}", text="x\n", html="x"), from_name=f"N {text}")
+    headers = _raw_headers(data)
+    assert not any(ord(c) < 32 and c not in "\r\n" or ord(c) == 127 for c in headers)
+    parsed = _parse(data)
+    for name in ("Subject", "From"):
+        assert not any(unicodedata.category(c) == "Cc" for c in str(parsed[name])), name
 
 
 def test_every_line_is_within_rfc_5322_limits() -> None:

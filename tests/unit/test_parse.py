@@ -78,6 +78,10 @@ def test_fixture_parses_as_its_expectation_says(name: str) -> None:
         assert fragment in message.text
     if "new_text" in expected:
         assert message.new_text == expected["new_text"]
+    for fragment in expected.get("new_text_contains", []):
+        assert fragment in message.new_text
+    for fragment in expected.get("text_lacks", []):
+        assert fragment not in message.text
     if "attachments" in expected:
         assert [attachment.filename for attachment in message.attachments] == expected["attachments"]
     for fragment in expected.get("defects_contain", []):

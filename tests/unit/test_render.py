@@ -75,6 +75,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "priority": "P4",
         "excerpt": "All phones in the Denver office show no service.",
     },
+    "staff.held_digest": {
+        "tz": "America/Denver",
+        "held": [{"id": 7, "from": "eve@outsider.example", "subject": "Hello", "reason": "not a contact",
+                  "received_at": "2026-11-25T23:00:00+00:00"}],
+    },
+    "staff.reply_not_sent": {"original_subject": "Re: Phones down", "reason": "the case is closed", "held_id": 7},
     "staff.customer_update": {
         "case_number": 1042,
         "case_subject": "Phones down",
@@ -198,7 +204,14 @@ OPTIONAL: dict[str, dict[str, Any]] = {
         "tz": "America/Denver",
         "related_number": 981,
     },
-    "staff.customer_update": {"priority": "P3", "assignee": "ana@support.example.com"},
+    "staff.customer_update": {
+        "priority": "P3", "assignee": "ana@support.example.com",
+        "customer_not_told": "the customer was not sent the reopen notice: rate limit",
+        "attachments": [{"filename": "a.log", "content_type": "text/plain", "size": 2048, "attached": False,
+                         "fetch": "mailcase attachments get 00001042 0123456789ab"}],
+    },
+    "staff.held_digest": {},
+    "staff.reply_not_sent": {"tz": "America/Denver"},
     "staff.sla_reminder": {"assignee": "ana@support.example.com"},
     "staff.sla_escalation": {"assignee": "ana@support.example.com", "level": 3},
     "staff.unassigned_alert": {"excerpt": "Nothing works."},
