@@ -8,16 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from mailcase.app import App
+from mailcase.commands.arguments import case_number as _number
 from mailcase.db import transaction
-from mailcase.domain import parse_case_number
 from mailcase.errors import UsageError
-
-
-def _number(text: str) -> int:
-    try:
-        return parse_case_number(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:

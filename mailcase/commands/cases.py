@@ -7,25 +7,11 @@ import sys
 from typing import Any
 
 from mailcase.app import App
-from mailcase.clock import parse_instant
+from mailcase.commands.arguments import case_number as _number
+from mailcase.commands.arguments import instant as _instant
 from mailcase.db import transaction
-from mailcase.domain import CaseStatus, Priority, parse_case_number
+from mailcase.domain import CaseStatus, Priority
 from mailcase.errors import UsageError
-
-
-def _number(text: str) -> int:
-    try:
-        return parse_case_number(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _instant(text: str) -> Any:
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
 
 NUMBER_HELP = "the case number (00001042 or 1042)"
 
@@ -236,10 +222,11 @@ def run_note(app: App, args: argparse.Namespace) -> int:
 
 
 def run_reply(app: App, args: argparse.Namespace) -> int:
+    from sqlmodel import select
+
     from mailcase import casework
     from mailcase.domain import CaseKind
     from mailcase.models import Technician
-    from sqlmodel import select
 
     now = app.clock.now()
     desk = app.desk()

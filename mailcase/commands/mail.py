@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from mailcase.app import App
+from mailcase.commands.arguments import case_number as _case_number
+from mailcase.commands.arguments import instant as _instant
 from mailcase.db import transaction
 from mailcase.domain import Channel, HeldState, OutboxState, RawMessage
 from mailcase.errors import UsageError
@@ -289,24 +291,6 @@ def _padded_case(number: Any) -> str | None:
     from mailcase.domain import format_case_number
 
     return format_case_number(int(number)) if isinstance(number, int) else number
-
-
-def _case_number(text: str) -> int:
-    from mailcase.domain import parse_case_number
-
-    try:
-        return parse_case_number(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _instant(text: str) -> Any:
-    from mailcase.clock import parse_instant
-
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def held_detail_json(held: Any, raw: Any) -> dict[str, Any]:

@@ -12,17 +12,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from mailcase.app import App
-from mailcase.clock import parse_instant
+from mailcase.commands.arguments import instant as _instant
 from mailcase.db import transaction
 from mailcase.domain import MaintenanceKind, MaintenanceStatus
 from mailcase.models import MaintenanceWindow
-
-
-def _instant(text: str) -> datetime:
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _kind(text: str) -> MaintenanceKind:

@@ -9,8 +9,9 @@ from typing import Any
 from sqlmodel import Session
 
 from mailcase.app import App
+from mailcase.commands.arguments import case_number as _number
 from mailcase.db import transaction
-from mailcase.domain import CaseKind, CaseStatus, format_case_number, parse_case_number
+from mailcase.domain import CaseKind, CaseStatus, format_case_number
 from mailcase.errors import UsageError
 from mailcase.models import Case
 
@@ -31,13 +32,6 @@ def register_cases(group: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("number", type=_number, help="the master case's number")
     p.add_argument("--by", default="", help="who closes them (recorded in the history)")
     p.set_defaults(handler=run_close_linked)
-
-
-def _number(text: str) -> int:
-    try:
-        return parse_case_number(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_close_linked(parser: argparse.ArgumentParser) -> None:

@@ -10,16 +10,10 @@ import argparse
 from typing import Any
 
 from mailcase.app import App
+from mailcase.commands.arguments import case_number as _number
 from mailcase.db import transaction
-from mailcase.domain import format_case_number, parse_case_number
+from mailcase.domain import format_case_number
 from mailcase.errors import UsageError
-
-
-def _number(text: str) -> int:
-    try:
-        return parse_case_number(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _address(text: str) -> str:
@@ -108,7 +102,12 @@ def run_list(app: App, args: argparse.Namespace) -> int:
     from mailcase.cli import emit_json
     from mailcase.models import Subscription
     from mailcase.store.cases import cases_by_ids
-    from mailcase.store.subscriptions import case_optout_target, case_target, list_subscriptions, platform_target
+    from mailcase.store.subscriptions import (
+        case_optout_target,
+        case_target,
+        list_subscriptions,
+        platform_target,
+    )
 
     with transaction(app.engine) as session:
         targets: list[str] | None = None
