@@ -10,12 +10,11 @@ is one line naming the problem; tracebacks go to the log only. With `--json`, st
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-from importlib import metadata
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -217,9 +216,6 @@ def _config_file(path: str) -> Path | None:
     return file
 
 
-def emit_json(value: Any) -> None:
-    json.dump(value, sys.stdout, indent=2, ensure_ascii=False, default=str)
-    sys.stdout.write("\n")
 
 
 def build_parser(*, terse: bool = False) -> argparse.ArgumentParser:

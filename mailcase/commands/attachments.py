@@ -60,7 +60,7 @@ def _rows(app: App, number: int) -> list[dict[str, Any]]:
 
 
 def run_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.present import local, size_text
 
     rows = _rows(app, args.case)

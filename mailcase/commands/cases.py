@@ -9,6 +9,8 @@ from typing import Any
 from mailcase.app import App
 from mailcase.commands.arguments import case_number as _number
 from mailcase.commands.arguments import instant as _instant
+from mailcase.commands.masters import add_close_linked, after_update
+from mailcase.commands.masters import register_cases as register_master_cases
 from mailcase.db import transaction
 from mailcase.domain import CaseStatus, Priority
 from mailcase.errors import UsageError
@@ -64,8 +66,6 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--master", type=_number, help="link to this master (P1G) case")
     p.add_argument("--by", default="", help="who makes the change (recorded in the history)")
     p.add_argument("--json", action="store_true")
-    from mailcase.commands.masters import add_close_linked
-
     add_close_linked(p)
     p.set_defaults(handler=run_update)
 
@@ -89,13 +89,11 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--by", default="", help="who writes the note")
     p.set_defaults(handler=run_note)
 
-    from mailcase.commands import masters
-
-    masters.register_cases(group)
+    register_master_cases(group)
 
 
 def run_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.present import case_line, cases_json
     from mailcase.store.cases import list_cases
 
@@ -120,7 +118,7 @@ def run_list(app: App, args: argparse.Namespace) -> int:
 
 def run_show(app: App, args: argparse.Namespace) -> int:
     from mailcase.casework import find_case
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.present import case_detail_json, case_text
 
     with transaction(app.engine) as session:
@@ -134,7 +132,7 @@ def run_show(app: App, args: argparse.Namespace) -> int:
 
 def run_update(app: App, args: argparse.Namespace) -> int:
     from mailcase import casework
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.present import case_detail_json
 
     if not any(
@@ -175,7 +173,6 @@ def run_update(app: App, args: argparse.Namespace) -> int:
                     session, desk, case, args.status, now=now, author=author, hold_until=args.hold_until,
                     duplicate_of=primary,
                 )
-        from mailcase.commands.masters import after_update
 
         master_lines = after_update(app, session, case, args, now=now, author=author)
         session.flush()
@@ -289,7 +286,7 @@ def _attachments(paths: list[str], limit: int) -> list[tuple[str, str, bytes]]:
 
 def run_sla(app: App, args: argparse.Namespace) -> int:
     from mailcase.casework import find_case
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.present import iso, local
 
     now = app.clock.now()

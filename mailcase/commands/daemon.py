@@ -27,7 +27,7 @@ def run_serve(app: App, args: argparse.Namespace) -> int:
 
 def run_tick(app: App, args: argparse.Namespace) -> int:
     from mailcase import jobs
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
 
     report = jobs.tick(app, deliver=not args.no_deliver)
     if args.json:

@@ -39,7 +39,7 @@ def run_example(args: argparse.Namespace) -> int:
 
 
 def run_import(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.store.directory import import_directory, load_directory
 
     try:
@@ -73,7 +73,7 @@ def _print_organisation(entry: dict[str, Any], *, only: str | None = None) -> No
 
 
 def run_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.store.directory import directory_listing
 
     with transaction(app.engine) as session:
@@ -89,7 +89,7 @@ def run_list(app: App, args: argparse.Namespace) -> int:
 
 
 def run_show(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.store.directory import directory_listing
 
     key = args.key.strip().lower()

@@ -91,7 +91,7 @@ def run_ingest(app: App, args: argparse.Namespace) -> int:
     Postfix bounces). A file named on the command line that cannot be read is the caller's mistake:
     for an MTA that is its configuration (a `${recipient}` that expanded into several words), so 75.
     """
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
 
     sources = args.files or ["-"]
     # Every input is read before the database is touched: a wrong command line is reported as such.
@@ -144,7 +144,7 @@ def held_json(held: Any) -> dict[str, Any]:
 
 
 def run_held_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.store.held import held_messages
 
     with transaction(app.engine) as session:
@@ -197,7 +197,7 @@ def run_held_discard(app: App, args: argparse.Namespace) -> int:
 
 
 def run_trace(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.trace import trace_message
 
     with transaction(app.engine) as session:
@@ -227,7 +227,7 @@ def run_trace(app: App, args: argparse.Namespace) -> int:
 
 
 def run_outbox_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.store.outbox import outbox_rows
 
     with transaction(app.engine) as session:
@@ -244,7 +244,7 @@ def run_outbox_list(app: App, args: argparse.Namespace) -> int:
 
 
 def run_outbox_retry(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.store.outbox import requeue_failed
 
     wanted = None if args.failed else sorted(set(args.ids))
@@ -330,7 +330,7 @@ def held_detail_json(held: Any, raw: Any) -> dict[str, Any]:
 
 
 def run_held_show(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.present import local, size_text
     from mailcase.store.held import held_by_id, raw_of
 
@@ -383,7 +383,7 @@ def _header_summary(data: bytes) -> tuple[str, str]:
 
 
 def run_inbound_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.present import local
     from mailcase.store.held import inbound_records
 

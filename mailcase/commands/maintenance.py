@@ -111,7 +111,7 @@ def _one(app: App, window_id: int) -> dict[str, Any]:
 
 
 def _report(app: App, args: argparse.Namespace, data: dict[str, Any], queued: int, what: str) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
 
     if args.json:
         emit_json(data | {"notices_queued": queued})
@@ -138,7 +138,7 @@ def run_add(app: App, args: argparse.Namespace) -> int:
 
 
 def run_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.store.maintenance import list_windows, window_products
 
     with transaction(app.engine) as session:
@@ -177,7 +177,7 @@ def run_reschedule(app: App, args: argparse.Namespace) -> int:
 
 def run_plan(app: App, args: argparse.Namespace) -> int:
     from mailcase import broadcasts
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.store.maintenance import get_window, window_products
 
     now = app.clock.now()

@@ -45,7 +45,7 @@ def add_close_linked(parser: argparse.ArgumentParser) -> None:
 
 def run_create(app: App, args: argparse.Namespace) -> int:
     from mailcase import broadcasts
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.present import case_detail_json
 
     now = app.clock.now()

@@ -84,7 +84,7 @@ def grant_statuses(app: App) -> list[dict[str, Any]]:
 
 
 def run_status(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
 
     rows = grant_statuses(app)
     if args.json:

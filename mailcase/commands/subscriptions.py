@@ -99,7 +99,7 @@ def run_remove(app: App, args: argparse.Namespace) -> int:
 
 
 def run_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.cli import emit_json
+    from mailcase.commands.output import emit_json
     from mailcase.models import Subscription
     from mailcase.store.cases import cases_by_ids
     from mailcase.store.subscriptions import (
