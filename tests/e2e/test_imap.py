@@ -26,6 +26,7 @@ from mailcase.store.directory import import_directory
 from mailcase.store.mailboxes import load_cursor
 from support.cli import REPO, run_mailcase
 from support.dovecot import DovecotServer, dovecot, dovecot_without_move  # noqa: F401 (fixtures)
+from support.pollers import running  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.dovecot
 
@@ -154,23 +155,6 @@ def make_poller(db: Engine, ingest: Ingest, clock: FixedClock) -> Iterator[Calla
     for poller in pollers:
         poller.close()
 
-
-@pytest.fixture
-def running() -> Iterator[Callable[[MailboxPoller], threading.Thread]]:
-    """Start `poller.run()` in a thread, as `serve` does; stopped and joined afterwards."""
-    started: list[tuple[MailboxPoller, threading.Thread]] = []
-
-    def start(poller: MailboxPoller) -> threading.Thread:
-        thread = threading.Thread(target=poller.run, name=f"imap-{poller.settings.name}", daemon=True)
-        thread.start()
-        started.append((poller, thread))
-        return thread
-
-    yield start
-    for poller, thread in started:
-        poller.stop()
-        thread.join(timeout=WAIT_SECONDS)
-        assert not thread.is_alive(), "poller did not stop"
 
 
 # -- the tests -------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from mailcase.store.directory import import_directory
 from support.cli import REPO
 from support.dovecot import USER, DovecotServer, running_dovecot
 from support.oauth import TokenServer, token_server  # noqa: F401 (fixture)
+from support.pollers import running  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.dovecot
 
@@ -147,22 +148,6 @@ def make_poller(
     for poller in pollers:
         poller.close()
 
-
-@pytest.fixture
-def running() -> Iterator[Callable[[MailboxPoller], threading.Thread]]:
-    started: list[tuple[MailboxPoller, threading.Thread]] = []
-
-    def start(poller: MailboxPoller) -> threading.Thread:
-        thread = threading.Thread(target=poller.run, daemon=True)
-        thread.start()
-        started.append((poller, thread))
-        return thread
-
-    yield start
-    for poller, thread in started:
-        poller.stop()
-        thread.join(timeout=WAIT_SECONDS)
-        assert not thread.is_alive(), "poller did not stop"
 
 
 # -- the tests --------------------------------------------------------------------------------
