@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from mailcase.clock import Clock
 from mailcase.config import Settings
-from mailcase.db import make_engine, transaction
+from mailcase.store.engine import make_engine, transaction
 from mailcase.resources import template_search_path
 
 log = logging.getLogger(__name__)

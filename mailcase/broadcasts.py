@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from mailcase import casework
 from mailcase.casework import Desk
-from mailcase.db import is_postgres, transaction
+from mailcase.store.engine import is_postgres, transaction
 from mailcase.domain import (
     CaseKind,
     CaseStatus,
@@ -33,7 +33,7 @@ from mailcase.domain import (
     format_case_number,
 )
 from mailcase.errors import UsageError
-from mailcase.models import Case, MaintenanceWindow, Organisation, Product
+from mailcase.store.models import Case, MaintenanceWindow, Organisation, Product
 from mailcase.rules.maintenance import (
     DESK_TIMEZONE,
     NoticeStage,

@@ -25,7 +25,7 @@ from mailcase.domain import (
     format_case_number,
 )
 from mailcase.errors import UsageError
-from mailcase.models import Case, Message, Organisation
+from mailcase.store.models import Case, Message, Organisation
 from mailcase.rules.lifecycle import Actor, Refused, StatusChange, can_link_to_master, change_priority, change_status
 from mailcase.store.cases import add_event, case_by_number, case_view, events_of, participants_of
 from mailcase.store.outbox import enqueue
@@ -86,7 +86,7 @@ def customer_thread(
     cc = tuple(p for p in people if p != requester)
     if organisation is None or not case.organisation_id or organisation.id != case.organisation_id:
         organisation = session.get(Organisation, case.organisation_id) if case.organisation_id else None
-    from mailcase.models import Technician
+    from mailcase.store.models import Technician
 
     # The customer's last message: not a technician's emailed reply stored on the case (its id and
     # references are ours to keep), nor an out-of-office or a bounce.
@@ -106,7 +106,7 @@ def customer_thread(
     if last is not None and last.message_id:
         in_reply_to = last.message_id
         references = tuple(list(last.references)[-20:] + [last.message_id])
-    from mailcase.models import Contact
+    from mailcase.store.models import Contact
 
     if recipient_name is not None:
         name: str | None = recipient_name
@@ -395,7 +395,7 @@ def queue_staff_new_case(
 ) -> None:
     """Technicians of the assigned team hear about a new case; `technicians`: the team's active
     technicians' addresses when the caller just read them (e.g. to assign the case)."""
-    from mailcase.models import Technician
+    from mailcase.store.models import Technician
 
     team = case.team or ""
     people = list(technicians) if technicians is not None else list(
@@ -412,7 +412,7 @@ def queue_staff_update(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """The assignee (or, with nobody assigned, the team) hears that the customer wrote."""
-    from mailcase.models import Technician
+    from mailcase.store.models import Technician
 
     if case.assignee:
         people = [case.assignee]
@@ -564,7 +564,7 @@ def set_priority(session: Session, desk: Desk, case: Case, target: Priority, *, 
 
 
 def set_assignee(session: Session, desk: Desk, case: Case, assignee: str, *, now: datetime, author: str) -> None:
-    from mailcase.models import Technician
+    from mailcase.store.models import Technician
 
     address = assignee.strip().lower()
     if address in ("", "none", "-"):

@@ -170,7 +170,7 @@ def _schema_missing(app: App, args: argparse.Namespace, error: BaseException) ->
     """
     import sqlalchemy as sa
 
-    from mailcase.db import current_revision
+    from mailcase.store.engine import current_revision
 
     if args.command == "init" or not _caused_by(error, sa.exc.DBAPIError, _MISSING_TABLE):
         return False

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from mailcase.config import Settings
-from mailcase.models import Case, Organisation
+from mailcase.store.models import Case, Organisation
 from mailcase.rules.businesstime import BusinessCalendar
 from mailcase.rules.sla import (
     Deadline,

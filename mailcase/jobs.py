@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import Session, col, select
 
 from mailcase import casework
-from mailcase.db import is_postgres, transaction
+from mailcase.store.engine import is_postgres, transaction
 from mailcase.domain import CaseStatus, NotificationIntent
-from mailcase.models import Case, Organisation, Technician
+from mailcase.store.models import Case, Organisation, Technician
 from mailcase.rules.lifecycle import Actor
 from mailcase.rules.sla import DeadlineName, NoticeKind, SlaNotice, notices_due
 from mailcase.store.cases import case_view
@@ -265,9 +265,9 @@ def sweep_held_digest(app: App, now: datetime) -> bool:
     most every `digest_interval_minutes`; True when a digest was queued. Nothing held, no mail."""
     from sqlmodel import func, select
 
-    from mailcase.db import transaction
+    from mailcase.store.engine import transaction
     from mailcase.domain import NotificationIntent
-    from mailcase.models import Outbox
+    from mailcase.store.models import Outbox
     from mailcase.store.held import held_since
     from mailcase.store.outbox import enqueue
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session, col, select
 
 from mailcase.domain import format_case_number
-from mailcase.models import Case, CaseEvent, Message, Organisation
+from mailcase.store.models import Case, CaseEvent, Message, Organisation
 from mailcase.store.cases import cases_by_ids, events_of, participants_of
 
 
@@ -125,7 +125,7 @@ def case_detail_json(session: Session, case: Case) -> dict[str, Any]:
 
 def _with_decisions(session: Session, messages: list[Message]) -> list[dict[str, Any]]:
     """Each message with the decision its ingest took and why (which matching rule, SPEC.md §3)."""
-    from mailcase.models import RawMessageRecord
+    from mailcase.store.models import RawMessageRecord
 
     raw_ids = {m.raw_id for m in messages if m.raw_id}
     decisions = (
@@ -159,7 +159,7 @@ def _with_decisions(session: Session, messages: list[Message]) -> list[dict[str,
 def attachments_of(session: Session, message_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
     """Each message's attachments as `cases show --json` prints them (filename, content_type,
     size, sha256, inline, content_id), in the order the message carried them; one query."""
-    from mailcase.models import Attachment, MessageAttachment
+    from mailcase.store.models import Attachment, MessageAttachment
 
     if not message_ids:
         return {}

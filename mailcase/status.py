@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import CaseKind, EventKind
-from mailcase.models import Case, CaseEvent, MaintenanceWindow, Product
+from mailcase.store.models import Case, CaseEvent, MaintenanceWindow, Product
 from mailcase.notify.statuspage import MasterInfo, WindowInfo, build_status_site
 from mailcase.store import maintenance as windows_store
 

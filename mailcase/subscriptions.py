@@ -29,7 +29,7 @@ from sqlmodel import Session, col, select
 
 from mailcase.casework import Desk
 from mailcase.domain import CaseKind, InboundMessage, NotificationIntent, format_case_number
-from mailcase.models import Case, Message, Outbox, Product
+from mailcase.store.models import Case, Message, Outbox, Product
 from mailcase.rules.classify import Subscribe, Unsubscribe
 from mailcase.store.cases import case_by_id, case_by_number
 from mailcase.store.directory import organisation_for_address

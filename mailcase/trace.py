@@ -8,7 +8,7 @@ from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
 from mailcase.domain import EventKind, format_case_number
-from mailcase.models import Case, CaseEvent, HeldMessage, Message, Outbox, RawMessageRecord
+from mailcase.store.models import Case, CaseEvent, HeldMessage, Message, Outbox, RawMessageRecord
 
 
 def trace_message(session: Session, message_id: str) -> list[dict[str, Any]]:

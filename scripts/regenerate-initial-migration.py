@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 
-from mailcase.db import _alembic_config, make_engine
+from mailcase.store.engine import _alembic_config, make_engine
 
 versions = Path(__file__).resolve().parent.parent / "mailcase" / "migrations" / "versions"
 for old in versions.glob("0001_*.py"):

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from mailcase.clock import FixedClock
 from mailcase.config import Settings, load_config
-from mailcase.db import make_engine, upgrade_schema
+from mailcase.store.engine import make_engine, upgrade_schema
 
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN_URLS = (

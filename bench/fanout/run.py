@@ -92,9 +92,9 @@ def main() -> int:
     from mailcase.app import App
     from mailcase.clock import FixedClock
     from mailcase.config import load_config
-    from mailcase.db import make_engine, transaction, upgrade_schema
+    from mailcase.store.engine import make_engine, transaction, upgrade_schema
     from mailcase.domain import MaintenanceKind, OutboxState
-    from mailcase.models import Outbox
+    from mailcase.store.models import Outbox
     from mailcase.notify.outbox import deliver_due
     from mailcase.notify.render import Renderer
     from mailcase.notify.transport import SmtpTransport

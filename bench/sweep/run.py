@@ -334,7 +334,7 @@ def after_load(engine: Any, last_number: int) -> None:
 def due_count(engine: Any, now: datetime) -> int:
     from sqlmodel import Session, col, func, select
 
-    from mailcase.models import Case
+    from mailcase.store.models import Case
 
     with Session(engine) as session:
         return int(session.exec(select(func.count()).select_from(Case).where(col(Case.next_due_at) <= now)).one())
@@ -345,7 +345,7 @@ def explain_due_query(engine: Any, now: datetime) -> list[str]:
     import sqlalchemy as sa
     from sqlmodel import col, select
 
-    from mailcase.models import Case
+    from mailcase.store.models import Case
 
     statement = select(Case).where(col(Case.next_due_at) <= now).order_by(col(Case.next_due_at)).limit(500)
     postgres = engine.dialect.name == "postgresql"
@@ -385,7 +385,7 @@ def measure_due(app: Any, expected: int) -> tuple[float, float, int]:
     from sqlmodel import Session, select
 
     from mailcase import jobs
-    from mailcase.models import Outbox
+    from mailcase.store.models import Outbox
     from mailcase.notify.render import Renderer
 
     app.clock.set(DUE_AT)
@@ -408,7 +408,7 @@ def reset_due(engine: Any, due_rows: list[tuple[int, datetime]]) -> None:
     """Undo the due tick: forget the queued reminders and make the same cases due again."""
     import sqlalchemy as sa
 
-    from mailcase.models import UtcDateTime
+    from mailcase.store.models import UtcDateTime
 
     with engine.begin() as connection:
         connection.execute(sa.text("DELETE FROM outbox WHERE kind = 'staff.sla_reminder'"))
@@ -448,8 +448,8 @@ def run_engine(kind: str, options: argparse.Namespace) -> None:
     from mailcase.app import App
     from mailcase.clock import FixedClock
     from mailcase.config import load_config
-    from mailcase.db import make_engine, transaction, upgrade_schema
-    from mailcase.models import Organisation
+    from mailcase.store.engine import make_engine, transaction, upgrade_schema
+    from mailcase.store.models import Organisation
     from mailcase.store.directory import import_directory, load_directory
 
     print(f"\n== {kind} (load average {os.getloadavg()[0]:.1f}: other processes on these {os.cpu_count()} cores skew figures)")

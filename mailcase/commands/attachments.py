@@ -9,7 +9,7 @@ from typing import Any
 
 from mailcase.app import App
 from mailcase.commands.arguments import case_number as _number
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.errors import UsageError
 
 
@@ -37,7 +37,7 @@ def _rows(app: App, number: int) -> list[dict[str, Any]]:
     with transaction(app.engine) as session:
         case = find_case(session, number)
         assert case.id is not None
-        from mailcase.models import Attachment
+        from mailcase.store.models import Attachment
 
         rows = []
         for part, message in attachments_of_case(session=session, case_id=case.id):

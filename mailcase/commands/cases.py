@@ -11,7 +11,7 @@ from mailcase.commands.arguments import case_number as _number
 from mailcase.commands.arguments import instant as _instant
 from mailcase.commands.masters import add_close_linked, after_update
 from mailcase.commands.masters import register_cases as register_master_cases
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import CaseStatus, Priority
 from mailcase.errors import UsageError
 
@@ -223,7 +223,7 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
 
     from mailcase import casework
     from mailcase.domain import CaseKind
-    from mailcase.models import Technician
+    from mailcase.store.models import Technician
 
     now = app.clock.now()
     desk = app.desk()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mailcase.app import App
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.errors import UsageError
 from mailcase.resources import example_directory
 

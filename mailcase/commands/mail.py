@@ -10,7 +10,7 @@ from typing import Any
 from mailcase.app import App
 from mailcase.commands.arguments import case_number as _case_number
 from mailcase.commands.arguments import instant as _instant
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import Channel, HeldState, OutboxState, RawMessage
 from mailcase.errors import UsageError
 

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 from mailcase.app import App
 from mailcase.commands.arguments import instant as _instant
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import MaintenanceKind, MaintenanceStatus
-from mailcase.models import MaintenanceWindow
+from mailcase.store.models import MaintenanceWindow
 
 
 def _kind(text: str) -> MaintenanceKind:

@@ -10,10 +10,10 @@ from sqlmodel import Session
 
 from mailcase.app import App
 from mailcase.commands.arguments import case_number as _number
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import CaseKind, CaseStatus, format_case_number
 from mailcase.errors import UsageError
-from mailcase.models import Case
+from mailcase.store.models import Case
 
 
 def register_cases(group: "argparse._SubParsersAction[Any]") -> None:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from mailcase.app import App
-from mailcase.db import migrate_schema
+from mailcase.store.engine import migrate_schema
 from mailcase.errors import TransientError
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from mailcase.app import App
 from mailcase.commands.arguments import case_number as _number
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import format_case_number
 from mailcase.errors import UsageError
 
@@ -100,7 +100,7 @@ def run_remove(app: App, args: argparse.Namespace) -> int:
 
 def run_list(app: App, args: argparse.Namespace) -> int:
     from mailcase.commands.output import emit_json
-    from mailcase.models import Subscription
+    from mailcase.store.models import Subscription
     from mailcase.store.cases import cases_by_ids
     from mailcase.store.subscriptions import (
         case_optout_target,

@@ -22,7 +22,7 @@ from sqlmodel import Session, case, col, func, select
 
 from mailcase import casework
 from mailcase.config import Settings
-from mailcase.db import sqlite_writer_turn, transaction
+from mailcase.store.engine import sqlite_writer_turn, transaction
 from mailcase.domain import (
     AutoKind,
     Channel,
@@ -45,7 +45,7 @@ from mailcase.errors import TransientError
 from mailcase.ingest import authentication as evidence
 from mailcase.ingest.parse import UnparseableMessage, parse_message
 from mailcase.ingest.quotes import strip_known_quotes
-from mailcase.models import (
+from mailcase.store.models import (
     Attachment,
     AutoReplyLog,
     Case,
@@ -548,7 +548,7 @@ def _primary_of(session: Session, case: CaseView) -> CaseView | None:
 def _linked_case_of(session: Session, master: CaseView, sender: SenderView) -> CaseView | None:
     """The sender's own case linked to a master case (SPEC.md §1: replies go to that case), else,
     for an MPOC, their organisation's newest case linked to it (issue 12)."""
-    from mailcase.models import CaseParticipant
+    from mailcase.store.models import CaseParticipant
 
     row = session.exec(
         select(Case.id)
@@ -827,7 +827,7 @@ class _Apply:
 
     def customer_participants(self, organisation_id: int | None) -> list[str]:
         """People the customer copied: To/Cc minus our own addresses and technicians, per policy."""
-        from mailcase.models import Contact, Technician
+        from mailcase.store.models import Contact, Technician
 
         settings = self.p.settings
         ours = {d.lower() for d in settings.smtp.domains}
@@ -1121,7 +1121,7 @@ class _Apply:
         """The one notice to the person a held message claims to be from, at the address the
         directory has on file (never the message's Reply-To or another address it names), at
         most once per `autoreply.non_mpoc_notice_hours` per address, whatever the spoofer sends."""
-        from mailcase.models import Contact, Technician
+        from mailcase.store.models import Contact, Technician
 
         claimed = self.message.from_address
         technician = self.session.exec(select(Technician.email).where(Technician.email == claimed)).first()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from mailcase import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from mailcase.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from sqlmodel import SQLModel
 
 target_metadata = SQLModel.metadata

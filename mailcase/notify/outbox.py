@@ -44,10 +44,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mailcase.config import Settings
-from mailcase.db import is_transient, transaction
+from mailcase.store.engine import is_transient, transaction
 from mailcase.domain import AutoKind, Direction, EventKind, OutboxState
 from mailcase.errors import TransientError
-from mailcase.models import CaseEvent, Message, Outbox
+from mailcase.store.models import CaseEvent, Message, Outbox
 from mailcase.notify.ics import invitation
 from mailcase.notify.compose import (
     AUTO_GENERATED,

@@ -25,7 +25,7 @@ DEFAULT_TIMEZONE = "America/Denver"
 SLA_TARGETS = tuple(DEFAULT_SLA)  # P1 … P1G, macd_standard, macd_expedited
 SLA_FIELDS = tuple(f.name for f in dataclasses.fields(SlaSettings))
 
-# Column sizes of mailcase.models, checked here so a long value is a clear error, not a DB error.
+# Column sizes of mailcase.store.models, checked here so a long value is a clear error, not a DB error.
 _MAX_NAME = 300
 _MAX_EMAIL = 320  # RFC 5321 §4.5.3.1: 64 (local part) + 1 + 255 (domain)
 _MAX_PRODUCT = 200

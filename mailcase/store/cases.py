@@ -13,7 +13,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from mailcase.domain import CaseKind, CaseStatus, CaseView, EventKind, Priority
-from mailcase.models import (
+from mailcase.store.models import (
     AssignmentCursor,
     Case,
     CaseEvent,
@@ -427,7 +427,7 @@ def _advance_cursor() -> Any:
 
 def attachments_of_case(*, session: Session, case_id: int) -> list[tuple[Any, Any]]:
     """Every (MessageAttachment, Message) of a case's messages, oldest message first."""
-    from mailcase.models import Message, MessageAttachment
+    from mailcase.store.models import Message, MessageAttachment
 
     return list(
         session.exec(
@@ -441,7 +441,7 @@ def attachments_of_case(*, session: Session, case_id: int) -> list[tuple[Any, An
 
 def attachment_data(*, session: Session, sha256: str) -> bytes | None:
     """The stored bytes of one attachment (content-addressed), or None."""
-    from mailcase.models import Attachment
+    from mailcase.store.models import Attachment
 
     row = session.get(Attachment, sha256)
     return bytes(row.data) if row is not None else None
@@ -451,7 +451,7 @@ def store_attachment(*, session: Session, data: bytes) -> str:
     """Keep a file in the content-addressed attachment table (once per content); its SHA-256."""
     import hashlib
 
-    from mailcase.models import Attachment
+    from mailcase.store.models import Attachment
 
     digest = hashlib.sha256(data).hexdigest()
     insert_or_ignore(session, Attachment.__table__, {"sha256": digest, "size": len(data), "data": data}, conflict=["sha256"])

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from mailcase.domain import Role, SenderView
-from mailcase.models import (
+from mailcase.store.models import (
     Contact,
     ContactRole,
     Organisation,
@@ -615,7 +615,7 @@ def _normalise(address: str) -> str:
 def directory_listing(*, session: Session, organisation_key: str | None = None) -> list[dict[str, Any]]:
     """Organisations with their domains, products and contacts (each with its roles and whether
     it is an MPOC), for `mailcase directory list/show`; ordered by organisation id and email."""
-    from mailcase.models import ContactRole, OrganisationProduct, Product
+    from mailcase.store.models import ContactRole, OrganisationProduct, Product
 
     statement = select(Organisation).order_by(col(Organisation.key))
     if organisation_key is not None:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from mailcase.domain import HeldState
-from mailcase.models import HeldMessage
+from mailcase.store.models import HeldMessage
 
 
 def held_messages(*, session: Session, state: HeldState | None = HeldState.HELD) -> list[HeldMessage]:
@@ -30,7 +30,7 @@ def held_by_id(*, session: Session, held_id: int) -> HeldMessage | None:
 
 def raw_of(*, session: Session, raw_id: int) -> Any:
     """The stored raw message row (bytes, envelope, decision) of a held or ignored message."""
-    from mailcase.models import RawMessageRecord
+    from mailcase.store.models import RawMessageRecord
 
     return session.get(RawMessageRecord, raw_id)
 
@@ -39,7 +39,7 @@ def inbound_records(
     *, session: Session, decision: str | None = None, since: datetime | None = None, limit: int = 200
 ) -> list[Any]:
     """Stored inbound messages, newest first, optionally of one decision and from an instant on."""
-    from mailcase.models import RawMessageRecord
+    from mailcase.store.models import RawMessageRecord
 
     statement = select(RawMessageRecord).order_by(col(RawMessageRecord.received_at).desc(), col(RawMessageRecord.id).desc())
     if decision:

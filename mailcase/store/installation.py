@@ -6,7 +6,7 @@ import secrets
 
 from sqlmodel import Session, select
 
-from mailcase.models import Installation
+from mailcase.store.models import Installation
 from mailcase.store.common import insert_or_ignore
 
 REPLY_TOKEN_SECRET = "reply_token_secret"

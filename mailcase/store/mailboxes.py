@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from mailcase.models import MailboxCursor
+from mailcase.store.models import MailboxCursor
 
 NO_CURSOR: tuple[int, int] = (0, 0)
 """What `load_cursor` returns for a mailbox never polled: RFC 3501 §2.3.1.1 makes 0 an impossible UIDVALIDITY."""

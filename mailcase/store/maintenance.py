@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from mailcase.domain import MaintenanceKind, MaintenanceStatus, OutboxState
 from mailcase.errors import UsageError
-from mailcase.models import (
+from mailcase.store.models import (
     Contact,
     MaintenanceProduct,
     MaintenanceWindow,

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from sqlmodel import Session, col, select
 
-from mailcase.models import Installation
+from mailcase.store.models import Installation
 from mailcase.store.common import insert_or_ignore
 
 PREFIX = "oauth_grant:"

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailcase.domain import NotificationIntent, OutboxState
-from mailcase.models import Installation, Outbox, RecipientHealth
+from mailcase.store.models import Installation, Outbox, RecipientHealth
 
 REPLY_TOKEN_CASE_KEY = "_reply_token_case"
 REPLY_TOKEN_STAFF_KEY = "_reply_token_staff"  # the one staff recipient a per-technician token is bound to
@@ -223,7 +223,7 @@ def attachment_blobs(connection: sa.Connection, sha256s: Sequence[str]) -> dict[
     """The stored bytes of attachments by SHA-256 (content-addressed); missing ones are absent."""
     if not sha256s:
         return {}
-    from mailcase.models import Attachment
+    from mailcase.store.models import Attachment
 
     table: sa.Table = Attachment.__table__  # type: ignore[assignment]
     rows = connection.execute(sa.select(table.c.sha256, table.c.data).where(table.c.sha256.in_(list(sha256s))))

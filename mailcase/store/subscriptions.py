@@ -16,7 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailcase.models import Subscription
+from mailcase.store.models import Subscription
 from mailcase.store.common import insert_or_ignore
 
 OPTOUT_MAINTENANCE = "optout:maintenance"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from mailcase.db import make_engine
+from mailcase.store.engine import make_engine
 from support.cli import MailcaseCli
 from support.daemon import MailcaseDaemon
 

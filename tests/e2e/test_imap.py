@@ -16,11 +16,11 @@ from sqlmodel import Session, select
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import Settings
-from mailcase.db import make_engine, transaction, upgrade_schema
+from mailcase.store.engine import make_engine, transaction, upgrade_schema
 from mailcase.domain import Channel, RawMessage
 from mailcase.errors import TransientError
 from mailcase.ingest.imap import MailboxPoller
-from mailcase.models import Case, MailboxCursor, RawMessageRecord
+from mailcase.store.models import Case, MailboxCursor, RawMessageRecord
 from mailcase.rules.directory_format import load_directory
 from mailcase.store.directory import import_directory
 from mailcase.store.mailboxes import load_cursor

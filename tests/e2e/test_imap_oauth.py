@@ -19,10 +19,10 @@ from sqlmodel import Session, select
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import OAuthGrantSettings, OAuthSettings, Settings
-from mailcase.db import make_engine, transaction, upgrade_schema
+from mailcase.store.engine import make_engine, transaction, upgrade_schema
 from mailcase.domain import RawMessage
 from mailcase.ingest.imap import MailboxLoginFailed, MailboxPoller
-from mailcase.models import Case
+from mailcase.store.models import Case
 from mailcase.oauth.grants import GrantAlert, GrantManager
 from mailcase.oauth.health import GREEN, RED, HealthBoard
 from mailcase.rules.directory_format import load_directory

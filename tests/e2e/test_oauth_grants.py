@@ -22,9 +22,9 @@ from sqlmodel import Session, select
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import OAuthGrantSettings, OAuthSettings, load_config
-from mailcase.db import make_engine, upgrade_schema
+from mailcase.store.engine import make_engine, upgrade_schema
 from mailcase.errors import OAuthError
-from mailcase.models import Outbox
+from mailcase.store.models import Outbox
 from mailcase.oauth.grants import GrantAlert, GrantManager
 from mailcase.oauth.health import AMBER, GREEN, RED, HealthBoard
 from support.cli import run_mailcase

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mailcase.db import make_engine
+from mailcase.store.engine import make_engine
 from mailcase.rules.tokens import case_from_address
 from support.daemon import MailcaseDaemon, wait_until
 from support.relay import CaptureRelay, CapturedMessage

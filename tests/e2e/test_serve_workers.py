@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from mailcase.db import make_engine
+from mailcase.store.engine import make_engine
 from support.daemon import MailcaseDaemon, wait_until
 
 SUPPORT = "support@support.example.com"

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from mailcase.clock import FixedClock
 from mailcase.config import Settings
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import NotificationIntent
 from mailcase.notify.outbox import batch_capacity, deliver_due, relay_pause
 from mailcase.notify.render import Renderer

@@ -15,7 +15,7 @@ from email.utils import make_msgid
 import pytest
 import sqlalchemy as sa
 
-from mailcase.db import make_engine
+from mailcase.store.engine import make_engine
 from support.daemon import MailcaseDaemon, wait_until
 from support.relay import CaptureRelay
 

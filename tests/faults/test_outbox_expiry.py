@@ -11,9 +11,9 @@ from sqlalchemy.engine import Engine
 
 from mailcase.clock import FixedClock
 from mailcase.config import Settings
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import NotificationIntent
-from mailcase.models import Case
+from mailcase.store.models import Case
 from mailcase.notify.outbox import deliver_due
 from mailcase.notify.render import Renderer
 from mailcase.notify.transport import SmtpTransport

@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from mailcase.clock import FixedClock
-from mailcase.db import make_engine, transaction, upgrade_schema
-from mailcase.models import Case, CaseEvent, CaseParticipant, Counter
+from mailcase.store.engine import make_engine, transaction, upgrade_schema
+from mailcase.store.models import Case, CaseEvent, CaseParticipant, Counter
 from mailcase.present import cases_json
 from mailcase.store.cases import CASE_NUMBER_COUNTER, allocate_case_number, create_case
 
@@ -137,7 +137,7 @@ WORKER = textwrap.dedent(
     """
     import json, sys
     from datetime import UTC, datetime
-    from mailcase.db import make_engine, transaction
+    from mailcase.store.engine import make_engine, transaction
     from mailcase.store.cases import allocate_case_number, create_case
 
     url, count, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]

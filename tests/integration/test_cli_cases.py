@@ -15,9 +15,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
 from mailcase.clock import parse_instant
-from mailcase.db import make_engine, transaction, upgrade_schema
+from mailcase.store.engine import make_engine, transaction, upgrade_schema
 from mailcase.domain import Priority
-from mailcase.models import Case, CaseEvent, Organisation, Outbox
+from mailcase.store.models import Case, CaseEvent, Organisation, Outbox
 from mailcase.store.cases import create_case
 from support.cli import REPO, CliResult, MailcaseCli, run_mailcase_process
 

@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import Role
-from mailcase.models import (
+from mailcase.store.models import (
     Contact,
     ContactRole,
     Organisation,

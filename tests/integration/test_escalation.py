@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from mailcase import casework
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from support.cli import MailcaseCli
 from support.relay import CaptureRelay
 from support.threads import OpenedCase, ThreadDesk, sample_settings

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mailcase.db import make_engine
+from mailcase.store.engine import make_engine
 from support.cli import REPO, MailcaseCli
 
 MAIL = REPO / "tests" / "fixtures" / "mail"

@@ -6,8 +6,8 @@ import threading
 from sqlalchemy.engine import Engine
 
 from mailcase.clock import FixedClock
-from mailcase.db import transaction
-from mailcase.models import MailboxCursor
+from mailcase.store.engine import transaction
+from mailcase.store.models import MailboxCursor
 from mailcase.store.mailboxes import load_cursor, save_cursor
 
 BOX = "desk@imap.example.com:993/INBOX"

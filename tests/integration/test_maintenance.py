@@ -11,9 +11,9 @@ from sqlalchemy.engine import Engine
 
 from mailcase import broadcasts
 from mailcase.app import App
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import MaintenanceKind, MaintenanceStatus
-from mailcase.models import MaintenanceWindow
+from mailcase.store.models import MaintenanceWindow
 from mailcase.notify.render import Renderer
 from mailcase.status import status_snapshot
 from mailcase.store.maintenance import list_windows, window_products

@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from mailcase import broadcasts, casework
 from mailcase.app import App
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import (
     AutoKind,
     CaseKind,
@@ -24,7 +24,7 @@ from mailcase.domain import (
     RawMessage,
     format_case_number,
 )
-from mailcase.models import Case, Organisation, Subscription
+from mailcase.store.models import Case, Organisation, Subscription
 from mailcase.notify.render import Renderer
 from mailcase.store.cases import create_case
 from mailcase.subscriptions import handle_unsubscribe_mail, master_scope, request_is_genuine, unsubscribe_request

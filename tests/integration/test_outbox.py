@@ -18,9 +18,9 @@ from sqlmodel import Session, select
 
 from mailcase.clock import FixedClock
 from mailcase.config import Settings
-from mailcase.db import make_engine, transaction
+from mailcase.store.engine import make_engine, transaction
 from mailcase.domain import Direction, NotificationIntent, OutboxState
-from mailcase.models import Case, Message, Outbox, RecipientHealth
+from mailcase.store.models import Case, Message, Outbox, RecipientHealth
 from mailcase.notify.outbox import DeliveryReport, deliver_due, retry_delay
 from mailcase.notify.render import Renderer
 from mailcase.notify.transport import Envelope, ResultCallback, SendResult, SmtpTransport

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import CaseKind
 from mailcase.errors import TransientError
 from mailcase.ingest.authentication import DnsTemporaryError
 from mailcase.ingest.pipeline import Pipeline
-from mailcase.models import Case, HeldMessage
+from mailcase.store.models import Case, HeldMessage
 from mailcase.rules.authentication import PublicSuffixes
 from mailcase.trace import trace_message
 from support.threads import ThreadDesk, fresh_message_id, sample_settings

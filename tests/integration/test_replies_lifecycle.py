@@ -120,7 +120,7 @@ def test_reply_to_a_closed_no_response_case_opens_a_related_case_whatever_its_ag
     case = desk.open_case()
     desk.at(OPENED + timedelta(minutes=30))
     from mailcase import casework
-    from mailcase.db import transaction
+    from mailcase.store.engine import transaction
 
     with transaction(desk.engine) as session:
         row = casework.find_case(session, case.number, lock=True)
@@ -234,7 +234,7 @@ def test_status_changes_that_matter_to_the_customer_are_emailed_to_them(engine: 
 
 def _set_etr(desk: ThreadDesk, number: int, etr: datetime) -> None:
     from mailcase import casework
-    from mailcase.db import transaction
+    from mailcase.store.engine import transaction
 
     with transaction(desk.engine) as session:
         row = casework.find_case(session, number, lock=True)

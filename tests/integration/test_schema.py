@@ -12,8 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-import mailcase.models  # noqa: F401  (registers every table on SQLModel.metadata)
-from mailcase.db import current_revision, head_revision, make_engine, upgrade_schema
+import mailcase.store.models  # noqa: F401  (registers every table on SQLModel.metadata)
+from mailcase.store.engine import current_revision, head_revision, make_engine, upgrade_schema
 from support.cli import run_mailcase, run_mailcase_process
 
 REVISION = re.compile(r"revision (\S+)$")

@@ -15,8 +15,8 @@ from mailcase.notify.ics import invitation
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import load_config
-from mailcase.db import transaction
-from mailcase.models import Contact, ContactRole, Organisation, Outbox
+from mailcase.store.engine import transaction
+from mailcase.store.models import Contact, ContactRole, Organisation, Outbox
 from mailcase.store.directory import import_directory, load_directory
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from mailcase.db import make_engine, transaction
+from mailcase.store.engine import make_engine, transaction
 from mailcase.domain import NotificationIntent
 from mailcase.store.outbox import enqueue
 

@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from mailcase.db import transaction
-from mailcase.models import Outbox
+from mailcase.store.engine import transaction
+from mailcase.store.models import Outbox
 from support.cli import REPO, CliResult, MailcaseCli
 
 DIRECTORY = REPO / "examples" / "directory.toml"
@@ -118,7 +118,7 @@ class SchedulerDesk:
         with transaction(self.engine) as session:
             statement = select(Outbox).order_by(col(Outbox.id))
             if number is not None:
-                from mailcase.models import Case
+                from mailcase.store.models import Case
 
                 case_id = session.exec(select(Case.id).where(Case.number == number)).one()
                 statement = statement.where(Outbox.case_id == case_id)

@@ -28,10 +28,10 @@ from mailcase import casework, jobs
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import Settings, load_config
-from mailcase.db import transaction
+from mailcase.store.engine import transaction
 from mailcase.domain import CaseStatus, Channel, RawMessage, format_case_number
 from mailcase.ingest.pipeline import IngestOutcome, Pipeline
-from mailcase.models import Case, HeldMessage, Outbox
+from mailcase.store.models import Case, HeldMessage, Outbox
 from mailcase.present import case_detail_json
 from mailcase.rules.tokens import reply_address, staff_reply_address
 from mailcase.store.directory import import_directory, load_directory

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import mailcase.models
+import mailcase.store.models
 
 
 revision = '0004'
@@ -30,12 +30,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.add_column(sa.Column('claimed_by', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False, server_default=''))
-        batch_op.add_column(sa.Column('lease_until', mailcase.models.UtcDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('lease_until', mailcase.store.models.UtcDateTime(timezone=True), nullable=True))
     outbox = sa.table(
         'outbox',
         sa.column('state', sa.String),
-        sa.column('next_attempt_at', mailcase.models.UtcDateTime(timezone=True)),
-        sa.column('lease_until', mailcase.models.UtcDateTime(timezone=True)),
+        sa.column('next_attempt_at', mailcase.store.models.UtcDateTime(timezone=True)),
+        sa.column('lease_until', mailcase.store.models.UtcDateTime(timezone=True)),
     )
     connection = op.get_bind()
     rows = connection.execute(sa.select(outbox.c.next_attempt_at).where(outbox.c.state == 'sending').distinct()).scalars().all()

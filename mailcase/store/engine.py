@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from mailcase.errors import TransientError
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
