@@ -1,21 +1,40 @@
-"""The composition root: builds the engine, clock and settings-derived policies once, for a command or the daemon.
+"""The composition root: builds the engine, clock, the desk context and settings-derived policies once, for a
+command or the daemon.
 
-Nothing here runs at import time; every other module receives what it needs from an `App`.
+Nothing here runs at import time; nothing below this module sees an `App`: each part receives what it
+needs (the engine, the `Desk` context, settings values) from it.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from threading import Event
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from mailcase.clock import Clock
-from mailcase.config import Settings
-from mailcase.store.engine import make_engine, transaction
+from mailcase.config import ImapSettings, Settings
+from mailcase.desk.context import Desk, InstallationSecret
+from mailcase.desk.deadlines import DeadlinePlanner, sla_policy
+from mailcase.domain import NotificationIntent, RawMessage
+from mailcase.ingest.authentication import DnsResolver
+from mailcase.ingest.imap import MailboxPoller
+from mailcase.ingest.pipeline import IngestOutcome, Pipeline
+from mailcase.notify.render import Renderer
+from mailcase.notify.transport import SmtpTransport
+from mailcase.oauth.grants import GrantAlert, GrantManager
+from mailcase.oauth.health import HealthBoard
+from mailcase.oauth.tokens import DatabaseTokenStore
 from mailcase.resources import template_search_path
+from mailcase.rules.businesstime import BusinessCalendar
+from mailcase.rules.escalation import EscalationPath
+from mailcase.store.engine import make_engine, transaction
+from mailcase.store.outbox import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -25,71 +44,74 @@ class App:
     settings: Settings
     engine: Engine
     clock: Clock
-    _secret: bytes | None = field(default=None, repr=False)
+    installation_secret: InstallationSecret = field(default_factory=InstallationSecret, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.settings.security.secret and self.installation_secret.resolved is None:
+            self.installation_secret = InstallationSecret(self.settings.reply_token_secret)
 
     @property
     def secret(self) -> bytes:
-        """The reply-token HMAC key: from config (secret / secret_file), else generated at install."""
-        if self._secret is None:
-            if self.settings.security.secret:
-                self._secret = self.settings.reply_token_secret
-            else:
-                from mailcase.store.installation import installation_secret
-
-                with transaction(self.engine) as session:
-                    self._secret = installation_secret(session=session).encode()
-        return self._secret
+        """The reply-token HMAC key: from config (secret / secret_file), else generated at install.
+        Resolved once (`InstallationSecret`), shared with the desk context."""
+        known = self.installation_secret.resolved
+        if known is not None:
+            return known
+        with transaction(self.engine) as session:
+            return self.installation_secret.get(session)
 
     @functools.cached_property
-    def calendar(self):  # type: ignore[no-untyped-def]
-        from mailcase.rules.businesstime import BusinessCalendar
-
+    def calendar(self) -> BusinessCalendar:
         return BusinessCalendar(self.settings.business.calendar_spec())
 
-    def desk(self):  # type: ignore[no-untyped-def]
-        from mailcase.casework import Desk
-
-        return Desk(
-            hostname=self.settings.smtp.hostname,
-            support_address=self.settings.smtp.support_address,
-            replan=self.replanner(),
-            timezone=self.settings.business.timezone,
-            reopen_window_days=self.settings.lifecycle.reopen_window_days,
-        )
-
     @functools.cached_property
-    def planner(self):  # type: ignore[no-untyped-def]
-        from mailcase.deadlines import DeadlinePlanner, sla_policy
-
+    def planner(self) -> DeadlinePlanner:
+        """The deadline planner: policy and calendar from the settings; an organisation's SLA
+        overrides are read in each transaction, so `directory import` takes effect at once."""
         return DeadlinePlanner(sla_policy(self.settings), self.calendar)
 
-    def replanner(self):  # type: ignore[no-untyped-def]
-        """The function that recomputes a case's deadlines after every change."""
-        return self.planner
+    def desk(self) -> Desk:
+        """What the support plan's actions need from the installation (`desk.context.Desk`), built once."""
+        return self._desk
 
-    def pipeline(self):  # type: ignore[no-untyped-def]
+    @functools.cached_property
+    def _desk(self) -> Desk:
+        settings = self.settings
+        escalation = settings.escalation
+        return Desk(
+            hostname=settings.smtp.hostname,
+            support_address=settings.smtp.support_address,
+            secret=self.installation_secret,
+            planner=self.planner,
+            timezone=settings.business.timezone,
+            reopen_window_days=settings.lifecycle.reopen_window_days,
+            escalation=EscalationPath(
+                support_desk=escalation.support_desk,
+                vp=escalation.vp,
+                executive=escalation.executive,
+                on_call=escalation.on_call,
+                managers={team: path.manager for team, path in escalation.teams.items() if path.manager},
+            ),
+            maintenance=settings.maintenance,
+        )
+
+    def pipeline(self) -> Pipeline:
         """The shared ingest pipeline (SMTP, IMAP and `mailcase ingest`)."""
-        from mailcase.ingest.pipeline import Pipeline
-
         return Pipeline(
             engine=self.engine, settings=self.settings, desk=self.desk(), secret=self.secret, calendar=self.calendar,
             resolver=self.resolver(),
         )
 
-    def resolver(self):  # type: ignore[no-untyped-def]
+    def resolver(self) -> DnsResolver | None:
         """DNS for our own DKIM/DMARC check (`[security] verify = "dkim"`), else None."""
         security = self.settings.security
         if security.verify != "dkim":
             return None
-        from mailcase.ingest.authentication import DnsResolver
-
         return DnsResolver(
             servers=security.dns_servers, timeout=security.dns_timeout_seconds, cache_seconds=security.dns_cache_seconds
         )
 
-    def transport(self):  # type: ignore[no-untyped-def]
-        from mailcase.notify.transport import SmtpTransport
-
+    def transport(self) -> SmtpTransport:
         tokens = self.grants if self.settings.outbound.auth == "oauth2" else None
         return SmtpTransport(
             self.settings.outbound,
@@ -100,32 +122,23 @@ class App:
         )
 
     @functools.cached_property
-    def health(self):  # type: ignore[no-untyped-def]
+    def health(self) -> HealthBoard:
         """This process's health board (mailboxes, grants, outbound): what the health endpoint shows."""
-        from mailcase.oauth.health import HealthBoard
-
         return HealthBoard()
 
     @functools.cached_property
-    def grants(self):  # type: ignore[no-untyped-def]
+    def grants(self) -> GrantManager:
         """The OAuth2 grants of [oauth.<name>]: access tokens for IMAP and outbound SMTP."""
-        from mailcase.oauth.grants import GrantManager
-
         store = None
         if self.settings.oauth.store == "database":
-            from mailcase.oauth.tokens import DatabaseTokenStore
-
             store = DatabaseTokenStore(self.engine, self.secret, self.settings.oauth.grants)
         return GrantManager(
             self.settings.oauth, clock=self.clock, health=self.health, alert=self.queue_oauth_alert, store=store
         )
 
-    def queue_oauth_alert(self, alert) -> None:  # type: ignore[no-untyped-def]
+    def queue_oauth_alert(self, alert: GrantAlert) -> None:
         """Mail the admin about a grant's new state, once: the key names the grant, the state and
         when it began (recorded in the shared token file), so other processes queue nothing more."""
-        from mailcase.domain import NotificationIntent
-        from mailcase.store.outbox import enqueue
-
         admin = self.settings.oauth.admin_address or self.settings.escalation.support_desk
         intent = NotificationIntent(
             kind="oauth_alert",
@@ -138,10 +151,10 @@ class App:
         with transaction(self.engine) as session:
             enqueue(intent, session=session, now=self.clock.now(), hostname=self.settings.smtp.hostname)
 
-    def mailbox_poller(self, box, *, ingest, stop, **options):  # type: ignore[no-untyped-def]
+    def mailbox_poller(
+        self, box: ImapSettings, *, ingest: Callable[[RawMessage], IngestOutcome], stop: Event, **options: Any
+    ) -> MailboxPoller:
         """A poller for one [[imap]] mailbox, with the grants when it signs in with OAuth2."""
-        from mailcase.ingest.imap import MailboxPoller
-
         return MailboxPoller(
             box,
             ingest=ingest,
@@ -153,9 +166,7 @@ class App:
             **options,
         )
 
-    def renderer(self):  # type: ignore[no-untyped-def]
-        from mailcase.notify.render import Renderer
-
+    def renderer(self) -> Renderer:
         return Renderer(self.template_dirs)
 
     @functools.cached_property

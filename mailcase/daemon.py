@@ -20,11 +20,22 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from mailcase.app import App
+from mailcase import jobs
+from mailcase.app import App, build_app
 from mailcase.clock import Clock
 from mailcase.config import Settings
+from mailcase.errors import MailcaseError, TransientError
+from mailcase.ingest.imap import CONNECTION_ERRORS, MailboxLoginFailed
+from mailcase.ingest.lmtp import LmtpHandler, LmtpListener
+from mailcase.ingest.smtp import SmtpListener, SupportHandler
+from mailcase.jobs import SweepReport
+from mailcase.logs import configure_logging, reopen_log_files
+from mailcase.notify.outbox import DeliveryReport, deliver_due
+from mailcase.status import build_status
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +135,6 @@ class Daemon:
           `mailcase directory import` takes effect at once.
         Settings (ports, database) are not reloaded: restart for those.
         """
-        from mailcase.logs import reopen_log_files
-
         reopened = reopen_log_files()
         for supervisor in supervisors:
             supervisor.signal(signal.SIGHUP)
@@ -162,9 +171,8 @@ class Daemon:
         return threads
 
     def _start_scheduler(self) -> Any:
+        # Loaded here, not at import: only `serve` runs a scheduler; every other command stays lighter.
         from apscheduler.schedulers.background import BackgroundScheduler
-
-        from mailcase import jobs
 
         app, scheduling = self.app, self.app.settings.scheduler
         scheduler = BackgroundScheduler(
@@ -173,13 +181,13 @@ class Daemon:
         )
 
         def sweeps() -> None:
-            _guarded("sweeps", lambda: jobs.run_due_sweeps(app, app.clock.now()))
+            _guarded("sweeps", lambda: run_due_sweeps(app, app.clock.now()))
             if app.settings.status.out_dir:
                 _guarded("status page", lambda: _build_status(app))
 
         def delivery() -> None:
             if app.settings.outbound.enabled:
-                _guarded("outbox delivery", lambda: jobs.deliver_outbox(app, app.clock.now()))
+                _guarded("outbox delivery", lambda: deliver_outbox(app, app.clock.now()))
 
         scheduler.add_job(sweeps, "interval", seconds=scheduling.sweep_interval_seconds, id="sweeps", next_run_time=_now())
         scheduler.add_job(
@@ -195,8 +203,6 @@ def _ingest_executor(app: App) -> ThreadPoolExecutor:
 
 
 async def _start_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor, *, reuse_port: bool) -> Any:
-    from mailcase.ingest.smtp import SmtpListener, SupportHandler
-
     handler = SupportHandler(app.settings.smtp, pipeline, app.clock, executor)
     listener = SmtpListener(app.settings.smtp, handler, reuse_port=reuse_port)
     await listener.start()
@@ -204,8 +210,6 @@ async def _start_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor,
 
 
 async def _start_lmtp_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor) -> Any:
-    from mailcase.ingest.lmtp import LmtpHandler, LmtpListener
-
     handler = LmtpHandler(app.settings.smtp, pipeline, app.clock, executor)
     listener = LmtpListener(app.settings.lmtp, app.settings.smtp, handler)
     await listener.start()
@@ -341,9 +345,6 @@ def _status(code: int | None) -> str:
 
 def run_smtp_worker(settings: Settings, clock: Clock, index: int, parent_pid: int) -> None:
     """The body of one SMTP worker process: the SMTP listener and the pipeline, nothing else."""
-    from mailcase.app import build_app
-    from mailcase.logs import configure_logging
-
     # Until the loop's handler is installed, a SIGHUP (forwarded by the daemon) must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent(parent_pid)
@@ -394,8 +395,6 @@ class _SmtpWorker:
 
 
     def _reopen_logs(self) -> None:
-        from mailcase.logs import reopen_log_files
-
         log.info("SIGHUP: SMTP worker %d reopened %d log file(s)", self.index, reopen_log_files())
 
 
@@ -408,8 +407,6 @@ async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
 def _build_status(app: App) -> None:
     from pathlib import Path
 
-    from mailcase.status import build_status
-
     build_status(app, Path(app.settings.status.out_dir), now=app.clock.now())
 
 
@@ -421,8 +418,6 @@ def _now() -> Any:
 
 def _guarded(name: str, job: Any) -> None:
     """A failing job logs and waits for its next turn; it never stops the daemon."""
-    from mailcase.errors import TransientError
-
     try:
         job()
     except TransientError as exc:
@@ -433,3 +428,120 @@ def _guarded(name: str, job: Any) -> None:
 
 def serve(app: App) -> int:
     return asyncio.run(Daemon(app).run())
+
+
+# ---------------------------------------------------------------------------------------------
+# One pass of everything (`mailcase tick`) and the loops' single steps
+
+
+@dataclass
+class TickReport:
+    sla: SweepReport
+    maintenance: int
+    master_updates: int
+    # Summed over the batches `tick` delivered: sent, retried, failed, requeued, batches.
+    delivery: dict[str, int] | None
+    # Per [[imap]] mailbox name: {"stored": N, "error": None}, or {"stored": 0, "error": why it
+    # could not be polled}.
+    imap: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.sla.by_kind.items())) or "none"
+        lines = [
+            f"imap {name}: " + (r["error"] or f"{r['stored']} message(s) stored")
+            for name, r in self.imap.items()
+        ]
+        lines.append(f"deadlines: {self.sla.examined} cases due, {self.sla.queued} notices queued ({kinds})")
+        lines.append(f"maintenance: {self.maintenance} notices queued")
+        lines.append(f"master cases: {self.master_updates} update reminders queued")
+        if self.delivery is not None:
+            d = self.delivery
+            lines.append(
+                f"outbox: {d['sent']} sent, {d['retried']} to retry later, {d['failed']} failed"
+                f" ({d['batches']} batch(es))"
+            )
+        return lines
+
+
+def deliver_outbox(app: App, now: datetime) -> DeliveryReport:
+    """One batch of due notices (at most `[outbound] batch_size`), as `serve`'s delivery loop does."""
+    return deliver_due(
+        app.engine,
+        now=now,
+        transport=app.transport(),
+        renderer=app.renderer(),
+        settings=app.settings,
+        secret=app.secret,
+        limit=app.settings.outbound.batch_size,
+        clock=app.clock.now,
+    )
+
+
+UNPOLLED: tuple[type[BaseException], ...] = (MailcaseError, *CONNECTION_ERRORS)
+"""What keeps one mailbox from being polled this tick without stopping the others."""
+
+MAX_DRAIN_BATCHES = 10_000
+"""A bound on `drain_outbox`'s batches (two million notices at the default batch size), so a bug
+that left rows due forever cannot turn `tick` into an endless loop."""
+
+
+def drain_outbox(app: App, now: datetime) -> dict[str, int]:
+    """Deliver batch after batch until nothing is due at `now` (`mailcase tick`): every claimed row
+    ends sent, failed or retried later (its next attempt after `now`), so each batch shrinks what
+    is due and the loop ends when a batch finds nothing. Returns the summed counts."""
+    totals = {"sent": 0, "retried": 0, "failed": 0, "requeued": 0, "batches": 0}
+    for _ in range(MAX_DRAIN_BATCHES):
+        report = deliver_outbox(app, now)
+        counts = {"sent": report.sent, "retried": report.retried, "failed": report.failed, "requeued": report.requeued}
+        for name, value in counts.items():
+            totals[name] += value
+        if counts["sent"] + counts["retried"] + counts["failed"] == 0:
+            break
+        totals["batches"] += 1
+    return totals
+
+
+def poll_mailboxes(app: App) -> dict[str, dict[str, Any]]:
+    """One pass over every `[[imap]]` mailbox, as `serve`'s pollers do continuously (for cron set-ups).
+
+    A mailbox that cannot be polled (refused login, unreachable server, busy database) is logged
+    and reported, and the others and the sweeps still run: its mail waits for the next tick.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    if not app.settings.imap:
+        return results
+    pipeline = app.pipeline()
+    for box in app.settings.imap:
+        logger = logging.getLogger(f"mailcase.ingest.imap.{box.name}")
+        poller = app.mailbox_poller(box, ingest=pipeline, stop=threading.Event(), logger=logger)
+        try:
+            results[box.name] = {"stored": poller.poll_once(), "error": None}
+        except MailboxLoginFailed:
+            # The poller has logged the ERROR line already.
+            results[box.name] = {"stored": 0, "error": "login refused"}
+        except UNPOLLED as error:
+            logger.error(
+                "mailbox %s (%s at %s:%d): not polled this tick: %s: %s",
+                box.name, box.user, box.host, box.port, type(error).__name__, error,
+            )
+            results[box.name] = {"stored": 0, "error": f"not polled ({type(error).__name__})"}
+        finally:
+            poller.close()
+    return results
+
+
+def tick(app: App, *, deliver: bool = True) -> TickReport:
+    """`mailcase tick`: one pass over the IMAP mailboxes, every due sweep once (as of the app's clock,
+    so `--now` works), then the outbox, so mail fetched by this tick is acknowledged by it."""
+    now = app.clock.now()
+    imap = poll_mailboxes(app)
+    swept = run_due_sweeps(app, now)
+    delivery = drain_outbox(app, now) if deliver and app.settings.outbound.enabled else None
+    return TickReport(
+        sla=swept.sla, maintenance=swept.maintenance, master_updates=swept.master_updates, delivery=delivery, imap=imap
+    )
+
+
+def run_due_sweeps(app: App, now: datetime) -> jobs.DueSweeps:
+    """Every scheduler sweep once, as of `now` (the scheduler's job and `tick`'s)."""
+    return jobs.run_due_sweeps(app.engine, app.desk(), now, held=app.settings.held)

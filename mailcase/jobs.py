@@ -1,12 +1,12 @@
 """The scheduler's sweeps, shared by `serve` (APScheduler) and `mailcase tick`: each finds due work by an indexed
-`*_due_at` column, decides with `rules`, and queues outbox rows by idempotency key.
+`*_due_at` column, decides with `rules`, and queues outbox rows by idempotency key; it never polls or delivers.
 
 A sweep claims a batch of due rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several daemons
 share the work without a coordinator) and commits per batch. Running a sweep twice, or on two
 daemons at once, sends nothing twice: every notice's idempotency key is unique in the outbox.
 
-`tick` also makes one pass over each `[[imap]]` mailbox (`poll_mailboxes`), for deployments that
-run `mailcase tick` from cron instead of `serve`; exactly-once is the poller's and the pipeline's.
+Sweeps take the engine, the `Desk` context and the settings values they need; polling and delivery
+loops (and `tick`, which runs everything once) belong to the daemon.
 """
 
 from __future__ import annotations
@@ -14,21 +14,24 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
 
-from mailcase import casework
-from mailcase.store.engine import is_postgres, transaction
-from mailcase.domain import CaseStatus, NotificationIntent
-from mailcase.store.models import Case, Organisation, Technician
+from mailcase.config import HeldSettings
+from mailcase.desk import cases as casework
+from mailcase.desk import maintenance, notices
+from mailcase.desk.context import Desk
+from mailcase.desk.deadlines import DeadlinePlanner
+from mailcase.domain import CaseKind, CaseStatus, NotificationIntent
 from mailcase.rules.lifecycle import Actor
-from mailcase.rules.sla import DeadlineName, NoticeKind, SlaNotice, notices_due
+from mailcase.rules.sla import DeadlineName, NoticeKind, SlaNotice, next_check_at, notices_due
 from mailcase.store.cases import case_view
-from mailcase.store.outbox import enqueue_many
-
-if TYPE_CHECKING:
-    from mailcase.app import App
+from mailcase.store.engine import is_postgres, transaction
+from mailcase.store.held import held_since
+from mailcase.store.models import Case, Organisation, Outbox
+from mailcase.store.outbox import enqueue, enqueue_many
+from mailcase.store.technicians import team_addresses
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +56,32 @@ class SweepReport:
             self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
 
 
-def sweep_case_deadlines(app: App, now: datetime, *, batch: int = BATCH) -> SweepReport:
-    """Every case whose `next_due_at` has come: queue its due notices, apply their effects, replan it."""
+def sweep_case_deadlines(engine: Engine, desk: Desk, now: datetime, *, batch: int = BATCH) -> SweepReport:
+    """Every case (not a master case) whose `next_due_at` has come: queue its due notices, apply their
+    effects, replan it."""
+    return _sweep_due_cases(engine, desk, now, masters=False, batch=batch)
+
+
+def sweep_master_updates(engine: Engine, desk: Desk, now: datetime, *, batch: int = BATCH) -> int:
+    """Every master case whose `next_due_at` has come: the hourly reminder to its assignee to send
+    followers an update (`master_update_reminder`, rules.sla's P1G update target), and its other
+    deadlines. The update itself goes out when an agent writes one (`desk.masters.master_update`).
+    Returns the notices queued."""
+    return _sweep_due_cases(engine, desk, now, masters=True, batch=batch).queued
+
+
+def _sweep_due_cases(engine: Engine, desk: Desk, now: datetime, *, masters: bool, batch: int) -> SweepReport:
+    planner = desk.planner
+    if planner is None:
+        raise ValueError("the deadline sweeps need a Desk with its deadline planner")
+    which = col(Case.kind) == CaseKind.MASTER if masters else col(Case.kind) != CaseKind.MASTER
     report = SweepReport()
     seen: set[int] = set()
     while True:
-        with transaction(app.engine) as session:
+        with transaction(engine) as session:
             statement = (
                 select(Case)
-                .where(col(Case.next_due_at) <= now)
+                .where(col(Case.next_due_at) <= now, which)
                 .order_by(col(Case.next_due_at))
                 .limit(batch)
             )
@@ -77,9 +97,9 @@ def sweep_case_deadlines(app: App, now: datetime, *, batch: int = BATCH) -> Swee
                 for case in cases:
                     assert case.id is not None
                     seen.add(case.id)
-                    _sweep_case(app, session, case, now, report, pending)
+                    _sweep_case(desk, planner, session, case, now, report, pending)
             intents = [intent for _, intent in pending]
-            inserted = enqueue_many(intents, session=session, now=now, hostname=app.desk().hostname)
+            inserted = enqueue_many(intents, session=session, now=now, hostname=desk.hostname)
             for kind, intent in pending:
                 report.count(kind, intent.idempotency_key in inserted)
             report.examined += len(cases)
@@ -89,21 +109,19 @@ def sweep_case_deadlines(app: App, now: datetime, *, batch: int = BATCH) -> Swee
 
 
 def _sweep_case(
-    app: App, session: Session, case: Case, now: datetime, report: SweepReport, pending: Pending
+    desk: Desk, planner: DeadlinePlanner, session: Session, case: Case, now: datetime, report: SweepReport,
+    pending: Pending,
 ) -> None:
-    planner = app.planner
     deadlines = planner.deadlines(session, case, now)
     due = _current(notices_due(case_view(case), deadlines, planner.policy, now))
     for notice in due:
-        queued = _carry_out(app, session, case, notice, now, pending)
+        queued = _carry_out(desk, session, case, notice, now, pending)
         if queued is not None:
             report.count(notice.kind.value, queued)
     changed = any(notice.kind in CHANGES_THE_CASE for notice in due)
     replanned = planner.replan(session, case, now, known=None if changed else deadlines)
     if case.next_due_at is not None and case.next_due_at <= now:
         # Everything due now has been queued (or was already): look again at the next new instant.
-        from mailcase.rules.sla import next_check_at
-
         case.next_due_at = next_check_at(case_view(case), replanned, planner.policy, now)
         session.add(case)
 
@@ -135,16 +153,14 @@ def _current(notices: tuple[SlaNotice, ...]) -> list[SlaNotice]:
 
 
 def _carry_out(
-    app: App, session: Session, case: Case, notice: SlaNotice, now: datetime, pending: Pending
+    desk: Desk, session: Session, case: Case, notice: SlaNotice, now: datetime, pending: Pending
 ) -> bool | None:
     """Queue the notice and apply its effect: True queued now, False already queued before, None
     added to `pending` (staff notices, queued with the batch)."""
-    desk = app.desk()
-    settings = app.settings
     key = notice.idempotency_key(case.number)
 
     def staff(template: str, recipients: list[str], values: dict[str, object]) -> None:
-        for intent in casework.staff_notice(
+        for intent in notices.staff_notice(
             session, desk, case, template=template, recipients=recipients, now=now, key=key, extra=values
         ):
             pending.append((notice.kind.value, intent))
@@ -159,17 +175,21 @@ def _carry_out(
             if notice.kind is NoticeKind.MASTER_UPDATE_REMINDER:
                 template = "staff.master_update_reminder"
                 extra |= {"master_number": case.number, "master_subject": case.subject, "platform": case.platform or ""}
-            return staff(template, _owners(session, app, case), extra)
+            staff(template, _owners(session, desk, case), extra)
+            return None
         case NoticeKind.SLA_ESCALATION_L2:
-            manager = casework.escalation_contact(settings, case, 2)
+            manager = desk.escalation.owner(2, case.team)
             escalation = extra | {"level": 2, "summary": _summary(session, case)}
-            return staff("staff.sla_escalation", [manager], escalation)
+            staff("staff.sla_escalation", [manager], escalation)
+            return None
         case NoticeKind.SLA_ESCALATION_L3:
             escalation = extra | {"level": 3, "summary": _summary(session, case)}
-            return staff("staff.sla_escalation", [settings.escalation.vp], escalation)
+            staff("staff.sla_escalation", [desk.escalation.vp], escalation)
+            return None
         case NoticeKind.UNASSIGNED_ALERT:
             alert = extra | {"created_at": case.created_at.isoformat()}
-            return staff("staff.unassigned_alert", [settings.escalation.on_call], alert)
+            staff("staff.unassigned_alert", [desk.escalation.on_call], alert)
+            return None
         case NoticeKind.HOLD_EXPIRED:
             if case.status is CaseStatus.ON_HOLD:
                 casework.set_status(
@@ -177,14 +197,15 @@ def _carry_out(
                     notify_customer=False,
                 )
             held = extra | {"hold_until": notice.deadline_at.isoformat()}
-            return staff("staff.hold_expired", _owners(session, app, case), held)
+            staff("staff.hold_expired", _owners(session, desk, case), held)
+            return None
         case NoticeKind.CUSTOMER_NUDGE:
             nudge = {"close_at": case.customer_due_at.isoformat()} if case.customer_due_at else {}
-            return casework.queue_customer_notice(
+            return notices.queue_customer_notice(
                 session, desk, case, template="customer.nudge", event="nudge", now=now, extra=nudge, key=key
             ) is not None
         case NoticeKind.CLOSE_NO_RESPONSE:
-            queued = casework.queue_customer_notice(
+            queued = notices.queue_customer_notice(
                 session, desk, case, template="customer.closed_no_response", event="closed_no_response", now=now,
                 key=key,
             ) is not None
@@ -212,172 +233,64 @@ def _summary(session: Session, case: Case) -> str:
     )
 
 
-def _owners(session: Session, app: App, case: Case) -> list[str]:
+def _owners(session: Session, desk: Desk, case: Case) -> list[str]:
     """The assignee; with nobody assigned, the team's active technicians; failing that, on-call."""
     if case.assignee:
         return [case.assignee]
-    team = list(
-        session.exec(select(Technician.email).where(Technician.team == (case.team or ""), col(Technician.active).is_(True)))
-    )
-    return team or [app.settings.escalation.on_call]
+    return team_addresses(session=session, team=case.team) or [desk.escalation.on_call]
 
 
-@dataclass
-class TickReport:
+def run_due_sweeps(engine: Engine, desk: Desk, now: datetime, *, held: HeldSettings) -> DueSweeps:
+    """Every scheduler sweep once, as of `now`."""
+    sla = sweep_case_deadlines(engine, desk, now)
+    masters = sweep_master_updates(engine, desk, now)
+    windows = maintenance.sweep_maintenance(engine, desk, now)
+    if held.digest_address:
+        sla.count("staff.held_digest", sweep_held_digest(engine, desk, now, held=held))
+    return DueSweeps(sla=sla, maintenance=windows, master_updates=masters)
+
+
+@dataclass(frozen=True, slots=True)
+class DueSweeps:
+    """What one pass of every sweep queued: the case deadlines' notices (with the held digest), the
+    maintenance notices, and the master cases' update reminders."""
+
     sla: SweepReport
     maintenance: int
-    # Summed over the batches `tick` delivered: sent, retried, failed, requeued, batches.
-    delivery: dict[str, int] | None
-    # Per [[imap]] mailbox name: {"stored": N, "error": None}, or {"stored": 0, "error": why it
-    # could not be polled}.
-    imap: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def lines(self) -> list[str]:
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.sla.by_kind.items())) or "none"
-        lines = [
-            f"imap {name}: " + (r["error"] or f"{r['stored']} message(s) stored")
-            for name, r in self.imap.items()
-        ]
-        lines.append(f"deadlines: {self.sla.examined} cases due, {self.sla.queued} notices queued ({kinds})")
-        lines.append(f"maintenance: {self.maintenance} notices queued")
-        if self.delivery is not None:
-            d = self.delivery
-            lines.append(
-                f"outbox: {d['sent']} sent, {d['retried']} to retry later, {d['failed']} failed"
-                f" ({d['batches']} batch(es))"
-            )
-        return lines
+    master_updates: int
 
 
-def run_due_sweeps(app: App, now: datetime) -> tuple[SweepReport, int]:
-    """Every scheduler sweep once, as of `now`."""
-    from mailcase import broadcasts
-
-    sla = sweep_case_deadlines(app, now)
-    maintenance = broadcasts.sweep_maintenance(app, now) + broadcasts.sweep_master_updates(app, now)
-    if app.settings.held.digest_address:
-        sla.count("staff.held_digest", sweep_held_digest(app, now))
-    return sla, maintenance
-
-
-def sweep_held_digest(app: App, now: datetime) -> bool:
+def sweep_held_digest(engine: Engine, desk: Desk, now: datetime, *, held: HeldSettings) -> bool:
     """Tell `[held] digest_address` about messages held since the last digest, in one notice at
     most every `digest_interval_minutes`; True when a digest was queued. Nothing held, no mail."""
-    from sqlmodel import func, select
-
-    from mailcase.store.engine import transaction
-    from mailcase.domain import NotificationIntent
-    from mailcase.store.models import Outbox
-    from mailcase.store.held import held_since
-    from mailcase.store.outbox import enqueue
-
-    settings = app.settings.held
-    with transaction(app.engine) as session:
+    with transaction(engine) as session:
         last = session.exec(select(func.max(Outbox.created_at)).where(Outbox.kind == "staff.held_digest")).one()
-        if last is not None and now - last < timedelta(minutes=settings.digest_interval_minutes):
+        if last is not None and now - last < timedelta(minutes=held.digest_interval_minutes):
             return False
-        held = held_since(session=session, since=last, until=now)
-        if not held:
+        messages = held_since(session=session, since=last, until=now)
+        if not messages:
             return False
         intent = NotificationIntent(
             kind="staff.held_digest",
             template="staff.held_digest",
-            recipients=(settings.digest_address,),
+            recipients=(held.digest_address,),
             idempotency_key=f"staff.held_digest:{now.isoformat()}",
             due_at=now,
             context={
-                "tz": app.settings.business.timezone,
+                "tz": desk.timezone,
                 "held": [
                     {"id": h.id, "from": h.from_address, "subject": h.subject, "reason": h.reason,
                      "received_at": h.received_at.isoformat()}
-                    for h in held
+                    for h in messages
                 ],
             },
             locale="en",
             auto_submitted="auto-generated",
         )
-        return enqueue(intent, session=session, now=now, hostname=app.settings.smtp.hostname) is not None
+        return enqueue(intent, session=session, now=now, hostname=desk.hostname) is not None
 
 
-def deliver_outbox(app: App, now: datetime) -> object:
-    """One batch of due notices (at most `[outbound] batch_size`), as `serve`'s delivery loop does."""
-    from mailcase.notify.outbox import deliver_due
-
-    return deliver_due(
-        app.engine,
-        now=now,
-        transport=app.transport(),
-        renderer=app.renderer(),
-        settings=app.settings,
-        secret=app.secret,
-        limit=app.settings.outbound.batch_size,
-        clock=app.clock.now,
-    )
-
-
-MAX_DRAIN_BATCHES = 10_000
-"""A bound on `drain_outbox`'s batches (two million notices at the default batch size), so a bug
-that left rows due forever cannot turn `tick` into an endless loop."""
-
-
-def drain_outbox(app: App, now: datetime) -> dict[str, int]:
-    """Deliver batch after batch until nothing is due at `now` (`mailcase tick`): every claimed row
-    ends sent, failed or retried later (its next attempt after `now`), so each batch shrinks what
-    is due and the loop ends when a batch finds nothing. Returns the summed counts."""
-    totals = {"sent": 0, "retried": 0, "failed": 0, "requeued": 0, "batches": 0}
-    for _ in range(MAX_DRAIN_BATCHES):
-        report = deliver_outbox(app, now)
-        counts = {name: int(getattr(report, name, 0)) for name in ("sent", "retried", "failed", "requeued")}
-        for name, value in counts.items():
-            totals[name] += value
-        if counts["sent"] + counts["retried"] + counts["failed"] == 0:
-            break
-        totals["batches"] += 1
-    return totals
-
-
-def poll_mailboxes(app: App) -> dict[str, dict[str, Any]]:
-    """One pass over every `[[imap]]` mailbox, as `serve`'s pollers do continuously (for cron set-ups).
-
-    A mailbox that cannot be polled (refused login, unreachable server, busy database) is logged
-    and reported, and the others and the sweeps still run: its mail waits for the next tick.
-    """
-    import threading
-
-    from mailcase.errors import MailcaseError
-    from mailcase.ingest.imap import CONNECTION_ERRORS, MailboxLoginFailed
-
-    results: dict[str, dict[str, Any]] = {}
-    if not app.settings.imap:
-        return results
-    pipeline = app.pipeline()
-    for box in app.settings.imap:
-        logger = logging.getLogger(f"mailcase.ingest.imap.{box.name}")
-        poller = app.mailbox_poller(box, ingest=pipeline, stop=threading.Event(), logger=logger)
-        try:
-            results[box.name] = {"stored": poller.poll_once(), "error": None}
-        except MailboxLoginFailed:
-            # The poller has logged the ERROR line already.
-            results[box.name] = {"stored": 0, "error": "login refused"}
-        except (MailcaseError, *CONNECTION_ERRORS) as error:
-            logger.error(
-                "mailbox %s (%s at %s:%d): not polled this tick: %s: %s",
-                box.name, box.user, box.host, box.port, type(error).__name__, error,
-            )
-            results[box.name] = {"stored": 0, "error": f"not polled ({type(error).__name__})"}
-        finally:
-            poller.close()
-    return results
-
-
-def tick(app: App, *, deliver: bool = True) -> TickReport:
-    """`mailcase tick`: one pass over the IMAP mailboxes, every due sweep once (as of the app's clock,
-    so `--now` works), then the outbox, so mail fetched by this tick is acknowledged by it."""
-    now = app.clock.now()
-    imap = poll_mailboxes(app)
-    sla, maintenance = run_due_sweeps(app, now)
-    delivery = drain_outbox(app, now) if deliver and app.settings.outbound.enabled else None
-    return TickReport(sla=sla, maintenance=maintenance, delivery=delivery, imap=imap)
-
-
-__all__ = ["DeadlineName", "SweepReport", "TickReport", "deliver_outbox", "drain_outbox", "poll_mailboxes", "run_due_sweeps", "sweep_case_deadlines", "tick"]
+__all__ = [
+    "DeadlineName", "DueSweeps", "SweepReport", "run_due_sweeps", "sweep_case_deadlines", "sweep_held_digest",
+    "sweep_master_updates",
+]

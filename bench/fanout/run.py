@@ -88,7 +88,7 @@ def main() -> int:
     parser.add_argument("--database-url", default=None, help="an empty database to use instead of a temporary SQLite file")
     options = parser.parse_args()
 
-    from mailcase import broadcasts
+    from mailcase.desk import maintenance as desk_maintenance
     from mailcase.app import App
     from mailcase.clock import FixedClock
     from mailcase.config import load_config
@@ -119,8 +119,8 @@ def main() -> int:
         app = App(settings=settings, engine=engine, clock=FixedClock(now))
         start = datetime(2026, 12, 19, 5, 0, tzinfo=UTC)
         with transaction(engine) as session:
-            window = broadcasts.add_window(
-                session, app, kind=MaintenanceKind.SCHEDULED, start=start, end=start + timedelta(hours=6),
+            window = desk_maintenance.add_window(
+                session, app.desk(), kind=MaintenanceKind.SCHEDULED, start=start, end=start + timedelta(hours=6),
                 products=list(PRODUCTS), description="Monthly patching of the voice platform.",
                 justification="Keeps the platform on supported software.", now=now,
             )
@@ -128,11 +128,11 @@ def main() -> int:
         due = start - timedelta(days=7)
 
         started = time.perf_counter()
-        queued = broadcasts.sweep_maintenance(app, due)
+        queued = desk_maintenance.sweep_maintenance(app.engine, app.desk(), due)
         elapsed = time.perf_counter() - started
         print(f"queue: {queued} notices (context, .ics, List-Unsubscribe, outbox row) in {elapsed:.2f} s "
               f"= {queued / elapsed:.0f}/s (target: all within 20 s)")
-        again = broadcasts.sweep_maintenance(app, due)
+        again = desk_maintenance.sweep_maintenance(app.engine, app.desk(), due)
         print(f"queue again (idempotent): {again} new rows")
 
         started = time.perf_counter()

@@ -5,7 +5,7 @@ postgres, created and dropped here) it bulk-loads the cases (COPY on PostgreSQL,
 INSERT on SQLite), with realistic columns: open cases carry the deadlines and `next_due_at` that `rules.sla`
 computes for them, closed ones have none. It then prints:
 
-1. idle tick: `jobs.tick` (every sweep, then the outbox pass) when nothing is due, median of 20 runs, in a
+1. idle tick: `daemon.tick` (every sweep, then the outbox pass) when nothing is due, median of 20 runs, in a
    running process as `serve` runs it (target: at most 20 ms);
 2. due tick: a tick that finds 10,000 due reminders: the sweep that decides and queues them, then a render
    of those 10,000 notices with the Renderer (the sweep only queues; rendering happens at delivery, so the
@@ -366,16 +366,16 @@ def explain_due_query(engine: Any, now: datetime) -> list[str]:
 
 
 def measure_idle(app: Any, runs: int) -> tuple[float, float, float]:
-    """Median, min and max of `jobs.tick(app)` in ms, nothing due (one warm-up run first)."""
-    from mailcase import jobs
+    """Median, min and max of `daemon.tick(app)` in ms, nothing due (one warm-up run first)."""
+    from mailcase import daemon
 
     app.clock.set(IDLE_AT)
-    report = jobs.tick(app)
+    report = daemon.tick(app)
     assert report.sla.examined == 0, f"idle tick found {report.sla.examined} due cases"
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        jobs.tick(app)
+        daemon.tick(app)
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times), min(times), max(times)
 
@@ -384,13 +384,13 @@ def measure_due(app: Any, expected: int) -> tuple[float, float, int]:
     """Seconds for the sweep that queues the due reminders, and for rendering them; the count queued."""
     from sqlmodel import Session, select
 
-    from mailcase import jobs
+    from mailcase import daemon
     from mailcase.store.models import Outbox
     from mailcase.notify.render import Renderer
 
     app.clock.set(DUE_AT)
     started = time.perf_counter()
-    sla, _maintenance = jobs.run_due_sweeps(app, DUE_AT)
+    sla = daemon.run_due_sweeps(app, DUE_AT).sla
     sweep = time.perf_counter() - started
     if sla.queued != expected:
         print(f"    warning: queued {sla.queued}, expected {expected} ({sla.by_kind})")

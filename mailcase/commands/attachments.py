@@ -30,7 +30,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
 
 def _rows(app: App, number: int) -> list[dict[str, Any]]:
-    from mailcase.casework import find_case
+    from mailcase.desk.cases import find_case
     from mailcase.present import iso
     from mailcase.store.cases import attachments_of_case
 

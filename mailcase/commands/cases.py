@@ -117,7 +117,7 @@ def run_list(app: App, args: argparse.Namespace) -> int:
 
 
 def run_show(app: App, args: argparse.Namespace) -> int:
-    from mailcase.casework import find_case
+    from mailcase.desk.cases import find_case
     from mailcase.commands.output import emit_json
     from mailcase.present import case_detail_json, case_text
 
@@ -131,7 +131,7 @@ def run_show(app: App, args: argparse.Namespace) -> int:
 
 
 def run_update(app: App, args: argparse.Namespace) -> int:
-    from mailcase import casework
+    from mailcase.desk import cases as casework
     from mailcase.commands.output import emit_json
     from mailcase.present import case_detail_json
 
@@ -208,7 +208,7 @@ def _drop_unchanged(args: argparse.Namespace, case: Any) -> list[str]:
 
 
 def run_note(app: App, args: argparse.Namespace) -> int:
-    from mailcase import casework
+    from mailcase.desk import cases as casework
 
     now = app.clock.now()
     with transaction(app.engine) as session:
@@ -221,7 +221,7 @@ def run_note(app: App, args: argparse.Namespace) -> int:
 def run_reply(app: App, args: argparse.Namespace) -> int:
     from sqlmodel import select
 
-    from mailcase import casework
+    from mailcase.desk import cases as casework
     from mailcase.domain import CaseKind
     from mailcase.store.models import Technician
 
@@ -238,12 +238,12 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
                 raise UsageError(f"{author} is not a technician in the directory")
             name = technician.name
         if case.kind == CaseKind.MASTER:  # a loaded row holds the plain string, so compare by value
-            from mailcase import broadcasts
+            from mailcase.desk import masters
 
             if files:
                 raise UsageError("a master update is sent to many organisations: attach nothing, link to the file instead")
 
-            count = broadcasts.master_update(session, app, case, args.body, now=now, author=author or "agent")
+            count = masters.master_update(session, desk, case, args.body, now=now, author=author or "agent")
             print(f"master update for case {args.number:08d} queued to {count} recipients")
             return 0
         from mailcase.store.cases import store_attachment
@@ -285,7 +285,7 @@ def _attachments(paths: list[str], limit: int) -> list[tuple[str, str, bytes]]:
 
 
 def run_sla(app: App, args: argparse.Namespace) -> int:
-    from mailcase.casework import find_case
+    from mailcase.desk.cases import find_case
     from mailcase.commands.output import emit_json
     from mailcase.present import iso, local
 

@@ -26,10 +26,10 @@ def run_serve(app: App, args: argparse.Namespace) -> int:
 
 
 def run_tick(app: App, args: argparse.Namespace) -> int:
-    from mailcase import jobs
     from mailcase.commands.output import emit_json
+    from mailcase.daemon import tick
 
-    report = jobs.tick(app, deliver=not args.no_deliver)
+    report = tick(app, deliver=not args.no_deliver)
     if args.json:
         emit_json(
             {
@@ -38,6 +38,7 @@ def run_tick(app: App, args: argparse.Namespace) -> int:
                 "notices_queued": report.sla.queued,
                 "by_kind": report.sla.by_kind,
                 "maintenance_notices_queued": report.maintenance,
+                "master_update_notices_queued": report.master_updates,
                 "imap": report.imap,
                 "delivery": report.delivery,
             }

@@ -171,7 +171,7 @@ def _held(session: Any, held_id: int) -> Any:
 
 
 def run_held_release(app: App, args: argparse.Namespace) -> int:
-    from mailcase.casework import find_case
+    from mailcase.desk.cases import find_case
 
     pipeline = app.pipeline()
     now = app.clock.now()

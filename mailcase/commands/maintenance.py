@@ -1,7 +1,7 @@
 """`mailcase maintenance add|list|cancel|reschedule|plan`: maintenance windows and the notices they cause.
 
 Handlers only parse, open one transaction and print; what is due and who is told lives in
-`broadcasts` and `rules.maintenance`.
+`desk.maintenance` and `rules.maintenance`.
 """
 
 from __future__ import annotations
@@ -122,18 +122,18 @@ def _report(app: App, args: argparse.Namespace, data: dict[str, Any], queued: in
 
 
 def run_add(app: App, args: argparse.Namespace) -> int:
-    from mailcase import broadcasts
+    from mailcase.desk import maintenance as windows
 
     now = app.clock.now()
     with transaction(app.engine) as session:
-        window = broadcasts.add_window(
-            session, app, kind=args.kind, start=args.start, end=args.end, products=args.products,
+        window = windows.add_window(
+            session, app.desk(), kind=args.kind, start=args.start, end=args.end, products=args.products,
             description=args.description, justification=args.justification, now=now,
         )
         window_id = window.id
     assert window_id is not None
     # An unscheduled window is announced "as soon as the window is entered" (SPEC.md §1).
-    queued = broadcasts.sweep_window(app, window_id, now)
+    queued = windows.sweep_window(app.engine, app.desk(), window_id, now)
     return _report(app, args, _one(app, window_id), queued, f"window {window_id} added")
 
 
@@ -156,34 +156,34 @@ def run_list(app: App, args: argparse.Namespace) -> int:
 
 
 def run_cancel(app: App, args: argparse.Namespace) -> int:
-    from mailcase import broadcasts
+    from mailcase.desk import maintenance as windows
 
     now = app.clock.now()
     with transaction(app.engine) as session:
-        queued = broadcasts.cancel_window(session, app, args.id, now=now)
+        queued = windows.cancel_window(session, app.desk(), args.id, now=now)
     return _report(app, args, _one(app, args.id), queued, f"window {args.id} cancelled")
 
 
 def run_reschedule(app: App, args: argparse.Namespace) -> int:
-    from mailcase import broadcasts
+    from mailcase.desk import maintenance as windows
 
     now = app.clock.now()
     with transaction(app.engine) as session:
-        queued = broadcasts.reschedule_window(session, app, args.id, start=args.start, end=args.end, now=now)
+        queued = windows.reschedule_window(session, app.desk(), args.id, start=args.start, end=args.end, now=now)
     # The new times may make a notice due at once (e.g. the window now starts within a week).
-    queued += broadcasts.sweep_window(app, args.id, now)
+    queued += windows.sweep_window(app.engine, app.desk(), args.id, now)
     return _report(app, args, _one(app, args.id), queued, f"window {args.id} rescheduled")
 
 
 def run_plan(app: App, args: argparse.Namespace) -> int:
-    from mailcase import broadcasts
+    from mailcase.desk import maintenance as windows
     from mailcase.commands.output import emit_json
     from mailcase.store.maintenance import get_window, window_products
 
     now = app.clock.now()
     with transaction(app.engine) as session:
-        report = broadcasts.plan_windows(
-            session, app, months=args.months, now=now, products=args.products, connect_products=args.connect_products
+        report = windows.plan_windows(
+            session, app.desk(), months=args.months, now=now, products=args.products, connect_products=args.connect_products
         )
         names = window_products(session=session, window_ids=report.created)
         created = [window_json(get_window(session=session, window_id=i), names.get(i, [])) for i in report.created]

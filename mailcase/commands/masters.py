@@ -44,13 +44,13 @@ def add_close_linked(parser: argparse.ArgumentParser) -> None:
 
 
 def run_create(app: App, args: argparse.Namespace) -> int:
-    from mailcase import broadcasts
+    from mailcase.desk import masters
     from mailcase.commands.output import emit_json
     from mailcase.present import case_detail_json
 
     now = app.clock.now()
     with transaction(app.engine) as session:
-        case = broadcasts.create_master(
+        case = masters.create_master(
             session, app.desk(), platform=args.platform, subject=args.subject, now=now,
             author=args.by or "agent", assignee=args.assignee,
         )
@@ -68,7 +68,7 @@ def after_update(
 ) -> list[str]:
     """Called by `cases update` after its changes: a master case just closed tells its followers and
     closes (with --close-linked) or lists (offers) its open linked cases. Returns lines to print."""
-    from mailcase import broadcasts
+    from mailcase.desk import masters
 
     close_linked = bool(getattr(args, "close_linked", False))
     closing_master = case.kind == CaseKind.MASTER and args.status is CaseStatus.CLOSED
@@ -76,7 +76,7 @@ def after_update(
         raise UsageError("--close-linked goes with --status closed on a master case")
     if not closing_master:
         return []
-    result = broadcasts.master_closed(session, app, case, now=now, author=author, close_linked=close_linked)
+    result = masters.master_closed(session, app.desk(), case, now=now, author=author, close_linked=close_linked)
     lines = [f"master case {format_case_number(case.number)} closed: {result.notified} follower notices queued"]
     if result.closed:
         lines.append("closed linked cases: " + ", ".join(format_case_number(n) for n in result.closed))
@@ -89,13 +89,13 @@ def after_update(
 
 
 def run_close_linked(app: App, args: argparse.Namespace) -> int:
-    from mailcase import broadcasts
-    from mailcase.casework import find_case
+    from mailcase.desk import masters
+    from mailcase.desk.cases import find_case
 
     now = app.clock.now()
     with transaction(app.engine) as session:
         master = find_case(session, args.number, lock=True)
-        result = broadcasts.close_linked_cases(session, app, master, now=now, author=args.by or "agent")
+        result = masters.close_linked_cases(session, app.desk(), master, now=now, author=args.by or "agent")
     closed = ", ".join(format_case_number(n) for n in result.closed) or "none"
     print(f"linked cases closed: {closed} ({result.notified} notices queued)")
     for reason in result.refused:

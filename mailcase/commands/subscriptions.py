@@ -1,6 +1,6 @@
 """`mailcase subscriptions add|list|remove`: who follows which master case or platform, as an agent sees it.
 
-The same functions as the email commands (`mailcase.subscriptions`), so a contact added here gets
+The same functions as the email commands (`mailcase.desk.subscriptions`), so a contact added here gets
 the same confirmation as one who wrote `subscribe …`.
 """
 
@@ -49,8 +49,8 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
 
 def _master(session: Any, number: int) -> Any:
-    from mailcase.casework import find_case
-    from mailcase.subscriptions import master_of
+    from mailcase.desk.cases import find_case
+    from mailcase.desk.subscriptions import master_of
 
     case = find_case(session, number)
     master = master_of(session, case)
@@ -64,7 +64,7 @@ def _what(master: Any, platform: str | None) -> str:
 
 
 def run_add(app: App, args: argparse.Namespace) -> int:
-    from mailcase.subscriptions import subscribe
+    from mailcase.desk.subscriptions import subscribe
 
     now = app.clock.now()
     with transaction(app.engine) as session:
@@ -80,7 +80,7 @@ def run_add(app: App, args: argparse.Namespace) -> int:
 
 def run_remove(app: App, args: argparse.Namespace) -> int:
     from mailcase.store.subscriptions import OPTOUT_MAINTENANCE, remove_subscriptions
-    from mailcase.subscriptions import unsubscribe
+    from mailcase.desk.subscriptions import unsubscribe
 
     now = app.clock.now()
     with transaction(app.engine) as session:

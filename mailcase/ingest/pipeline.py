@@ -20,7 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, case, col, func, select
 
-from mailcase import casework
+from mailcase.desk import cases, masters, notices, subscriptions
+from mailcase.desk.context import Desk
 from mailcase.config import Settings
 from mailcase.store.engine import sqlite_writer_turn, transaction
 from mailcase.domain import (
@@ -49,15 +50,18 @@ from mailcase.store.models import (
     Attachment,
     AutoReplyLog,
     Case,
+    Contact,
     HeldMessage,
     Message,
     MessageAttachment,
     Organisation,
     Outbox,
     RawMessageRecord,
+    Technician,
 )
 from mailcase.rules import classify, tokens
 from mailcase.rules.authentication import Authentication, PublicSuffixes
+from mailcase.rules.businesstime import BusinessCalendar
 from mailcase.rules.decide import (
     AppendUpdate,
     Decision,
@@ -77,7 +81,10 @@ from mailcase.rules.decide import (
 )
 from mailcase.rules.lifecycle import Actor
 from mailcase.rules.matching import Match, Matched, MatchRule, Unmatched, match_case, thread_ids
-from mailcase.store.cases import add_event, add_participants, case_view, cases_by_ids, participants_of
+from mailcase.store.cases import (
+    add_event, add_events, add_participants, assign_next, case_view, cases_by_ids, event_values, insert_case,
+    participants_of,
+)
 from mailcase.store.common import insert_or_ignore
 from mailcase.store.directory import ContactOrganisation, organisation_for_address, sender_view, sender_view_and_name
 from mailcase.store.outbox import record_bounce
@@ -112,7 +119,7 @@ class Pipeline:
     """The shared ingest pipeline; one per process, safe to call from several threads."""
 
     def __init__(
-        self, *, engine: Engine, settings: Settings, desk: casework.Desk, secret: bytes, calendar: object,
+        self, *, engine: Engine, settings: Settings, desk: Desk, secret: bytes, calendar: BusinessCalendar,
         resolver: evidence.TxtResolver | None = None, suffixes: PublicSuffixes | None = None,
     ) -> None:
         self.engine = engine
@@ -276,8 +283,6 @@ class Pipeline:
         verdict: SenderVerdict = NO_VERDICT,
         forced_case_id: int | None = None, force_new_case: bool = False,
     ) -> IngestOutcome:
-        from mailcase import subscriptions
-
         # Mail to a signed List-Unsubscribe address (RFC 2369/8058) is a request, not a case.
         unsubscribed = subscriptions.handle_unsubscribe_mail(
             session,
@@ -827,8 +832,6 @@ class _Apply:
 
     def customer_participants(self, organisation_id: int | None) -> list[str]:
         """People the customer copied: To/Cc minus our own addresses and technicians, per policy."""
-        from mailcase.store.models import Contact, Technician
-
         settings = self.p.settings
         ours = {d.lower() for d in settings.smtp.domains}
         candidates = [
@@ -858,7 +861,7 @@ class _Apply:
 
     def attachment_facts(self, case: Case) -> dict[str, Any]:
         """The staff notice's list of this message's attachments, and the files it carries."""
-        return casework.attachment_context(
+        return notices.attachment_context(
             self.message.attachments, limit=self.p.settings.attachments.notice_max_bytes, case_number=case.number
         )
 
@@ -898,17 +901,15 @@ class _Apply:
         # brought them for a contact's own organisation. Otherwise the row is loaded and held for
         # the rest of the transaction (the session's identity map keeps rows only while something
         # refers to them, and the notices look the organisation up three times).
-        shown: Any = self.sender_organisation
+        shown: Organisation | ContactOrganisation | None = self.sender_organisation
         if shown is None or shown.id != organisation_id:
             shown = self.session.get(Organisation, organisation_id) if organisation_id else None
         self.organisation = shown
         team = settings.assignment.intake_team
-        from mailcase.store.cases import add_events, assign_next, event_values, insert_case
-
         sla_start = self.now
         if kind is CaseKind.MACD_STANDARD:
             # Standard MACD requests received outside extended hours count from the next opening.
-            sla_start = self.p.calendar.next_extended_opening(self.now)  # type: ignore[attr-defined]
+            sla_start = self.p.calendar.next_extended_opening(self.now)
         assignee, technicians = assign_next(session=self.session, team=team)
         participants = self.customer_participants(organisation_id)
         case, created = insert_case(
@@ -941,7 +942,7 @@ class _Apply:
         )
         add_events(session=self.session, events=[created, received])
         if master is not None:
-            casework.link_master(self.session, self.desk, case, self._case(master), now=self.now, author=m.from_address)
+            cases.link_master(self.session, self.desk, case, self._case(master), now=self.now, author=m.from_address)
         if related is not None:
             original = self._case(related)
             add_event(
@@ -957,13 +958,13 @@ class _Apply:
                 extra["macd"] = "standard"
             elif kind is CaseKind.MACD_EXPEDITED:
                 extra["macd"] = "expedited"
-            casework.queue_customer_notice(
+            notices.queue_customer_notice(
                 self.session, self.desk, case, template="customer.ack", event="ack", now=self.now, extra=extra,
                 auto_submitted="auto-replied", in_reply_to=m.message_id, references=(*m.references, m.message_id),
                 participants=people, recipient_name=name, organisation=shown,
             )
             self.log_auto_reply(m.from_address, "customer.ack")
-        casework.replan(self.desk, self.session, case, self.now)
+        cases.replan(self.desk, self.session, case, self.now)
         facts: dict[str, object] = {}
         if case.response_due_at is not None:
             facts["response_due_at"] = case.response_due_at.isoformat()
@@ -972,7 +973,7 @@ class _Apply:
         facts |= self.attachment_facts(case)
         if not acknowledge and withheld and m.from_address:
             facts |= self.record_withheld(case, "acknowledgement", withheld)
-        casework.queue_staff_new_case(
+        notices.queue_staff_new_case(
             self.session, self.desk, case, now=self.now, excerpt=m.new_text or m.text, extra=facts,
             technicians=technicians if case.team == team else None, organisation=shown,
         )
@@ -994,21 +995,21 @@ class _Apply:
             session=self.session, case=case, kind=EventKind.INBOUND_MESSAGE, at=self.now, author=m.from_address,
             summary=f"customer update: {(m.new_text or m.text).strip()[:200]}", message_id=message_id,
         )
-        casework.queue_staff_update(
+        notices.queue_staff_update(
             self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text,
             extra=self.attachment_facts(case),
         )
         if decision.escalate:
-            casework.escalate(self.session, self.desk, case, now=self.now, author=m.from_address, settings=self.p.settings)
+            cases.escalate(self.session, self.desk, case, now=self.now, author=m.from_address)
         self.session.add(case)
-        casework.replan(self.desk, self.session, case, self.now)
+        cases.replan(self.desk, self.session, case, self.now)
         return case
 
     def reopen(self, decision: ReopenCase) -> Case:
         m = self.message
         case = self._case(decision.case)
         message_id = self.store_message(case)
-        casework.set_status(
+        cases.set_status(
             self.session, self.desk, case, CaseStatus.CUSTOMER_REOPENED, now=self.now, author=m.from_address,
             actor=Actor.CUSTOMER, notify_customer=False,
         )
@@ -1019,7 +1020,7 @@ class _Apply:
             summary="reopened by the customer's reply", message_id=message_id,
         )
         if decision.acknowledge:
-            casework.queue_customer_notice(
+            notices.queue_customer_notice(
                 self.session, self.desk, case, template="customer.reopened", event="reopened", now=self.now,
                 auto_submitted="auto-replied", in_reply_to=m.message_id, references=(*m.references, m.message_id),
             )
@@ -1027,11 +1028,11 @@ class _Apply:
         extra = self.attachment_facts(case)
         if not decision.acknowledge and decision.withheld and m.from_address:
             extra |= self.record_withheld(case, "reopen notice", decision.withheld)
-        casework.queue_staff_update(
+        notices.queue_staff_update(
             self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text,
             extra=extra,
         )
-        casework.replan(self.desk, self.session, case, self.now)
+        cases.replan(self.desk, self.session, case, self.now)
         return case
 
     def record_bounce(self) -> Case | None:
@@ -1059,7 +1060,7 @@ class _Apply:
         message_id = self.store_message(case)
         body = _without_command_line(m.new_text or m.text)
         if decision.reopen:
-            casework.set_status(
+            cases.set_status(
                 self.session, self.desk, case, CaseStatus.IN_PROGRESS, now=self.now, author=m.from_address,
                 actor=Actor.AGENT, notify_customer=False,
             )
@@ -1068,17 +1069,13 @@ class _Apply:
                 summary="reopened by the technician's #reopen reply", message_id=message_id,
             )
         if decision.internal_note:
-            casework.add_note(self.session, case, body or "(empty note)", now=self.now, author=m.from_address, message_id=message_id)
+            cases.add_note(self.session, case, body or "(empty note)", now=self.now, author=m.from_address, message_id=message_id)
         elif case.kind == CaseKind.MASTER:
-            from mailcase import broadcasts
-
             # A technician's emailed update on a master case goes to every follower of it.
-            broadcasts.master_update(
-                self.session, self.desk, case, body, now=self.now, author=m.from_address, secret=self.p.secret
-            )
+            masters.master_update(self.session, self.desk, case, body, now=self.now, author=m.from_address)
         else:
             # The technician's files travel with the reply (already stored with their message).
-            casework.public_reply(
+            cases.public_reply(
                 self.session, self.desk, case, body, now=self.now, author=m.from_address, author_name=m.from_name,
                 awaiting_customer=False, attachments=[
                     {"filename": a.filename, "content_type": a.content_type, "sha256": a.sha256}
@@ -1088,8 +1085,6 @@ class _Apply:
         return case
 
     def subscription(self, decision: SubscriptionCommand) -> Case | None:
-        from mailcase import subscriptions
-
         return subscriptions.apply_email_command(
             self.session, self.desk, decision.command, address=self.message.from_address, now=self.now,
             message=self.message,
@@ -1106,14 +1101,14 @@ class _Apply:
         )
         self.session.add(held)
         self.session.flush()
+        assert held.id is not None
         if decision.notify_sender and m.from_address:
-            casework.queue_non_mpoc_notice(self.session, self.desk, m, now=self.now, held_id=held.id)  # type: ignore[arg-type]
+            notices.queue_non_mpoc_notice(self.session, self.desk, m, now=self.now, held_id=held.id)
             self.log_auto_reply(m.from_address, "customer.non_mpoc")
         if decision.notify_claimed and not m.is_automatic:
-            self.tell_claimed_sender(held.id, decision.reason)  # type: ignore[arg-type]
+            self.tell_claimed_sender(held.id, decision.reason)
         if decision.tell_technician and m.from_address:
-            casework.queue_reply_not_sent(self.session, self.desk, m, now=self.now, held_id=held.id, reason=decision.reason)  # type: ignore[arg-type]
-        assert held.id is not None
+            notices.queue_reply_not_sent(self.session, self.desk, m, now=self.now, held_id=held.id, reason=decision.reason)
         return held.id
 
 
@@ -1121,8 +1116,6 @@ class _Apply:
         """The one notice to the person a held message claims to be from, at the address the
         directory has on file (never the message's Reply-To or another address it names), at
         most once per `autoreply.non_mpoc_notice_hours` per address, whatever the spoofer sends."""
-        from mailcase.store.models import Contact, Technician
-
         claimed = self.message.from_address
         technician = self.session.exec(select(Technician.email).where(Technician.email == claimed)).first()
         contact = None if technician else self.session.exec(select(Contact.email).where(Contact.email == claimed)).first()
@@ -1138,7 +1131,7 @@ class _Apply:
         ).first()
         if recently is not None:
             return
-        casework.queue_sender_unverified_notice(
+        notices.queue_sender_unverified_notice(
             self.session, self.desk, self.message, address=on_file, template=kind, now=self.now, held_id=held_id,
             reason=reason,
         )

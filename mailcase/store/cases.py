@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,6 +23,7 @@ from mailcase.store.models import (
     Technician,
 )
 from mailcase.store.common import insert_or_ignore
+from mailcase.store.technicians import team_members
 
 CASE_NUMBER_COUNTER = "case_number"
 
@@ -42,6 +43,20 @@ def allocate_case_number(*, session: Session) -> int:
     return int(number)
 
 
+class CaseFields(TypedDict, total=False):
+    """What a new case may start with besides its subject, organisation and requester."""
+
+    kind: CaseKind
+    priority: Priority
+    assignee: str | None
+    team: str | None
+    related_to_id: int | None
+    platform: str | None
+    sla_start_at: datetime | None
+    participants: Iterable[str]
+    author: str
+
+
 def create_case(
     *,
     session: Session,
@@ -49,20 +64,11 @@ def create_case(
     subject: str,
     organisation_id: int | None,
     requester: str | None,
-    kind: CaseKind = CaseKind.SUPPORT,
-    priority: Priority = Priority.P4,
-    assignee: str | None = None,
-    team: str | None = None,
-    related_to_id: int | None = None,
-    platform: str | None = None,
-    sla_start_at: datetime | None = None,
-    participants: Iterable[str] = (),
-    author: str = "",
+    **fields: Unpack[CaseFields],
 ) -> Case:
+    """A new case and its "case opened" event (`insert_case`, event written at once)."""
     case, created = insert_case(
-        session=session, now=now, subject=subject, organisation_id=organisation_id, requester=requester, kind=kind,
-        priority=priority, assignee=assignee, team=team, related_to_id=related_to_id, platform=platform,
-        sla_start_at=sla_start_at, participants=participants, author=author,
+        session=session, now=now, subject=subject, organisation_id=organisation_id, requester=requester, **fields
     )
     add_events(session=session, events=[created])
     return case
@@ -343,41 +349,15 @@ def case_view(case: Case, participants: Sequence[str] = ()) -> CaseView:
     )
 
 
-def next_assignee(*, session: Session, team: str) -> str | None:
-    """Round-robin among the team's active technicians, in a stable order (by id).
-
-    The team's cursor row is locked for the rest of the transaction, so two writers never hand
-    out the same turn.
-    """
-    locked = select(AssignmentCursor).where(AssignmentCursor.team == team).with_for_update()
-    cursor = session.exec(locked).first()
-    if cursor is None:  # the team's first case: create its cursor (once, whoever races)
-        insert_or_ignore(session, AssignmentCursor.__table__, {"team": team}, conflict=["team"])
-        cursor = session.exec(locked).one()
-    technicians = list(
-        session.exec(
-            select(Technician)
-            .where(Technician.team == team, col(Technician.active).is_(True))
-            .order_by(col(Technician.id))
-        )
-    )
-    if not technicians:
-        return None
-    last = cursor.last_technician_id or 0
-    chosen = next((t for t in technicians if (t.id or 0) > last), technicians[0])
-    cursor.last_technician_id = chosen.id
-    session.add(cursor)
-    return chosen.email
-
-
 def assign_next(*, session: Session, team: str) -> tuple[str | None, list[str]]:
-    """`next_assignee` and the team's active technicians' addresses (by id), for a caller that
-    also notifies the team: the technicians are read once, and the cursor moves in one UPDATE.
+    """The team's next technician in round-robin order (None: the team has no active technician)
+    and the team's active technicians' addresses (by id), for a caller that also notifies the
+    team: the technicians are read once, and the cursor moves in one UPDATE.
 
-    The UPDATE takes the cursor row's lock (PostgreSQL) for the rest of the transaction, as
-    `next_assignee`'s SELECT … FOR UPDATE does, so two writers never hand out the same turn.
+    The UPDATE takes the cursor row's lock (PostgreSQL) for the rest of the transaction, so two
+    writers never hand out the same turn.
     """
-    technicians = [(int(row[0]), str(row[1])) for row in session.execute(_team_technicians(), {"team": team})]
+    technicians = team_members(session=session, team=team)
     if not technicians:
         insert_or_ignore(session, AssignmentCursor.__table__, {"team": team}, conflict=["team"])
         return None, []
@@ -391,15 +371,6 @@ def assign_next(*, session: Session, team: str) -> tuple[str | None, list[str]]:
     if email is None:  # changed between the two statements (PostgreSQL, READ COMMITTED)
         email = session.exec(select(Technician.email).where(Technician.id == chosen)).first()
     return email, [address for _id, address in technicians]
-
-
-@functools.cache
-def _team_technicians() -> Any:
-    return (
-        sa.select(col(Technician.id), col(Technician.email))
-        .where(col(Technician.team) == sa.bindparam("team"), col(Technician.active).is_(True))
-        .order_by(col(Technician.id))
-    )
 
 
 @functools.cache

@@ -31,6 +31,7 @@ from mailcase.store.models import (
     Product,
     Technician,
 )
+from mailcase.store.technicians import active_in_team
 from mailcase.rules.directory_format import (
     ContactEntry,
     Directory,
@@ -591,7 +592,7 @@ def active_technicians(team: str, *, session: Session) -> list[TechnicianView]:
     """A team's active technicians in a stable order (by id), for round-robin assignment."""
     query = (
         select(Technician)
-        .where(Technician.team == team, Technician.active == sa.true())
+        .where(active_in_team(team))
         .order_by(col(Technician.id))
     )
     return [_technician_view(row) for row in session.exec(query).all()]

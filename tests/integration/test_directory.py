@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -9,8 +11,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from mailcase.store.engine import transaction
-from mailcase.domain import Role
+from mailcase.domain import Channel, RawMessage, Role
 from mailcase.store.models import (
+    Case,
     Contact,
     ContactRole,
     Organisation,
@@ -30,6 +33,7 @@ from mailcase.store.directory import (
     organisation_for_address,
     sender_view,
 )
+from support.broadcasts import example_app
 
 EXAMPLE_TEXT = (Path(__file__).resolve().parents[2] / "examples" / "directory.toml").read_text(
     encoding="utf-8"
@@ -333,3 +337,30 @@ def test_a_renamed_organisation_shares_its_domain_until_the_old_id_is_retired(en
     assert ambiguous is None
     assert resolved is not None and resolved.key == "acme-corp"
     assert pat is not None and pat.key == "acme-corp"
+
+
+def test_a_running_app_plans_with_an_sla_override_imported_after_it_started(engine: Engine) -> None:
+    """One App serves for the life of the daemon; an operator's `directory import` of an
+    organisation's SLA override applies to the next case it opens, without a restart."""
+    monday = datetime(2026, 12, 7, 16, 0, tzinfo=UTC)  # 09:00 in Denver, an ordinary business day
+    app = example_app(engine, monday)
+
+    def opened(subject: str) -> Case:
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = "pat@acme.example", "support@support.example.com", subject
+        message["Message-ID"] = f"<{subject.replace(' ', '.')}@acme.example>"
+        message.set_content("Please help.\n")
+        raw = RawMessage(data=message.as_bytes(), channel=Channel.PIPE, received_at=monday)
+        outcome = app.pipeline().ingest_one(raw)
+        assert outcome.decision == "open_case"
+        with Session(engine) as session:
+            return session.exec(select(Case).where(Case.number == int(outcome.case_number or 0))).one()
+
+    before = opened("Voicemail not working")
+    assert before.response_due_at == monday + timedelta(days=1)  # config.toml: P4, 1 business day
+    _import(engine, EXAMPLE_TEXT.replace(
+        'notes = "Contract renewal every March."',
+        'notes = "Contract renewal every March."\n[organisations.sla.P4]\nresponse_business_days = 3',
+    ))
+    after = opened("Fax not working")
+    assert after.response_due_at == monday + timedelta(days=3)

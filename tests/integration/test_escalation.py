@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.engine import Engine
 
-from mailcase import casework
+from mailcase.desk import cases as casework
 from mailcase.store.engine import transaction
 from support.cli import MailcaseCli
 from support.relay import CaptureRelay

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.engine import Engine
 
-from mailcase import broadcasts
+from mailcase.desk import maintenance as desk_maintenance
 from mailcase.app import App
 from mailcase.store.engine import transaction
 from mailcase.domain import MaintenanceKind, MaintenanceStatus
@@ -17,7 +17,7 @@ from mailcase.store.models import MaintenanceWindow
 from mailcase.notify.render import Renderer
 from mailcase.status import status_snapshot
 from mailcase.store.maintenance import list_windows, window_products
-from mailcase.subscriptions import handle_unsubscribe_mail
+from mailcase.desk.subscriptions import handle_unsubscribe_mail
 from support.broadcasts import (
     ACME_MAINTENANCE,
     BRISA_MAINTENANCE,
@@ -41,8 +41,8 @@ def app(engine: Engine) -> App:
 
 def _add(app: App, products: list[str], *, start: datetime, hours: int = 6, kind: MaintenanceKind = MaintenanceKind.SCHEDULED) -> int:
     with transaction(app.engine) as session:
-        window = broadcasts.add_window(
-            session, app, kind=kind, start=start.astimezone(UTC), end=(start + timedelta(hours=hours)).astimezone(UTC),
+        window = desk_maintenance.add_window(
+            session, app.desk(), kind=kind, start=start.astimezone(UTC), end=(start + timedelta(hours=hours)).astimezone(UTC),
             products=products, description="Core router software upgrade.", justification="Fixes a security flaw.",
             now=app.clock.now(),
         )
@@ -52,8 +52,8 @@ def _add(app: App, products: list[str], *, start: datetime, hours: int = 6, kind
 
 def _sweep(app: App, at: datetime) -> int:
     """One scheduler pass as of `at`, run twice: the second must queue nothing."""
-    first = broadcasts.sweep_maintenance(app, at.astimezone(UTC))
-    assert broadcasts.sweep_maintenance(app, at.astimezone(UTC)) == 0
+    first = desk_maintenance.sweep_maintenance(app.engine, app.desk(), at.astimezone(UTC))
+    assert desk_maintenance.sweep_maintenance(app.engine, app.desk(), at.astimezone(UTC)) == 0
     return first
 
 
@@ -63,7 +63,7 @@ def _stages(app: App, window_id: int) -> list[tuple[str, str]]:
 
 def test_plan_two_months_from_december_creates_third_friday_windows_in_mountain_time(app: App) -> None:
     with transaction(app.engine) as session:
-        report = broadcasts.plan_windows(session, app, months=2, now=app.clock.now())
+        report = desk_maintenance.plan_windows(session, app.desk(), months=2, now=app.clock.now())
     with transaction(app.engine) as session:
         windows = list_windows(session=session)
     scheduled = [w for w in windows if w.kind == MaintenanceKind.SCHEDULED]
@@ -81,7 +81,7 @@ def test_plan_two_months_from_december_creates_third_friday_windows_in_mountain_
     assert len(report.created) == 5
 
     with transaction(app.engine) as session:
-        again = broadcasts.plan_windows(session, app, months=2, now=app.clock.now())
+        again = desk_maintenance.plan_windows(session, app.desk(), months=2, now=app.clock.now())
     assert again.created == [] and again.existing == 5
     with transaction(app.engine) as session:
         assert len(list_windows(session=session)) == 5
@@ -155,8 +155,8 @@ def test_reschedule_sends_a_sequence_plus_one_update_to_those_already_told_and_n
     new_start = start + timedelta(days=1)
     moved_at = told_at + timedelta(hours=12)
     with transaction(app.engine) as session:
-        queued = broadcasts.reschedule_window(
-            session, app, window_id, start=new_start.astimezone(UTC), end=(new_start + timedelta(hours=4)).astimezone(UTC),
+        queued = desk_maintenance.reschedule_window(
+            session, app.desk(), window_id, start=new_start.astimezone(UTC), end=(new_start + timedelta(hours=4)).astimezone(UTC),
             now=moved_at.astimezone(UTC),
         )
     assert queued == 3
@@ -187,7 +187,7 @@ def test_cancellation_sends_method_cancel_only_to_those_already_told(app: App) -
     _sweep(app, start - timedelta(days=7))
     add_contact(app.engine, "acme", "newcomer@acme.example", ["maintenance"])
     with transaction(app.engine) as session:
-        queued = broadcasts.cancel_window(session, app, window_id, now=(start - timedelta(days=2)).astimezone(UTC))
+        queued = desk_maintenance.cancel_window(session, app.desk(), window_id, now=(start - timedelta(days=2)).astimezone(UTC))
     assert queued == 2
     cancelled = [r for r in outbox(app.engine, maintenance_id=window_id) if r.context["stage"] == "cancelled"]
     assert {recipient(r) for r in cancelled} == ACME_MAINTENANCE
@@ -208,14 +208,14 @@ def test_cancelling_a_window_nobody_heard_of_sends_nothing(app: App) -> None:
     start = datetime(2027, 2, 19, 22, 0, tzinfo=DENVER)
     window_id = _add(app, ["Cisco"], start=start)
     with transaction(app.engine) as session:
-        assert broadcasts.cancel_window(session, app, window_id, now=app.clock.now()) == 0
+        assert desk_maintenance.cancel_window(session, app.desk(), window_id, now=app.clock.now()) == 0
     assert outbox(app.engine, maintenance_id=window_id) == []
 
 
 def test_unscheduled_window_is_announced_at_once_then_at_start_and_end(app: App) -> None:
     start = PLANNED_ON + timedelta(hours=2)
     window_id = _add(app, ["Cisco"], start=start, hours=1, kind=MaintenanceKind.UNSCHEDULED)
-    assert broadcasts.sweep_window(app, window_id, app.clock.now()) == 2
+    assert desk_maintenance.sweep_window(app.engine, app.desk(), window_id, app.clock.now()) == 2
     assert _sweep(app, PLANNED_ON) == 0
     assert _sweep(app, start) == 2
     assert _sweep(app, start + timedelta(hours=1)) == 2
@@ -284,7 +284,7 @@ def test_status_snapshot_lists_windows_with_their_products(app: App) -> None:
 
 
 def test_a_notice_fanned_out_in_small_chunks_reaches_everyone_once(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(broadcasts, "FANOUT_CHUNK", 1)  # one transaction per recipient
+    monkeypatch.setattr(desk_maintenance, "FANOUT_CHUNK", 1)  # one transaction per recipient
     start = datetime(2026, 12, 18, 22, 0, tzinfo=DENVER)
     window_id = _add(app, ["Microsoft Teams", "Five9"], start=start)
     assert _sweep(app, start - timedelta(days=7)) == 3

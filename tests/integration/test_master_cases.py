@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from mailcase import broadcasts, casework
+from mailcase.desk import cases as casework
+from mailcase.desk import masters
 from mailcase.app import App
 from mailcase.store.engine import transaction
 from mailcase.domain import (
@@ -25,9 +26,10 @@ from mailcase.domain import (
     format_case_number,
 )
 from mailcase.store.models import Case, Organisation, Subscription
-from mailcase.notify.render import Renderer
+from mailcase.notify.render import Renderer, local_time
 from mailcase.store.cases import create_case
-from mailcase.subscriptions import handle_unsubscribe_mail, master_scope, request_is_genuine, unsubscribe_request
+from mailcase.desk.subscriptions import handle_unsubscribe_mail, subscribe
+from mailcase.rules.tokens import master_scope, request_is_genuine, staff_reply_address, unsubscribe_request
 from support.broadcasts import REPO, example_app, outbox, recipient
 
 NOW = datetime(2026, 11, 26, 16, 0, tzinfo=UTC)  # Thursday 09:00 in Denver
@@ -51,7 +53,7 @@ def _open(app: App, org: str, requester: str, subject: str) -> int:
 
 def _master(app: App) -> int:
     with transaction(app.engine) as session:
-        master = broadcasts.create_master(
+        master = masters.create_master(
             session, app.desk(), platform="microsoft teams", subject="Teams calls dropping", now=NOW,
             author="ana@support.example.com", assignee="chris@support.example.com",
         )
@@ -80,7 +82,7 @@ def _mail(app: App, sender: str, subject: str, *, to: str = SUPPORT, at: datetim
 def _update(app: App, master_number: int, body: str, at: datetime = NOW) -> int:
     with transaction(app.engine) as session:
         master = casework.find_case(session, master_number, lock=True)
-        return broadcasts.master_update(session, app, master, body, now=at, author="chris@support.example.com")
+        return masters.master_update(session, app.desk(), master, body, now=at, author="chris@support.example.com")
 
 
 @pytest.fixture
@@ -196,7 +198,7 @@ def test_closing_the_master_offers_the_open_linked_cases_and_tells_followers(app
     with transaction(app.engine) as session:
         master = casework.find_case(session, incident["master"], lock=True)
         casework.set_status(session, app.desk(), master, CaseStatus.CLOSED, now=NOW, author="agent")
-        result = broadcasts.master_closed(session, app, master, now=NOW, author="agent", close_linked=False)
+        result = masters.master_closed(session, app.desk(), master, now=NOW, author="agent", close_linked=False)
     assert sorted(result.still_open) == sorted([incident["acme1"], incident["acme2"], incident["brisa"]])
     assert result.closed == () and result.notified == 4
     rows = outbox(app.engine, template="customer.master_closed")
@@ -208,7 +210,7 @@ def test_closing_the_master_offers_the_open_linked_cases_and_tells_followers(app
     later = NOW + timedelta(minutes=30)
     with transaction(app.engine) as session:
         master = casework.find_case(session, incident["master"], lock=True)
-        result = broadcasts.close_linked_cases(session, app, master, now=later, author="agent")
+        result = masters.close_linked_cases(session, app.desk(), master, now=later, author="agent")
     assert sorted(result.closed) == sorted([incident["acme1"], incident["acme2"], incident["brisa"]])
     told = [r for r in outbox(app.engine, template="customer.master_closed") if r.context["case_number"]]
     assert sorted(recipient(r) for r in told) == ["ana.souza@brisa.example.com.br", "pat@acme.example"]
@@ -218,7 +220,7 @@ def test_closing_the_master_with_close_linked_closes_them_with_one_notice_each(a
     with transaction(app.engine) as session:
         master = casework.find_case(session, incident["master"], lock=True)
         casework.set_status(session, app.desk(), master, CaseStatus.CLOSED, now=NOW, author="agent")
-        result = broadcasts.master_closed(session, app, master, now=NOW, author="agent", close_linked=True)
+        result = masters.master_closed(session, app.desk(), master, now=NOW, author="agent", close_linked=True)
     assert sorted(result.closed) == sorted([incident["acme1"], incident["acme2"], incident["brisa"]])
     assert result.still_open == ()
     rows = outbox(app.engine, template="customer.master_closed")
@@ -241,3 +243,29 @@ def test_subscribing_to_a_case_that_is_not_a_master_changes_nothing(app: App) ->
     assert outbox(app.engine, template="customer.subscription") == []
     with transaction(app.engine) as session:
         assert list(session.exec(select(Subscription))) == []
+
+
+def test_a_subscriber_without_organisation_reads_master_updates_in_the_desk_zone_by_email_and_by_cli(
+    engine: Engine,
+) -> None:
+    """The configured `[business] timezone`, not Denver, whether the assignee writes the update by
+    email (the pipeline) or with `cases reply` (the CLI)."""
+    app = example_app(engine, NOW, {"MAILCASE_BUSINESS__TIMEZONE": "Europe/Lisbon"})
+    master_number = _master(app)
+    outsider = "eve@outsider.example"  # in no organisation of the directory
+    with transaction(app.engine) as session:
+        master = casework.find_case(session, master_number, lock=True)
+        subscribe(session, app.desk(), address=outsider, case=master, now=NOW)
+    chris = "chris@support.example.com"
+    by_email = staff_reply_address(SUPPORT, master_number, chris, app.secret)
+    assert _mail(app, chris, "Re: Teams calls dropping", to=by_email) == "technician_reply"
+    _update(app, master_number, "Calls are back for most customers.", at=NOW + timedelta(minutes=30))
+
+    rows = [r for r in outbox(app.engine, template="customer.master_update") if recipient(r) == outsider]
+    assert len(rows) == 2
+    renderer = Renderer(REPO / "templates")
+    for row in rows:
+        assert row.context["tz"] == "Europe/Lisbon"
+        text = renderer.render(row.template, row.locale, row.context).text
+        assert f"Next update by {local_time(row.context['next_update_at'], 'Europe/Lisbon')}." in text
+        assert " WET." in text  # Western European Time, not MST

@@ -119,7 +119,7 @@ def test_the_reopen_window_ends_at_the_same_local_time_seven_calendar_days_later
 def test_reply_to_a_closed_no_response_case_opens_a_related_case_whatever_its_age(desk: ThreadDesk) -> None:
     case = desk.open_case()
     desk.at(OPENED + timedelta(minutes=30))
-    from mailcase import casework
+    from mailcase.desk import cases as casework
     from mailcase.store.engine import transaction
 
     with transaction(desk.engine) as session:
@@ -233,7 +233,7 @@ def test_status_changes_that_matter_to_the_customer_are_emailed_to_them(engine: 
 
 
 def _set_etr(desk: ThreadDesk, number: int, etr: datetime) -> None:
-    from mailcase import casework
+    from mailcase.desk import cases as casework
     from mailcase.store.engine import transaction
 
     with transaction(desk.engine) as session:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from mailcase import jobs
+from mailcase import daemon
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import load_config
@@ -305,7 +305,7 @@ def test_jobs_tick_with_a_fixed_clock_delivers_each_reminder_once_through_the_re
         app = App(settings=replace(settings, outbound=relay.outbound_settings(settings.outbound)), engine=engine, clock=clock)
         for minutes in (10, 10, 11, 15, 15, 30, 31, 31):
             clock.set(MONDAY + timedelta(minutes=minutes))
-            jobs.tick(app)
+            daemon.tick(app)
 
     sla_rows = [row for row in desk.notices(number) if row.template in (REMINDER, ESCALATION)]
     assert {row.state for row in sla_rows} == {"sent"}
@@ -416,3 +416,26 @@ def test_scheduler_notices_are_delivered_in_the_organisations_language(engine: E
             rendered = renderer.render(row.template, locale, row.context)
             assert rendered.subject and rendered.text.strip() and rendered.html.strip()
             assert renderer.language(row.template, locale) == locale
+
+
+# ---------------------------------------------------------------------------------------------
+# Master cases
+
+
+def test_master_update_reminder_is_counted_by_the_master_sweep_and_shown_by_tick(desk: SchedulerDesk) -> None:
+    chris = "chris@support.example.com"
+    created = desk.run(
+        "cases", "master", "create", "--platform", "Microsoft Teams", "--subject", "Teams calls dropping",
+        "--assignee", chris, "--json", at=MONDAY,
+    ).json()
+    number = int(created["number"])
+    desk.run("cases", "reply", str(number), "--body", "We are on it.", "--from", chris, at=MONDAY + timedelta(minutes=5))
+
+    # P1G: the next update is due an hour after the last one, its reminder 5 minutes before.
+    report = desk.tick(MONDAY + timedelta(minutes=61))
+    assert report["master_update_notices_queued"] == 1
+    (reminder,) = desk.notices(number, "staff.master_update_reminder")
+    assert reminder.recipients == [chris]
+    assert desk.tick(MONDAY + timedelta(minutes=62))["master_update_notices_queued"] == 0
+    text = desk.run("tick", "--no-deliver", at=MONDAY + timedelta(minutes=63)).stdout
+    assert "master cases: 0 update reminders queued" in text

@@ -27,9 +27,10 @@ ACME_MAINTENANCE = {"sam@acme.example", "ops@acme.example"}  # Microsoft Teams, 
 BRISA_MAINTENANCE = {"joao@brisa.example.com.br"}  # Five9, Microsoft Teams (locale pt)
 
 
-def example_app(engine: Engine, now: datetime) -> App:
-    """An App on `engine` with the sample config, a fixed clock at `now` and the example directory."""
-    app = App(settings=load_config(REPO / "config.toml", {}), engine=engine, clock=FixedClock(now))
+def example_app(engine: Engine, now: datetime, environ: dict[str, str] | None = None) -> App:
+    """An App on `engine` with the sample config (overridden by `environ`'s MAILCASE_* values), a fixed
+    clock at `now` and the example directory."""
+    app = App(settings=load_config(REPO / "config.toml", environ or {}), engine=engine, clock=FixedClock(now))
     with transaction(engine) as session:
         import_directory(load_directory(DIRECTORY.read_text(encoding="utf-8")), session=session)
     return app

@@ -24,7 +24,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from mailcase import casework, jobs
+from mailcase import daemon
+from mailcase.desk import cases as casework
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import Settings, load_config
@@ -171,11 +172,11 @@ class ThreadDesk:
 
     def tick(self) -> None:
         """What `mailcase tick` does at the clock's instant: due sweeps, then outbox delivery."""
-        jobs.tick(self.app)
+        daemon.tick(self.app)
 
     def sweep(self) -> None:
         """The scheduler's sweeps at the clock's instant, without delivering the outbox."""
-        jobs.run_due_sweeps(self.app, self.clock.now())
+        daemon.run_due_sweeps(self.app, self.clock.now())
 
     def close(self, number: int) -> None:
         """Close a case the way an agent does it after working it: in progress, then closed."""

@@ -1,4 +1,4 @@
-"""Reply-token addresses: round trips, forgeries and case folding."""
+"""Token addresses (reply, staff reply, one-click unsubscribe): round trips, forgeries and case folding."""
 
 from __future__ import annotations
 
@@ -7,7 +7,19 @@ import inspect
 
 import pytest
 
-from mailcase.rules.tokens import TOKEN_LENGTH, case_from_address, case_token, reply_address
+from mailcase.rules.tokens import (
+    MAINTENANCE_SCOPE,
+    TOKEN_LENGTH,
+    case_from_address,
+    case_token,
+    master_scope,
+    reply_address,
+    request_is_genuine,
+    staff_case_from_address,
+    staff_reply_address,
+    unsubscribe_address,
+    unsubscribe_request,
+)
 
 SUPPORT = "support@support.example.com"
 SECRET = b"test-secret-0123456789"
@@ -99,3 +111,54 @@ def test_empty_secret_is_a_programming_error() -> None:
         reply_address(SUPPORT, 1, b"")
     with pytest.raises(ValueError):
         case_from_address("support+c1-aaaaaaaaaaaaaaaa@support.example.com", SUPPORT, b"")
+
+
+# ---------------------------------------------------------------------------------------------
+# One codec for every token: the addresses already sent must keep working
+
+
+def test_every_token_kind_is_byte_identical_to_the_addresses_mail_already_carries() -> None:
+    """Values made by the two codecs before they became one (rules.tokens and subscriptions.py)."""
+    secret = b"0123456789abcdef0123456789abcdef"
+    assert reply_address("Support@Support.Example.com", 1042, secret) == "support+c1042-aue3qmyibo225i5w@support.example.com"
+    assert (
+        staff_reply_address(SUPPORT, 1042, "Chris@Support.example.com", secret)
+        == "support+s1042-rjnq3c2jomwdphy3@support.example.com"
+    )
+    assert (
+        unsubscribe_address(SUPPORT, MAINTENANCE_SCOPE, "Pat@Acme.example", secret)
+        == "support+unsub-m-lslhsdqvhngdar2z@support.example.com"
+    )
+    assert (
+        unsubscribe_address(SUPPORT, master_scope(1042), "pat@acme.example", secret)
+        == "support+unsub-c1042-edkvlsf4z7rphag4@support.example.com"
+    )
+
+
+@pytest.mark.parametrize("scope", [MAINTENANCE_SCOPE, master_scope(1), master_scope(1042)])
+def test_unsubscribe_address_round_trips_for_its_recipient_only(scope: str) -> None:
+    address = unsubscribe_address(SUPPORT, scope, "Pat@Acme.example", SECRET)
+    request = unsubscribe_request(["someone@else.example", f"<{address.upper()}>"], SUPPORT)
+    assert request is not None and request.scope == scope
+    assert request_is_genuine(request, "pat@acme.example", SECRET)
+    assert not request_is_genuine(request, "sam@acme.example", SECRET)
+    assert not request_is_genuine(request, "pat@acme.example", b"the-old-secret")
+
+
+def test_staff_reply_address_round_trips_for_its_technician_only() -> None:
+    address = staff_reply_address(SUPPORT, 1042, "chris@support.example.com", SECRET)
+    assert staff_case_from_address(address, SUPPORT, SECRET, author="Chris@support.example.com") == 1042
+    assert staff_case_from_address(address, SUPPORT, SECRET, author="ana@support.example.com") is None
+
+
+def test_a_reply_token_is_not_an_unsubscribe_token_nor_the_reverse() -> None:
+    assert unsubscribe_request([reply_address(SUPPORT, 1042, SECRET)], SUPPORT) is None
+    unsubscribe = unsubscribe_address(SUPPORT, master_scope(1042), "pat@acme.example", SECRET)
+    assert case_from_address(unsubscribe, SUPPORT, SECRET) is None
+
+
+def test_unsubscribe_request_ignores_other_domains_and_unknown_scopes() -> None:
+    address = unsubscribe_address(SUPPORT, MAINTENANCE_SCOPE, "pat@acme.example", SECRET)
+    assert unsubscribe_request([address.replace("support.example.com", "elsewhere.example")], SUPPORT) is None
+    with pytest.raises(ValueError):
+        unsubscribe_address(SUPPORT, "x1", "pat@acme.example", SECRET)

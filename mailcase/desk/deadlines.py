@@ -26,6 +26,7 @@ from mailcase.rules.sla import (
 from mailcase.store.cases import case_view
 
 Overrides = Mapping[str, Mapping[str, int]]
+_OVERRIDES = "mailcase.sla_overrides"  # session.info key: overrides read in this transaction
 
 
 def sla_policy(settings: Settings) -> SlaPolicy:
@@ -42,15 +43,18 @@ class DeadlinePlanner:
     def __init__(self, policy: SlaPolicy, calendar: BusinessCalendar) -> None:
         self.policy = policy
         self.calendar = calendar
-        self._overrides: dict[int, Overrides] = {}
 
     def overrides_for(self, session: Session, organisation_id: int | None) -> Overrides:
+        """The organisation's SLA overrides as this transaction sees them. Remembered for the
+        transaction only (a sweep's batch asks once per organisation), never for the process: a
+        daemon must plan with the override `directory import` wrote a minute ago."""
         if organisation_id is None:
             return {}
-        if organisation_id not in self._overrides:
+        known: dict[int, Overrides] = session.info.setdefault(_OVERRIDES, {})
+        if organisation_id not in known:
             organisation = session.get(Organisation, organisation_id)
-            self._overrides[organisation_id] = dict(organisation.sla_overrides) if organisation else {}
-        return self._overrides[organisation_id]
+            known[organisation_id] = dict(organisation.sla_overrides) if organisation else {}
+        return known[organisation_id]
 
     def deadlines(self, session: Session, case: Case, now: datetime) -> tuple[Deadline, ...]:
         view = case_view(case)

@@ -8,29 +8,26 @@ number that is not a master case means the master case it is linked to.
 Every broadcast carries `List-Unsubscribe: <mailto:support+unsub-<scope>-<mac>@domain>`
 (RFC 2369 §3.2; one-click in the sense of RFC 8058 §3.1, by mail). `<scope>` is `m` (maintenance
 notices) or `c<master number>`; `<mac>` is an HMAC-SHA256 of scope and recipient under the
-installation secret, so the address works only for the recipient it was made for and cannot
-be guessed or replayed for someone else. Mail to such an address unsubscribes its sender:
+installation secret (`rules.tokens`), so the address works only for the recipient it was made
+for and cannot be guessed or replayed for someone else. Mail to such an address unsubscribes its sender:
 the pipeline asks `handle_unsubscribe_mail` first.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
-from mailcase.casework import Desk
+from mailcase.desk.context import Desk
+from mailcase.desk.notices import recipient_key
 from mailcase.domain import CaseKind, InboundMessage, NotificationIntent, format_case_number
 from mailcase.store.models import Case, Message, Outbox, Product
 from mailcase.rules.classify import Subscribe, Unsubscribe
+from mailcase.rules.tokens import MAINTENANCE_SCOPE, request_is_genuine, unsubscribe_request
 from mailcase.store.cases import case_by_id, case_by_number
 from mailcase.store.directory import organisation_for_address
 from mailcase.store.outbox import enqueue
@@ -44,74 +41,6 @@ from mailcase.store.subscriptions import (
 )
 
 log = logging.getLogger(__name__)
-
-MAINTENANCE_SCOPE = "m"
-TOKEN_LENGTH = 16  # base32 characters: 80 bits of MAC
-_UNSUBSCRIBE_LOCAL = re.compile(r"^(?P<base>.+)\+unsub-(?P<scope>[a-z0-9]+)-(?P<mac>[a-z2-7]+)$")
-_SCOPE = re.compile(r"^(?:m|c[1-9][0-9]{0,17})$")
-
-
-# ---------------------------------------------------------------------------------------------
-# One-click unsubscribe addresses
-
-
-def master_scope(master_number: int) -> str:
-    return f"c{master_number}"
-
-
-def unsubscribe_token(scope: str, address: str, secret: bytes) -> str:
-    """The lower-case MAC binding one scope to one recipient address."""
-    if not secret:
-        raise ValueError("the installation secret is empty")
-    message = f"unsubscribe:{scope}:{address.strip().lower()}".encode()
-    digest = hmac.new(secret, message, hashlib.sha256).digest()
-    return base64.b32encode(digest).decode("ascii").lower()[:TOKEN_LENGTH]
-
-
-def unsubscribe_address(support_address: str, scope: str, address: str, secret: bytes) -> str:
-    """`support+unsub-<scope>-<mac>@domain` (plus-addressing, RFC 5233; lower case, see rules.tokens)."""
-    if not _SCOPE.match(scope):
-        raise ValueError(f"not an unsubscribe scope: {scope!r}")
-    local, domain = support_address.strip().lower().split("@")
-    return f"{local}+unsub-{scope}-{unsubscribe_token(scope, address, secret)}@{domain}"
-
-
-def list_unsubscribe(support_address: str, scope: str, address: str, secret: bytes) -> dict[str, str]:
-    """The outbox context convention `_list_unsubscribe` that compose turns into the RFC 2369 /
-    RFC 8058 headers: a bare mailto address, and no https URL (we run no web endpoint)."""
-    return {"mailto": unsubscribe_address(support_address, scope, address, secret), "url": ""}
-
-
-@dataclass(frozen=True, slots=True)
-class UnsubscribeRequest:
-    """Mail addressed to an unsubscribe address: which scope and MAC it carried."""
-
-    recipient: str
-    scope: str
-    mac: str
-
-
-def unsubscribe_request(recipients: Iterable[str], support_address: str) -> UnsubscribeRequest | None:
-    """The first recipient that has the shape of one of our unsubscribe addresses, or None."""
-    support_local, support_domain = support_address.strip().lower().split("@")
-    for recipient in recipients:
-        candidate = recipient.strip().strip("<>").lower()
-        if candidate.count("@") != 1:
-            continue
-        local, domain = candidate.split("@")
-        if domain != support_domain:
-            continue
-        match = _UNSUBSCRIBE_LOCAL.match(local)
-        if match and match["base"] == support_local:
-            return UnsubscribeRequest(recipient=candidate, scope=match["scope"], mac=match["mac"])
-    return None
-
-
-def request_is_genuine(request: UnsubscribeRequest, sender: str, secret: bytes) -> bool:
-    """The MAC is the one we issued for this scope and this sender (constant-time compare)."""
-    if not sender or not _SCOPE.match(request.scope):
-        return False
-    return hmac.compare_digest(request.mac, unsubscribe_token(request.scope, sender, secret))
 
 
 def handle_unsubscribe_mail(
@@ -268,7 +197,7 @@ def _confirm(
     else:
         context |= {"platform": platform or ""}
         target = platform_target(platform or "")
-    in_reply_to, references = "", ()
+    in_reply_to, references = "", tuple[str, ...]()
     if answering is not None and answering.message_id:
         in_reply_to = answering.message_id
         references = (*answering.references[-20:], answering.message_id)
@@ -287,15 +216,6 @@ def _confirm(
         auto_submitted="auto-replied" if answering is not None else "auto-generated",
     )
     return enqueue(intent, session=session, now=now, hostname=desk.hostname)
-
-
-def recipient_key(prefix: str, address: str) -> str:
-    """`<prefix>:<address>`: an outbox idempotency key per recipient, or the address's digest when
-    that would not fit the column (400 characters)."""
-    key = f"{prefix}:{address}"
-    if len(key) <= 400:
-        return key
-    return f"{prefix[:300]}:sha256:{hashlib.sha256(address.encode()).hexdigest()}"
 
 
 # ---------------------------------------------------------------------------------------------
