@@ -20,7 +20,14 @@ from mailcase.desk.notices import queue_customer_notice, queue_staff_notice
 from mailcase.domain import CaseStatus, EventKind, Priority, format_case_number
 from mailcase.errors import UsageError
 from mailcase.rules.escalation import LEVEL_NAMES, TOP_LEVEL
-from mailcase.rules.lifecycle import Actor, Refused, StatusChange, can_link_to_master, change_priority, change_status
+from mailcase.rules.lifecycle import (
+    Actor,
+    Refused,
+    StatusChange,
+    can_link_to_master,
+    change_priority,
+    change_status,
+)
 from mailcase.store.cases import add_event, case_by_number, case_view, events_of
 from mailcase.store.models import Case, Technician
 

@@ -12,7 +12,6 @@ from datetime import datetime
 from sqlmodel import Session
 
 from mailcase.config import Settings
-from mailcase.store.models import Case, Organisation
 from mailcase.rules.businesstime import BusinessCalendar
 from mailcase.rules.sla import (
     Deadline,
@@ -24,6 +23,7 @@ from mailcase.rules.sla import (
     notices_due,
 )
 from mailcase.store.cases import case_view
+from mailcase.store.models import Case, Organisation
 
 Overrides = Mapping[str, Mapping[str, int]]
 _OVERRIDES = "mailcase.sla_overrides"  # session.info key: overrides read in this transaction

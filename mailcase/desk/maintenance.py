@@ -40,7 +40,11 @@ from mailcase.rules.maintenance import (
 )
 from mailcase.rules.tokens import MAINTENANCE_SCOPE, list_unsubscribe
 from mailcase.store import maintenance as windows_store
-from mailcase.store.directory import Recipient, maintenance_contacts_for_products, products_of_organisations
+from mailcase.store.directory import (
+    Recipient,
+    maintenance_contacts_for_products,
+    products_of_organisations,
+)
 from mailcase.store.engine import is_postgres, transaction
 from mailcase.store.models import MaintenanceWindow, Product
 from mailcase.store.outbox import enqueue

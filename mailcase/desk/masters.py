@@ -19,7 +19,14 @@ from mailcase.desk import cases as casework
 from mailcase.desk.context import Desk
 from mailcase.desk.notices import recipient_key as _key
 from mailcase.desk.subscriptions import canonical_platform
-from mailcase.domain import CaseKind, CaseStatus, EventKind, NotificationIntent, Priority, format_case_number
+from mailcase.domain import (
+    CaseKind,
+    CaseStatus,
+    EventKind,
+    NotificationIntent,
+    Priority,
+    format_case_number,
+)
 from mailcase.errors import UsageError
 from mailcase.rules.maintenance import DESK_TIMEZONE
 from mailcase.rules.tokens import list_unsubscribe, master_scope
@@ -27,7 +34,12 @@ from mailcase.store.cases import add_event, create_case
 from mailcase.store.directory import organisation_for_address
 from mailcase.store.models import Case, Organisation
 from mailcase.store.outbox import enqueue
-from mailcase.store.subscriptions import addresses_for, case_optout_target, case_target, platform_target
+from mailcase.store.subscriptions import (
+    addresses_for,
+    case_optout_target,
+    case_target,
+    platform_target,
+)
 
 
 def create_master(

@@ -17,7 +17,13 @@ from sqlmodel import Session, col, select
 
 from mailcase.desk.context import Desk
 from mailcase.domain import (
-    AttachmentPart, AutoKind, CaseKind, Direction, InboundMessage, NotificationIntent, format_case_number,
+    AttachmentPart,
+    AutoKind,
+    CaseKind,
+    Direction,
+    InboundMessage,
+    NotificationIntent,
+    format_case_number,
 )
 from mailcase.store.cases import participants_of
 from mailcase.store.directory import ContactOrganisation, organisation_for_address

@@ -9,14 +9,14 @@ Every broadcast carries `List-Unsubscribe: <mailto:support+unsub-<scope>-<mac>@d
 (RFC 2369 §3.2; one-click in the sense of RFC 8058 §3.1, by mail). `<scope>` is `m` (maintenance
 notices) or `c<master number>`; `<mac>` is an HMAC-SHA256 of scope and recipient under the
 installation secret (`rules.tokens`), so the address works only for the recipient it was made
-for and cannot be guessed or replayed for someone else. Mail to such an address unsubscribes its sender:
-the pipeline asks `handle_unsubscribe_mail` first.
+for and cannot be guessed or replayed for someone else. Mail to such an address unsubscribes its
+sender: `rules.decide` (its rule 1) says so, and the pipeline applies it with `opt_out_of_maintenance`
+or `unsubscribe`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -25,11 +25,10 @@ from sqlmodel import Session, col, select
 from mailcase.desk.context import Desk
 from mailcase.desk.notices import recipient_key
 from mailcase.domain import CaseKind, InboundMessage, NotificationIntent, format_case_number
-from mailcase.store.models import Case, Message, Outbox, Product
 from mailcase.rules.classify import Subscribe, Unsubscribe
-from mailcase.rules.tokens import MAINTENANCE_SCOPE, request_is_genuine, unsubscribe_request
 from mailcase.store.cases import case_by_id, case_by_number
 from mailcase.store.directory import organisation_for_address
+from mailcase.store.models import Case, Message, Outbox, Product
 from mailcase.store.outbox import enqueue
 from mailcase.store.subscriptions import (
     OPTOUT_MAINTENANCE,
@@ -43,49 +42,9 @@ from mailcase.store.subscriptions import (
 log = logging.getLogger(__name__)
 
 
-def handle_unsubscribe_mail(
-    session: Session,
-    desk: Desk,
-    *,
-    recipients: Iterable[str],
-    message: InboundMessage,
-    now: datetime,
-    secret: bytes,
-) -> str | None:
-    """The pipeline's hook, called before deciding: mail to an unsubscribe address unsubscribes its sender.
-
-    Returns None when no recipient is an unsubscribe address (decide as usual); otherwise the
-    reason to record, and the message must open, update or hold nothing. Rules, in order:
-    1. a MAC that is not ours for this sender (forwarded notice, forged, another address)
-       changes nothing;
-    2. scope `m` records a maintenance opt-out; scope `c<number>` removes the sender's
-       subscriptions to that master case and its platform and records an opt-out of it (so the
-       requester of a linked case stops getting its updates too), confirmed by mail unless the
-       message is automatic.
-    """
-    request = unsubscribe_request(recipients, desk.support_address)
-    if request is None:
-        return None
-    sender = message.from_address.strip().lower()
-    if not request_is_genuine(request, sender, secret):
-        who = sender or "an unknown sender"
-        return f"unsubscribe request from {who} with a token not issued to it; nothing changed"
-    if request.scope == MAINTENANCE_SCOPE:
-        add_subscription(session=session, address=sender, target=OPTOUT_MAINTENANCE, now=now)
-        return f"{sender} unsubscribed from maintenance notices (List-Unsubscribe)"
-    master = case_by_number(session=session, number=int(request.scope[1:]))
-    if master is None:
-        return f"unsubscribe request for unknown master case {request.scope[1:]}; nothing changed"
-    unsubscribe(
-        session,
-        desk,
-        address=sender,
-        case=master,
-        now=now,
-        notify=not message.is_automatic,
-        answering=message,
-    )
-    return f"{sender} unsubscribed from master case {format_case_number(master.number)} (List-Unsubscribe)"
+def opt_out_of_maintenance(session: Session, *, address: str, now: datetime) -> None:
+    """The address gets no more maintenance notices (a one-click List-Unsubscribe of scope `m`)."""
+    add_subscription(session=session, address=address.strip().lower(), target=OPTOUT_MAINTENANCE, now=now)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from mailcase.store.models import (
     RawMessageRecord,
     Technician,
 )
-from mailcase.rules import classify, tokens
+from mailcase.rules import admission, classify, tokens
 from mailcase.rules.authentication import Authentication, PublicSuffixes
 from mailcase.rules.businesstime import BusinessCalendar
 from mailcase.rules.decide import (
@@ -75,15 +75,17 @@ from mailcase.rules.decide import (
     ReopenCase,
     SubscriptionCommand,
     TechnicianReply,
+    Unsubscribe,
     decide,
     decision_name,
     subject_key,
 )
 from mailcase.rules.lifecycle import Actor
+from mailcase.rules.sla import start_on_arrival
 from mailcase.rules.matching import Match, Matched, MatchRule, Unmatched, match_case, thread_ids
 from mailcase.store.cases import (
-    add_event, add_events, add_participants, assign_next, case_view, cases_by_ids, event_values, insert_case,
-    participants_of,
+    add_event, add_events, add_participants, assign_next, case_by_id, case_by_number, case_view, cases_by_ids,
+    event_values, insert_case, participants_of,
 )
 from mailcase.store.common import insert_or_ignore
 from mailcase.store.directory import ContactOrganisation, organisation_for_address, sender_view, sender_view_and_name
@@ -283,19 +285,6 @@ class Pipeline:
         verdict: SenderVerdict = NO_VERDICT,
         forced_case_id: int | None = None, force_new_case: bool = False,
     ) -> IngestOutcome:
-        # Mail to a signed List-Unsubscribe address (RFC 2369/8058) is a request, not a case.
-        unsubscribed = subscriptions.handle_unsubscribe_mail(
-            session,
-            self.desk,
-            recipients=(*record.envelope_to, *message.to, *message.cc),
-            message=message,
-            now=now,
-            secret=self.secret,
-        )
-        if unsubscribed is not None:
-            record.decision, record.reason = "unsubscribe", unsubscribed
-            _save_record(session, record)
-            return IngestOutcome("unsubscribe", unsubscribed, message.message_id, raw_id=record.id)
         # The sender's directory entry, read once: the facts need the view, a new case's
         # acknowledgement the contact's name.
         looked_up = (
@@ -307,6 +296,7 @@ class Pipeline:
             sender_organisation=looked_up[2],
             forced_case_id=forced_case_id, force_new_case=force_new_case,
         )
+        facts = self._unsubscribe_facts(session, facts, (*record.envelope_to, *message.to, *message.cc))
         decision = decide(facts)
         if not facts.sender.is_technician:
             message = _with_case_new_text(session, message, decision, self.settings.smtp.domains)
@@ -337,6 +327,20 @@ class Pipeline:
             raw_id=record.id,
             held_id=held_id,
         )
+
+    def _unsubscribe_facts(self, session: Session, facts: Facts, recipients: tuple[str, ...]) -> Facts:
+        """Whether the message went to one of our signed List-Unsubscribe addresses (RFC 2369/8058),
+        its MAC is the one issued to its sender, and the case its scope names (decide's rule 1)."""
+        request = tokens.unsubscribe_request(recipients, self.settings.smtp.support_address)
+        if request is None:
+            return facts
+        sender = facts.message.from_address.strip().lower()
+        genuine = tokens.request_is_genuine(request, sender, self.secret)
+        case = None
+        if genuine and request.scope != tokens.MAINTENANCE_SCOPE:
+            row = case_by_number(session=session, number=int(request.scope[1:]))
+            case = case_view(row) if row is not None else None
+        return dataclasses.replace(facts, unsubscribe=request, unsubscribe_genuine=genuine, unsubscribe_case=case)
 
     # -----------------------------------------------------------------------------------------
     # Looking up the facts
@@ -771,6 +775,9 @@ class _Apply:
                 return self.technician_reply(decision), None
             case SubscriptionCommand():
                 return self.subscription(decision), None
+            case Unsubscribe():
+                self.unsubscribe(decision)
+                return None, None
             case HoldMessage():
                 return None, self.hold(decision)
             case IgnoreMessage():
@@ -831,33 +838,34 @@ class _Apply:
         return row_id
 
     def customer_participants(self, organisation_id: int | None) -> list[str]:
-        """People the customer copied: To/Cc minus our own addresses and technicians, per policy."""
+        """People the customer copied who join the case (rules.admission), with the facts it needs:
+        which of them are technicians, and which belong to the case's organisation."""
         settings = self.p.settings
-        ours = {d.lower() for d in settings.smtp.domains}
-        candidates = [
-            a for a in dict.fromkeys([*self.message.to, *self.message.cc])
-            if a and a.rsplit("@", 1)[-1] not in ours and a != self.message.from_address
-        ]
+        candidates = admission.copied_candidates(
+            [*self.message.to, *self.message.cc], sender=self.message.from_address, our_domains=settings.smtp.domains
+        )
         if not candidates:
             return []
+        policy = admission.ParticipantPolicy(settings.lifecycle.participant_policy)
         technicians = set(self.session.exec(select(Technician.email).where(col(Technician.email).in_(candidates))))
-        candidates = [a for a in candidates if a not in technicians]
-        if settings.lifecycle.participant_policy == "any" or organisation_id is None:
-            return candidates if settings.lifecycle.participant_policy == "any" else []
-        org_contacts = set(
-            self.session.exec(
-                select(Contact.email).where(col(Contact.email).in_(candidates), Contact.organisation_id == organisation_id)
+        members: set[str] = set()
+        if admission.membership_matters(policy, organisation_id):
+            members = set(
+                self.session.exec(
+                    select(Contact.email).where(
+                        col(Contact.email).in_(candidates), Contact.organisation_id == organisation_id
+                    )
+                )
             )
+            for address in candidates:
+                if address in members or address in technicians:
+                    continue
+                organisation = organisation_for_address(address, session=self.session)
+                if organisation is not None and organisation.id == organisation_id:
+                    members.add(address)
+        return admission.admit_participants(
+            candidates, policy=policy, organisation_id=organisation_id, technicians=technicians, members=members
         )
-        allowed = []
-        for address in candidates:
-            if address in org_contacts:
-                allowed.append(address)
-                continue
-            organisation = organisation_for_address(address, session=self.session)
-            if organisation is not None and organisation.id == organisation_id:
-                allowed.append(address)
-        return allowed
 
     def attachment_facts(self, case: Case) -> dict[str, Any]:
         """The staff notice's list of this message's attachments, and the files it carries."""
@@ -906,10 +914,6 @@ class _Apply:
             shown = self.session.get(Organisation, organisation_id) if organisation_id else None
         self.organisation = shown
         team = settings.assignment.intake_team
-        sla_start = self.now
-        if kind is CaseKind.MACD_STANDARD:
-            # Standard MACD requests received outside extended hours count from the next opening.
-            sla_start = self.p.calendar.next_extended_opening(self.now)
         assignee, technicians = assign_next(session=self.session, team=team)
         participants = self.customer_participants(organisation_id)
         case, created = insert_case(
@@ -922,7 +926,7 @@ class _Apply:
             assignee=assignee,
             team=team,
             related_to_id=related.id if related else None,
-            sla_start_at=sla_start,
+            sla_start_at=start_on_arrival(kind, self.now, self.p.calendar),
             participants=participants,
         )
         # The case's participants as `participants_of` would list them (requester, then copies by
@@ -1089,6 +1093,17 @@ class _Apply:
             self.session, self.desk, decision.command, address=self.message.from_address, now=self.now,
             message=self.message,
         )
+
+    def unsubscribe(self, decision: Unsubscribe) -> None:
+        if decision.maintenance:
+            subscriptions.opt_out_of_maintenance(self.session, address=decision.address, now=self.now)
+        elif decision.case is not None:
+            case = case_by_id(session=self.session, case_id=decision.case.id)
+            assert case is not None
+            subscriptions.unsubscribe(
+                self.session, self.desk, address=decision.address, case=case, now=self.now, notify=decision.confirm,
+                answering=self.message,
+            )
 
     def hold(self, decision: HoldMessage) -> int:
         m = self.message

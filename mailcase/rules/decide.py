@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from mailcase.domain import AutoKind, CaseKind, CaseStatus, CaseView, InboundMessage, SenderPolicy, SenderView
+from mailcase.domain import (
+    AutoKind,
+    CaseKind,
+    CaseStatus,
+    CaseView,
+    InboundMessage,
+    SenderPolicy,
+    SenderView,
+    format_case_number,
+)
 from mailcase.rules import classify
 from mailcase.rules.authentication import (
     Authentication,
@@ -19,7 +28,8 @@ from mailcase.rules.authentication import (
     technician_proof,
     unauthenticated_reason,
 )
-from mailcase.rules.matching import Match, MatchRule, Matched, Unmatched, sender_allowed
+from mailcase.rules.matching import Match, Matched, MatchRule, Unmatched, sender_allowed
+from mailcase.rules.tokens import MAINTENANCE_SCOPE, UnsubscribeRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +64,11 @@ class Facts:
     max_same_subject_per_hour: int = 2
     max_reply_attachment_bytes: int = 10_000_000  # [attachments] reply_max_bytes
     from_our_address: bool = False  # From is the support, MACD or outbound address (or a +token form)
+    # Mail to one of our one-click unsubscribe addresses (rules.tokens.unsubscribe_request), whether
+    # its MAC is the one issued to this sender, and the case its scope `c<number>` names.
+    unsubscribe: UnsubscribeRequest | None = None
+    unsubscribe_genuine: bool = False
+    unsubscribe_case: CaseView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +134,19 @@ class SubscriptionCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """Mail to a one-click List-Unsubscribe address (RFC 2369 §3.2, RFC 8058 §3.1): a request, never
+    a case. `address` stops getting maintenance notices, or the master case's updates (its
+    subscriptions and its platform's go, and an opt-out stops linked-case mail); "" changes nothing."""
+
+    reason: str
+    address: str = ""
+    maintenance: bool = False
+    case: CaseView | None = None
+    confirm: bool = False  # confirmed by mail (never to an automatic message)
+
+
+@dataclass(frozen=True, slots=True)
 class HoldMessage:
     reason: str
     notify_sender: bool = False
@@ -144,6 +172,7 @@ Decision = (
     | RecordBounce
     | TechnicianReply
     | SubscriptionCommand
+    | Unsubscribe
     | HoldMessage
     | IgnoreMessage
 )
@@ -220,16 +249,21 @@ def _with_withheld(reason: str, withheld: str) -> str:
 def decide(facts: Facts) -> Decision:
     """Decide. Rules, in order:
 
-    1. A delivery status notification (bounce) is recorded against the notification it bounced; it
+    1. Mail to one of our one-click unsubscribe addresses is a request, never a case (see
+       `_unsubscribe`): a MAC not issued to this sender changes nothing; otherwise the sender stops
+       getting maintenance notices, or the master case's updates (confirmed unless automatic).
+    2. A delivery status notification (bounce) is recorded against the notification it bounced; it
        never opens, updates or reopens anything.
-    2. A message whose From: does not give exactly one address (RFC 5322 reading) is held.
-    3. In `enforce` (unless an agent released it): a From domain that is an organisation's and
+    3. A message whose From: does not give exactly one address (RFC 5322 reading) is held.
+    4. In `enforce` (unless an agent released it): a From domain that is an organisation's and
        fails DMARC (or has no aligned pass under `p=reject|quarantine`) is held, and the person
        claimed is told once at the address on file; nothing is opened, updated or subscribed.
-    4. A subscribe/unsubscribe command from a directory contact is carried out and confirmed; a
-       technician's needs their proof (rules.authentication.technician_proof), and in `enforce`
-       any needs an authenticated sender.
-    5. A message that matched a case (see `rules.matching`):
+    5. A subscribe/unsubscribe command (SPEC.md §1: `subscribe <case>`, `subscribe platform
+       <name>`, `unsubscribe …`; rules.classify) is ignored from a machine; from a directory
+       contact it is carried out and confirmed; a technician's needs their proof
+       (rules.authentication.technician_proof), and in `enforce` any needs an authenticated
+       sender; anybody else's is held.
+    6. A message that matched a case (see `rules.matching`):
        a. a technician's mail, in every mode, needs proof of its author (their own reply token
           for the case, a DMARC pass for our domain, an authenticated submission); otherwise it
           is held and the technician is told. A proven one is relayed to the customer, or kept
@@ -248,14 +282,18 @@ def decide(facts: Facts) -> Decision:
           in `enforce` only from an authenticated sender);
        f. a Closed case within the reopen window is reopened (`customer_reopened`), after it a new
           P4 case related to it is opened; a Closed No Response case always gets a new related case.
-    6. An automatic message that matched nothing is ignored (no backscatter, no loops).
-    7. Mail to postmaster is held for an operator.
-    8. An MPOC (or a released message) opens a new P4 case — a MACD case when the subject starts
+    7. An automatic message that matched nothing is ignored (no backscatter, no loops).
+    8. Mail to postmaster is held for an operator.
+    9. A technician's mail that names no case is held, and they are told how to reply (the case
+       notice's Reply-To, or `[Case #N]` in the subject).
+    10. An MPOC (or a released message) opens a new P4 case — a MACD case when the subject starts
        `MACD:` or it was sent to the MACD address (in `enforce`, only from an authenticated sender).
-    9. Anybody else is held, and told once per 24 h (never a machine) that only the organisation's
+    11. Anybody else is held, and told once per 24 h (never a machine) that only the organisation's
        designated contacts can open cases.
     """
     message, sender = facts.message, facts.sender
+    if facts.unsubscribe is not None:
+        return _unsubscribe(facts, facts.unsubscribe)
     if message.auto_kind is AutoKind.BOUNCE:
         return RecordBounce(f"delivery status notification: {message.auto_reason}")
 
@@ -427,6 +465,31 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
             acknowledge=not withheld, withheld=withheld,
         )
     return AppendUpdate(f"update; {how}", case, escalate=escalate)
+
+
+def _unsubscribe(facts: Facts, request: UnsubscribeRequest) -> Unsubscribe:
+    """Rules, in order:
+    1. a MAC that is not the one issued to this sender for this scope (a forwarded notice, a
+       forgery, another address) changes nothing;
+    2. scope `m`: the sender opts out of maintenance notices;
+    3. scope `c<number>` of a case we do not have changes nothing;
+    4. otherwise the sender stops following that master case, confirmed by mail unless the
+       message is automatic."""
+    sender = facts.message.from_address.strip().lower()
+    if not facts.unsubscribe_genuine:
+        who = sender or "an unknown sender"
+        return Unsubscribe(f"unsubscribe request from {who} with a token not issued to it; nothing changed")
+    if request.scope == MAINTENANCE_SCOPE:
+        return Unsubscribe(
+            f"{sender} unsubscribed from maintenance notices (List-Unsubscribe)", address=sender, maintenance=True
+        )
+    case = facts.unsubscribe_case
+    if case is None:
+        return Unsubscribe(f"unsubscribe request for unknown master case {request.scope[1:]}; nothing changed")
+    return Unsubscribe(
+        f"{sender} unsubscribed from master case {format_case_number(case.number)} (List-Unsubscribe)",
+        address=sender, case=case, confirm=not facts.message.is_automatic,
+    )
 
 
 def _noted(reason: str, match: Match) -> str:

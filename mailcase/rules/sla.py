@@ -258,9 +258,17 @@ def sla_start(case: CaseView, calendar: BusinessCalendar) -> datetime | None:
         return case.sla_start_at
     if case.created_at is None:
         return None
-    if case.kind is CaseKind.MACD_STANDARD:
-        return calendar.next_extended_opening(case.created_at)
-    return case.created_at
+    return start_on_arrival(case.kind, case.created_at, calendar)
+
+
+def start_on_arrival(kind: CaseKind, received_at: datetime, calendar: BusinessCalendar) -> datetime:
+    """When a new case's SLA clock starts, stored as its `sla_start_at`. Rules, in order:
+    1. a standard MACD request counts from the next opening of extended hours (the instant itself
+       inside them; SPEC.md §1, "MACD requests");
+    2. every other case, an expedited MACD request included, counts from its arrival."""
+    if kind is CaseKind.MACD_STANDARD:
+        return calendar.next_extended_opening(received_at)
+    return received_at
 
 
 def case_deadlines(
@@ -669,3 +677,4 @@ def _describe_minutes(minutes: int) -> str:
     if not hours:
         return f"{rest} min"
     return f"{hours} h" if not rest else f"{hours} h {rest} min"
+

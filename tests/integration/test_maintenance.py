@@ -4,6 +4,7 @@ exactly the maintenance contacts of affected organisations, once, with a calenda
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,12 +13,12 @@ from sqlalchemy.engine import Engine
 from mailcase.desk import maintenance as desk_maintenance
 from mailcase.app import App
 from mailcase.store.engine import transaction
-from mailcase.domain import MaintenanceKind, MaintenanceStatus
+from mailcase.domain import Channel, MaintenanceKind, MaintenanceStatus, RawMessage
 from mailcase.store.models import MaintenanceWindow
 from mailcase.notify.render import Renderer
 from mailcase.status import status_snapshot
 from mailcase.store.maintenance import list_windows, window_products
-from mailcase.desk.subscriptions import handle_unsubscribe_mail
+from mailcase.ingest.pipeline import IngestOutcome
 from support.broadcasts import (
     ACME_MAINTENANCE,
     BRISA_MAINTENANCE,
@@ -235,37 +236,26 @@ def test_connect_update_is_announced_24_hours_ahead_and_nothing_else(app: App) -
 
 
 def test_one_click_unsubscribe_stops_maintenance_notices_for_that_address_only(app: App) -> None:
-    from mailcase.domain import AutoKind, InboundMessage
-
     start = datetime(2026, 12, 18, 22, 0, tzinfo=DENVER)
     window_id = _add(app, ["Cisco"], start=start)
     _sweep(app, start - timedelta(days=7))
     ahead = {recipient(r): r for r in outbox(app.engine, maintenance_id=window_id)}
     unsubscribe_to = ahead["sam@acme.example"].context["_list_unsubscribe"]["mailto"]
 
-    def mail(sender: str) -> InboundMessage:
-        return InboundMessage(
-            message_id=f"<unsub-{sender}>", in_reply_to="", references=(), from_address=sender, from_name="",
-            to=(unsubscribe_to,), cc=(), reply_to=(), subject="unsubscribe", text="", new_text="", date=None,
-            auto_kind=AutoKind.HUMAN, auto_reason="", content_digest="d", raw_sha256="r",
-        )
+    def mail(sender: str, to: str = unsubscribe_to) -> IngestOutcome:
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = sender, to, "unsubscribe"
+        message["Message-ID"] = f"<unsub-{sender}-{to}>"
+        message.set_content("")
+        raw = RawMessage(data=message.as_bytes(), channel=Channel.PIPE, received_at=app.clock.now(), envelope_to=(to,))
+        return app.pipeline().ingest_one(raw)
 
-    with transaction(app.engine) as session:
-        # Someone else using Sam's address token changes nothing (the MAC binds it to Sam).
-        forged = handle_unsubscribe_mail(
-            session, app.desk(), recipients=[unsubscribe_to], message=mail("ops@acme.example"),
-            now=app.clock.now(), secret=app.secret,
-        )
-        assert forged is not None and "nothing changed" in forged
-        reason = handle_unsubscribe_mail(
-            session, app.desk(), recipients=[unsubscribe_to], message=mail("sam@acme.example"),
-            now=app.clock.now(), secret=app.secret,
-        )
-        assert reason is not None and "unsubscribed from maintenance" in reason
-        assert handle_unsubscribe_mail(
-            session, app.desk(), recipients=["support@support.example.com"], message=mail("sam@acme.example"),
-            now=app.clock.now(), secret=app.secret,
-        ) is None
+    # Someone else using Sam's address token changes nothing (the MAC binds it to Sam).
+    forged = mail("ops@acme.example")
+    assert forged.decision == "unsubscribe" and "nothing changed" in forged.reason
+    reason = mail("sam@acme.example")
+    assert reason.decision == "unsubscribe" and "unsubscribed from maintenance" in reason.reason
+    assert mail("sam@acme.example", to="support@support.example.com").decision != "unsubscribe"
     assert _sweep(app, start) == 1
     starts = [recipient(r) for r in outbox(app.engine, maintenance_id=window_id) if r.context["stage"] == "start"]
     assert starts == ["ops@acme.example"]

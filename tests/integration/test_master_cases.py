@@ -16,11 +16,9 @@ from mailcase.desk import masters
 from mailcase.app import App
 from mailcase.store.engine import transaction
 from mailcase.domain import (
-    AutoKind,
     CaseKind,
     CaseStatus,
     Channel,
-    InboundMessage,
     Priority,
     RawMessage,
     format_case_number,
@@ -28,7 +26,8 @@ from mailcase.domain import (
 from mailcase.store.models import Case, Organisation, Subscription
 from mailcase.notify.render import Renderer, local_time
 from mailcase.store.cases import create_case
-from mailcase.desk.subscriptions import handle_unsubscribe_mail, subscribe
+from mailcase.desk.subscriptions import subscribe
+from mailcase.ingest.pipeline import IngestOutcome
 from mailcase.rules.tokens import master_scope, request_is_genuine, staff_reply_address, unsubscribe_request
 from support.broadcasts import REPO, example_app, outbox, recipient
 
@@ -68,6 +67,10 @@ def _link(app: App, number: int, master_number: int) -> None:
 
 
 def _mail(app: App, sender: str, subject: str, *, to: str = SUPPORT, at: datetime = NOW) -> str:
+    return _ingest(app, sender, subject, to=to, at=at).decision
+
+
+def _ingest(app: App, sender: str, subject: str, *, to: str = SUPPORT, at: datetime = NOW) -> IngestOutcome:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
@@ -76,7 +79,7 @@ def _mail(app: App, sender: str, subject: str, *, to: str = SUPPORT, at: datetim
     message["Message-ID"] = f"<{sender.split('@')[0]}.{at.timestamp():.0f}.{len(subject)}@{sender.split('@')[1]}>"
     message.set_content("Thanks.\n")
     raw = RawMessage(data=message.as_bytes(), channel=Channel.PIPE, received_at=at, envelope_to=(to,))
-    return app.pipeline().ingest_one(raw).decision
+    return app.pipeline().ingest_one(raw)
 
 
 def _update(app: App, master_number: int, body: str, at: datetime = NOW) -> int:
@@ -179,15 +182,8 @@ def test_one_click_unsubscribe_stops_updates_even_for_a_linked_requester(app: Ap
     _update(app, incident["master"], "First.")
     (row,) = [r for r in outbox(app.engine, template="customer.master_update") if recipient(r) == "pat@acme.example"]
     later = NOW + timedelta(minutes=10)
-    message = InboundMessage(
-        message_id="<one-click@acme.example>", in_reply_to="", references=(), from_address="pat@acme.example",
-        from_name="", to=(row.context["_list_unsubscribe"]["mailto"],), cc=(), reply_to=(), subject="Unsubscribe",
-        text="", new_text="", date=None, auto_kind=AutoKind.HUMAN, auto_reason="", content_digest="x", raw_sha256="y",
-    )
-    with transaction(app.engine) as session:
-        reason = handle_unsubscribe_mail(
-            session, app.desk(), recipients=message.to, message=message, now=later, secret=app.secret
-        )
+    outcome = _ingest(app, "pat@acme.example", "Unsubscribe", to=row.context["_list_unsubscribe"]["mailto"], at=later)
+    reason = outcome.reason if outcome.decision == "unsubscribe" else None
     assert reason is not None and "unsubscribed from master case" in reason
     assert _update(app, incident["master"], "Second.", later + timedelta(minutes=1)) == 3
     second = [r for r in outbox(app.engine, template="customer.master_update") if r.context["body"] == "Second."]

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailcase.domain import AutoKind, CaseStatus, CaseView, InboundMessage, Priority, Role, SenderView
+from mailcase.domain import AutoKind, CaseKind, CaseStatus, CaseView, InboundMessage, Priority, Role, SenderView
 from mailcase.rules.authentication import Authentication
 from mailcase.rules.decide import (
     AppendUpdate,
@@ -22,10 +22,12 @@ from mailcase.rules.decide import (
     RecordBounce,
     ReopenCase,
     TechnicianReply,
+    Unsubscribe,
     decide,
     reopen_deadline,
 )
 from mailcase.rules.matching import Matched, MatchRule, Unmatched
+from mailcase.rules.tokens import UnsubscribeRequest
 
 DENVER = ZoneInfo("America/Denver")
 DESK = "America/Denver"
@@ -324,3 +326,41 @@ def test_escalate_not_on_the_first_line_does_not_escalate() -> None:
 def test_a_sender_not_allowed_on_the_case_cannot_escalate() -> None:
     msg = message("#escalate now", sender=EVE)
     assert isinstance(decide(facts(OPEN, now=CLOSED_AT, sender=EVE, msg=msg)), HoldMessage)
+
+
+# --- one-click unsubscribe: rule 1, before everything else -----------------------------------------
+
+
+MASTER = dataclasses.replace(OPEN, id=30, number=2000, kind=CaseKind.MASTER, priority=Priority.P1G)
+
+
+def _one_click(scope: str, **extra: object) -> Facts:
+    request = UnsubscribeRequest(recipient=f"support+unsub-{scope}-mac@support.example.com", scope=scope, mac="mac")
+    return facts(None, now=CLOSED_AT, unsubscribe=request, **extra)
+
+
+def test_a_one_click_unsubscribe_is_a_request_never_a_case_even_when_it_is_a_bounce() -> None:
+    bounce = message(auto=AutoKind.BOUNCE)
+    decision = decide(_one_click("m", unsubscribe_genuine=True, msg=bounce))
+    assert decision == Unsubscribe(
+        "pat@acme.example unsubscribed from maintenance notices (List-Unsubscribe)",
+        address="pat@acme.example", maintenance=True,
+    )
+
+
+def test_a_token_not_issued_to_the_sender_changes_nothing() -> None:
+    decision = decide(_one_click("c2000", unsubscribe_case=MASTER))
+    assert isinstance(decision, Unsubscribe) and decision.address == "" and decision.case is None
+    assert decision.reason == "unsubscribe request from pat@acme.example with a token not issued to it; nothing changed"
+
+
+def test_a_master_case_unsubscribe_is_confirmed_unless_automatic_and_an_unknown_case_changes_nothing() -> None:
+    human = decide(_one_click("c2000", unsubscribe_genuine=True, unsubscribe_case=MASTER))
+    assert human == Unsubscribe(
+        "pat@acme.example unsubscribed from master case 00002000 (List-Unsubscribe)",
+        address="pat@acme.example", case=MASTER, confirm=True,
+    )
+    machine = decide(_one_click("c2000", unsubscribe_genuine=True, unsubscribe_case=MASTER, msg=message(auto=AutoKind.AUTO_REPLY)))
+    assert isinstance(machine, Unsubscribe) and machine.case == MASTER and not machine.confirm
+    unknown = decide(_one_click("c2001", unsubscribe_genuine=True))
+    assert unknown == Unsubscribe("unsubscribe request for unknown master case 2001; nothing changed")

@@ -22,6 +22,7 @@ from mailcase.rules.sla import (
     next_check_at,
     notices_due,
     sla_start,
+    start_on_arrival,
 )
 
 MT = ZoneInfo("America/Denver")
@@ -461,3 +462,12 @@ def test_every_deadline_explains_target_calendar_pauses_and_holidays() -> None:
     assert update.due_at == mt(2026, 11, 27, 9, 0)
     assert "Thanksgiving Day" in update.explanation
     assert "On Hold until" in update.explanation
+
+
+def test_a_standard_macd_request_starts_its_clock_at_the_next_extended_opening_others_on_arrival() -> None:
+    calendar = BusinessCalendar(BusinessCalendarSpec(timezone="America/Denver", holidays_country="US"))
+    friday_evening = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)  # Friday 20:00 in Denver
+    monday_opening = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)  # Monday 07:00 in Denver
+    assert start_on_arrival(CaseKind.MACD_STANDARD, friday_evening, calendar) == monday_opening
+    assert start_on_arrival(CaseKind.MACD_EXPEDITED, friday_evening, calendar) == friday_evening
+    assert start_on_arrival(CaseKind.SUPPORT, friday_evening, calendar) == friday_evening
