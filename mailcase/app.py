@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
@@ -22,21 +22,27 @@ from mailcase.config import ImapSettings, Settings
 from mailcase.desk.context import Desk, InstallationSecret
 from mailcase.desk.deadlines import DeadlinePlanner, sla_policy
 from mailcase.domain import NotificationIntent, RawMessage
-from mailcase.ingest.authentication import DnsResolver
-from mailcase.ingest.imap import MailboxPoller
-from mailcase.ingest.pipeline import IngestOutcome, Pipeline
-from mailcase.notify.render import Renderer
-from mailcase.notify.transport import SmtpTransport
-from mailcase.oauth.grants import GrantAlert, GrantManager
-from mailcase.oauth.health import HealthBoard
-from mailcase.oauth.tokens import DatabaseTokenStore
 from mailcase.resources import template_search_path
 from mailcase.rules.businesstime import BusinessCalendar
 from mailcase.rules.escalation import EscalationPath
 from mailcase.store.engine import make_engine, transaction
 from mailcase.store.outbox import enqueue
 
+if TYPE_CHECKING:
+    from mailcase.ingest.authentication import DnsResolver
+    from mailcase.ingest.imap import MailboxPoller
+    from mailcase.ingest.pipeline import IngestOutcome, Pipeline
+    from mailcase.notify.render import Renderer
+    from mailcase.notify.transport import SmtpTransport
+    from mailcase.oauth.grants import GrantAlert, GrantManager
+    from mailcase.oauth.health import HealthBoard
+
 log = logging.getLogger(__name__)
+
+# The ingest, delivery, IMAP and OAuth2 parts below are imported where they are built, not at the
+# top: not for a cycle (there is none), but so that the one-shot commands start without loading
+# the libraries they never use (dkim, dnspython and mail-parser for ingest; jinja2 for delivery;
+# imapclient; the OAuth2 providers). `mailcase ingest` runs once per message from an MTA.
 
 
 @dataclass
@@ -97,6 +103,8 @@ class App:
 
     def pipeline(self) -> Pipeline:
         """The shared ingest pipeline (SMTP, IMAP and `mailcase ingest`)."""
+        from mailcase.ingest.pipeline import Pipeline  # startup: see the note at the top
+
         return Pipeline(
             engine=self.engine, settings=self.settings, desk=self.desk(), secret=self.secret, calendar=self.calendar,
             resolver=self.resolver(),
@@ -107,11 +115,15 @@ class App:
         security = self.settings.security
         if security.verify != "dkim":
             return None
+        from mailcase.ingest.authentication import DnsResolver  # startup: see the note at the top
+
         return DnsResolver(
             servers=security.dns_servers, timeout=security.dns_timeout_seconds, cache_seconds=security.dns_cache_seconds
         )
 
     def transport(self) -> SmtpTransport:
+        from mailcase.notify.transport import SmtpTransport  # startup: see the note at the top
+
         tokens = self.grants if self.settings.outbound.auth == "oauth2" else None
         return SmtpTransport(
             self.settings.outbound,
@@ -124,11 +136,16 @@ class App:
     @functools.cached_property
     def health(self) -> HealthBoard:
         """This process's health board (mailboxes, grants, outbound): what the health endpoint shows."""
+        from mailcase.oauth.health import HealthBoard  # startup: see the note at the top
+
         return HealthBoard()
 
     @functools.cached_property
     def grants(self) -> GrantManager:
         """The OAuth2 grants of [oauth.<name>]: access tokens for IMAP and outbound SMTP."""
+        from mailcase.oauth.grants import GrantManager  # startup: see the note at the top
+        from mailcase.oauth.tokens import DatabaseTokenStore
+
         store = None
         if self.settings.oauth.store == "database":
             store = DatabaseTokenStore(self.engine, self.secret, self.settings.oauth.grants)
@@ -155,6 +172,8 @@ class App:
         self, box: ImapSettings, *, ingest: Callable[[RawMessage], IngestOutcome], stop: Event, **options: Any
     ) -> MailboxPoller:
         """A poller for one [[imap]] mailbox, with the grants when it signs in with OAuth2."""
+        from mailcase.ingest.imap import MailboxPoller  # startup: see the note at the top
+
         return MailboxPoller(
             box,
             ingest=ingest,
@@ -167,6 +186,8 @@ class App:
         )
 
     def renderer(self) -> Renderer:
+        from mailcase.notify.render import Renderer  # startup: see the note at the top
+
         return Renderer(self.template_dirs)
 
     @functools.cached_property

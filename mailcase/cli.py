@@ -18,11 +18,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
+from mailcase import commands
 from mailcase.app import App, build_app
 from mailcase.clock import Clock, FixedClock, SystemClock, parse_instant
 from mailcase.config import load_config
 from mailcase.errors import ConfigError, MailcaseError, TransientError, UsageError
 from mailcase.logs import configure_logging
+from mailcase.store.engine import current_revision
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +172,6 @@ def _schema_missing(app: App, args: argparse.Namespace, error: BaseException) ->
     """
     import sqlalchemy as sa
 
-    from mailcase.store.engine import current_revision
-
     if args.command == "init" or not _caused_by(error, sa.exc.DBAPIError, _MISSING_TABLE):
         return False
     try:
@@ -216,13 +216,9 @@ def _config_file(path: str) -> Path | None:
     return file
 
 
-
-
 def build_parser(*, terse: bool = False) -> argparse.ArgumentParser:
     """`terse`: usage errors are one stderr line and exit EX_TEMPFAIL (for `ingest`)."""
     import functools
-
-    from mailcase import commands
 
     parser = _Parser(
         prog="mailcase",

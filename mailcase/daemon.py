@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -405,9 +406,16 @@ async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
 
 
 def _build_status(app: App) -> None:
-    from pathlib import Path
+    build_status_page(app, Path(app.settings.status.out_dir), now=app.clock.now())
 
-    build_status(app, Path(app.settings.status.out_dir), now=app.clock.now())
+
+def build_status_page(app: App, out_dir: Path, *, now: datetime) -> list[Path]:
+    """The static status page from this installation's database, templates and zone (`serve` at
+    every sweep, `mailcase status build`)."""
+    return build_status(
+        app.engine, out_dir, now=now, title=app.settings.status.title, template_dirs=app.template_dirs,
+        desk_tz=app.settings.business.timezone,
+    )
 
 
 def _now() -> Any:

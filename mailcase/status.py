@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
-
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailcase.store.engine import transaction
@@ -17,9 +16,6 @@ from mailcase.domain import CaseKind, EventKind
 from mailcase.store.models import Case, CaseEvent, MaintenanceWindow, Product
 from mailcase.notify.statuspage import MasterInfo, WindowInfo, build_status_site
 from mailcase.store import maintenance as windows_store
-
-if TYPE_CHECKING:
-    from mailcase.app import App
 
 
 def window_info(window: MaintenanceWindow, products: Sequence[str]) -> WindowInfo:
@@ -76,18 +72,21 @@ def _master_info(session: Session, master: Case) -> MasterInfo:
     )
 
 
-def build_status(app: App, out_dir: Path, *, now: datetime) -> list[Path]:
+def build_status(
+    engine: Engine, out_dir: Path, *, now: datetime, title: str, template_dirs: Sequence[Path], desk_tz: str
+) -> list[Path]:
     """Write the static status page (index.html, feed.atom, per-product .ics) into `out_dir`; `serve`
-    calls this at every sweep when `[status] out_dir` is set."""
-    with transaction(app.engine) as session:
+    calls this at every sweep when `[status] out_dir` is set. `template_dirs`: the template search
+    path (its `status/` folders hold the page's templates)."""
+    with transaction(engine) as session:
         windows, masters, products = status_snapshot(session, now)
     return build_status_site(
         out_dir,
-        title=app.settings.status.title,
+        title=title,
         generated_at=now,
         windows=windows,
         masters=masters,
-        templates_dir=[d / "status" for d in app.template_dirs],
+        templates_dir=[d / "status" for d in template_dirs],
         products=products,
-        desk_tz=app.settings.business.timezone,
+        desk_tz=desk_tz,
     )

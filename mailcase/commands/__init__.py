@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mailcase.commands import (
+    attachments,
+    cases,
+    config,
+    daemon,
+    directory,
+    mail,
+    maintenance,
+    oauth,
+    schema,
+    status,
+    subscriptions,
+)
+
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    from mailcase.commands import (
-        attachments,
-        cases,
-        config,
-        daemon,
-        directory,
-        mail,
-        maintenance,
-        oauth,
-        schema,
-        status,
-        subscriptions,
-    )
-
     for module in (schema, config, directory, cases, attachments, mail, daemon, maintenance, subscriptions, status, oauth):
         module.register(sub)

@@ -9,8 +9,13 @@ from typing import Any
 
 from mailcase.app import App
 from mailcase.commands.arguments import case_number as _number
-from mailcase.store.engine import transaction
+from mailcase.commands.output import emit_json
+from mailcase.desk.cases import find_case
 from mailcase.errors import UsageError
+from mailcase.present import iso, local, size_text
+from mailcase.store.cases import attachment_data, attachments_of_case
+from mailcase.store.engine import transaction
+from mailcase.store.models import Attachment
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -30,14 +35,9 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
 
 def _rows(app: App, number: int) -> list[dict[str, Any]]:
-    from mailcase.desk.cases import find_case
-    from mailcase.present import iso
-    from mailcase.store.cases import attachments_of_case
-
     with transaction(app.engine) as session:
         case = find_case(session, number)
         assert case.id is not None
-        from mailcase.store.models import Attachment
 
         rows = []
         for part, message in attachments_of_case(session=session, case_id=case.id):
@@ -60,9 +60,6 @@ def _rows(app: App, number: int) -> list[dict[str, Any]]:
 
 
 def run_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.present import local, size_text
-
     rows = _rows(app, args.case)
     if args.json:
         emit_json(rows)
@@ -78,8 +75,6 @@ def run_list(app: App, args: argparse.Namespace) -> int:
 
 
 def run_get(app: App, args: argparse.Namespace) -> int:
-    from mailcase.store.cases import attachment_data
-
     rows = _rows(app, args.case)
     wanted = args.name.strip()
     chosen = [r for r in rows if r["filename"] == wanted]

@@ -11,9 +11,16 @@ from mailcase.commands.arguments import case_number as _number
 from mailcase.commands.arguments import instant as _instant
 from mailcase.commands.masters import add_close_linked, after_update
 from mailcase.commands.masters import register_cases as register_master_cases
-from mailcase.store.engine import transaction
-from mailcase.domain import CaseStatus, Priority
+from mailcase.commands.output import emit_json
+from mailcase.desk import cases as casework
+from mailcase.desk import masters
+from mailcase.desk.cases import find_case
+from mailcase.domain import CaseKind, CaseStatus, Priority
 from mailcase.errors import UsageError
+from mailcase.present import case_detail_json, case_line, case_text, cases_json, iso, local
+from mailcase.store.cases import list_cases, store_attachment
+from mailcase.store.engine import transaction
+from mailcase.store.models import Technician
 
 NUMBER_HELP = "the case number (00001042 or 1042)"
 
@@ -93,10 +100,6 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
 
 def run_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.present import case_line, cases_json
-    from mailcase.store.cases import list_cases
-
     with transaction(app.engine) as session:
         rows = cases_json(
             session,
@@ -117,10 +120,6 @@ def run_list(app: App, args: argparse.Namespace) -> int:
 
 
 def run_show(app: App, args: argparse.Namespace) -> int:
-    from mailcase.desk.cases import find_case
-    from mailcase.commands.output import emit_json
-    from mailcase.present import case_detail_json, case_text
-
     with transaction(app.engine) as session:
         data = case_detail_json(session, find_case(session, args.number))
     if args.json:
@@ -131,10 +130,6 @@ def run_show(app: App, args: argparse.Namespace) -> int:
 
 
 def run_update(app: App, args: argparse.Namespace) -> int:
-    from mailcase.desk import cases as casework
-    from mailcase.commands.output import emit_json
-    from mailcase.present import case_detail_json
-
     if not any(
         v is not None
         for v in (args.status, args.priority, args.assignee, args.etr, args.hold_until, args.duplicate_of, args.master)
@@ -208,8 +203,6 @@ def _drop_unchanged(args: argparse.Namespace, case: Any) -> list[str]:
 
 
 def run_note(app: App, args: argparse.Namespace) -> int:
-    from mailcase.desk import cases as casework
-
     now = app.clock.now()
     with transaction(app.engine) as session:
         case = casework.find_case(session, args.number, lock=True)
@@ -220,10 +213,6 @@ def run_note(app: App, args: argparse.Namespace) -> int:
 
 def run_reply(app: App, args: argparse.Namespace) -> int:
     from sqlmodel import select
-
-    from mailcase.desk import cases as casework
-    from mailcase.domain import CaseKind
-    from mailcase.store.models import Technician
 
     now = app.clock.now()
     desk = app.desk()
@@ -238,7 +227,6 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
                 raise UsageError(f"{author} is not a technician in the directory")
             name = technician.name
         if case.kind == CaseKind.MASTER:  # a loaded row holds the plain string, so compare by value
-            from mailcase.desk import masters
 
             if files:
                 raise UsageError("a master update is sent to many organisations: attach nothing, link to the file instead")
@@ -246,7 +234,6 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
             count = masters.master_update(session, desk, case, args.body, now=now, author=author or "agent")
             print(f"master update for case {args.number:08d} queued to {count} recipients")
             return 0
-        from mailcase.store.cases import store_attachment
 
         stored = [
             {"filename": name_, "content_type": type_, "sha256": store_attachment(session=session, data=data)}
@@ -285,10 +272,6 @@ def _attachments(paths: list[str], limit: int) -> list[tuple[str, str, bytes]]:
 
 
 def run_sla(app: App, args: argparse.Namespace) -> int:
-    from mailcase.desk.cases import find_case
-    from mailcase.commands.output import emit_json
-    from mailcase.present import iso, local
-
     now = app.clock.now()
     with transaction(app.engine) as session:
         case = find_case(session, args.number)

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from mailcase.app import App
+from mailcase.commands.output import emit_json
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -20,14 +21,15 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
 
 def run_serve(app: App, args: argparse.Namespace) -> int:
+    # Imported here, not for a cycle: the daemon loads the SMTP/LMTP listeners, the IMAP client and
+    # the delivery path, which the CLI's other commands (`ingest` once per message) never need.
     from mailcase.daemon import serve
 
     return serve(app)
 
 
 def run_tick(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.daemon import tick
+    from mailcase.daemon import tick  # not at the top: see run_serve
 
     report = tick(app, deliver=not args.no_deliver)
     if args.json:

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from mailcase.app import App
-from mailcase.store.engine import transaction
+from mailcase.commands.output import emit_json
 from mailcase.errors import UsageError
 from mailcase.resources import example_directory
+from mailcase.store.directory import directory_listing, import_directory, load_directory
+from mailcase.store.engine import transaction
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -39,9 +41,6 @@ def run_example(args: argparse.Namespace) -> int:
 
 
 def run_import(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.store.directory import import_directory, load_directory
-
     try:
         text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -58,7 +57,6 @@ def run_import(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _print_organisation(entry: dict[str, Any], *, only: str | None = None) -> None:
     print(f"{entry['id']}: {entry['name']} ({entry['locale']}, {entry['timezone']})")
     print(f"  domains:  {', '.join(entry['domains']) or '-'}")
@@ -73,9 +71,6 @@ def _print_organisation(entry: dict[str, Any], *, only: str | None = None) -> No
 
 
 def run_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.store.directory import directory_listing
-
     with transaction(app.engine) as session:
         rows = directory_listing(session=session)
     if args.json:
@@ -89,9 +84,6 @@ def run_list(app: App, args: argparse.Namespace) -> int:
 
 
 def run_show(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.store.directory import directory_listing
-
     key = args.key.strip().lower()
     with transaction(app.engine) as session:
         if "@" in key:

@@ -10,9 +10,16 @@ from typing import Any
 from mailcase.app import App
 from mailcase.commands.arguments import case_number as _case_number
 from mailcase.commands.arguments import instant as _instant
-from mailcase.store.engine import transaction
-from mailcase.domain import Channel, HeldState, OutboxState, RawMessage
+from mailcase.commands.output import emit_json
+from mailcase.desk.cases import find_case
+from mailcase.domain import Channel, HeldState, OutboxState, RawMessage, format_case_number
 from mailcase.errors import UsageError
+from mailcase.present import local, size_text
+from mailcase.store.cases import cases_by_ids
+from mailcase.store.engine import transaction
+from mailcase.store.held import held_by_id, held_for_review, held_messages, inbound_records, raw_of
+from mailcase.store.outbox import outbox_rows, requeue_failed
+from mailcase.trace import trace_message
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -91,7 +98,6 @@ def run_ingest(app: App, args: argparse.Namespace) -> int:
     Postfix bounces). A file named on the command line that cannot be read is the caller's mistake:
     for an MTA that is its configuration (a `${recipient}` that expanded into several words), so 75.
     """
-    from mailcase.commands.output import emit_json
 
     sources = args.files or ["-"]
     # Every input is read before the database is touched: a wrong command line is reported as such.
@@ -144,9 +150,6 @@ def held_json(held: Any) -> dict[str, Any]:
 
 
 def run_held_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.store.held import held_messages
-
     with transaction(app.engine) as session:
         rows = [held_json(h) for h in held_messages(session=session, state=None if args.all else HeldState.HELD)]
     if args.json:
@@ -160,8 +163,6 @@ def run_held_list(app: App, args: argparse.Namespace) -> int:
 
 
 def _held(session: Any, held_id: int) -> Any:
-    from mailcase.store.held import held_for_review
-
     held = held_for_review(session=session, held_id=held_id)
     if held is None:
         raise UsageError(f"no held message #{held_id}")
@@ -171,8 +172,6 @@ def _held(session: Any, held_id: int) -> Any:
 
 
 def run_held_release(app: App, args: argparse.Namespace) -> int:
-    from mailcase.desk.cases import find_case
-
     pipeline = app.pipeline()
     now = app.clock.now()
     with transaction(app.engine) as session:
@@ -197,9 +196,6 @@ def run_held_discard(app: App, args: argparse.Namespace) -> int:
 
 
 def run_trace(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.trace import trace_message
-
     with transaction(app.engine) as session:
         records = trace_message(session, args.message_id)
     if not records:
@@ -227,9 +223,6 @@ def run_trace(app: App, args: argparse.Namespace) -> int:
 
 
 def run_outbox_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.store.outbox import outbox_rows
-
     with transaction(app.engine) as session:
         limit = args.limit if args.limit > 0 else None
         rows = [outbox_json(r) for r in outbox_rows(session=session, state=args.state, limit=limit)]
@@ -244,9 +237,6 @@ def run_outbox_list(app: App, args: argparse.Namespace) -> int:
 
 
 def run_outbox_retry(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.store.outbox import requeue_failed
-
     wanted = None if args.failed else sorted(set(args.ids))
     with transaction(app.engine) as session:
         requeued = requeue_failed(session=session, now=app.clock.now(), ids=wanted)
@@ -288,14 +278,11 @@ def outbox_json(row: Any) -> dict[str, Any]:
 
 
 def _padded_case(number: Any) -> str | None:
-    from mailcase.domain import format_case_number
-
     return format_case_number(int(number)) if isinstance(number, int) else number
 
 
 def held_detail_json(held: Any, raw: Any) -> dict[str, Any]:
     """`held show --json`: the held row, the envelope, the parsed headers, text and attachments."""
-    from mailcase.ingest.parse import UnparseableMessage, parse_message
 
     data = held_json(held) | {
         "channel": str(raw.channel) if raw is not None else "",
@@ -304,6 +291,9 @@ def held_detail_json(held: Any, raw: Any) -> dict[str, Any]:
         "size": raw.size if raw is not None else 0,
         "message_id": raw.message_id_header if raw is not None else "",
     }
+    # Not at the top: mail-parser loads only for the commands that read a message.
+    from mailcase.ingest.parse import UnparseableMessage, parse_message
+
     try:
         message = parse_message(bytes(raw.data)) if raw is not None else None
     except UnparseableMessage as exc:
@@ -330,10 +320,6 @@ def held_detail_json(held: Any, raw: Any) -> dict[str, Any]:
 
 
 def run_held_show(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.present import local, size_text
-    from mailcase.store.held import held_by_id, raw_of
-
     with transaction(app.engine) as session:
         held = held_by_id(session=session, held_id=args.id)
         if held is None:
@@ -383,10 +369,6 @@ def _header_summary(data: bytes) -> tuple[str, str]:
 
 
 def run_inbound_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.present import local
-    from mailcase.store.held import inbound_records
-
     with transaction(app.engine) as session:
         records = inbound_records(session=session, decision=args.decision, since=args.since, limit=max(args.limit, 0))
         case_numbers = _case_numbers(session, {r.case_id for r in records if r.case_id})
@@ -422,7 +404,4 @@ def run_inbound_list(app: App, args: argparse.Namespace) -> int:
 
 
 def _case_numbers(session: Any, ids: set[int]) -> dict[int, str]:
-    from mailcase.domain import format_case_number
-    from mailcase.store.cases import cases_by_ids
-
     return {case_id: format_case_number(case.number) for case_id, case in cases_by_ids(session=session, ids=ids).items()}

@@ -13,8 +13,11 @@ from zoneinfo import ZoneInfo
 
 from mailcase.app import App
 from mailcase.commands.arguments import instant as _instant
-from mailcase.store.engine import transaction
+from mailcase.commands.output import emit_json
+from mailcase.desk import maintenance as windows
 from mailcase.domain import MaintenanceKind, MaintenanceStatus
+from mailcase.store.engine import transaction
+from mailcase.store.maintenance import get_window, list_windows, window_products
 from mailcase.store.models import MaintenanceWindow
 
 
@@ -103,16 +106,12 @@ def window_line(data: dict[str, Any], timezone: str) -> str:
 
 
 def _one(app: App, window_id: int) -> dict[str, Any]:
-    from mailcase.store.maintenance import get_window, window_products
-
     with transaction(app.engine) as session:
         window = get_window(session=session, window_id=window_id)
         return window_json(window, window_products(session=session, window_ids=[window_id]).get(window_id, []))
 
 
 def _report(app: App, args: argparse.Namespace, data: dict[str, Any], queued: int, what: str) -> int:
-    from mailcase.commands.output import emit_json
-
     if args.json:
         emit_json(data | {"notices_queued": queued})
     else:
@@ -122,8 +121,6 @@ def _report(app: App, args: argparse.Namespace, data: dict[str, Any], queued: in
 
 
 def run_add(app: App, args: argparse.Namespace) -> int:
-    from mailcase.desk import maintenance as windows
-
     now = app.clock.now()
     with transaction(app.engine) as session:
         window = windows.add_window(
@@ -138,9 +135,6 @@ def run_add(app: App, args: argparse.Namespace) -> int:
 
 
 def run_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.store.maintenance import list_windows, window_products
-
     with transaction(app.engine) as session:
         windows = list_windows(session=session)
         names = window_products(session=session, window_ids=[w.id for w in windows if w.id])
@@ -156,8 +150,6 @@ def run_list(app: App, args: argparse.Namespace) -> int:
 
 
 def run_cancel(app: App, args: argparse.Namespace) -> int:
-    from mailcase.desk import maintenance as windows
-
     now = app.clock.now()
     with transaction(app.engine) as session:
         queued = windows.cancel_window(session, app.desk(), args.id, now=now)
@@ -165,8 +157,6 @@ def run_cancel(app: App, args: argparse.Namespace) -> int:
 
 
 def run_reschedule(app: App, args: argparse.Namespace) -> int:
-    from mailcase.desk import maintenance as windows
-
     now = app.clock.now()
     with transaction(app.engine) as session:
         queued = windows.reschedule_window(session, app.desk(), args.id, start=args.start, end=args.end, now=now)
@@ -176,10 +166,6 @@ def run_reschedule(app: App, args: argparse.Namespace) -> int:
 
 
 def run_plan(app: App, args: argparse.Namespace) -> int:
-    from mailcase.desk import maintenance as windows
-    from mailcase.commands.output import emit_json
-    from mailcase.store.maintenance import get_window, window_products
-
     now = app.clock.now()
     with transaction(app.engine) as session:
         report = windows.plan_windows(

@@ -10,9 +10,13 @@ from sqlmodel import Session
 
 from mailcase.app import App
 from mailcase.commands.arguments import case_number as _number
-from mailcase.store.engine import transaction
+from mailcase.commands.output import emit_json
+from mailcase.desk import masters
+from mailcase.desk.cases import find_case
 from mailcase.domain import CaseKind, CaseStatus, format_case_number
 from mailcase.errors import UsageError
+from mailcase.present import case_detail_json
+from mailcase.store.engine import transaction
 from mailcase.store.models import Case
 
 
@@ -44,10 +48,6 @@ def add_close_linked(parser: argparse.ArgumentParser) -> None:
 
 
 def run_create(app: App, args: argparse.Namespace) -> int:
-    from mailcase.desk import masters
-    from mailcase.commands.output import emit_json
-    from mailcase.present import case_detail_json
-
     now = app.clock.now()
     with transaction(app.engine) as session:
         case = masters.create_master(
@@ -68,7 +68,6 @@ def after_update(
 ) -> list[str]:
     """Called by `cases update` after its changes: a master case just closed tells its followers and
     closes (with --close-linked) or lists (offers) its open linked cases. Returns lines to print."""
-    from mailcase.desk import masters
 
     close_linked = bool(getattr(args, "close_linked", False))
     closing_master = case.kind == CaseKind.MASTER and args.status is CaseStatus.CLOSED
@@ -89,9 +88,6 @@ def after_update(
 
 
 def run_close_linked(app: App, args: argparse.Namespace) -> int:
-    from mailcase.desk import masters
-    from mailcase.desk.cases import find_case
-
     now = app.clock.now()
     with transaction(app.engine) as session:
         master = find_case(session, args.number, lock=True)

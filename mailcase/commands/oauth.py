@@ -8,7 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from mailcase.app import App
+from mailcase.commands.output import emit_json
 from mailcase.errors import OAuthError, UsageError
+from mailcase.oauth.providers import DeviceFlow, scopes_of
+from mailcase.oauth.tokens import StoredGrant
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -27,8 +30,6 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
 
 def run_login(app: App, args: argparse.Namespace) -> int:
-    from mailcase.oauth.providers import DeviceFlow
-
     if args.name not in app.settings.oauth.grants:
         known = ", ".join(sorted(app.settings.oauth.grants)) or "none configured"
         raise UsageError(f"no grant [oauth.{args.name}] ({known})")
@@ -53,8 +54,6 @@ def grant_statuses(app: App) -> list[dict[str, Any]]:
     stored = app.grants.stored()
     rows = []
     for name, grant in sorted(app.settings.oauth.grants.items()):
-        from mailcase.oauth.providers import scopes_of
-        from mailcase.oauth.tokens import StoredGrant
 
         kept = stored.get(name) or StoredGrant()
         warning = app.grants.expiry_warning(grant, kept, now)
@@ -84,8 +83,6 @@ def grant_statuses(app: App) -> list[dict[str, Any]]:
 
 
 def run_status(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-
     rows = grant_statuses(app)
     if args.json:
         emit_json(rows)

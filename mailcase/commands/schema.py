@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from mailcase.app import App
-from mailcase.store.engine import migrate_schema
 from mailcase.errors import TransientError
+from mailcase.store.engine import migrate_schema
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:

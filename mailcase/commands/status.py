@@ -19,11 +19,11 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
 
 def run_build(app: App, args: argparse.Namespace) -> int:
-    from mailcase.status import build_status
+    from mailcase.daemon import build_status_page  # not at the top: it loads jinja2 and icalendar
 
     out = args.out or (Path(app.settings.status.out_dir) if app.settings.status.out_dir else None)
     if out is None:
         raise UsageError("no output directory: give --out DIR or set [status] out_dir")
-    written = build_status(app, out, now=app.clock.now())
+    written = build_status_page(app, out, now=app.clock.now())
     print(f"status page written to {out} ({len(written)} files)")
     return 0

@@ -11,9 +11,22 @@ from typing import Any
 
 from mailcase.app import App
 from mailcase.commands.arguments import case_number as _number
-from mailcase.store.engine import transaction
+from mailcase.commands.output import emit_json
+from mailcase.desk.cases import find_case
+from mailcase.desk.subscriptions import master_of, subscribe, unsubscribe
 from mailcase.domain import format_case_number
 from mailcase.errors import UsageError
+from mailcase.store.cases import cases_by_ids
+from mailcase.store.engine import transaction
+from mailcase.store.models import Subscription
+from mailcase.store.subscriptions import (
+    OPTOUT_MAINTENANCE,
+    case_optout_target,
+    case_target,
+    list_subscriptions,
+    platform_target,
+    remove_subscriptions,
+)
 
 
 def _address(text: str) -> str:
@@ -49,9 +62,6 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
 
 def _master(session: Any, number: int) -> Any:
-    from mailcase.desk.cases import find_case
-    from mailcase.desk.subscriptions import master_of
-
     case = find_case(session, number)
     master = master_of(session, case)
     if master is None:
@@ -64,8 +74,6 @@ def _what(master: Any, platform: str | None) -> str:
 
 
 def run_add(app: App, args: argparse.Namespace) -> int:
-    from mailcase.desk.subscriptions import subscribe
-
     now = app.clock.now()
     with transaction(app.engine) as session:
         master = _master(session, args.case) if args.case is not None else None
@@ -79,9 +87,6 @@ def run_add(app: App, args: argparse.Namespace) -> int:
 
 
 def run_remove(app: App, args: argparse.Namespace) -> int:
-    from mailcase.store.subscriptions import OPTOUT_MAINTENANCE, remove_subscriptions
-    from mailcase.desk.subscriptions import unsubscribe
-
     now = app.clock.now()
     with transaction(app.engine) as session:
         if getattr(args, "opt_out", None):
@@ -99,16 +104,6 @@ def run_remove(app: App, args: argparse.Namespace) -> int:
 
 
 def run_list(app: App, args: argparse.Namespace) -> int:
-    from mailcase.commands.output import emit_json
-    from mailcase.store.models import Subscription
-    from mailcase.store.cases import cases_by_ids
-    from mailcase.store.subscriptions import (
-        case_optout_target,
-        case_target,
-        list_subscriptions,
-        platform_target,
-    )
-
     with transaction(app.engine) as session:
         targets: list[str] | None = None
         if args.case is not None:
