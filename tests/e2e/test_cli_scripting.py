@@ -68,7 +68,10 @@ def test_tick_drains_every_due_notice_in_batches_and_reports_json(
 
     assert result.status == 0
     report = result.json()
-    assert set(report) == {"now", "cases_due", "notices_queued", "by_kind", "maintenance_notices_queued", "imap", "delivery"}
+    assert set(report) == {
+        "now", "cases_due", "notices_queued", "by_kind", "maintenance_notices_queued", "master_update_notices_queued",
+        "imap", "delivery",
+    }
     assert report["delivery"]["sent"] == len(queued)
     assert report["delivery"]["failed"] == report["delivery"]["retried"] == 0
     assert report["delivery"]["batches"] >= 3  # batch_size 2: one tick kept going
