@@ -347,7 +347,7 @@ def run_smtp_worker(settings: Settings, clock: Clock, index: int, parent_pid: in
     # Until the loop's handler is installed, a SIGHUP (forwarded by the daemon) must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent(parent_pid)
-    configure_logging(settings.logging.level, file=settings.logging.file)
+    configure_logging(settings.logging.level, file=settings.logging.file, format=settings.logging.format)
     for handler in logging.getLogger().handlers:  # say which process wrote each line
         handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [smtp-worker {index}] %(name)s: %(message)s"))
     app = build_app(settings, clock)

@@ -45,6 +45,7 @@ from mailcase.errors import TransientError
 from mailcase.ingest import authentication as evidence
 from mailcase.ingest.parse import UnparseableMessage, parse_message
 from mailcase.ingest.quotes import strip_known_quotes
+from mailcase.logs import ingest_fields
 from mailcase.store.models import (
     Attachment,
     AutoReplyLog,
@@ -158,6 +159,11 @@ class Pipeline:
             outcome.case_number or "-",
             verdict.dmarc,  # the sender verdict, for log-based counts until metrics exist
             outcome.reason,
+            # The same fields as separate keys for `[logging] format = "json"` (mailcase.logs).
+            extra=ingest_fields(
+                message_id=outcome.message_id, channel=raw.channel.value, decision=outcome.decision,
+                reason=outcome.reason, case=outcome.case_number, dmarc=verdict.dmarc,
+            ),
         )
         return outcome
 
