@@ -22,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from mailcase import systemd
 from mailcase.app import App
 from mailcase.clock import Clock
 from mailcase.config import Settings
@@ -93,7 +94,10 @@ class Daemon:
             settings.scheduler.sweep_interval_seconds,
             settings.scheduler.outbox_interval_seconds,
         )
+        # Type=notify: systemd starts dependants (and `systemctl start` returns) only now, listener bound.
+        systemd.notify(f"READY=1\nSTATUS=serving smtp={'%s:%d' % self.smtp_address if self.smtp_address else 'off'}")
         await self.stop_event.wait()
+        systemd.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight messages")
         log.info("stopping: no new connections; finishing in-flight messages")
         for supervisor in supervisors:
             supervisor.stop()  # SIGTERM: each worker finishes its own in-flight transactions
@@ -185,8 +189,31 @@ class Daemon:
         scheduler.add_job(
             delivery, "interval", seconds=scheduling.outbox_interval_seconds, id="outbox", next_run_time=_now()
         )
+        _add_operations_jobs(scheduler, app)
         scheduler.start()
         return scheduler
+
+
+PURGE_INTERVAL_HOURS = 24
+PURGE_FIRST_DELAY_MINUTES = 10
+"""The daily retention purge starts this long after serve does, out of the way of a restart's catch-up."""
+
+
+def _add_operations_jobs(scheduler: Any, app: App) -> None:
+    """The retention purge, daily; and WATCHDOG=1 pings when the unit asks for them (WatchdogSec=), from a
+    scheduler job, so a scheduler that stops running jobs gets the daemon restarted."""
+    from datetime import timedelta
+
+    from mailcase.retention import purge
+
+    interval = systemd.watchdog_interval()
+    if interval is not None:
+        scheduler.add_job(systemd.watchdog_ping, "interval", seconds=interval, id="watchdog", next_run_time=_now())
+    scheduler.add_job(
+        lambda: _guarded("retention purge", lambda: purge(app, app.clock.now(), actor="mailcase serve (daily purge)")),
+        "interval", hours=PURGE_INTERVAL_HOURS, id="purge",
+        next_run_time=_now() + timedelta(minutes=PURGE_FIRST_DELAY_MINUTES),
+    )
 
 
 def _ingest_executor(app: App) -> ThreadPoolExecutor:

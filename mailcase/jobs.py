@@ -269,6 +269,7 @@ def sweep_held_digest(app: App, now: datetime) -> bool:
     from mailcase.domain import NotificationIntent
     from mailcase.store.models import Outbox
     from mailcase.store.held import held_since
+    from mailcase.store.retention import mark_warned
     from mailcase.store.outbox import enqueue
 
     settings = app.settings.held
@@ -277,7 +278,8 @@ def sweep_held_digest(app: App, now: datetime) -> bool:
         if last is not None and now - last < timedelta(minutes=settings.digest_interval_minutes):
             return False
         held = held_since(session=session, since=last, until=now)
-        if not held:
+        expiring = held_to_purge_soon(app, session, now)  # [retention] held_days: a week's warning
+        if not held and not expiring:
             return False
         intent = NotificationIntent(
             kind="staff.held_digest",
@@ -292,11 +294,27 @@ def sweep_held_digest(app: App, now: datetime) -> bool:
                      "received_at": h.received_at.isoformat()}
                     for h in held
                 ],
+                "expiring": [
+                    {"id": h.id, "from": h.from_address, "subject": h.subject, "received_at": h.received_at.isoformat()}
+                    for h in expiring
+                ],
+                "purge_after_days": app.settings.retention.held_days,
             },
             locale="en",
             auto_submitted="auto-generated",
         )
-        return enqueue(intent, session=session, now=now, hostname=app.settings.smtp.hostname) is not None
+        queued = enqueue(intent, session=session, now=now, hostname=app.settings.smtp.hostname) is not None
+        if queued:
+            mark_warned(session=session, held_ids=[h.id for h in expiring if h.id is not None], now=now)
+        return queued
+
+
+def held_to_purge_soon(app: App, session: Session, now: datetime) -> list[Any]:
+    """Held messages within a week of their purge that no digest has named yet."""
+    from mailcase.store.retention import WARNING_DAYS, held_to_warn
+
+    days = app.settings.retention.held_days - WARNING_DAYS
+    return held_to_warn(session=session, received_before=now - timedelta(days=days))
 
 
 def deliver_outbox(app: App, now: datetime) -> object:

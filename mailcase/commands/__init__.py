@@ -9,6 +9,8 @@ from typing import Any
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
     from mailcase.commands import (
         attachments,
+        audit,
+        backup,
         cases,
         config,
         daemon,
@@ -16,10 +18,14 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
         mail,
         maintenance,
         oauth,
+        retention,
         schema,
         status,
         subscriptions,
     )
 
-    for module in (schema, config, directory, cases, attachments, mail, daemon, maintenance, subscriptions, status, oauth):
+    for module in (
+        schema, config, directory, cases, attachments, mail, daemon, maintenance, subscriptions, status, oauth,
+        retention, audit, backup,
+    ):
         module.register(sub)
