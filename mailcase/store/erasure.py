@@ -83,7 +83,7 @@ def erase_person(
     sent_raw: set[int | None] = set(
         session.exec(select(Message.raw_id).where(sa.func.lower(Message.from_address) == address))
     )
-    sent_raw |= set(session.exec(select(HeldMessage.raw_id).where(sa.func.lower(HeldMessage.from_address) == address)))
+    sent_raw.update(session.exec(select(HeldMessage.raw_id).where(sa.func.lower(HeldMessage.from_address) == address)).all())
     enveloped = select(RawMessageRecord.id).where(sa.func.lower(RawMessageRecord.envelope_from) == address)
     sent_raw.update(session.exec(enveloped).all())
     raw_ids = sorted(i for i in sent_raw if i is not None)
