@@ -82,6 +82,7 @@ from mailcase.store.cases import add_event, add_participants, case_view, cases_b
 from mailcase.store.common import insert_or_ignore
 from mailcase.store.directory import ContactOrganisation, organisation_for_address, sender_view, sender_view_and_name
 from mailcase.store.outbox import record_bounce
+from mailcase.store.retention import keep_attachment
 
 log = logging.getLogger(__name__)
 
@@ -813,12 +814,13 @@ class _Apply:
             ).scalar_one()
         )
         for part in m.attachments:
-            insert_or_ignore(
+            if insert_or_ignore(
                 self.session,
                 Attachment.__table__,
                 {"sha256": part.sha256, "size": len(part.data), "data": part.data},
                 conflict=["sha256"],
-            )
+            ) is None:  # stored before: perhaps purged since ([retention] raw_days)
+                keep_attachment(session=self.session, sha256=part.sha256, data=part.data)
             self.session.add(
                 MessageAttachment(
                     message_id=row_id,

@@ -105,19 +105,41 @@ def purge_attachments(
         .where(MessageAttachment.sha256 == Attachment.sha256, col(Message.received_at) >= received_before)
     )
     any_use = select(MessageAttachment.id).where(MessageAttachment.sha256 == Attachment.sha256)
-    rows = list(
-        session.exec(
-            select(Attachment.sha256, Attachment.size)
-            .where(col(Attachment.purged_at).is_(None), sa.exists(any_use), ~sa.exists(newer_use))
-            .limit(limit)
-        )
+    candidates = (
+        select(Attachment.sha256, Attachment.size)
+        .where(col(Attachment.purged_at).is_(None), sa.exists(any_use), ~sa.exists(newer_use))
+        .limit(limit)
     )
-    digests = [sha for sha, _ in rows]
-    if digests and not dry_run:
+    if dry_run:
+        rows = list(session.exec(candidates))
+        return PurgeCounts(attachments=len(rows), attachment_bytes=sum(size for _, size in rows))
+    # Lock the rows first, then check again in a new statement (a new snapshot on PostgreSQL): a
+    # message committed meanwhile with the same file (it held the row, see `keep_attachment`) is
+    # seen, and its file stays.
+    locked = [sha for sha, _ in session.exec(candidates.with_for_update(of=Attachment))]
+    if not locked:
+        return PurgeCounts()
+    purged = list(
         session.execute(
-            sa.update(Attachment).where(col(Attachment.sha256).in_(digests)).values(data=b"", purged_at=now)
+            sa.update(Attachment)
+            .where(col(Attachment.sha256).in_(locked), col(Attachment.purged_at).is_(None), ~sa.exists(newer_use))
+            .values(data=b"", purged_at=now)
+            .returning(Attachment.size)
+        ).scalars()
+    )
+    return PurgeCounts(attachments=len(purged), attachment_bytes=sum(purged))
+
+
+def keep_attachment(*, session: Session, sha256: str, data: bytes) -> None:
+    """A new message carries a file already stored: hold its row until our commit (so a purge
+    running now waits and then sees our message), and put the bytes back if a purge took them."""
+    purged_at = session.exec(
+        select(Attachment.purged_at).where(Attachment.sha256 == sha256).with_for_update(read=True)
+    ).first()
+    if purged_at is not None:
+        session.execute(
+            sa.update(Attachment).where(col(Attachment.sha256) == sha256).values(data=data, purged_at=None)
         )
-    return PurgeCounts(attachments=len(digests), attachment_bytes=sum(size for _, size in rows))
 
 
 def held_to_warn(*, session: Session, received_before: datetime) -> list[HeldMessage]:

@@ -82,6 +82,15 @@ def test_purge_deletes_old_raw_bytes_attachments_and_held_mail_but_keeps_the_cas
     # A second purge finds nothing more.
     again = cli("purge", "--json", now=PURGE_AT).json()
     assert (again["held"], again["raw_messages"], again["attachments"]) == (0, 0, 0)
+    # The purged file says so; the same file arriving again is kept whole again.
+    gone = cli("attachments", "get", opened["case"], "trunk.log", "-o", str(tmp_path / "out.log"))
+    assert gone.status == 1 and "purged" in gone.stderr
+    ingest(cli, tmp_path, message(PAT, "Re: Trunk down", "Again, log attached.", message_id="again@acme.example",
+                                  in_reply_to="old@acme.example", attachment=("trunk.log", b"OPTIONS timeout\n" * 50)),
+           now=PURGE_AT)
+    back = cli("attachments", "get", opened["case"], "trunk.log", "-o", str(tmp_path / "back.log"))
+    assert back.status == 0, back.stderr
+    assert (tmp_path / "back.log").read_bytes() == b"OPTIONS timeout\n" * 50
 
     audit = cli("audit", "--json", "--by", "ops@support.example.com").json()
     assert [(a["action"], a["at"]) for a in audit] == [("purge", "2026-01-12T16:00:00+00:00")]
