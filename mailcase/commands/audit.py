@@ -10,7 +10,7 @@ from mailcase.commands.arguments import instant as _instant
 from mailcase.store.engine import transaction
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("audit", help="who did what: every agent and operator action across cases, oldest first")
     p.add_argument("--since", type=_instant, metavar="ISO", help="only actions from this instant on")
     p.add_argument("--by", metavar="WHO", help="only actions by this identity (an email, or an OS user name)")

@@ -12,7 +12,7 @@ from mailcase.commands.acting import add_by, audit
 from mailcase.store.engine import transaction
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "backup",
         help="write a consistent copy of the database to a new file, also while serve runs "

@@ -12,7 +12,7 @@ from mailcase.commands.acting import acting, add_by, audit
 from mailcase.store.engine import sqlite_writer_turn, transaction
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "purge",
         help="delete raw messages and attachments past [retention] raw_days and held messages past held_days "
@@ -24,7 +24,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.set_defaults(handler=run_purge)
 
 
-def register_directory(group: "argparse._SubParsersAction[Any]") -> None:
+def register_directory(group: argparse._SubParsersAction[Any]) -> None:
     """`directory erase`, added to the `directory` group by `commands.directory`."""
     p = group.add_parser(
         "erase",

@@ -11,7 +11,13 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from mailcase.domain import HeldState
-from mailcase.store.models import Attachment, HeldMessage, Message, MessageAttachment, RawMessageRecord
+from mailcase.store.models import (
+    Attachment,
+    HeldMessage,
+    Message,
+    MessageAttachment,
+    RawMessageRecord,
+)
 
 WARNING_DAYS = 7
 """The held digest names a held message this many days before its purge, and (with a digest

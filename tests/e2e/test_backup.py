@@ -4,10 +4,12 @@ the restored database exactly once."""
 
 from __future__ import annotations
 
+import smtplib
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Self
 
 import pytest
 import sqlalchemy as sa
@@ -49,10 +51,10 @@ class Burst:
                                    message_id=message_id)
                     client.sendmail("pat@acme.example", ["support@support.example.com"], data)  # raises unless 250
                     self.acknowledged.append((f"<{message_id}>", time.monotonic()))
-        except BaseException as exc:  # reported by the test, not lost in the thread
+        except (OSError, smtplib.SMTPException) as exc:  # reported by the test, not lost in the thread
             self.error = exc
 
-    def __enter__(self) -> Burst:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

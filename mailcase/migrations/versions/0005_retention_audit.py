@@ -18,7 +18,6 @@ from alembic import op
 
 import mailcase.store.models
 
-
 revision = '0005'
 down_revision = '0003_auto_reply_subject'
 branch_labels = None
