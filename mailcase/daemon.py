@@ -370,13 +370,14 @@ def run_smtp_worker(settings: Settings, clock: Clock, index: int, parent_pid: in
     """The body of one SMTP worker process: the SMTP listener and the pipeline, nothing else."""
     from mailcase.app import build_app
     from mailcase.logs import configure_logging
+    from mailcase.logs import formatter as log_formatter
 
     # Until the loop's handler is installed, a SIGHUP (forwarded by the daemon) must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     configure_logging(settings.logging.level, file=settings.logging.file, format=settings.logging.format)
     for handler in logging.getLogger().handlers:  # say which process wrote each line
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [smtp-worker {index}] %(name)s: %(message)s"))
+        handler.setFormatter(log_formatter(settings.logging.format, process=f"smtp-worker {index}"))
     app = build_app(settings, clock)
     try:
         code = asyncio.run(_SmtpWorker(app, index).run())

@@ -32,9 +32,10 @@ def ingest_fields(
     }
 
 
-def formatter(format: str, *, syslog: bool = False) -> logging.Formatter:
+def formatter(format: str, *, syslog: bool = False, process: str = "") -> logging.Formatter:
     """`text`: one readable line; `json`: one JSON object per line with timestamp (ISO 8601, UTC),
-    level, logger, message and any structured fields the record carries (`extra=`)."""
+    level, logger, message and any structured fields the record carries (`extra=`). `process`
+    names the writer when it is not the main one ("smtp-worker 1"): `[…]` in text, a key in JSON."""
     if format == "json":
         from pythonjsonlogger.json import JsonFormatter
 
@@ -43,9 +44,13 @@ def formatter(format: str, *, syslog: bool = False) -> logging.Formatter:
             rename_fields={"levelname": "level", "name": "logger"},
             timestamp=True,  # "timestamp": the record's creation instant in UTC, ISO 8601
             json_ensure_ascii=False,
+            static_fields={"process": process} if process else {},
         )
     prefix = "mailcase: " if syslog else "%(asctime)s "
-    return logging.Formatter(prefix + FORMAT.removeprefix("%(asctime)s "))
+    text = FORMAT.removeprefix("%(asctime)s ")
+    if process:
+        text = text.replace("%(name)s", f"[{process}] %(name)s")
+    return logging.Formatter(prefix + text)
 
 
 def configure_logging(level: str, *, file: str = "", stderr: bool = True, format: str = "text") -> None:

@@ -41,6 +41,9 @@ def test_serve_logs_json_lines_with_the_ingest_fields_and_reopens_them_on_sighup
         assert datetime.fromisoformat(line["timestamp"]).utcoffset() is not None
         assert "hunter2" not in log_file.read_text()
 
+        # A worker must be up before SIGHUP (one that is still starting dies of it and is restarted).
+        wait_until(lambda: any(r["message"].startswith("SMTP worker 1 serving") for r in records(log_file)),
+                   timeout=30, what="the SMTP worker")
         log_file.rename(tmp_path / "mailcase.log.1")
         os.kill(daemon.pid, signal.SIGHUP)
         reloaded = wait_until(
@@ -48,6 +51,12 @@ def test_serve_logs_json_lines_with_the_ingest_fields_and_reopens_them_on_sighup
             timeout=30, what="the reload line in the new file",
         )
         assert reloaded[0]["logger"] == "mailcase.daemon"
+        # The SMTP worker process writes JSON too, saying which process it is.
+        worker = wait_until(
+            lambda: [r for r in records(log_file) if r["message"].startswith("SIGHUP: SMTP worker 1 reopened")],
+            timeout=30, what="the worker's reload line",
+        )
+        assert worker[0]["process"] == "smtp-worker 1"
         assert daemon.stop() == 0
     for record in records(log_file) + records(tmp_path / "mailcase.log.1"):
         assert {"timestamp", "level", "logger", "message"} <= record.keys()
