@@ -97,7 +97,10 @@ def erase_person(
         session.add(raw)
 
     for case in session.exec(
-        select(Case).where(sa.or_(sa.func.lower(Case.requester) == address, _mentions(address, Case.subject)))
+        select(Case).where(sa.or_(
+            sa.func.lower(Case.requester) == address, _mentions(address, Case.subject),
+            *(_mentions(name, Case.subject) for name in names),
+        ))
     ):
         case.requester = pseudonym if (case.requester or "").lower() == address else case.requester
         case.subject = scrub(case.subject)
@@ -131,7 +134,10 @@ def erase_person(
             counts.cases.add(message.case_id)
 
     for notice in session.exec(
-        select(Outbox).where(sa.or_(*(_mentions(address, c) for c in (Outbox.recipients, Outbox.cc, Outbox.context))))
+        select(Outbox).where(sa.or_(
+            *(_mentions(address, c) for c in (Outbox.recipients, Outbox.cc, Outbox.context)),
+            *(_mentions(name, Outbox.context) for name in names if name.isascii()),  # JSON escapes the rest
+        ))
     ):
         addressed = address in {a.lower() for a in [*notice.recipients, *notice.cc]}
         notice.recipients = scrub_json(notice.recipients, scrub)
