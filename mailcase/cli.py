@@ -110,7 +110,9 @@ def _run(argv: Sequence[str] | None) -> int:
     config_path = args.config or os.environ.get("MAILCASE_CONFIG") or "config.toml"
     try:
         settings = load_config(_config_file(config_path), os.environ)
-        configure_logging(settings.logging.level, file=settings.logging.file, stderr=not mta)
+        configure_logging(
+            settings.logging.level, file=settings.logging.file, stderr=not mta, format=settings.logging.format
+        )
     except ConfigError as exc:
         print(f"mailcase: {exc}", file=sys.stderr)
         return config_status

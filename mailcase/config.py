@@ -319,6 +319,16 @@ class LoggingSettings:
     level: str = "INFO"
     # A log file (relative to the config file's directory); empty = stderr, except for `ingest`.
     file: str = ""
+    # "text" (one human-readable line per record) or "json" (one JSON object per line).
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """How long raw mail is kept (`mailcase purge` and serve's daily purge)."""
+
+    raw_days: int = 365
+    held_days: int = 90
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +354,7 @@ class Settings:
     status: StatusPageSettings = StatusPageSettings()
     templates: TemplatesSettings = TemplatesSettings()
     logging: LoggingSettings = LoggingSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @property
     def reply_token_secret(self) -> bytes:
@@ -739,6 +750,11 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("lifecycle.participant_policy", "must be organisation or any")
     if settings.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("logging.level", "must be DEBUG, INFO, WARNING or ERROR")
+    if settings.logging.format not in ("text", "json"):
+        raise ConfigError("logging.format", "must be text or json")
+    for key, days in (("retention.raw_days", settings.retention.raw_days), ("retention.held_days", settings.retention.held_days)):
+        if days < 8:  # the held digest warns a week before a purge: a shorter window could not
+            raise ConfigError(key, f"must be at least 8 days, got {days}")
     for key in ("max_connections", "max_connections_per_ip", "max_commands_without_transaction", "idle_timeout_seconds"):
         if getattr(settings.smtp, key) < 1:
             raise ConfigError(f"smtp.{key}", "must be at least 1")

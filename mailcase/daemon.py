@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mailcase import jobs
+from mailcase import jobs, systemd
 from mailcase.app import App, build_app
 from mailcase.clock import Clock
 from mailcase.config import Settings
@@ -35,6 +35,7 @@ from mailcase.ingest.lmtp import LmtpHandler, LmtpListener
 from mailcase.ingest.smtp import SmtpListener, SupportHandler
 from mailcase.jobs import SweepReport
 from mailcase.logs import configure_logging, reopen_log_files
+from mailcase.logs import formatter as log_formatter
 from mailcase.notify.outbox import DeliveryReport, deliver_due
 from mailcase.status import build_status
 
@@ -105,7 +106,10 @@ class Daemon:
             settings.scheduler.sweep_interval_seconds,
             settings.scheduler.outbox_interval_seconds,
         )
+        # Type=notify: systemd starts dependants (and `systemctl start` returns) only now, listener bound.
+        systemd.notify(f"READY=1\nSTATUS=serving smtp={'%s:%d' % self.smtp_address if self.smtp_address else 'off'}")
         await self.stop_event.wait()
+        systemd.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight messages")
         log.info("stopping: no new connections; finishing in-flight messages")
         for supervisor in supervisors:
             supervisor.stop()  # SIGTERM: each worker finishes its own in-flight transactions
@@ -194,8 +198,31 @@ class Daemon:
         scheduler.add_job(
             delivery, "interval", seconds=scheduling.outbox_interval_seconds, id="outbox", next_run_time=_now()
         )
+        _add_operations_jobs(scheduler, app)
         scheduler.start()
         return scheduler
+
+
+PURGE_INTERVAL_HOURS = 24
+PURGE_FIRST_DELAY_MINUTES = 10
+"""The daily retention purge starts this long after serve does, out of the way of a restart's catch-up."""
+
+
+def _add_operations_jobs(scheduler: Any, app: App) -> None:
+    """The retention purge, daily; and WATCHDOG=1 pings when the unit asks for them (WatchdogSec=), from a
+    scheduler job, so a scheduler that stops running jobs gets the daemon restarted."""
+    from datetime import timedelta
+
+    from mailcase.retention import purge
+
+    interval = systemd.watchdog_interval()
+    if interval is not None:
+        scheduler.add_job(systemd.watchdog_ping, "interval", seconds=interval, id="watchdog", next_run_time=_now())
+    scheduler.add_job(
+        lambda: _guarded("retention purge", lambda: purge(app, app.clock.now(), actor="mailcase serve (daily purge)")),
+        "interval", hours=PURGE_INTERVAL_HOURS, id="purge",
+        next_run_time=_now() + timedelta(minutes=PURGE_FIRST_DELAY_MINUTES),
+    )
 
 
 def _ingest_executor(app: App) -> ThreadPoolExecutor:
@@ -349,9 +376,9 @@ def run_smtp_worker(settings: Settings, clock: Clock, index: int, parent_pid: in
     # Until the loop's handler is installed, a SIGHUP (forwarded by the daemon) must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent(parent_pid)
-    configure_logging(settings.logging.level, file=settings.logging.file)
+    configure_logging(settings.logging.level, file=settings.logging.file, format=settings.logging.format)
     for handler in logging.getLogger().handlers:  # say which process wrote each line
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [smtp-worker {index}] %(name)s: %(message)s"))
+        handler.setFormatter(log_formatter(settings.logging.format, process=f"smtp-worker {index}"))
     app = build_app(settings, clock)
     try:
         code = asyncio.run(_SmtpWorker(app, index).run())
@@ -552,4 +579,6 @@ def tick(app: App, *, deliver: bool = True) -> TickReport:
 
 def run_due_sweeps(app: App, now: datetime) -> jobs.DueSweeps:
     """Every scheduler sweep once, as of `now` (the scheduler's job and `tick`'s)."""
-    return jobs.run_due_sweeps(app.engine, app.desk(), now, held=app.settings.held)
+    return jobs.run_due_sweeps(
+        app.engine, app.desk(), now, held=app.settings.held, retention_held_days=app.settings.retention.held_days
+    )

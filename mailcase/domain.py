@@ -111,6 +111,7 @@ class EventKind(StrEnum):
     SENDER_CHECK = "sender_check"  # `monitor`: a sender check that `enforce` would have held on
     NOTICE_FAILED = "notice_failed"
     NOTICE_WITHHELD = "notice_withheld"
+    ERASURE = "erasure"  # `directory erase`: that personal data was erased, never what
 
 
 class AutoKind(StrEnum):

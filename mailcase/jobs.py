@@ -29,7 +29,8 @@ from mailcase.rules.sla import DeadlineName, NoticeKind, SlaNotice, next_check_a
 from mailcase.store.cases import case_view
 from mailcase.store.engine import is_postgres, transaction
 from mailcase.store.held import held_since
-from mailcase.store.models import Case, Organisation, Outbox
+from mailcase.store.retention import WARNING_DAYS, held_to_warn, mark_warned
+from mailcase.store.models import Case, HeldMessage, Organisation, Outbox
 from mailcase.store.outbox import enqueue, enqueue_many
 from mailcase.store.technicians import team_addresses
 
@@ -240,13 +241,16 @@ def _owners(session: Session, desk: Desk, case: Case) -> list[str]:
     return team_addresses(session=session, team=case.team) or [desk.escalation.on_call]
 
 
-def run_due_sweeps(engine: Engine, desk: Desk, now: datetime, *, held: HeldSettings) -> DueSweeps:
+def run_due_sweeps(
+    engine: Engine, desk: Desk, now: datetime, *, held: HeldSettings, retention_held_days: int
+) -> DueSweeps:
     """Every scheduler sweep once, as of `now`."""
     sla = sweep_case_deadlines(engine, desk, now)
     masters = sweep_master_updates(engine, desk, now)
     windows = maintenance.sweep_maintenance(engine, desk, now)
     if held.digest_address:
-        sla.count("staff.held_digest", sweep_held_digest(engine, desk, now, held=held))
+        digest = sweep_held_digest(engine, desk, now, held=held, retention_held_days=retention_held_days)
+        sla.count("staff.held_digest", digest)
     return DueSweeps(sla=sla, maintenance=windows, master_updates=masters)
 
 
@@ -260,15 +264,19 @@ class DueSweeps:
     master_updates: int
 
 
-def sweep_held_digest(engine: Engine, desk: Desk, now: datetime, *, held: HeldSettings) -> bool:
-    """Tell `[held] digest_address` about messages held since the last digest, in one notice at
-    most every `digest_interval_minutes`; True when a digest was queued. Nothing held, no mail."""
+def sweep_held_digest(
+    engine: Engine, desk: Desk, now: datetime, *, held: HeldSettings, retention_held_days: int
+) -> bool:
+    """Tell `[held] digest_address` about messages held since the last digest, and those within a
+    week of their purge (`[retention] held_days`), in one notice at most every
+    `digest_interval_minutes`; True when a digest was queued. Nothing to say, no mail."""
     with transaction(engine) as session:
         last = session.exec(select(func.max(Outbox.created_at)).where(Outbox.kind == "staff.held_digest")).one()
         if last is not None and now - last < timedelta(minutes=held.digest_interval_minutes):
             return False
         messages = held_since(session=session, since=last, until=now)
-        if not messages:
+        expiring = held_to_purge_soon(session, now, held_days=retention_held_days)  # a week's warning
+        if not messages and not expiring:
             return False
         intent = NotificationIntent(
             kind="staff.held_digest",
@@ -283,11 +291,24 @@ def sweep_held_digest(engine: Engine, desk: Desk, now: datetime, *, held: HeldSe
                      "received_at": h.received_at.isoformat()}
                     for h in messages
                 ],
+                "expiring": [
+                    {"id": h.id, "from": h.from_address, "subject": h.subject, "received_at": h.received_at.isoformat()}
+                    for h in expiring
+                ],
+                "purge_after_days": retention_held_days,
             },
             locale="en",
             auto_submitted="auto-generated",
         )
-        return enqueue(intent, session=session, now=now, hostname=desk.hostname) is not None
+        queued = enqueue(intent, session=session, now=now, hostname=desk.hostname) is not None
+        if queued:
+            mark_warned(session=session, held_ids=[h.id for h in expiring if h.id is not None], now=now)
+        return queued
+
+
+def held_to_purge_soon(session: Session, now: datetime, *, held_days: int) -> list[HeldMessage]:
+    """Held messages within a week of their purge that no digest has named yet."""
+    return held_to_warn(session=session, received_before=now - timedelta(days=held_days - WARNING_DAYS))
 
 
 __all__ = [

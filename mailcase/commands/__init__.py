@@ -7,6 +7,8 @@ from typing import Any
 
 from mailcase.commands import (
     attachments,
+    audit,
+    backup,
     cases,
     config,
     daemon,
@@ -14,6 +16,7 @@ from mailcase.commands import (
     mail,
     maintenance,
     oauth,
+    retention,
     schema,
     status,
     subscriptions,
@@ -21,5 +24,8 @@ from mailcase.commands import (
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    for module in (schema, config, directory, cases, attachments, mail, daemon, maintenance, subscriptions, status, oauth):
+    for module in (
+        schema, config, directory, cases, attachments, mail, daemon, maintenance, subscriptions, status, oauth,
+        retention, audit, backup,
+    ):
         module.register(sub)

@@ -91,7 +91,9 @@ def run_get(app: App, args: argparse.Namespace) -> int:
     with transaction(app.engine) as session:
         data = attachment_data(session=session, sha256=row["sha256"])
     if data is None:
-        raise UsageError(f"attachment {row['sha256']} is not stored")
+        raise UsageError(
+            f"attachment {row['sha256']} is not stored: its bytes were purged ([retention] raw_days) or never kept"
+        )
     if args.output == "-":
         binary = getattr(sys.stdout, "buffer", None)
         if binary is None:  # a text-only stdout (an embedding caller): the bytes as UTF-8 text

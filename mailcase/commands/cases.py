@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from mailcase.app import App
+from mailcase.commands.acting import acting, add_by, audit
 from mailcase.commands.arguments import case_number as _number
 from mailcase.commands.arguments import instant as _instant
 from mailcase.commands.masters import add_close_linked, after_update
@@ -71,7 +72,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--hold-until", type=_instant, help="with --status on_hold: until when")
     p.add_argument("--duplicate-of", type=_number, help="with --status duplicate: the primary case")
     p.add_argument("--master", type=_number, help="link to this master (P1G) case")
-    p.add_argument("--by", default="", help="who makes the change (recorded in the history)")
+    add_by(p)
     p.add_argument("--json", action="store_true")
     add_close_linked(p)
     p.set_defaults(handler=run_update)
@@ -79,7 +80,8 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p = group.add_parser("reply", help="a technician's public reply, emailed to the customer")
     p.add_argument("number", type=_number, help=NUMBER_HELP)
     p.add_argument("--body", required=True, help="the reply's text, as the customer will read it")
-    p.add_argument("--from", dest="author", default="", help="the technician's email (recorded; never shown to the customer)")
+    # `--from` is the old name of `--by` here (deprecated, kept working for existing scripts).
+    add_by(p, "--from")
     p.add_argument("--awaiting-customer", action="store_true", help="wait for the customer: nudge and close without response")
     p.add_argument("--attach", action="append", default=[], metavar="FILE",
                    help="attach a file (repeatable; at most [attachments] reply_max_bytes in total)")
@@ -93,7 +95,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p = group.add_parser("note", help="add an internal note (never emailed to the customer)")
     p.add_argument("number", type=_number, help=NUMBER_HELP)
     p.add_argument("--body", required=True, help="the note's text (staff only)")
-    p.add_argument("--by", default="", help="who writes the note")
+    add_by(p)
     p.set_defaults(handler=run_note)
 
     register_master_cases(group)
@@ -140,7 +142,7 @@ def run_update(app: App, args: argparse.Namespace) -> int:
     if args.duplicate_of is not None and args.status is None:
         args.status = CaseStatus.DUPLICATE
     now = app.clock.now()
-    author = args.by or "agent"
+    author = acting(args)
     desk = app.desk()
     with transaction(app.engine) as session:
         case = casework.find_case(session, args.number, lock=True)
@@ -170,6 +172,8 @@ def run_update(app: App, args: argparse.Namespace) -> int:
                 )
 
         master_lines = after_update(app, session, case, args, now=now, author=author)
+        audit(app, session, args, "cases update", case_id=case.id, target=f"case {args.number:08d}",
+              summary=_changes(args))
         session.flush()
         data = case_detail_json(session, case)
     if args.json:
@@ -179,6 +183,16 @@ def run_update(app: App, args: argparse.Namespace) -> int:
     for line in master_lines:
         print(line, file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _changes(args: argparse.Namespace) -> str:
+    """What `cases update` was asked to change, for the audit ledger ("status=resolved priority=P2")."""
+    asked = (
+        ("status", args.status), ("priority", args.priority), ("assignee", args.assignee), ("etr", args.etr),
+        ("hold_until", args.hold_until), ("duplicate_of", args.duplicate_of), ("master", args.master),
+    )
+    return " ".join(f"{name}={value.isoformat() if hasattr(value, 'isoformat') else value}"
+                    for name, value in asked if value is not None)
 
 
 def _drop_unchanged(args: argparse.Namespace, case: Any) -> list[str]:
@@ -206,7 +220,8 @@ def run_note(app: App, args: argparse.Namespace) -> int:
     now = app.clock.now()
     with transaction(app.engine) as session:
         case = casework.find_case(session, args.number, lock=True)
-        casework.add_note(session, case, args.body, now=now, author=args.by or "agent")
+        casework.add_note(session, case, args.body, now=now, author=acting(args))
+        audit(app, session, args, "cases note", case_id=case.id, target=f"case {args.number:08d}")
     print(f"note added to case {args.number:08d}")
     return 0
 
@@ -216,12 +231,12 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
 
     now = app.clock.now()
     desk = app.desk()
-    author = (args.author or "").lower()
+    author = acting(args)
     files = _attachments(args.attach, app.settings.attachments.reply_max_bytes)
     with transaction(app.engine) as session:
         case = casework.find_case(session, args.number, lock=True)
         name = ""
-        if author:
+        if args.by:  # a named technician must be one (their name signs the reply)
             technician = session.exec(select(Technician).where(Technician.email == author)).first()
             if technician is None:
                 raise UsageError(f"{author} is not a technician in the directory")
@@ -231,7 +246,9 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
             if files:
                 raise UsageError("a master update is sent to many organisations: attach nothing, link to the file instead")
 
-            count = masters.master_update(session, desk, case, args.body, now=now, author=author or "agent")
+            count = masters.master_update(session, desk, case, args.body, now=now, author=author)
+            audit(app, session, args, "cases reply", case_id=case.id, target=f"case {args.number:08d}",
+                  summary=f"master update to {count} recipients")
             print(f"master update for case {args.number:08d} queued to {count} recipients")
             return 0
 
@@ -240,9 +257,11 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
             for name_, type_, data in files
         ]
         casework.public_reply(
-            session, desk, case, args.body, now=now, author=author or "agent", author_name=name,
+            session, desk, case, args.body, now=now, author=author, author_name=name,
             awaiting_customer=args.awaiting_customer, attachments=stored,
         )
+        audit(app, session, args, "cases reply", case_id=case.id, target=f"case {args.number:08d}",
+              summary=f"public reply{f' with {len(files)} attachment(s)' if files else ''}")
     attached = f" with {len(files)} attachment(s)" if files else ""
     print(f"reply queued for case {args.number:08d}{attached}")
     return 0

@@ -33,6 +33,9 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
         "example", help="print the example directory that ships with mailcase (two organisations)"
     )
     example.set_defaults(handler=run_example, standalone=run_example)
+    from mailcase.commands.retention import register_directory
+
+    register_directory(group)
 
 
 def run_example(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mailcase.app import App
+from mailcase.commands.acting import acting, add_by, audit
 from mailcase.commands.arguments import case_number as _case_number
 from mailcase.commands.arguments import instant as _instant
 from mailcase.commands.output import emit_json
@@ -48,11 +49,11 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--to-case", type=_case_number, metavar="N", help="add it to case N (reopening it per the rules)")
     target.add_argument("--new-case", action="store_true", help="open a new case with it")
-    p.add_argument("--by", default="agent", help="who releases it (recorded)")
+    add_by(p)
     p.set_defaults(handler=run_held_release)
     p = group.add_parser("discard", help="discard a held message (kept in the database, marked discarded)")
     p.add_argument("id", type=int, help="the held message's id (from `held list`)")
-    p.add_argument("--by", default="agent", help="who discards it (recorded)")
+    add_by(p)
     p.set_defaults(handler=run_held_discard)
 
     inbound = sub.add_parser("inbound", help="every stored inbound message and what was decided, ignored ones included")
@@ -177,7 +178,9 @@ def run_held_release(app: App, args: argparse.Namespace) -> int:
     with transaction(app.engine) as session:
         held = _held(session, args.id)
         to_case = find_case(session, args.to_case).id if args.to_case is not None else None
-        outcome = pipeline.release_held(session, held, now=now, by=args.by, to_case=to_case, new_case=args.new_case)
+        outcome = pipeline.release_held(session, held, now=now, by=acting(args), to_case=to_case, new_case=args.new_case)
+        audit(app, session, args, "held release", case_id=held.case_id, target=f"held {args.id}",
+              summary=f"{outcome.decision}: {outcome.reason}")
     case = f" case {outcome.case_number}" if outcome.case_number else ""
     print(f"released #{args.id}: {outcome.decision}{case}: {outcome.reason}")
     return 0
@@ -189,8 +192,9 @@ def run_held_discard(app: App, args: argparse.Namespace) -> int:
         held = _held(session, args.id)
         held.state = HeldState.DISCARDED
         held.resolved_at = now
-        held.resolved_by = args.by
+        held.resolved_by = acting(args)
         session.add(held)
+        audit(app, session, args, "held discard", target=f"held {args.id}")
     print(f"discarded #{args.id}")
     return 0
 

@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from mailcase.app import App
+from mailcase.commands.acting import add_by, audit
 from mailcase.commands.arguments import instant as _instant
 from mailcase.commands.output import emit_json
 from mailcase.desk import maintenance as windows
@@ -46,6 +47,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument(
         "--kind", type=_kind, default=MaintenanceKind.SCHEDULED, help="scheduled (default), unscheduled or connect"
     )
+    add_by(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_add)
 
@@ -55,6 +57,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
     p = group.add_parser("cancel", help="cancel a window; whoever was told gets a cancellation (METHOD:CANCEL)")
     p.add_argument("id", type=int, help="the window's id (from `maintenance list`)")
+    add_by(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_cancel)
 
@@ -62,6 +65,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("id", type=int, help="the window's id (from `maintenance list`)")
     p.add_argument("--start", type=_instant, required=True, help="the new start, ISO 8601 with offset")
     p.add_argument("--end", type=_instant, required=True, help="the new end, ISO 8601 with offset")
+    add_by(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_reschedule)
 
@@ -73,6 +77,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument(
         "--connect-products", type=_products, help="products of the Connect updates (default: as --products)"
     )
+    add_by(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_plan)
 
@@ -128,6 +133,8 @@ def run_add(app: App, args: argparse.Namespace) -> int:
             description=args.description, justification=args.justification, now=now,
         )
         window_id = window.id
+        audit(app, session, args, "maintenance add", target=f"window {window_id}",
+              summary=f"{args.kind} {args.start.isoformat()} - {args.end.isoformat()}")
     assert window_id is not None
     # An unscheduled window is announced "as soon as the window is entered" (SPEC.md §1).
     queued = windows.sweep_window(app.engine, app.desk(), window_id, now)
@@ -153,6 +160,7 @@ def run_cancel(app: App, args: argparse.Namespace) -> int:
     now = app.clock.now()
     with transaction(app.engine) as session:
         queued = windows.cancel_window(session, app.desk(), args.id, now=now)
+        audit(app, session, args, "maintenance cancel", target=f"window {args.id}")
     return _report(app, args, _one(app, args.id), queued, f"window {args.id} cancelled")
 
 
@@ -160,6 +168,8 @@ def run_reschedule(app: App, args: argparse.Namespace) -> int:
     now = app.clock.now()
     with transaction(app.engine) as session:
         queued = windows.reschedule_window(session, app.desk(), args.id, start=args.start, end=args.end, now=now)
+        audit(app, session, args, "maintenance reschedule", target=f"window {args.id}",
+              summary=f"{args.start.isoformat()} - {args.end.isoformat()}")
     # The new times may make a notice due at once (e.g. the window now starts within a week).
     queued += windows.sweep_window(app.engine, app.desk(), args.id, now)
     return _report(app, args, _one(app, args.id), queued, f"window {args.id} rescheduled")
@@ -172,6 +182,7 @@ def run_plan(app: App, args: argparse.Namespace) -> int:
             session, app.desk(), months=args.months, now=now, products=args.products, connect_products=args.connect_products
         )
         names = window_products(session=session, window_ids=report.created)
+        audit(app, session, args, "maintenance plan", summary=f"{len(report.created)} window(s) created for {args.months} month(s)")
         created = [window_json(get_window(session=session, window_id=i), names.get(i, [])) for i in report.created]
     if args.json:
         emit_json({"created": created, "already_planned": report.existing})

@@ -9,6 +9,7 @@ from typing import Any
 from sqlmodel import Session
 
 from mailcase.app import App
+from mailcase.commands.acting import acting, add_by, audit
 from mailcase.commands.arguments import case_number as _number
 from mailcase.commands.output import emit_json
 from mailcase.desk import masters
@@ -28,13 +29,13 @@ def register_cases(group: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--platform", required=True, help='the affected platform, e.g. "Microsoft Teams"')
     p.add_argument("--subject", required=True, help="the master case's subject, as subscribers will read it")
     p.add_argument("--assignee", help="technician email")
-    p.add_argument("--by", default="", help="who opens it (recorded in the history)")
+    add_by(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_create)
 
     p = actions.add_parser("close-linked", help="close the open linked cases of a closed master case, with a notice")
     p.add_argument("number", type=_number, help="the master case's number")
-    p.add_argument("--by", default="", help="who closes them (recorded in the history)")
+    add_by(p)
     p.set_defaults(handler=run_close_linked)
 
 
@@ -52,9 +53,11 @@ def run_create(app: App, args: argparse.Namespace) -> int:
     with transaction(app.engine) as session:
         case = masters.create_master(
             session, app.desk(), platform=args.platform, subject=args.subject, now=now,
-            author=args.by or "agent", assignee=args.assignee,
+            author=acting(args), assignee=args.assignee,
         )
         session.flush()
+        audit(app, session, args, "cases master create", case_id=case.id, target=f"case {case.number:08d}",
+              summary=f"master case for {args.platform}")
         data = case_detail_json(session, case)
     if args.json:
         emit_json(data)
@@ -91,7 +94,9 @@ def run_close_linked(app: App, args: argparse.Namespace) -> int:
     now = app.clock.now()
     with transaction(app.engine) as session:
         master = find_case(session, args.number, lock=True)
-        result = masters.close_linked_cases(session, app.desk(), master, now=now, author=args.by or "agent")
+        result = masters.close_linked_cases(session, app.desk(), master, now=now, author=acting(args))
+        audit(app, session, args, "cases master close-linked", case_id=master.id, target=f"case {args.number:08d}",
+              summary=f"{len(result.closed)} linked case(s) closed")
     closed = ", ".join(format_case_number(n) for n in result.closed) or "none"
     print(f"linked cases closed: {closed} ({result.notified} notices queued)")
     for reason in result.refused:

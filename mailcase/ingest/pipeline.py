@@ -46,6 +46,7 @@ from mailcase.errors import TransientError
 from mailcase.ingest import authentication as evidence
 from mailcase.ingest.parse import UnparseableMessage, parse_message
 from mailcase.ingest.quotes import strip_known_quotes
+from mailcase.logs import ingest_fields
 from mailcase.store.models import (
     Attachment,
     AutoReplyLog,
@@ -90,6 +91,7 @@ from mailcase.store.cases import (
 from mailcase.store.common import insert_or_ignore
 from mailcase.store.directory import ContactOrganisation, organisation_for_address, sender_view, sender_view_and_name
 from mailcase.store.outbox import record_bounce
+from mailcase.store.retention import keep_attachment
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +169,11 @@ class Pipeline:
             outcome.case_number or "-",
             verdict.dmarc,  # the sender verdict, for log-based counts until metrics exist
             outcome.reason,
+            # The same fields as separate keys for `[logging] format = "json"` (mailcase.logs).
+            extra=ingest_fields(
+                message_id=outcome.message_id, channel=raw.channel.value, decision=outcome.decision,
+                reason=outcome.reason, case=outcome.case_number, dmarc=verdict.dmarc,
+            ),
         )
         return outcome
 
@@ -819,12 +826,13 @@ class _Apply:
             ).scalar_one()
         )
         for part in m.attachments:
-            insert_or_ignore(
+            if insert_or_ignore(
                 self.session,
                 Attachment.__table__,
                 {"sha256": part.sha256, "size": len(part.data), "data": part.data},
                 conflict=["sha256"],
-            )
+            ) is None:  # stored before: perhaps purged since ([retention] raw_days)
+                keep_attachment(session=self.session, sha256=part.sha256, data=part.data)
             self.session.add(
                 MessageAttachment(
                     message_id=row_id,

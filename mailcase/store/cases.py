@@ -411,11 +411,11 @@ def attachments_of_case(*, session: Session, case_id: int) -> list[tuple[Any, An
 
 
 def attachment_data(*, session: Session, sha256: str) -> bytes | None:
-    """The stored bytes of one attachment (content-addressed), or None."""
+    """The stored bytes of one attachment (content-addressed), or None (never stored, or purged)."""
     from mailcase.store.models import Attachment
 
     row = session.get(Attachment, sha256)
-    return bytes(row.data) if row is not None else None
+    return bytes(row.data) if row is not None and row.purged_at is None else None
 
 
 def store_attachment(*, session: Session, data: bytes) -> str:
@@ -424,6 +424,10 @@ def store_attachment(*, session: Session, data: bytes) -> str:
 
     from mailcase.store.models import Attachment
 
+    from mailcase.store.retention import keep_attachment
+
     digest = hashlib.sha256(data).hexdigest()
-    insert_or_ignore(session, Attachment.__table__, {"sha256": digest, "size": len(data), "data": data}, conflict=["sha256"])
+    row = {"sha256": digest, "size": len(data), "data": data}
+    if insert_or_ignore(session, Attachment.__table__, row, conflict=["sha256"]) is None:
+        keep_attachment(session=session, sha256=digest, data=data)  # perhaps purged since
     return digest

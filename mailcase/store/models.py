@@ -239,6 +239,7 @@ class RawMessageRecord(SQLModel, table=True):
     """Every inbound message exactly as received, with what was decided about it (for `trace`)."""
 
     __tablename__ = "raw_message"
+    __table_args__ = (sa.Index("ix_raw_message_received_at", "received_at"),)  # the retention purge
     id: int | None = Field(default=None, primary_key=True)
     channel: Channel = Field(sa_type=EnumString(Channel, 8))
     received_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
@@ -255,6 +256,8 @@ class RawMessageRecord(SQLModel, table=True):
     case_id: int | None = Field(default=None, foreign_key="support_case.id", index=True)
     # Who vouched for the From domain (domain.SenderVerdict.as_json): shown by `trace`, `cases show`.
     sender_verdict: dict[str, Any] = _json({})
+    # When the retention purge or an erasure deleted `data` (left empty); the row and its decision stay.
+    purged_at: datetime | None = _at()
 
 
 class Message(SQLModel, table=True):
@@ -288,6 +291,8 @@ class Attachment(SQLModel, table=True):
     sha256: str = Field(primary_key=True, max_length=64)
     size: int = 0
     data: bytes = Field(sa_type=sa.LargeBinary)
+    # When the retention purge deleted `data` (left empty); file names and sizes stay on the messages.
+    purged_at: datetime | None = _at()
 
 
 class MessageAttachment(SQLModel, table=True):
@@ -315,6 +320,8 @@ class HeldMessage(SQLModel, table=True):
     resolved_at: datetime | None = _at()
     resolved_by: str = Field(default="", max_length=320)
     case_id: int | None = Field(default=None, foreign_key="support_case.id")
+    # When the held digest warned that this message will be purged ([retention] held_days).
+    purge_warned_at: datetime | None = _at()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,3 +443,21 @@ class MailboxCursor(SQLModel, table=True):
     uidvalidity: int = Field(default=0, sa_type=sa.BigInteger)
     last_uid: int = Field(default=0, sa_type=sa.BigInteger)
     updated_at: datetime = Field(sa_type=UtcDateTime, nullable=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Who did what
+
+
+class AuditEntry(SQLModel, table=True):
+    """One agent or operator action (a case change, a held-message decision, a purge, an erasure):
+    who, when, what; `mailcase audit` lists them across cases. Never the erased data itself."""
+
+    __tablename__ = "audit_entry"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UtcDateTime, nullable=False, index=True)
+    actor: str = Field(max_length=320, index=True)
+    action: str = Field(max_length=64)
+    case_id: int | None = Field(default=None, foreign_key="support_case.id", index=True)
+    target: str = Field(default="", max_length=200)
+    summary: str = Field(default="", sa_type=sa.Text)

@@ -341,12 +341,16 @@ def test_the_now_option_is_the_time_of_every_change(desk: Desk) -> None:
     assert data["updated_at"] == "2026-11-26T18:15:00+00:00"
 
 
-def test_an_update_without_by_is_recorded_as_the_agent(desk: Desk) -> None:
+def test_an_update_without_by_is_recorded_as_the_os_user_running_it(desk: Desk) -> None:
+    import os
+    import pwd
+
     number = desk.open()
 
     desk.cli("cases", "update", str(number), "--status", "in_progress", now=NOW)
 
-    assert desk.show(number)["events"][-1]["author"] == "agent"
+    os_user = os.environ.get("SUDO_USER") or pwd.getpwuid(os.geteuid()).pw_name
+    assert desk.show(number)["events"][-1]["author"] == os_user
 
 
 def test_closing_a_case_records_when_it_closed_and_reopening_clears_it(desk: Desk) -> None:

@@ -79,6 +79,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "tz": "America/Denver",
         "held": [{"id": 7, "from": "eve@outsider.example", "subject": "Hello", "reason": "not a contact",
                   "received_at": "2026-11-25T23:00:00+00:00"}],
+        "expiring": [{"id": 3, "from": "old@outsider.example", "subject": "Invoice",
+                      "received_at": "2026-09-01T16:00:00+00:00"}],
+        "purge_after_days": 90,
     },
     "staff.reply_not_sent": {"original_subject": "Re: Phones down", "reason": "the case is closed", "held_id": 7},
     "staff.customer_update": {
