@@ -19,10 +19,10 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from mailcase import jobs, systemd
@@ -37,7 +37,9 @@ from mailcase.jobs import SweepReport
 from mailcase.logs import configure_logging, reopen_log_files
 from mailcase.logs import formatter as log_formatter
 from mailcase.notify.outbox import DeliveryReport, deliver_due
+from mailcase.retention import purge
 from mailcase.status import build_status
+from mailcase.store.retention import PurgeCounts
 
 log = logging.getLogger(__name__)
 
@@ -211,17 +213,22 @@ PURGE_FIRST_DELAY_MINUTES = 10
 def _add_operations_jobs(scheduler: Any, app: App) -> None:
     """The retention purge, daily; and WATCHDOG=1 pings when the unit asks for them (WatchdogSec=), from a
     scheduler job, so a scheduler that stops running jobs gets the daemon restarted."""
-    from datetime import timedelta
-
-    from mailcase.retention import purge
-
     interval = systemd.watchdog_interval()
     if interval is not None:
         scheduler.add_job(systemd.watchdog_ping, "interval", seconds=interval, id="watchdog", next_run_time=_now())
     scheduler.add_job(
-        lambda: _guarded("retention purge", lambda: purge(app, app.clock.now(), actor="mailcase serve (daily purge)")),
+        lambda: _guarded("retention purge", lambda: purge_now(app, actor="mailcase serve (daily purge)")),
         "interval", hours=PURGE_INTERVAL_HOURS, id="purge",
         next_run_time=_now() + timedelta(minutes=PURGE_FIRST_DELAY_MINUTES),
+    )
+
+
+def purge_now(app: App, *, actor: str, dry_run: bool = False) -> PurgeCounts:
+    """The retention purge as of the app's clock, with this installation's `[retention]` windows
+    (`serve`'s daily job, `mailcase purge`)."""
+    return purge(
+        app.engine, app.clock.now(), retention=app.settings.retention, digest_address=app.settings.held.digest_address,
+        actor=actor, dry_run=dry_run,
     )
 
 

@@ -40,9 +40,10 @@ def register_directory(group: argparse._SubParsersAction[Any]) -> None:
 
 def run_purge(app: App, args: argparse.Namespace) -> int:
     from mailcase.commands.output import emit_json
-    from mailcase.retention import describe, purge
+    from mailcase.daemon import purge_now  # not at the top: see commands.daemon.run_serve
+    from mailcase.retention import describe
 
-    counts = purge(app, app.clock.now(), actor=acting(args), dry_run=args.dry_run)
+    counts = purge_now(app, actor=acting(args), dry_run=args.dry_run)
     if args.json:
         emit_json({
             "dry_run": args.dry_run, "held": counts.held, "raw_messages": counts.raw_messages,
