@@ -280,6 +280,18 @@ def add_note(
     session.add(case)
 
 
+def record_agent_response(session: Session, desk: Desk, case: Case, *, now: datetime, author: str) -> None:
+    """An agent answered (a reply, a master update): the first response if it is one, the update
+    clock restarts, the case no longer needs attention, and a new or reopened case is in progress."""
+    if case.first_response_at is None:
+        case.first_response_at = now
+    case.last_agent_update_at = now
+    case.needs_attention = False
+    case.updated_at = now
+    if case.status in (CaseStatus.NEW, CaseStatus.CUSTOMER_REOPENED):
+        set_status(session, desk, case, CaseStatus.IN_PROGRESS, now=now, author=author, notify_customer=False)
+
+
 def public_reply(
     session: Session,
     desk: Desk,
@@ -299,13 +311,7 @@ def public_reply(
         raise UsageError("a reply needs a body")
     if case.status in (CaseStatus.CLOSED, CaseStatus.CLOSED_NO_RESPONSE, CaseStatus.DUPLICATE):
         raise UsageError(f"case {format_case_number(case.number)} is {case.status}; reopen it first")
-    if case.first_response_at is None:
-        case.first_response_at = now
-    case.last_agent_update_at = now
-    case.needs_attention = False
-    case.updated_at = now
-    if case.status in (CaseStatus.NEW, CaseStatus.CUSTOMER_REOPENED):
-        set_status(session, desk, case, CaseStatus.IN_PROGRESS, now=now, author=author, notify_customer=False)
+    record_agent_response(session, desk, case, now=now, author=author)
     if awaiting_customer:
         # After the status change, which stops any earlier wait (rules.lifecycle rule 6).
         case.awaiting_customer_since = now

@@ -160,15 +160,7 @@ def master_update(
     if master.status.is_closed:
         raise UsageError(f"master case {format_case_number(master.number)} is {master.status}; reopen it first")
     assert master.id is not None
-    if master.first_response_at is None:
-        master.first_response_at = now
-    master.last_agent_update_at = now
-    master.needs_attention = False
-    master.updated_at = now
-    if master.status in (CaseStatus.NEW, CaseStatus.CUSTOMER_REOPENED):
-        casework.set_status(
-            session, desk, master, CaseStatus.IN_PROGRESS, now=now, author=author, notify_customer=False
-        )
+    casework.record_agent_response(session, desk, master, now=now, author=author)
     casework.replan(desk, session, master, now)
 
     people = followers(session, master, desk_tz=desk_tz)
