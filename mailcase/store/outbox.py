@@ -228,3 +228,8 @@ def attachment_blobs(connection: sa.Connection, sha256s: Sequence[str]) -> dict[
     table: sa.Table = Attachment.__table__  # type: ignore[assignment]
     rows = connection.execute(sa.select(table.c.sha256, table.c.data).where(table.c.sha256.in_(list(sha256s))))
     return {sha: bytes(data) for sha, data in rows}
+
+
+def notice_case_id(*, session: Session, message_id: str) -> int | None:
+    """The case of the notice we sent as `message_id` (a bounce names it), if it had one."""
+    return session.exec(select(Outbox.case_id).where(Outbox.message_id == message_id)).first()
