@@ -33,20 +33,19 @@ def _rows(app: App, number: int) -> list[dict[str, Any]]:
     from mailcase.casework import find_case
     from mailcase.present import iso
     from mailcase.store.cases import attachments_of_case
+    from mailcase.store.messages import attachment_size
 
     with transaction(app.engine) as session:
         case = find_case(session, number)
         assert case.id is not None
-        from mailcase.store.models import Attachment
-
         rows = []
         for part, message in attachments_of_case(session=session, case_id=case.id):
-            stored = session.get(Attachment, part.sha256)
+            size = attachment_size(session=session, sha256=part.sha256)
             rows.append(
                 {
                     "filename": part.filename,
                     "content_type": part.content_type,
-                    "size": stored.size if stored is not None else 0,
+                    "size": size or 0,
                     "sha256": part.sha256,
                     "inline": part.inline,
                     "content_id": part.content_id,

@@ -234,11 +234,9 @@ def run_note(app: App, args: argparse.Namespace) -> int:
 
 
 def run_reply(app: App, args: argparse.Namespace) -> int:
-    from sqlmodel import select
-
     from mailcase import casework
     from mailcase.domain import CaseKind
-    from mailcase.store.models import Technician
+    from mailcase.store.directory import technician_by_email
 
     now = app.clock.now()
     desk = app.desk()
@@ -248,7 +246,7 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
         case = casework.find_case(session, args.number, lock=True)
         name = ""
         if args.by:  # a named technician must be one (their name signs the reply)
-            technician = session.exec(select(Technician).where(Technician.email == author)).first()
+            technician = technician_by_email(author, session=session)
             if technician is None:
                 raise UsageError(f"{author} is not a technician in the directory")
             name = technician.name

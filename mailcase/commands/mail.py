@@ -12,6 +12,7 @@ from mailcase.commands.acting import acting, add_by, audit
 from mailcase.commands.arguments import case_number as _case_number
 from mailcase.commands.arguments import instant as _instant
 from mailcase.store.engine import transaction
+from mailcase.store.held import resolve_held
 from mailcase.domain import Channel, HeldState, OutboxState, RawMessage
 from mailcase.errors import UsageError
 
@@ -191,10 +192,7 @@ def run_held_discard(app: App, args: argparse.Namespace) -> int:
     now = app.clock.now()
     with transaction(app.engine) as session:
         held = _held(session, args.id)
-        held.state = HeldState.DISCARDED
-        held.resolved_at = now
-        held.resolved_by = acting(args)
-        session.add(held)
+        resolve_held(session=session, held=held, state=HeldState.DISCARDED, now=now, by=acting(args))
         audit(app, session, args, "held discard", target=f"held {args.id}")
     print(f"discarded #{args.id}")
     return 0

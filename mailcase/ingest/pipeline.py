@@ -67,7 +67,7 @@ from mailcase.rules.matching import Match, Matched, MatchRule, Unmatched, match_
 from mailcase.store import facts as store_facts
 from mailcase.store.cases import add_event, add_participants, case_by_id
 from mailcase.store.directory import ContactOrganisation, organisation_for_address, sender_view, sender_view_and_name
-from mailcase.store.held import hold_message, raw_of
+from mailcase.store.held import hold_message, raw_of, resolve_held
 from mailcase.store.messages import NewRawRecord, first_received, insert_inbound_message, insert_raw, log_auto_reply, save_decision
 from mailcase.store.outbox import notice_case_id, record_bounce
 
@@ -200,12 +200,10 @@ class Pipeline:
             session, record, message, now=now, released=True, verdict=verdict,
             forced_case_id=to_case, force_new_case=new_case,
         )
-        held.state = HeldState.RELEASED
-        held.resolved_at = now
-        held.resolved_by = by
-        if outcome.case_number:
-            held.case_id = record.case_id
-        session.add(held)
+        resolve_held(
+            session=session, held=held, state=HeldState.RELEASED, now=now, by=by,
+            case_id=record.case_id if outcome.case_number else None,
+        )
         return outcome
 
     # -----------------------------------------------------------------------------------------

@@ -678,3 +678,22 @@ def products_of_organisations(organisation_ids: Iterable[int], *, session: Sessi
     for organisation_id, name in session.exec(query):
         found[organisation_id].add(name)
     return found
+
+
+def technician_by_email(address: str, *, session: Session) -> TechnicianView | None:
+    """The technician with this address, active or not (an author named on the command line)."""
+    row = session.exec(select(Technician).where(Technician.email == address)).first()
+    return _technician_view(row) if row is not None else None
+
+
+def organisation_keys(organisation_ids: Iterable[int], *, session: Session) -> dict[int, str]:
+    """The directory key of each of these organisations, by id (one query)."""
+    ids = set(organisation_ids)
+    if not ids:
+        return {}
+    return {o.id: o.key for o in session.exec(select(Organisation).where(col(Organisation.id).in_(ids))) if o.id is not None}
+
+
+def product_names(*, session: Session) -> list[str]:
+    """Every product's name, alphabetically."""
+    return list(session.exec(select(Product.name).order_by(col(Product.name))))

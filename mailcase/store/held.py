@@ -65,3 +65,16 @@ def held_since(*, session: Session, since: datetime | None, until: datetime) -> 
     if since is not None:
         statement = statement.where(col(HeldMessage.received_at) > since)
     return list(session.exec(statement.order_by(col(HeldMessage.id)).limit(200)))
+
+
+def resolve_held(
+    *, session: Session, held: HeldMessage, state: HeldState, now: datetime, by: str, case_id: int | None = None
+) -> None:
+    """An agent released or discarded a held message: record the outcome, when and by whom
+    (and the case a release went to)."""
+    held.state = state
+    held.resolved_at = now
+    held.resolved_by = by
+    if case_id is not None:
+        held.case_id = case_id
+    session.add(held)

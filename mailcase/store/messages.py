@@ -9,14 +9,14 @@ reused): this is the ingest hot path, and building them per message cost more th
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from mailcase.domain import Direction, InboundMessage
 from mailcase.store.common import insert_or_ignore, table_of
@@ -154,3 +154,34 @@ def _insert_message() -> sa.Executable:
 @functools.cache
 def _insert_auto_reply() -> sa.Insert:
     return sa.insert(table_of(AutoReplyLog))
+
+
+def decisions_of(*, session: Session, raw_ids: Collection[int]) -> dict[int, tuple[str, str, Mapping[str, Any]]]:
+    """The decision, its reason and the sender verdict ingest recorded for each raw message (one query)."""
+    if not raw_ids:
+        return {}
+    rows = session.exec(
+        select(
+            RawMessageRecord.id, RawMessageRecord.decision, RawMessageRecord.reason, RawMessageRecord.sender_verdict
+        ).where(col(RawMessageRecord.id).in_(raw_ids))
+    )
+    return {raw_id: (decision, reason, verdict) for raw_id, decision, reason, verdict in rows if raw_id is not None}
+
+
+def attachments_of_messages(*, session: Session, message_ids: Collection[int]) -> list[tuple[MessageAttachment, int]]:
+    """Each attachment of these messages with its size, in the order the messages carried them (one query)."""
+    if not message_ids:
+        return []
+    rows = session.exec(
+        select(MessageAttachment, Attachment.size)
+        .join(Attachment, col(Attachment.sha256) == col(MessageAttachment.sha256))
+        .where(col(MessageAttachment.message_id).in_(message_ids))
+        .order_by(col(MessageAttachment.id))
+    )
+    return [(part, int(size)) for part, size in rows]
+
+
+def attachment_size(*, session: Session, sha256: str) -> int | None:
+    """The stored size of one attachment (content-addressed), or None when it is not stored."""
+    stored = session.get(Attachment, sha256)
+    return stored.size if stored is not None else None
