@@ -43,7 +43,8 @@ def run_example(args: argparse.Namespace) -> int:
 
 def run_import(app: App, args: argparse.Namespace) -> int:
     from mailcase.commands.output import emit_json
-    from mailcase.store.directory import import_directory, load_directory
+    from mailcase.rules.directory_format import load_directory
+    from mailcase.store.directory import import_directory
 
     try:
         text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")

@@ -22,7 +22,15 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailcase.domain import Role, SenderView
+from mailcase.domain import (
+    ContactEntry,
+    Directory,
+    OrganisationEntry,
+    ProductEntry,
+    Role,
+    SenderView,
+    TechnicianEntry,
+)
 from mailcase.store.models import (
     Contact,
     ContactRole,
@@ -30,14 +38,6 @@ from mailcase.store.models import (
     OrganisationProduct,
     Product,
     Technician,
-)
-from mailcase.rules.directory_format import (
-    ContactEntry,
-    Directory,
-    OrganisationEntry,
-    ProductEntry,
-    TechnicianEntry,
-    load_directory,
 )
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
     "active_technicians",
     "contacts_with_role",
     "import_directory",
-    "load_directory",
     "maintenance_contacts_for_products",
     "organisation_by_id",
     "organisation_by_key",
