@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, case, col, func, select
 
-from mailcase import casework
+from mailcase import casework, telemetry
 from mailcase.config import Settings
 from mailcase.store.engine import sqlite_writer_turn, transaction
 from mailcase.domain import (
@@ -166,6 +166,7 @@ class Pipeline:
                 reason=outcome.reason, case=outcome.case_number, dmarc=verdict.dmarc,
             ),
         )
+        telemetry.count_inbound(raw.channel.value, outcome.decision)
         return outcome
 
     @property

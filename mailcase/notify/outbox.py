@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mailcase import telemetry
 from mailcase.config import Settings
 from mailcase.store.engine import is_transient, transaction
 from mailcase.domain import AutoKind, Direction, EventKind, OutboxState
@@ -444,6 +445,8 @@ class _Batch:
             values["last_error"] = f"gave up after {attempts} attempts: {result.describe()}"
         if result.unreachable and self.unreachable is None:
             self.unreachable = result.describe()
+        telemetry.count_delivery(notice.kind, "unreachable" if result.unreachable else result.outcome.value,
+                                 result.code, outcome.value)  # fmt: skip
         if outcome is SendOutcome.SENT:
             values.update(
                 state=OutboxState.SENT.value, sent_at=now, next_attempt_at=None, reply_to=reply_to,
