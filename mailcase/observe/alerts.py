@@ -3,10 +3,10 @@ critical), a JSON POST to `[alerts] webhook_url` once per part and state, and on
 admin_address` each time a part other than the outbox becomes critical; it never decides a state
 (observe/readiness.py does) and never logs the webhook URL, which may carry a secret.
 
-Deduplication: the receiver is told a part's state only when it differs from the last state it was told
-(a part that flaps faster than the checks shows the receiver only what a check saw). A POST that fails is
-tried again at the next check while the state lasts; so is a mail that could not be queued (the
-database down): its idempotency key (part, since) keeps it to one.
+Deduplication: only a change of a part's state is told, once, in the order seen (a check or a /readyz
+request sees it; a part that flaps faster than that shows only what was seen). A POST that fails is
+tried again at the next check, before any later change; so is a mail that could not be queued (the
+database down), whose idempotency key (part, state, since) keeps it to one.
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ AdminMail = Callable[[Change, str], None]
 
 
 class Alerter:
-    """Thread-safe: the daemon's check loop and /readyz requests both report what they saw."""
+    """Thread-safe: the daemon's check loop and /readyz requests both report what they saw (`update`,
+    quick, logs the changes); the check loop alone delivers (`deliver`, which may wait on the network
+    or the database), so an answer to /readyz never waits for a webhook or a mail."""
 
     def __init__(self, *, webhook: Webhook | None = None, admin_mail: AdminMail | None = None,
                  host: str | None = None) -> None:  # fmt: skip
@@ -74,8 +76,8 @@ class Alerter:
         self._lock = threading.Lock()
         self._deliver = threading.Lock()
         self._current: dict[str, Change] = {}
-        self._told: dict[str, State] = {}
-        self._mailed: dict[str, datetime] = {}
+        self._to_post: list[Change] = []
+        self._to_mail: list[Change] = []
 
     def states(self) -> dict[str, State]:
         """Each part's last seen state (parts never seen are ok)."""
@@ -97,35 +99,39 @@ class Alerter:
                 if known is None and part.state is State.OK:
                     continue  # first sight of a healthy part: nothing changed
                 changes.append(change)
+                if self.webhook is not None:
+                    self._to_post.append(change)
+                if self.admin_mail is not None and part.state is State.CRITICAL and part.name not in UNMAILED_PARTS:
+                    self._to_mail.append(change)
         for change in changes:
             _log(change)
-        self.deliver()
         return changes
 
     def deliver(self) -> None:
-        """Send what the receivers have not been told yet (one delivery at a time)."""
-        if not self._deliver.acquire(blocking=False):
-            return  # another thread is delivering; it sends the newest states
-        try:
-            with self._lock:
-                current = list(self._current.values())
-            for change in current:
-                self._post(change)
-                self._mail(change)
-        finally:
-            self._deliver.release()
+        """Send what the receivers have not been told yet: every webhook first, then the mails (one
+        delivery at a time)."""
+        with self._deliver:
+            while (change := self._next(self._to_post)) is not None and self._post(change):
+                self._done(self._to_post)
+            while (change := self._next(self._to_mail)) is not None and self._mail(change):
+                self._done(self._to_mail)
 
-    def _post(self, change: Change) -> None:
-        name = change.part.name
-        told = self._told.get(name, State.OK)
-        if self.webhook is None or told == change.part.state:
-            return
+    def _next(self, queue: list[Change]) -> Change | None:
+        with self._lock:
+            return queue[0] if queue else None
+
+    def _done(self, queue: list[Change]) -> None:
+        with self._lock:
+            queue.pop(0)
+
+    def _post(self, change: Change) -> bool:
+        assert self.webhook is not None
         payload = {
             "source": "mailcase",
             "host": self.host,
-            "part": name,
+            "part": change.part.name,
             "state": change.part.state.word,
-            "previous": told.word,
+            "previous": change.previous.word,
             "since": change.since.isoformat(),
             "detail": change.part.detail,
         }
@@ -134,24 +140,17 @@ class Alerter:
         except Exception as error:
             log.warning("alert webhook %s: not delivered (%s: %s); tried again at the next check",
                         self.webhook, type(error).__name__, error)  # fmt: skip
-            return
-        self._told[name] = change.part.state
+            return False
+        return True
 
-    def _mail(self, change: Change) -> None:
-        name = change.part.name
-        if (
-            self.admin_mail is None
-            or change.part.state is not State.CRITICAL
-            or name in UNMAILED_PARTS
-            or self._mailed.get(name) == change.since
-        ):
-            return
+    def _mail(self, change: Change) -> bool:
+        assert self.admin_mail is not None
         try:
             self.admin_mail(change, self.host)
         except Exception as error:
-            log.warning("alert mail about %s: not queued (%s); tried again at the next check", name, error)
-            return
-        self._mailed[name] = change.since
+            log.warning("alert mail about %s: not queued (%s); tried again at the next check", change.part.name, error)
+            return False
+        return True
 
 
 def _log(change: Change) -> None:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DELIVERY_STOP_SECONDS = 15.0
+"""How long a stop waits for alerts being delivered (a webhook's timeout is [alerts] webhook_timeout_seconds)."""
+
 
 class Observer:
     """One per daemon process that runs the scheduler (not the SMTP workers)."""
@@ -41,6 +44,7 @@ class Observer:
         self.alerter = Alerter(webhook=webhook, admin_mail=self._queue_admin_mail if alerts.admin_address else None)
         self.server: EndpointServer | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._delivery: asyncio.Future[None] | None = None
 
     def check(self) -> Readiness:
         """Look at every part now, and alert on what changed (blocking: call it from a worker thread)."""
@@ -72,6 +76,11 @@ class Observer:
                 await self._loop_task
             except asyncio.CancelledError:
                 pass
+        if self._delivery is not None and not self._delivery.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._delivery), DELIVERY_STOP_SECONDS)
+            except TimeoutError:
+                log.warning("alerts still being delivered at stop; left undelivered")
         if self.server is not None:
             await self.server.stop()
         if self.reader is not self.app.engine:
@@ -84,6 +93,9 @@ class Observer:
                 await asyncio.to_thread(self.check)
             except Exception:  # a broken check must not stop the daemon; say so and check again later
                 log.exception("health check failed")
+            if self._delivery is None or self._delivery.done():
+                # Apart from the checks: a mail may wait on a locked database, a POST on the network.
+                self._delivery = asyncio.ensure_future(asyncio.to_thread(self.alerter.deliver))
             await asyncio.sleep(interval)
 
     def _queue_admin_mail(self, change: Change, host: str) -> None:
