@@ -363,7 +363,9 @@ class MailboxPoller:
     def _signed_in(self, ok: bool, reason: str) -> bool:
         """Record on the health board whether this mailbox can sign in; True on a change."""
         changed = self.health.set(self._component, GREEN if ok else RED, reason, now=self._clock.now())
-        if not ok:
+        if ok:
+            self.health.beat(self._component, now=self._clock.now())  # the server answered us
+        else:
             self.health.fault(self._component, reason, now=self._clock.now())
             telemetry.count_imap_auth_failure(self.settings.name)
         if ok and changed:
