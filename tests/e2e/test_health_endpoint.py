@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,12 @@ import sqlalchemy as sa
 
 from mailcase.store.engine import make_engine
 from support.cli import SAMPLE_CONFIG, run_mailcase
-from support.daemon import MailcaseDaemon, wait_until
+from support.daemon import MailcaseDaemon, deliver, wait_until
 from support.dovecot import DovecotServer, dovecot  # noqa: F401 (fixture)
 from support.observe import TOKEN, WebhookReceiver, endpoint_env, get
 from support.relay import CaptureRelay, free_port
 
 WAIT = 60.0  # seconds: an upper bound on the daemon noticing a change (checks run every 0.5 s), never asserted
-SUPPORT = "support@support.example.com"
-PAT = "pat@acme.example"
 ADMIN = "ops-admin@support.example.com"
 
 
@@ -40,21 +37,6 @@ def health(daemon: MailcaseDaemon, *args: str) -> tuple[int, str]:
 
 def readyz(port: int) -> tuple[int, str]:
     return get(port, "/readyz")
-
-
-def customer_mail(subject: str) -> bytes:
-    mail = EmailMessage()
-    mail["From"] = PAT
-    mail["To"] = SUPPORT
-    mail["Subject"] = subject
-    mail["Message-ID"] = f"<{abs(hash(subject))}@acme.example>"
-    mail.set_content("Nothing works since this morning.\n")
-    return mail.as_bytes()
-
-
-def send(daemon: MailcaseDaemon, subject: str) -> None:
-    with daemon.smtp() as client:
-        client.sendmail(PAT, [SUPPORT], customer_mail(subject))
 
 
 def health_alerts(database_url: str) -> list[tuple[str, str]]:
@@ -161,7 +143,7 @@ def test_a_refusing_relay_flips_the_outbox_and_back_with_one_alert_each_way_and_
         daemon.env.pop("MAILCASE_OUTBOUND__ENABLED")
         daemon.prepare()
         daemon.start()
-        send(daemon, "Phones down")  # its acknowledgement waits for the relay
+        assert deliver(daemon, 1) == 250  # its acknowledgement waits for the relay
         status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(readyz(port)), timeout=WAIT,
                                   what="/readyz 503")  # fmt: skip
         assert body.splitlines()[0] == "not ready: outbox"

@@ -5,38 +5,15 @@ multiprocess mode adds up the worker's counters), and the database's gauges show
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from support.daemon import MailcaseDaemon, wait_until
+from support.daemon import MailcaseDaemon, deliver, wait_until
 from support.observe import endpoint_env, scrape, total
 from support.relay import CaptureRelay, free_port
 
-SUPPORT = "support@support.example.com"
-PAT = "pat@acme.example"
 WAIT = 60.0  # seconds: an upper bound on delivery and the gauges' cache, never asserted
-
-
-def customer_mail(n: int) -> bytes:
-    mail = EmailMessage()
-    mail["From"] = PAT
-    mail["To"] = SUPPORT
-    mail["Subject"] = f"Trunk {n} is down"
-    mail["Message-ID"] = f"<metrics-trunk-{n}@acme.example>"
-    mail.set_content(f"Trunk {n} has been down since 9:00.\n")
-    return mail.as_bytes()
-
-
-def deliver(daemon: MailcaseDaemon, n: int) -> int:
-    """One message over its own connection (so SO_REUSEPORT spreads them over the processes)."""
-    with daemon.smtp() as client:
-        client.ehlo("client.acme.example")
-        client.mail(PAT)
-        client.rcpt(SUPPORT)
-        code, _reply = client.data(customer_mail(n))
-        return code
 
 
 @pytest.mark.parametrize("workers", [1, 2])
