@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from mailcase.config import Settings
+from mailcase.notify.outbox import relay_pause
 from mailcase.oauth.health import HealthBoard, Pulse
 from mailcase.observe.readiness import Observations
 from mailcase.store.engine import database_problem
@@ -35,6 +36,7 @@ class Probes:
         self.board = board
         self.started_at = started_at
         self.smtp_address = smtp_address
+        self._paused_since: datetime | None = None
 
     def observe(self, now: datetime) -> Observations:
         limits = self.settings.health
@@ -44,12 +46,22 @@ class Probes:
             database_seconds = probe_database(self.reader, timeout=limits.database_timeout_seconds)
         except Exception as error:  # the database's own words, never the SQL
             database_error = database_problem(error)
-        oldest, queue_error = None, ""
+        oldest, queue_error, paused = None, "", ""
         if self.settings.outbound.enabled:
             try:
                 oldest = oldest_due_notice(self.reader, now=now, timeout=limits.database_timeout_seconds)
+                pause = relay_pause(self.reader)
             except Exception as error:
                 queue_error = database_problem(error)
+            else:
+                # Delivery's pause is shared through the database by every process and daemon that
+                # delivers: it says the relay is unreachable wherever the transport runs.
+                if pause.until is None:
+                    self._paused_since = None
+                else:
+                    self._paused_since = self._paused_since or now
+                    paused = f"delivery paused until {pause.until.isoformat(timespec='seconds')} " \
+                             f"after {pause.passes} unreachable pass(es)"
         components = [SCHEDULER, *(f"imap:{name}" for name in mailboxes)]
         pulses: dict[str, Pulse] = {}
         for component in components:
@@ -64,6 +76,8 @@ class Probes:
             outbound_enabled=self.settings.outbound.enabled,
             oldest_due_at=oldest,
             queue_error=queue_error,
+            relay_paused=paused,
+            relay_paused_since=self._paused_since if paused else None,
             database_error=database_error,
             database_seconds=database_seconds,
             board=self.board.snapshot(),

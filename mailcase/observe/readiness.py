@@ -9,7 +9,8 @@ The rules, per part (the first that applies decides):
   critical; the last round failed → warning; else ok.
 * `scheduler`: a sweep running for longer than `sweep_stall_seconds`, or none ended within
   `sweep_stall_seconds` + the sweep interval → critical; the last sweep failed → warning; else ok.
-* `outbox`: the relay refusing (or OAuth sign-in to it failing) for `relay_down_seconds` or more, or a
+* `outbox`: the relay refusing, unreachable (delivery paused) or refusing our OAuth sign-in for
+  `relay_down_seconds` or more, or a
   due notice unsent for longer than `outbox_stall_seconds` → critical; the relay refusing for less → warning;
   the queue could not be read → warning; else ok.
 * `database`: the probe failed (down, or the write lock not had in time) → critical; else ok.
@@ -108,6 +109,9 @@ class Observations:
     outbound_enabled: bool = True
     oldest_due_at: datetime | None = None
     queue_error: str = ""
+    relay_paused: str = ""
+    """Why delivery is paused (the relay unreachable, recorded in the database); "" when it is not."""
+    relay_paused_since: datetime | None = None
     database_error: str = ""
     database_seconds: float = 0.0
     board: Sequence[ComponentHealth] = ()
@@ -169,13 +173,15 @@ def _scheduler(seen: Observations, limits: HealthSettings, now: datetime) -> Par
 
 
 def _outbox(board: dict[str, ComponentHealth], seen: Observations, limits: HealthSettings, now: datetime) -> Part:
-    relay = [h for h in (board.get("relay"), board.get("outbound")) if h is not None and h.state == RED]
-    down = max((_seconds(now, h.since) for h in relay), default=0.0)
+    relay = [(h.since, h.reason) for h in (board.get("relay"), board.get("outbound")) if h is not None and h.state == RED]
+    if seen.relay_paused and seen.relay_paused_since is not None:
+        relay.append((seen.relay_paused_since, seen.relay_paused))
+    down = max((_seconds(now, since) for since, _reason in relay), default=0.0)
     waiting = _seconds(now, seen.oldest_due_at) if seen.oldest_due_at is not None else 0.0
     queue = f"oldest due notice waits {waiting:.0f}s" if seen.oldest_due_at is not None else "nothing due waits"
     age = waiting if seen.oldest_due_at is not None else None
     if relay:
-        reason = "; ".join(h.reason for h in relay)
+        reason = "; ".join(dict.fromkeys(reason for _since, reason in relay))
         text = f"relay refusing for {down:.0f}s ({reason}); {queue}"
         if down >= limits.relay_down_seconds:
             return Part("outbox", State.CRITICAL, text, age)

@@ -69,6 +69,10 @@ def test_a_refusing_relay_warns_first_and_is_critical_after_its_limit_and_a_late
     relay = ComponentHealth("relay", RED, "cannot connect: ConnectionRefusedError", at(0))
     assert states(evaluate(seen(board=[relay]), LIMITS, now=at(599)))["outbox"] is State.WARNING
     assert states(evaluate(seen(board=[relay]), LIMITS, now=at(600)))["outbox"] is State.CRITICAL
+    # Delivery paused for an unreachable relay, as the database says (another process may deliver).
+    paused = seen(relay_paused="delivery paused until 09:10:00 after 3 unreachable pass(es)", relay_paused_since=at(0))
+    assert states(evaluate(paused, LIMITS, now=at(599)))["outbox"] is State.WARNING
+    assert states(evaluate(paused, LIMITS, now=at(600)))["outbox"] is State.CRITICAL
     late = evaluate(seen(oldest_due_at=at(0)), LIMITS, now=at(901))
     assert states(late)["outbox"] is State.CRITICAL
     assert late.parts[-2].detail == "delivery stalled: oldest due notice waits 901s"
