@@ -33,7 +33,8 @@ OUTBOX_SENT = Counter("mailcase_outbox_sent", "Notices the relay accepted, by ki
 OUTBOX_FAILED = Counter("mailcase_outbox_failed", "Notices given up (a 5xx or too many attempts), by kind.", ["kind"])
 DELIVERY_ATTEMPTS = Counter(
     "mailcase_delivery_attempts",
-    "Messages handed to the relay, by result (sent, temporary, permanent, unreachable) and reply class (2xx, 4xx, 5xx, none).",
+    "Messages handed to the relay, by result (sent, temporary, permanent, unreachable) and reply class"
+    " (2xx, 4xx, 5xx, none).",
     ["result", "reply_class"],
 )
 IMAP_POLL_DURATION = Histogram(

@@ -94,6 +94,7 @@ def one_round(root: Path, variant: str, round_no: int, messages: int) -> dict[st
             scraper.stopped.set()
             scraper.join()
         cases = serve.cases()
+    timings = scraper.seconds if scraper is not None else []
     return {
         "variant": variant,
         "round": round_no,
@@ -103,8 +104,8 @@ def one_round(root: Path, variant: str, round_no: int, messages: int) -> dict[st
         "p99_ms": result["latency_ms"]["p99"],
         "daemon_cpu_s": round(cpu, 2),
         "scrapes": len(scraper.seconds) if scraper else 0,
-        "scrape_ms_median": round(statistics.median(scraper.seconds) * 1000, 1) if scraper and scraper.seconds else None,
-        "scrape_ms_max": round(max(scraper.seconds) * 1000, 1) if scraper and scraper.seconds else None,
+        "scrape_ms_median": round(statistics.median(timings) * 1000, 1) if timings else None,
+        "scrape_ms_max": round(max(timings) * 1000, 1) if timings else None,
         "scrape_bytes": scraper.bytes if scraper else 0,
     }
 

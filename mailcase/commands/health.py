@@ -12,7 +12,7 @@ OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATUS = {"ok": OK, "warning": WARNING, "critical": CRITICAL}
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "health",
         help="ask the running daemon (its [http] endpoint) whether every part works; Nagios exit codes",
@@ -30,8 +30,9 @@ def run_health(app: App, args: argparse.Namespace) -> int:
 
     http = app.settings.http
     if not http.enabled:
-        return _trouble(args, UNKNOWN, "[http] is not enabled in the config: `mailcase health` asks the daemon's "
-                        "endpoint; set [http] enabled = true and restart `mailcase serve`", reachable=False)  # fmt: skip
+        off = ("[http] is not enabled in the config: `mailcase health` asks the daemon's endpoint; "
+               "set [http] enabled = true and restart `mailcase serve`")  # fmt: skip
+        return _trouble(args, UNKNOWN, off, reachable=False)
     try:
         answer = ask_readiness(http, timeout=args.timeout)
     except EndpointUnusable as error:

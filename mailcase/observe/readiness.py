@@ -173,7 +173,9 @@ def _scheduler(seen: Observations, limits: HealthSettings, now: datetime) -> Par
 
 
 def _outbox(board: dict[str, ComponentHealth], seen: Observations, limits: HealthSettings, now: datetime) -> Part:
-    relay = [(h.since, h.reason) for h in (board.get("relay"), board.get("outbound")) if h is not None and h.state == RED]
+    relay = [
+        (h.since, h.reason) for h in (board.get("relay"), board.get("outbound")) if h is not None and h.state == RED
+    ]
     if seen.relay_paused and seen.relay_paused_since is not None:
         relay.append((seen.relay_paused_since, seen.relay_paused))
     down = max((_seconds(now, since) for since, _reason in relay), default=0.0)

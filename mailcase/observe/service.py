@@ -40,7 +40,9 @@ class Observer:
             settings, reader=self.reader, board=app.health, started_at=self.started_at, smtp_address=smtp_address
         )
         alerts = settings.alerts
-        webhook = HttpWebhook(alerts.webhook_url, timeout=alerts.webhook_timeout_seconds) if alerts.webhook_url else None
+        webhook = (
+            HttpWebhook(alerts.webhook_url, timeout=alerts.webhook_timeout_seconds) if alerts.webhook_url else None
+        )
         self.alerter = Alerter(webhook=webhook, admin_mail=self._queue_admin_mail if alerts.admin_address else None)
         self.server: EndpointServer | None = None
         self._loop_task: asyncio.Task[None] | None = None

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
-from mailcase.store.engine import make_engine
 from support.cli import SAMPLE_CONFIG, run_mailcase
 from support.daemon import MailcaseDaemon, deliver, wait_until
 from support.dovecot import DovecotServer, dovecot  # noqa: F401 (fixture)
 from support.observe import TOKEN, WebhookReceiver, endpoint_env, get
 from support.relay import CaptureRelay, free_port
+
+from mailcase.store.engine import make_engine
 
 WAIT = 60.0  # seconds: an upper bound on the daemon noticing a change (checks run every 0.5 s), never asserted
 ADMIN = "ops-admin@support.example.com"
