@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, select
 
-from mailcase import casework
+from mailcase import casework, telemetry
 from mailcase.store.engine import is_postgres, transaction
 from mailcase.domain import CaseStatus, NotificationIntent
 from mailcase.store.models import Case, Organisation, Technician
@@ -82,6 +82,10 @@ def sweep_case_deadlines(app: App, now: datetime, *, batch: int = BATCH) -> Swee
             inserted = enqueue_many(intents, session=session, now=now, hostname=app.desk().hostname)
             for kind, intent in pending:
                 report.count(kind, intent.idempotency_key in inserted)
+            # Once per case and kind: a notice to several technicians is one reminder, one breach.
+            priorities = {case.id: str(case.priority) for case in cases}
+            queued = {(kind, intent.case_id) for kind, intent in pending if intent.idempotency_key in inserted}
+            telemetry.count_sla_notices((kind, priorities.get(case_id, "")) for kind, case_id in queued)
             report.examined += len(cases)
             del organisations
         if len(cases) < batch:

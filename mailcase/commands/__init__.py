@@ -15,6 +15,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
         config,
         daemon,
         directory,
+        health,
         mail,
         maintenance,
         oauth,
@@ -26,6 +27,6 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
     for module in (
         schema, config, directory, cases, attachments, mail, daemon, maintenance, subscriptions, status, oauth,
-        retention, audit, backup,
+        retention, audit, backup, health,
     ):
         module.register(sub)

@@ -17,7 +17,7 @@ from typing import Any, assert_never
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from mailcase import casework
+from mailcase import casework, telemetry
 from mailcase.config import Settings
 from mailcase.store.engine import sqlite_writer_turn, transaction
 from mailcase.domain import (
@@ -153,6 +153,7 @@ class Pipeline:
                 reason=outcome.reason, case=outcome.case_number, dmarc=verdict.dmarc,
             ),
         )
+        telemetry.count_inbound(raw.channel.value, outcome.decision)
         return outcome
 
     @property

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mailcase import telemetry
 from mailcase.config import Settings
 from mailcase.store import outbox as store
 from mailcase.store.engine import committed, is_transient, transaction
@@ -391,6 +392,8 @@ class _Batch:
             values["last_error"] = f"gave up after {attempts} attempts: {result.describe()}"
         if result.unreachable and self.unreachable is None:
             self.unreachable = result.describe()
+        telemetry.count_delivery(notice.kind, "unreachable" if result.unreachable else result.outcome.value,
+                                 result.code, outcome.value)  # fmt: skip
         if outcome is SendOutcome.SENT:
             values.update(
                 state=OutboxState.SENT.value, sent_at=now, next_attempt_at=None, reply_to=reply_to,
