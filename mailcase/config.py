@@ -332,6 +332,41 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """`serve`'s HTTP endpoint (/healthz, /readyz, /metrics); off unless enabled."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9125
+    # A file holding the bearer token every request must carry; empty = no token (loopback only).
+    token_file: str = ""
+    token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    """When a part of the daemon counts as stalled (/readyz, `mailcase health`, alerts)."""
+
+    check_interval_seconds: float = 30.0
+    sweep_stall_seconds: float = 300.0
+    outbox_stall_seconds: float = 900.0
+    relay_down_seconds: float = 600.0
+    mailbox_silent_seconds: float = 300.0
+    smtp_timeout_seconds: float = 5.0
+    database_timeout_seconds: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """Where a part's change of health is told besides the log."""
+
+    webhook_url: str = field(default="", repr=False)
+    webhook_url_file: str = ""
+    webhook_timeout_seconds: float = 10.0
+    admin_address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database: DatabaseSettings = DatabaseSettings()
     smtp: SmtpSettings = SmtpSettings()
@@ -355,6 +390,9 @@ class Settings:
     templates: TemplatesSettings = TemplatesSettings()
     logging: LoggingSettings = LoggingSettings()
     retention: RetentionSettings = RetentionSettings()
+    http: HttpSettings = HttpSettings()
+    health: HealthSettings = HealthSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @property
     def reply_token_secret(self) -> bytes:
@@ -674,6 +712,7 @@ def _resolve_secret_files(settings: Settings, base: Path) -> Settings:
         else box
         for i, box in enumerate(settings.imap)
     )
+    settings = _resolve_observability_secrets(settings, base)
     templates = settings.templates
     if templates.dir and not Path(templates.dir).is_absolute():
         templates = dataclasses.replace(templates, dir=str(base / templates.dir))
@@ -688,7 +727,42 @@ def _resolve_secret_files(settings: Settings, base: Path) -> Settings:
     )
 
 
+def _resolve_observability_secrets(settings: Settings, base: Path) -> Settings:
+    """`[http] token_file` and `[alerts] webhook_url_file` (a webhook URL often carries its secret)."""
+    http, alerts = settings.http, settings.alerts
+    if http.token_file:
+        http = dataclasses.replace(http, token=_read_secret(base, http.token_file, "http.token_file"))
+    if alerts.webhook_url_file:
+        alerts = dataclasses.replace(
+            alerts, webhook_url=_read_secret(base, alerts.webhook_url_file, "alerts.webhook_url_file")
+        )
+    return dataclasses.replace(settings, http=http, alerts=alerts)
+
+
+def _validate_observability(settings: Settings) -> None:
+    http, health, alerts = settings.http, settings.health, settings.alerts
+    if not 0 <= http.port <= 65535:
+        raise ConfigError("http.port", f"port {http.port} is out of range 0-65535")
+    if http.enabled and http.token_file and not http.token:
+        raise ConfigError("http.token_file", "the file is empty")
+    if http.enabled and not http.token and not _is_loopback(http.host):
+        raise ConfigError("http.host", "listening beyond loopback needs a bearer token: set http.token_file")
+    for name in ("check_interval_seconds", "smtp_timeout_seconds", "database_timeout_seconds"):
+        if getattr(health, name) <= 0:
+            raise ConfigError(f"health.{name}", "must be more than 0 seconds")
+    for name in ("sweep_stall_seconds", "outbox_stall_seconds", "relay_down_seconds", "mailbox_silent_seconds"):
+        if getattr(health, name) < 0:
+            raise ConfigError(f"health.{name}", "must be 0 or more seconds")
+    if alerts.webhook_url and not alerts.webhook_url.startswith(("http://", "https://")):
+        raise ConfigError("alerts.webhook_url", "must be an http:// or https:// URL")
+    if alerts.webhook_timeout_seconds <= 0:
+        raise ConfigError("alerts.webhook_timeout_seconds", "must be more than 0 seconds")
+    if alerts.admin_address and "@" not in alerts.admin_address:
+        raise ConfigError("alerts.admin_address", "not an email address")
+
+
 def _validate(settings: Settings) -> None:
+    _validate_observability(settings)
     for key, value in (
         ("attachments.notice_max_bytes", settings.attachments.notice_max_bytes),
         ("attachments.reply_max_bytes", settings.attachments.reply_max_bytes),

@@ -37,6 +37,7 @@ from mailcase.jobs import SweepReport
 from mailcase.logs import configure_logging, reopen_log_files
 from mailcase.logs import formatter as log_formatter
 from mailcase.notify.outbox import DeliveryReport, deliver_due
+from mailcase.observe.service import watched_sweep
 from mailcase.retention import purge
 from mailcase.status import build_status
 from mailcase.store.retention import PurgeCounts
@@ -98,6 +99,7 @@ class Daemon:
             lmtp = await _start_lmtp_listener(app, pipeline, executor)
         pollers = self._start_pollers(pipeline)
         scheduler = self._start_scheduler()
+        observer = await _start_observer(app, self.smtp_address)
         log.info(
             "mailcase serving: smtp=%s (%d process(es)) lmtp=%s imap=%d mailbox(es) scheduler every %ss, "
             "outbox every %ss",
@@ -113,6 +115,7 @@ class Daemon:
         await self.stop_event.wait()
         systemd.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight messages")
         log.info("stopping: no new connections; finishing in-flight messages")
+        await observer.stop()
         for supervisor in supervisors:
             supervisor.stop()  # SIGTERM: each worker finishes its own in-flight transactions
         if listener is not None:
@@ -188,7 +191,7 @@ class Daemon:
         )
 
         def sweeps() -> None:
-            _guarded("sweeps", lambda: run_due_sweeps(app, app.clock.now()))
+            _guarded("sweeps", lambda: watched_sweep(app, lambda: run_due_sweeps(app, app.clock.now())))
             if app.settings.status.out_dir:
                 _guarded("status page", lambda: _build_status(app))
 
@@ -242,6 +245,15 @@ async def _start_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor,
     listener = SmtpListener(app.settings.smtp, handler, reuse_port=reuse_port)
     await listener.start()
     return listener
+
+
+async def _start_observer(app: App, smtp_address: tuple[str, int] | None) -> Any:
+    """Health checks, alerts and the HTTP endpoint (issue 15), in this process only."""
+    from mailcase.observe.service import Observer
+
+    observer = Observer(app, smtp_address=smtp_address)
+    await observer.start()
+    return observer
 
 
 async def _start_lmtp_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor) -> Any:
@@ -469,7 +481,13 @@ def _guarded(name: str, job: Any) -> None:
 
 
 def serve(app: App) -> int:
-    return asyncio.run(Daemon(app).run())
+    from mailcase.observe.processes import remove_metrics_directory, share_metrics_between_processes
+
+    metrics_directory = share_metrics_between_processes(app.settings)  # before any metric exists
+    try:
+        return asyncio.run(Daemon(app).run())
+    finally:
+        remove_metrics_directory(metrics_directory)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -403,3 +403,75 @@ class NotificationIntent:
     # A staff notice's single recipient: Reply-To then carries the per-technician token
     # (rules/tokens.staff_reply_address) bound to this address and `reply_token_case`.
     reply_token_staff: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Values that rules build and store keeps (here, so that store needs no rules import)
+
+
+DEFAULT_LOCALE = "en"
+DEFAULT_TIMEZONE = "America/Denver"
+
+
+@dataclass(frozen=True, slots=True)
+class ProductEntry:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TechnicianEntry:
+    email: str
+    team: str
+    name: str = ""
+    phone: str = ""
+    manager: bool = False
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ContactEntry:
+    """A person at a customer; no roles means an employee who may not open cases."""
+
+    email: str
+    name: str = ""
+    roles: frozenset[Role] = frozenset()
+    title: str = ""
+    phone: str = ""
+    notes: str = ""
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class OrganisationEntry:
+    """A customer organisation; `key` is the file's `id`, stable across imports."""
+
+    key: str
+    name: str
+    locale: str = DEFAULT_LOCALE
+    timezone: str = DEFAULT_TIMEZONE
+    domains: tuple[str, ...] = ()
+    products: tuple[str, ...] = ()
+    contacts: tuple[ContactEntry, ...] = ()
+    sla: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    escalation: tuple[str, ...] = ()
+    notes: str = ""
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """The whole directory file, validated."""
+
+    products: tuple[ProductEntry, ...] = ()
+    technicians: tuple[TechnicianEntry, ...] = ()
+    organisations: tuple[OrganisationEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedWindow:
+    """A window the plan generates; `plan_key` is stable so planning twice creates it once."""
+
+    kind: MaintenanceKind
+    start: datetime
+    end: datetime
+    plan_key: str

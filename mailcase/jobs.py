@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
+from mailcase import telemetry
 from mailcase.config import HeldSettings
 from mailcase.desk import cases as casework
 from mailcase.desk import maintenance, notices
@@ -103,6 +104,10 @@ def _sweep_due_cases(engine: Engine, desk: Desk, now: datetime, *, masters: bool
             inserted = enqueue_many(intents, session=session, now=now, hostname=desk.hostname)
             for kind, intent in pending:
                 report.count(kind, intent.idempotency_key in inserted)
+            # Once per case and kind: a notice to several technicians is one reminder, one breach.
+            priorities = {case.id: str(case.priority) for case in cases}
+            queued = {(kind, intent.case_id) for kind, intent in pending if intent.idempotency_key in inserted}
+            telemetry.count_sla_notices((kind, priorities.get(case_id, "")) for kind, case_id in queued)
             report.examined += len(cases)
             del organisations
         if len(cases) < batch:

@@ -7,11 +7,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from mailcase.domain import format_case_number
-from mailcase.store.models import Case, CaseEvent, Message, Organisation
-from mailcase.store.cases import cases_by_ids, events_of, participants_of
+from mailcase.store.models import Case, CaseEvent, Message
+from mailcase.store.cases import cases_by_ids, events_of, links_to, messages_of, participants_of
+from mailcase.store.directory import organisation_keys
+from mailcase.store.messages import attachments_of_messages, decisions_of
 
 
 def iso(instant: datetime | None) -> str | None:
@@ -69,15 +71,10 @@ def case_json(case: Case, *, organisations: dict[int, str], numbers: dict[int, i
 
 def cases_json(session: Session, cases: Sequence[Case]) -> list[dict[str, Any]]:
     """Many cases, resolving organisation keys and linked case numbers in two queries."""
-    org_ids = {c.organisation_id for c in cases if c.organisation_id}
-    organisations = (
-        {o.id: o.key for o in session.exec(select(Organisation).where(col(Organisation.id).in_(org_ids)))}
-        if org_ids
-        else {}
-    )
+    organisations = organisation_keys((c.organisation_id for c in cases if c.organisation_id), session=session)
     linked = {i for c in cases for i in (c.related_to_id, c.duplicate_of_id, c.master_id) if i}
     numbers = {i: c.number for i, c in cases_by_ids(session=session, ids=linked).items()}
-    return [case_json(c, organisations=organisations, numbers=numbers) for c in cases]  # type: ignore[arg-type]
+    return [case_json(c, organisations=organisations, numbers=numbers) for c in cases]
 
 
 def message_json(message: Message) -> dict[str, Any]:
@@ -108,38 +105,20 @@ def event_json(event: CaseEvent) -> dict[str, Any]:
 def case_detail_json(session: Session, case: Case) -> dict[str, Any]:
     assert case.id is not None
     (data,) = cases_json(session, [case])
-    messages = session.exec(
-        select(Message).where(Message.case_id == case.id).order_by(col(Message.received_at), col(Message.id))
-    )
-    related_from = session.exec(select(Case.number).where(Case.related_to_id == case.id))
-    duplicates = session.exec(select(Case.number).where(Case.duplicate_of_id == case.id))
-    linked = session.exec(select(Case.number).where(Case.master_id == case.id))
+    messages = messages_of(session=session, case_id=case.id)
+    links = links_to(session=session, case_id=case.id)
     data["participants"] = participants_of(session=session, case_id=case.id)
-    data["related_cases"] = [format_case_number(n) for n in related_from]
-    data["duplicates"] = [format_case_number(n) for n in duplicates]
-    data["linked_cases"] = [format_case_number(n) for n in linked]
-    data["messages"] = _with_decisions(session, list(messages))
+    data["related_cases"] = [format_case_number(n) for n in links.related]
+    data["duplicates"] = [format_case_number(n) for n in links.duplicates]
+    data["linked_cases"] = [format_case_number(n) for n in links.linked]
+    data["messages"] = _with_decisions(session, messages)
     data["events"] = [event_json(e) for e in events_of(session=session, case_id=case.id)]
     return data
 
 
 def _with_decisions(session: Session, messages: list[Message]) -> list[dict[str, Any]]:
     """Each message with the decision its ingest took and why (which matching rule, SPEC.md §3)."""
-    from mailcase.store.models import RawMessageRecord
-
-    raw_ids = {m.raw_id for m in messages if m.raw_id}
-    decisions = (
-        {
-            raw_id: (decision, reason, verdict)
-            for raw_id, decision, reason, verdict in session.exec(
-                select(
-                    RawMessageRecord.id, RawMessageRecord.decision, RawMessageRecord.reason, RawMessageRecord.sender_verdict
-                ).where(col(RawMessageRecord.id).in_(raw_ids))
-            )
-        }
-        if raw_ids
-        else {}
-    )
+    decisions = decisions_of(session=session, raw_ids={m.raw_id for m in messages if m.raw_id})
     attachments = attachments_of(session, [m.id for m in messages if m.id is not None])
     result = []
     for message in messages:
@@ -159,23 +138,13 @@ def _with_decisions(session: Session, messages: list[Message]) -> list[dict[str,
 def attachments_of(session: Session, message_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
     """Each message's attachments as `cases show --json` prints them (filename, content_type,
     size, sha256, inline, content_id), in the order the message carried them; one query."""
-    from mailcase.store.models import Attachment, MessageAttachment
-
-    if not message_ids:
-        return {}
-    rows = session.exec(
-        select(MessageAttachment, Attachment.size)
-        .join(Attachment, col(Attachment.sha256) == col(MessageAttachment.sha256))
-        .where(col(MessageAttachment.message_id).in_(message_ids))
-        .order_by(col(MessageAttachment.id))
-    )
     result: dict[int, list[dict[str, Any]]] = {}
-    for part, size in rows:
+    for part, size in attachments_of_messages(session=session, message_ids=message_ids):
         result.setdefault(part.message_id, []).append(
             {
                 "filename": part.filename,
                 "content_type": part.content_type,
-                "size": int(size),
+                "size": size,
                 "sha256": part.sha256,
                 "inline": part.inline,
                 "content_id": part.content_id,

@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from mailcase.store.engine import transaction
-from mailcase.domain import CaseKind, EventKind
-from mailcase.store.models import Case, CaseEvent, MaintenanceWindow, Product
+from mailcase.store.cases import latest_master_update, master_cases
+from mailcase.store.directory import product_names
+from mailcase.store.models import Case, MaintenanceWindow
 from mailcase.notify.statuspage import MasterInfo, WindowInfo, build_status_site
 from mailcase.store import maintenance as windows_store
 
@@ -46,21 +47,17 @@ def status_snapshot(session: Session, now: datetime) -> tuple[list[WindowInfo], 
     infos = [window_info(w, names.get(w.id or 0, [])) for w in windows]
     masters = [
         m
-        for m in session.exec(select(Case).where(Case.kind == CaseKind.MASTER).order_by(col(Case.number)))
+        for m in master_cases(session=session)
         if not m.status.is_closed or (m.closed_at is not None and m.closed_at > now - timedelta(days=1))
     ]
     master_infos = [_master_info(session, m) for m in masters]
-    products = list(session.exec(select(Product.name).order_by(col(Product.name))))
+    products = product_names(session=session)
     return infos, master_infos, products
 
 
 def _master_info(session: Session, master: Case) -> MasterInfo:
-    events = session.exec(
-        select(CaseEvent)
-        .where(CaseEvent.case_id == master.id, CaseEvent.kind == EventKind.OUTBOUND_MESSAGE)
-        .order_by(col(CaseEvent.at).desc(), col(CaseEvent.id).desc())
-    )
-    latest = next((e for e in events if e.data.get("master_update")), None)
+    assert master.id is not None
+    latest = latest_master_update(session=session, case_id=master.id)
     return MasterInfo(
         number=master.number,
         subject=master.subject,

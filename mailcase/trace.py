@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, or_
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from mailcase.domain import EventKind, format_case_number
-from mailcase.store.models import Case, CaseEvent, HeldMessage, Message, Outbox, RawMessageRecord
+from mailcase.domain import format_case_number
+from mailcase.store.reports import stored_copies
 
 
 def trace_message(session: Session, message_id: str) -> list[dict[str, Any]]:
@@ -16,31 +15,9 @@ def trace_message(session: Session, message_id: str) -> list[dict[str, Any]]:
     wanted = message_id.strip()
     if not wanted.startswith("<"):
         wanted = f"<{wanted}>"
-    records = session.exec(
-        select(RawMessageRecord).where(RawMessageRecord.message_id_header == wanted).order_by(col(RawMessageRecord.id))
-    ).all()
     result = []
-    for record in records:
-        message = session.exec(select(Message).where(Message.raw_id == record.id)).first()
-        case = session.get(Case, record.case_id) if record.case_id else None
-        held = session.exec(select(HeldMessage).where(HeldMessage.raw_id == record.id)).first()
-        # The pipeline queues a message's notices in its own transaction, stamped with the
-        # message's receipt instant: those, plus anything answering it by In-Reply-To.
-        caused = Outbox.in_reply_to == wanted
-        if record.case_id is not None:
-            caused = or_(caused, and_(Outbox.case_id == record.case_id, Outbox.created_at == record.received_at))
-        notices = session.exec(select(Outbox).where(caused).order_by(col(Outbox.id))).all()
-        withheld = (
-            session.exec(
-                select(CaseEvent).where(
-                    CaseEvent.case_id == record.case_id,
-                    CaseEvent.kind == EventKind.NOTICE_WITHHELD,
-                    CaseEvent.at == record.received_at,
-                ).order_by(col(CaseEvent.id))
-            ).all()
-            if record.case_id is not None
-            else []
-        )
+    for copy in stored_copies(session=session, message_id=wanted):
+        record, message, held = copy.record, copy.message, copy.held
         result.append(
             {
                 "raw_id": record.id,
@@ -56,11 +33,11 @@ def trace_message(session: Session, message_id: str) -> list[dict[str, Any]]:
                 "reason": record.reason,
                 # Who vouched for the From domain (README "Sender authentication"); None before issue 10.
                 "sender_verdict": dict(record.sender_verdict or {}) or None,
-                "case": format_case_number(case.number) if case else None,
+                "case": format_case_number(copy.case_number) if copy.case_number is not None else None,
                 "held": {"id": held.id, "state": str(held.state), "reason": held.reason} if held else None,
                 "notices": [
                     {"kind": n.kind, "recipients": list(n.recipients), "state": str(n.state), "message_id": n.message_id}
-                    for n in notices
+                    for n in copy.notices
                 ],
                 # Notices this message would have caused but that were not sent, and why (issue 12).
                 "withheld": [
@@ -69,7 +46,7 @@ def trace_message(session: Session, message_id: str) -> list[dict[str, Any]]:
                         "recipient": event.data.get("recipient", ""),
                         "reason": event.data.get("reason", event.summary),
                     }
-                    for event in withheld
+                    for event in copy.withheld
                 ],
             }
         )

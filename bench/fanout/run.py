@@ -98,7 +98,8 @@ def main() -> int:
     from mailcase.notify.outbox import deliver_due
     from mailcase.notify.render import Renderer
     from mailcase.notify.transport import SmtpTransport
-    from mailcase.store.directory import import_directory, load_directory
+    from mailcase.rules.directory_format import load_directory
+    from mailcase.store.directory import import_directory
     from sqlmodel import func, select
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

@@ -450,7 +450,8 @@ def run_engine(kind: str, options: argparse.Namespace) -> None:
     from mailcase.config import load_config
     from mailcase.store.engine import make_engine, transaction, upgrade_schema
     from mailcase.store.models import Organisation
-    from mailcase.store.directory import import_directory, load_directory
+    from mailcase.rules.directory_format import load_directory
+    from mailcase.store.directory import import_directory
 
     print(f"\n== {kind} (load average {os.getloadavg()[0]:.1f}: other processes on these {os.cpu_count()} cores skew figures)")
     with tempfile.TemporaryDirectory(prefix="mailcase-sweep-") as workdir, Database(kind, Path(workdir)) as database:

@@ -13,6 +13,7 @@ from mailcase.commands import (
     config,
     daemon,
     directory,
+    health,
     mail,
     maintenance,
     oauth,
@@ -26,6 +27,6 @@ from mailcase.commands import (
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
     for module in (
         schema, config, directory, cases, attachments, mail, daemon, maintenance, subscriptions, status, oauth,
-        retention, audit, backup,
+        retention, audit, backup, health,
     ):
         module.register(sub)

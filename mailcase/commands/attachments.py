@@ -15,7 +15,7 @@ from mailcase.errors import UsageError
 from mailcase.present import iso, local, size_text
 from mailcase.store.cases import attachment_data, attachments_of_case
 from mailcase.store.engine import transaction
-from mailcase.store.models import Attachment
+from mailcase.store.messages import attachment_size
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -38,15 +38,14 @@ def _rows(app: App, number: int) -> list[dict[str, Any]]:
     with transaction(app.engine) as session:
         case = find_case(session, number)
         assert case.id is not None
-
         rows = []
         for part, message in attachments_of_case(session=session, case_id=case.id):
-            stored = session.get(Attachment, part.sha256)
+            size = attachment_size(session=session, sha256=part.sha256)
             rows.append(
                 {
                     "filename": part.filename,
                     "content_type": part.content_type,
-                    "size": stored.size if stored is not None else 0,
+                    "size": size or 0,
                     "sha256": part.sha256,
                     "inline": part.inline,
                     "content_id": part.content_id,

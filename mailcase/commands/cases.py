@@ -20,8 +20,8 @@ from mailcase.domain import CaseKind, CaseStatus, Priority
 from mailcase.errors import UsageError
 from mailcase.present import case_detail_json, case_line, case_text, cases_json, iso, local
 from mailcase.store.cases import list_cases, store_attachment
+from mailcase.store.directory import technician_by_email
 from mailcase.store.engine import transaction
-from mailcase.store.models import Technician
 
 NUMBER_HELP = "the case number (00001042 or 1042)"
 
@@ -227,7 +227,6 @@ def run_note(app: App, args: argparse.Namespace) -> int:
 
 
 def run_reply(app: App, args: argparse.Namespace) -> int:
-    from sqlmodel import select
 
     now = app.clock.now()
     desk = app.desk()
@@ -237,7 +236,7 @@ def run_reply(app: App, args: argparse.Namespace) -> int:
         case = casework.find_case(session, args.number, lock=True)
         name = ""
         if args.by:  # a named technician must be one (their name signs the reply)
-            technician = session.exec(select(Technician).where(Technician.email == author)).first()
+            technician = technician_by_email(author, session=session)
             if technician is None:
                 raise UsageError(f"{author} is not a technician in the directory")
             name = technician.name

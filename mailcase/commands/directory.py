@@ -11,7 +11,8 @@ from mailcase.app import App
 from mailcase.commands.output import emit_json
 from mailcase.errors import UsageError
 from mailcase.resources import example_directory
-from mailcase.store.directory import directory_listing, import_directory, load_directory
+from mailcase.rules.directory_format import load_directory
+from mailcase.store.directory import directory_listing, import_directory
 from mailcase.store.engine import transaction
 
 

@@ -18,7 +18,14 @@ from mailcase.errors import UsageError
 from mailcase.present import local, size_text
 from mailcase.store.cases import cases_by_ids
 from mailcase.store.engine import transaction
-from mailcase.store.held import held_by_id, held_for_review, held_messages, inbound_records, raw_of
+from mailcase.store.held import (
+    held_by_id,
+    held_for_review,
+    held_messages,
+    inbound_records,
+    raw_of,
+    resolve_held,
+)
 from mailcase.store.outbox import outbox_rows, requeue_failed
 from mailcase.trace import trace_message
 
@@ -190,10 +197,7 @@ def run_held_discard(app: App, args: argparse.Namespace) -> int:
     now = app.clock.now()
     with transaction(app.engine) as session:
         held = _held(session, args.id)
-        held.state = HeldState.DISCARDED
-        held.resolved_at = now
-        held.resolved_by = acting(args)
-        session.add(held)
+        resolve_held(session=session, held=held, state=HeldState.DISCARDED, now=now, by=acting(args))
         audit(app, session, args, "held discard", target=f"held {args.id}")
     print(f"discarded #{args.id}")
     return 0

@@ -40,6 +40,7 @@ from imapclient import DELETED, IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from sqlalchemy.engine import Engine
 
+from mailcase import telemetry
 from mailcase.clock import Clock
 from mailcase.config import ImapSettings
 from mailcase.store.engine import is_transient, release_advisory_lock, transaction, try_advisory_lock
@@ -139,6 +140,20 @@ class MailboxPoller:
     def lock_name(self) -> str:
         return "imap:" + self.mailbox
 
+    @property
+    def _component(self) -> str:
+        """This mailbox on the health board (and as a part of /readyz)."""
+        return f"imap:{self.settings.name}"
+
+    def _answered(self, *, poll_seconds: float | None = None) -> None:
+        """The server answered: a completed poll (timed) or an IDLE response; /readyz's age and the metrics."""
+        now = self._clock.now()
+        self.health.beat(self._component, now=now)
+        if poll_seconds is None:
+            telemetry.mark_imap_heard(self.settings.name, now.timestamp())
+        else:
+            telemetry.observe_imap_poll(self.settings.name, poll_seconds, now.timestamp())
+
     def _where(self) -> str:
         s = self.settings
         return f"mailbox {s.name} ({s.user} at {s.host}:{s.port}, folder {s.folder})"
@@ -193,7 +208,9 @@ class MailboxPoller:
                 self._stop.wait(self._lock_retry_seconds)
                 return
             self._connect()
+            started = time.monotonic()
             _stored, interrupted = self._drain()
+            self._answered(poll_seconds=time.monotonic() - started)
             if interrupted:
                 self._pause()
                 return
@@ -212,6 +229,7 @@ class MailboxPoller:
                 type(error).__name__,
                 error,
             )
+            self.health.fault(self._component, f"{type(error).__name__}: {error}", now=self._clock.now())
             self._disconnect()
             self._pause()
         except Exception:
@@ -233,13 +251,17 @@ class MailboxPoller:
         """IDLE (RFC 2177) until the server reports new mail, the safety search or renewal is due,
         or the stop event is set; the caller then searches again."""
         client = self._client
+        sent = time.monotonic()
         client.idle()
         started = time.monotonic()
+        telemetry.observe_imap_idle(self.settings.name, started - sent)
         silent_wakeups = 0
         try:
             while not self._stop.is_set():
                 checked = time.monotonic()
                 responses = client.idle_check(timeout=IDLE_CHECK_SECONDS)
+                if responses:  # new mail, or the server's keep-alive ("* OK Still here")
+                    self._answered()
                 if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                     return
                 if time.monotonic() - started >= self._idle_renew_seconds:
@@ -340,7 +362,12 @@ class MailboxPoller:
 
     def _signed_in(self, ok: bool, reason: str) -> bool:
         """Record on the health board whether this mailbox can sign in; True on a change."""
-        changed = self.health.set(f"imap:{self.settings.name}", GREEN if ok else RED, reason, now=self._clock.now())
+        changed = self.health.set(self._component, GREEN if ok else RED, reason, now=self._clock.now())
+        if ok:
+            self.health.beat(self._component, now=self._clock.now())  # the server answered us
+        else:
+            self.health.fault(self._component, reason, now=self._clock.now())
+            telemetry.count_imap_auth_failure(self.settings.name)
         if ok and changed:
             self._log.info("%s: signed in again; polling resumes from the UID cursor", self._where())
         return changed

@@ -8,18 +8,16 @@ nothing. This module never sends mail: notices become outbox rows that `notify` 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, case, col, func, select
+from sqlmodel import Session
 
+from mailcase import telemetry
 from mailcase.desk import cases, masters, notices, subscriptions
 from mailcase.desk.context import Desk
 from mailcase.config import Settings
@@ -30,7 +28,6 @@ from mailcase.domain import (
     CaseKind,
     CaseStatus,
     CaseView,
-    Direction,
     EventKind,
     HeldState,
     InboundMessage,
@@ -47,19 +44,7 @@ from mailcase.ingest import authentication as evidence
 from mailcase.ingest.parse import UnparseableMessage, parse_message
 from mailcase.ingest.quotes import strip_known_quotes
 from mailcase.logs import ingest_fields
-from mailcase.store.models import (
-    Attachment,
-    AutoReplyLog,
-    Case,
-    Contact,
-    HeldMessage,
-    Message,
-    MessageAttachment,
-    Organisation,
-    Outbox,
-    RawMessageRecord,
-    Technician,
-)
+from mailcase.store.models import Case, HeldMessage, Organisation, RawMessageRecord
 from mailcase.rules import admission, classify, tokens
 from mailcase.rules.authentication import Authentication, PublicSuffixes
 from mailcase.rules.businesstime import BusinessCalendar
@@ -84,14 +69,14 @@ from mailcase.rules.decide import (
 from mailcase.rules.lifecycle import Actor
 from mailcase.rules.sla import start_on_arrival
 from mailcase.rules.matching import Match, Matched, MatchRule, Unmatched, match_case, thread_ids
+from mailcase.store import facts as store_facts
 from mailcase.store.cases import (
-    add_event, add_events, add_participants, assign_next, case_by_id, case_by_number, case_view, cases_by_ids,
-    event_values, insert_case, participants_of,
+    add_event, add_events, add_participants, assign_next, case_by_id, case_by_number, case_view, event_values, insert_case,
 )
-from mailcase.store.common import insert_or_ignore
 from mailcase.store.directory import ContactOrganisation, organisation_for_address, sender_view, sender_view_and_name
-from mailcase.store.outbox import record_bounce
-from mailcase.store.retention import keep_attachment
+from mailcase.store.held import hold_message, raw_of, resolve_held
+from mailcase.store.messages import NewRawRecord, first_received, insert_inbound_message, insert_raw, log_auto_reply, save_decision
+from mailcase.store.outbox import notice_case_id, record_bounce
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +160,7 @@ class Pipeline:
                 reason=outcome.reason, case=outcome.case_number, dmarc=verdict.dmarc,
             ),
         )
+        telemetry.count_inbound(raw.channel.value, outcome.decision)
         return outcome
 
     @property
@@ -211,7 +197,7 @@ class Pipeline:
         """Re-run the decision for a held message as if its sender were allowed (the agent vouches):
         threading again (a held reply lands on the case it answers), or onto the case `to_case`
         (a case id), or as a new case with `new_case`."""
-        record = session.get(RawMessageRecord, held.raw_id)
+        record = raw_of(session=session, raw_id=held.raw_id)
         assert record is not None
         try:
             message = parse_message(record.data)
@@ -222,12 +208,10 @@ class Pipeline:
             session, record, message, now=now, released=True, verdict=verdict,
             forced_case_id=to_case, force_new_case=new_case,
         )
-        held.state = HeldState.RELEASED
-        held.resolved_at = now
-        held.resolved_by = by
-        if outcome.case_number:
-            held.case_id = record.case_id
-        session.add(held)
+        resolve_held(
+            session=session, held=held, state=HeldState.RELEASED, now=now, by=by,
+            case_id=record.case_id if outcome.case_number else None,
+        )
         return outcome
 
     # -----------------------------------------------------------------------------------------
@@ -236,9 +220,9 @@ class Pipeline:
         self, session: Session, raw: RawMessage, message: InboundMessage | None, parse_error: str, verdict: SenderVerdict,
     ) -> IngestOutcome:
         key = dedupe_key(message, raw.data)
-        raw_id = session.execute(
-            _insert_raw(session.get_bind().dialect.name),
-            {
+        raw_id = insert_raw(
+            session=session,
+            values={
                 "channel": raw.channel.value,
                 "received_at": raw.received_at,
                 "envelope_from": raw.envelope_from[:998],
@@ -251,13 +235,10 @@ class Pipeline:
                 "dedupe_key": key,
                 "sender_verdict": verdict.as_json() if message is not None else {},
             },
-        ).scalar_one_or_none()
+        )
         if raw_id is None:
-            first = session.exec(select(RawMessageRecord).where(RawMessageRecord.dedupe_key == key)).one()
-            number = None
-            if first.case_id:
-                case = session.get(Case, first.case_id)
-                number = format_case_number(case.number) if case else None
+            first, first_case = first_received(session=session, dedupe_key=key)
+            number = format_case_number(first_case) if first_case is not None else None
             return IngestOutcome(
                 decision="duplicate",
                 reason=f"already received at {first.received_at.isoformat()} (raw #{first.id}); nothing changed",
@@ -267,28 +248,23 @@ class Pipeline:
                 duplicate=True,
             )
         # What the rest of the transaction needs of the row just written, without reading it back.
-        record = _NewRecord(id=int(raw_id), envelope_to=list(raw.envelope_to))
+        record = NewRawRecord(id=raw_id, envelope_to=list(raw.envelope_to))
         if message is None:
             return self._hold_unparseable(session, record, parse_error, raw)
         return self._decide_and_apply(session, record, message, now=raw.received_at, released=False, verdict=verdict)
 
-    def _hold_unparseable(self, session: Session, record: _NewRecord, reason: str, raw: RawMessage) -> IngestOutcome:
+    def _hold_unparseable(self, session: Session, record: NewRawRecord, reason: str, raw: RawMessage) -> IngestOutcome:
         why = f"could not be parsed: {reason}"
-        held = HeldMessage(
-            raw_id=record.id,  # type: ignore[arg-type]
-            from_address=raw.envelope_from,
-            subject="",
-            reason=why,
+        held_id = hold_message(
+            session=session, raw_id=record.id, from_address=raw.envelope_from, subject="", reason=why,
             received_at=raw.received_at,
         )
-        session.add(held)
-        session.flush()
         record.decision, record.reason = "hold_message", why
-        _save_record(session, record)
-        return IngestOutcome("hold_message", why, "", raw_id=record.id, held_id=held.id)
+        save_decision(session=session, record=record)
+        return IngestOutcome("hold_message", why, "", raw_id=record.id, held_id=held_id)
 
     def _decide_and_apply(
-        self, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, *, now: datetime, released: bool,
+        self, session: Session, record: RawMessageRecord | NewRawRecord, message: InboundMessage, *, now: datetime, released: bool,
         verdict: SenderVerdict = NO_VERDICT,
         forced_case_id: int | None = None, force_new_case: bool = False,
     ) -> IngestOutcome:
@@ -325,7 +301,7 @@ class Pipeline:
         record.decision = decision_name(decision)
         record.reason = decision.reason
         record.case_id = case.id if case is not None else None
-        _save_record(session, record)
+        save_decision(session=session, record=record)
         return IngestOutcome(
             decision=record.decision,
             reason=decision.reason,
@@ -353,7 +329,7 @@ class Pipeline:
     # Looking up the facts
 
     def _facts(
-        self, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, *, now: datetime, released: bool,
+        self, session: Session, record: RawMessageRecord | NewRawRecord, message: InboundMessage, *, now: datetime, released: bool,
         sender: SenderView | None = None, verdict: SenderVerdict = NO_VERDICT, sender_organisation: Any = None,
         forced_case_id: int | None = None, force_new_case: bool = False,
     ) -> Facts:
@@ -362,48 +338,49 @@ class Pipeline:
             sender = sender_view(message.from_address, session=session) if message.from_address else SenderView(address="")
         recipients = tuple(dict.fromkeys([*record.envelope_to, *message.to, *message.cc]))
         ids = thread_ids(message)
-        our_ids, customer_ids = _known_ids(session, ids)
+        our_ids, customer_ids = store_facts.known_ids(session=session, ids=ids)
         token_case_id = self._token_case(session, recipients)
         staff_case_number = self._staff_token_case(recipients, message.from_address) if sender.is_technician else None
         if token_case_id is None and staff_case_number is not None:
-            token_case_id = session.exec(select(Case.id).where(Case.number == staff_case_number)).first()
-        tagged_numbers = classify.case_tags(message.subject)
-        tagged = (
-            list(session.exec(select(Case).where(col(Case.number).in_(tagged_numbers)))) if tagged_numbers else []
-        )
-        candidate_ids = {*our_ids.values(), *customer_ids.values(), *(c.id for c in tagged if c.id)}
+            token_case_id = store_facts.case_id_by_number(session=session, number=staff_case_number)
+        tagged = store_facts.case_ids_by_numbers(session=session, numbers=classify.case_tags(message.subject))
+        candidate_ids = {*our_ids.values(), *customer_ids.values(), *tagged}
         if token_case_id:
             candidate_ids.add(token_case_id)
-        views = _views(session, candidate_ids)
+        views = store_facts.case_views(session=session, ids=candidate_ids)
         match: Match = match_case(
             message,
             sender,
             our_ids=our_ids,
             customer_ids=customer_ids,
             token_case_id=token_case_id if token_case_id in views else None,
-            tagged_cases=[views[c.id] for c in tagged if c.id in views],
+            tagged_cases=[views[case_id] for case_id in tagged if case_id in views],
             cases=views,
             released=released,
         )
         if forced_case_id is not None:
             # An agent named the case (`held release --to-case`): that case, whatever the headers say.
-            views |= _views(session, {forced_case_id})
+            views |= store_facts.case_views(session=session, ids={forced_case_id})
             match = Matched(forced_case_id, MatchRule.AGENT, "released onto this case by an agent")
         elif force_new_case:
             match = Unmatched(("an agent released it as a new case",))
         case = views.get(match.case_id) if isinstance(match, Matched) else None
-        primary = _primary_of(session, case) if case is not None and case.status is CaseStatus.DUPLICATE else None
-        linked = _linked_case_of(session, case, sender) if case is not None and case.kind is CaseKind.MASTER else None
-        hour, day, noticed = _auto_reply_history(
-            session, sender.address, now, now - timedelta(hours=settings.autoreply.non_mpoc_notice_hours)
+        primary = store_facts.primary_of(session=session, case=case) if case is not None and case.status is CaseStatus.DUPLICATE else None
+        linked = (
+            store_facts.linked_case_of(session=session, master=case, sender=sender)
+            if case is not None and case.kind is CaseKind.MASTER else None
         )
-        answered = _answered_subjects(session, sender.address, now) if hour else ()
+        hour, day, noticed = store_facts.auto_reply_history(
+            session=session, address=sender.address, now=now,
+            notice_since=now - timedelta(hours=settings.autoreply.non_mpoc_notice_hours),
+        )
+        answered = store_facts.answered_subjects(session=session, address=sender.address, now=now) if hour else ()
         addressed = {a.lower() for a in recipients}
         known, notices_last_hour = False, 0
         if message.from_address and not sender.is_mpoc and not sender.is_technician:
             known = sender.organisation_id is not None or organisation_for_address(message.from_address, session=session) is not None
             if known:
-                notices_last_hour = _non_mpoc_notices_since(session, now - timedelta(hours=1))
+                notices_last_hour = store_facts.non_mpoc_notices_since(session=session, since=now - timedelta(hours=1))
         return Facts(
             message=message,
             sender=sender,
@@ -475,7 +452,7 @@ class Pipeline:
                 continue
             number = tokens.case_from_address(address, support, self.secret)
             if number is not None:
-                case_id = session.exec(select(Case.id).where(Case.number == number)).first()
+                case_id = store_facts.case_id_by_number(session=session, number=number)
                 if case_id is not None:
                     return case_id
         return None
@@ -509,180 +486,11 @@ def _with_case_new_text(
             case_ids = set()
     if message.new_text == message.text:
         return message  # nothing was cut: no case text to read
-    known = (
-        list(session.exec(select(Message.text).where(col(Message.case_id).in_(case_ids)))) if case_ids else []
-    )
+    known = store_facts.message_texts_of_cases(session=session, case_ids=case_ids)
     new_text = strip_known_quotes(message.text, known, own_domains)
     if new_text == message.new_text:
         return message
     return dataclasses.replace(message, new_text=new_text)
-
-
-def _known_ids(session: Session, ids: tuple[str, ...]) -> tuple[dict[str, int], dict[str, int]]:
-    """Our own Message-IDs (outbox) and customers' earlier Message-IDs on cases, among `ids`."""
-    if not ids:
-        return {}, {}
-    ours = {
-        mid: case_id
-        for mid, case_id in session.exec(
-            select(Outbox.message_id, Outbox.case_id).where(col(Outbox.message_id).in_(ids), col(Outbox.case_id).is_not(None))
-        )
-        if case_id is not None
-    }
-    customers: dict[str, int] = {}
-    for mid, case_id, direction in session.exec(
-        select(Message.message_id, Message.case_id, Message.direction).where(
-            col(Message.message_id).in_(ids), col(Message.case_id).is_not(None)
-        )
-    ):
-        if case_id is None:
-            continue
-        if direction == Direction.OUTBOUND:
-            ours.setdefault(mid, case_id)
-        else:
-            customers.setdefault(mid, case_id)
-    return ours, customers
-
-
-def _views(session: Session, ids: set[int]) -> dict[int, CaseView]:
-    return {
-        case_id: case_view(case, participants_of(session=session, case_id=case_id))
-        for case_id, case in cases_by_ids(session=session, ids=ids).items()
-    }
-
-
-def _primary_of(session: Session, case: CaseView) -> CaseView | None:
-    """Follow duplicate_of to the primary case (a short chain; cycles are refused by the lifecycle)."""
-    current: CaseView | None = case
-    for _ in range(10):
-        if current is None or current.duplicate_of_id is None:
-            return current if current is not case else None
-        current = _views(session, {current.duplicate_of_id}).get(current.duplicate_of_id)
-    return current
-
-
-def _linked_case_of(session: Session, master: CaseView, sender: SenderView) -> CaseView | None:
-    """The sender's own case linked to a master case (SPEC.md §1: replies go to that case), else,
-    for an MPOC, their organisation's newest case linked to it (issue 12)."""
-    from mailcase.store.models import CaseParticipant
-
-    row = session.exec(
-        select(Case.id)
-        .join(CaseParticipant, col(CaseParticipant.case_id) == col(Case.id))
-        .where(Case.master_id == master.id, CaseParticipant.address == sender.address)
-        .order_by(col(Case.id).desc())
-        .limit(1)
-    ).first()
-    if row is None and sender.is_mpoc and sender.organisation_id is not None:
-        row = session.exec(
-            select(Case.id)
-            .where(Case.master_id == master.id, Case.organisation_id == sender.organisation_id)
-            .order_by(col(Case.id).desc())
-            .limit(1)
-        ).first()
-    return _views(session, {row}).get(row) if row else None
-
-
-def _auto_reply_history(session: Session, address: str, now: datetime, notice_since: datetime) -> tuple[int, int, bool]:
-    """Automatic replies to `address` in the last hour and the last day, and whether a non-MPOC
-    notice went to it after `notice_since`: one query over ix_auto_reply_address_at.
-
-    Counted by the database: loading the rows made every message cost more than the one before
-    for a busy sender (bench/ingest profile, "decide" stage).
-    """
-    if not address:
-        return 0, 0, False
-    day_start, hour_start = now - timedelta(days=1), now - timedelta(hours=1)
-    params = {
-        "address": address, "day_start": day_start, "hour_start": hour_start, "notice_since": notice_since,
-        "since": min(day_start, notice_since),
-    }
-    day, hour, notices = session.execute(_auto_reply_history_query(), params).one()
-    return int(hour), int(day), bool(notices)
-
-
-def _non_mpoc_notices_since(session: Session, since: datetime) -> int:
-    """Non-MPOC notices sent to anyone since `since` (the global hourly cap; ix_auto_reply_kind_at)."""
-    return int(
-        session.execute(
-            sa.select(func.count()).where(col(AutoReplyLog.kind) == "customer.non_mpoc", col(AutoReplyLog.at) > since)
-        ).scalar_one()
-    )
-
-
-def _answered_subjects(session: Session, address: str, now: datetime) -> tuple[str, ...]:
-    """Subject keys of the automatic replies `address` got in the last hour (index ix_auto_reply_address_at)."""
-    rows = session.exec(
-        select(AutoReplyLog.subject_key)
-        .where(AutoReplyLog.address == address, col(AutoReplyLog.at) > now - timedelta(hours=1))
-        .limit(500)
-    )
-    return tuple(rows)
-
-
-@functools.cache
-def _auto_reply_history_query() -> Any:
-    """Built once (values are parameters): building the CASE expressions per message cost more than running them."""
-    at = col(AutoReplyLog.at)
-    when = functools.partial(sa.bindparam, type_=AutoReplyLog.__table__.c.at.type)  # type: ignore[attr-defined]
-    in_day = case((at > when("day_start"), 1), else_=0)
-    in_hour = case((at > when("hour_start"), 1), else_=0)
-    noticed = case(((col(AutoReplyLog.kind) == "customer.non_mpoc") & (at > when("notice_since")), 1), else_=0)
-    return sa.select(
-        func.coalesce(func.sum(in_day), 0), func.coalesce(func.sum(in_hour), 0), func.coalesce(func.max(noticed), 0)
-    ).where(col(AutoReplyLog.address) == sa.bindparam("address"), at > when("since"))
-
-
-@dataclass(slots=True)
-class _NewRecord:
-    """The raw row this transaction just inserted: what deciding and applying read of it, and the
-    outcome written back with one UPDATE (`_save_record`)."""
-
-    id: int
-    envelope_to: list[str]
-    decision: str = ""
-    reason: str = ""
-    case_id: int | None = None
-
-
-def _save_record(session: Session, record: RawMessageRecord | _NewRecord) -> None:
-    """Write the decision back: through the ORM for a loaded row (`release_held`), else one Core UPDATE."""
-    if isinstance(record, RawMessageRecord):
-        session.add(record)
-        return
-    session.execute(
-        _update_record(), {"row_id": record.id, "decision": record.decision, "reason": record.reason, "case_id": record.case_id}
-    )
-
-
-@functools.cache
-def _update_record() -> Any:
-    table: sa.Table = RawMessageRecord.__table__  # type: ignore[assignment]
-    return (
-        sa.update(table)
-        .where(table.c.id == sa.bindparam("row_id"))
-        .values(decision=sa.bindparam("decision"), reason=sa.bindparam("reason"), case_id=sa.bindparam("case_id"))
-    )
-
-
-@functools.cache
-def _insert_raw(dialect: str) -> Any:
-    """`insert_or_ignore`'s INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, built once per dialect."""
-    table: sa.Table = RawMessageRecord.__table__  # type: ignore[assignment]
-    insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    return insert.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
-
-
-@functools.cache
-def _insert_message() -> Any:
-    """Built once per process: values go in as parameters, so the compiled form is reused."""
-    table: sa.Table = Message.__table__  # type: ignore[assignment]
-    return sa.insert(table).returning(table.c.id)
-
-
-@functools.cache
-def _insert_auto_reply() -> Any:
-    return sa.insert(AutoReplyLog.__table__)  # type: ignore[arg-type]
 
 
 def _submitted_as(verdict: SenderVerdict, author: str) -> bool:
@@ -737,7 +545,7 @@ class _Apply:
     """Carries out one decision inside the pipeline's transaction."""
 
     def __init__(
-        self, pipeline: Pipeline, session: Session, record: RawMessageRecord | _NewRecord, message: InboundMessage, now: datetime,
+        self, pipeline: Pipeline, session: Session, record: RawMessageRecord | NewRawRecord, message: InboundMessage, now: datetime,
         *, sender: SenderView | None = None, sender_name: str | None = None,
         sender_organisation: ContactOrganisation | None = None,
     ):
@@ -795,55 +603,16 @@ class _Apply:
     # --- helpers -------------------------------------------------------------------------------
 
     def _case(self, view: CaseView) -> Case:
-        case = self.session.exec(select(Case).where(Case.id == view.id).with_for_update()).one()
+        case = case_by_id(session=self.session, case_id=view.id, lock=True)
+        assert case is not None
         return case
 
     def store_message(self, case: Case | None) -> int:
         """Store the parsed message on `case` (or on no case); returns its id (one Core INSERT … RETURNING)."""
-        m = self.message
-        row_id = int(
-            self.session.execute(
-                _insert_message(),
-                {
-                    "case_id": case.id if case else None,
-                    "direction": Direction.INBOUND,
-                    "message_id": m.message_id[:998],
-                    "in_reply_to": m.in_reply_to[:998],
-                    "references": list(m.references),
-                    "from_address": m.from_address,
-                    "from_name": m.from_name[:300],
-                    "to_addresses": list(m.to),
-                    "cc_addresses": list(m.cc),
-                    "subject": m.subject,
-                    "text": m.text,
-                    "new_text": m.new_text,
-                    "auto_kind": m.auto_kind,
-                    "raw_id": self.record.id,
-                    "outbox_id": None,
-                    "received_at": self.now,
-                    "details": {"defects": list(m.defects)} if m.defects else {},
-                },
-            ).scalar_one()
+        return insert_inbound_message(
+            session=self.session, message=self.message, case_id=case.id if case else None, raw_id=self.record.id,
+            received_at=self.now,
         )
-        for part in m.attachments:
-            if insert_or_ignore(
-                self.session,
-                Attachment.__table__,
-                {"sha256": part.sha256, "size": len(part.data), "data": part.data},
-                conflict=["sha256"],
-            ) is None:  # stored before: perhaps purged since ([retention] raw_days)
-                keep_attachment(session=self.session, sha256=part.sha256, data=part.data)
-            self.session.add(
-                MessageAttachment(
-                    message_id=row_id,
-                    sha256=part.sha256,
-                    filename=part.filename[:500],
-                    content_type=part.content_type[:200],
-                    inline=part.inline,
-                    content_id=part.content_id[:500],
-                )
-            )
-        return row_id
 
     def customer_participants(self, organisation_id: int | None) -> list[str]:
         """People the customer copied who join the case (rules.admission), with the facts it needs:
@@ -855,18 +624,15 @@ class _Apply:
         if not candidates:
             return []
         policy = admission.ParticipantPolicy(settings.lifecycle.participant_policy)
-        technicians = set(self.session.exec(select(Technician.email).where(col(Technician.email).in_(candidates))))
+        technicians = store_facts.technicians_among(session=self.session, addresses=candidates)
         members: set[str] = set()
         if admission.membership_matters(policy, organisation_id):
-            members = set(
-                self.session.exec(
-                    select(Contact.email).where(
-                        col(Contact.email).in_(candidates), Contact.organisation_id == organisation_id
-                    )
-                )
-            )
-            for address in candidates:
-                if address in members or address in technicians:
+            people = [a for a in candidates if a not in technicians]
+            members = set(store_facts.contacts_of_organisation_among(
+                session=self.session, addresses=people, organisation_id=organisation_id
+            ))
+            for address in people:
+                if address in members:
                     continue
                 organisation = organisation_for_address(address, session=self.session)
                 if organisation is not None and organisation.id == organisation_id:
@@ -882,9 +648,8 @@ class _Apply:
         )
 
     def log_auto_reply(self, address: str, kind: str) -> None:
-        self.session.execute(
-            _insert_auto_reply(),
-            {"address": address, "kind": kind, "at": self.now, "subject_key": subject_key(self.message.subject)},
+        log_auto_reply(
+            session=self.session, address=address, kind=kind, at=self.now, subject_key=subject_key(self.message.subject)
         )
 
     def record_withheld(self, case: Case, notice: str, withheld: str) -> dict[str, Any]:
@@ -1055,9 +820,9 @@ class _Apply:
         case_id = None
         for original in ids:
             if record_bounce(session=self.session, message_id=original, recipients=recipients, reason=reason, now=self.now):
-                case_id = self.session.exec(select(Outbox.case_id).where(Outbox.message_id == original)).first()
+                case_id = notice_case_id(session=self.session, message_id=original)
                 break
-        case = self.session.get(Case, case_id) if case_id else None
+        case = case_by_id(session=self.session, case_id=case_id) if case_id else None
         if case is not None:
             message_id = self.store_message(case)
             add_event(
@@ -1115,44 +880,32 @@ class _Apply:
 
     def hold(self, decision: HoldMessage) -> int:
         m = self.message
-        held = HeldMessage(
-            raw_id=self.record.id,  # type: ignore[arg-type]
-            from_address=m.from_address,
-            subject=m.subject[:2000],
-            reason=decision.reason,
-            received_at=self.now,
+        assert self.record.id is not None
+        held_id = hold_message(
+            session=self.session, raw_id=self.record.id, from_address=m.from_address, subject=m.subject[:2000],
+            reason=decision.reason, received_at=self.now,
         )
-        self.session.add(held)
-        self.session.flush()
-        assert held.id is not None
         if decision.notify_sender and m.from_address:
-            notices.queue_non_mpoc_notice(self.session, self.desk, m, now=self.now, held_id=held.id)
+            notices.queue_non_mpoc_notice(self.session, self.desk, m, now=self.now, held_id=held_id)
             self.log_auto_reply(m.from_address, "customer.non_mpoc")
         if decision.notify_claimed and not m.is_automatic:
-            self.tell_claimed_sender(held.id, decision.reason)
+            self.tell_claimed_sender(held_id, decision.reason)
         if decision.tell_technician and m.from_address:
-            notices.queue_reply_not_sent(self.session, self.desk, m, now=self.now, held_id=held.id, reason=decision.reason)
-        return held.id
+            notices.queue_reply_not_sent(self.session, self.desk, m, now=self.now, held_id=held_id, reason=decision.reason)
+        return held_id
 
 
     def tell_claimed_sender(self, held_id: int, reason: str) -> None:
         """The one notice to the person a held message claims to be from, at the address the
         directory has on file (never the message's Reply-To or another address it names), at
         most once per `autoreply.non_mpoc_notice_hours` per address, whatever the spoofer sends."""
-        claimed = self.message.from_address
-        technician = self.session.exec(select(Technician.email).where(Technician.email == claimed)).first()
-        contact = None if technician else self.session.exec(select(Contact.email).where(Contact.email == claimed)).first()
-        on_file = technician or contact
-        if not on_file:
+        found = store_facts.on_file_address(session=self.session, address=self.message.from_address)
+        if found is None:
             return
+        on_file, technician = found
         kind = "staff.sender_unverified" if technician else "customer.sender_unverified"
         since = self.now - timedelta(hours=self.p.settings.autoreply.non_mpoc_notice_hours)
-        recently = self.session.exec(
-            select(AutoReplyLog.id).where(
-                AutoReplyLog.address == on_file, AutoReplyLog.kind == kind, col(AutoReplyLog.at) > since
-            ).limit(1)
-        ).first()
-        if recently is not None:
+        if store_facts.auto_replied_since(session=self.session, address=on_file, kind=kind, since=since):
             return
         notices.queue_sender_unverified_notice(
             self.session, self.desk, self.message, address=on_file, template=kind, now=self.now, held_id=held_id,

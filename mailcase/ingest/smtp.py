@@ -22,6 +22,7 @@ import collections
 import errno
 import logging
 import ssl
+import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
+from mailcase import telemetry
 from mailcase.clock import Clock
 from mailcase.config import SmtpSettings
 from mailcase.domain import Channel, RawMessage
@@ -324,6 +326,7 @@ class SupportHandler:
 
     async def _ingest_and_reply(self, raw: RawMessage, client: str) -> str:
         loop = asyncio.get_running_loop()
+        data_ended = time.monotonic()
         try:
             # Turns at the pipeline go round the clients: one sending many (or costly) messages
             # waits behind its own, not in front of everyone else's.
@@ -333,6 +336,7 @@ class SupportHandler:
             finally:
                 self._turns.release()
             reply = reply_for(outcome)
+            telemetry.observe_ingest(raw.channel.value, time.monotonic() - data_ended)
         except TransientError as exc:
             log.warning(
                 "message deferred channel=%s bytes=%d reply=451 reason=%s",

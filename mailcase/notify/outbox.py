@@ -1,5 +1,8 @@
 """Deliver due outbox rows: claim, render, compose, send over one connection, record each outcome; it never decides what to notify.
 
+This module owns delivery's transactions and its leasing policy (when to claim, renew, requeue,
+give up); the statements themselves are in `store/outbox.py`.
+
 Delivery guarantees, and the one window we accept (docs/reliability.md has the figures):
 * A row is claimed in a short transaction that marks it `sending`, records its holder
   (`claimant()`: host, process id and process start time) and a lease (`outbound.lease_seconds`)
@@ -34,8 +37,8 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,11 +46,12 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mailcase import telemetry
 from mailcase.config import Settings
-from mailcase.store.engine import is_transient, transaction
-from mailcase.domain import AutoKind, Direction, EventKind, OutboxState
+from mailcase.store import outbox as store
+from mailcase.store.engine import committed, is_transient, transaction
+from mailcase.domain import AutoKind, OutboxState
 from mailcase.errors import TransientError
-from mailcase.store.models import CaseEvent, Message, Outbox
 from mailcase.notify.ics import invitation
 from mailcase.notify.compose import (
     AUTO_GENERATED,
@@ -59,39 +63,14 @@ from mailcase.notify.compose import (
 from mailcase.notify.render import Rendered, Renderer
 from mailcase.notify.transport import Envelope, SendOutcome, SendResult, Transport
 from mailcase.rules.tokens import reply_address, staff_reply_address
-from mailcase.store.outbox import (
-    REPLY_TOKEN_CASE_KEY,
-    REPLY_TOKEN_STAFF_KEY,
-    attachment_blobs,
-    installation_values,
-    set_installation_values,
-)
+from mailcase.store.outbox import ClaimedNotice, RelayPause, SentCopy
 
 log = logging.getLogger(__name__)
 
-_OUTBOX: sa.Table = Outbox.__table__  # type: ignore[assignment]
-_MESSAGE: sa.Table = Message.__table__  # type: ignore[assignment]
-_EVENT: sa.Table = CaseEvent.__table__  # type: ignore[assignment]
 T = TypeVar("T")
-_SET_SENT = sa.update(_OUTBOX).where(_OUTBOX.c.id == sa.bindparam("outbox_id"))
-"""A 250 is recorded whoever holds the row now: the message was accepted, so it must never be
-sent again. The SET clause comes from the parameters' column names, so each outcome's shape
-compiles once and is reused from SQLAlchemy's statement cache."""
-_SET_IF_HELD = sa.update(_OUTBOX).where(
-    _OUTBOX.c.id == sa.bindparam("outbox_id"),
-    _OUTBOX.c.claimed_by == sa.bindparam("holder"),
-    _OUTBOX.c.state == OutboxState.SENDING.value,
-)
-"""Any other outcome only while we still hold the row: a row whose lease another daemon took over
-is that daemon's to record."""
-_INSERT_MESSAGE = sa.insert(_MESSAGE)
-
 SENT_RECORD_TRIES = 6
 """Tries to commit a relay's 250 (reconnecting between them, ~6 s in all) before giving up; what
 is still unrecorded then is the crash window of the module docstring."""
-PACE_KEY = "outbox_seconds_per_message"
-PAUSE_UNTIL_KEY = "relay_paused_until"
-PAUSE_COUNT_KEY = "relay_unreachable_passes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,29 +82,6 @@ class DeliveryReport:
     expired: int = 0
     paused: bool = False
     """True when the relay was unreachable: delivery waits for the next probe, no row charged."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedNotice:
-    """An outbox row claimed for delivery, as plain values."""
-
-    id: int
-    kind: str
-    template: str
-    locale: str
-    context: Mapping[str, Any]
-    recipients: tuple[str, ...]
-    cc: tuple[str, ...]
-    message_id: str
-    in_reply_to: str
-    references: tuple[str, ...]
-    auto_submitted: str
-    attempts: int
-    case_id: int | None = None
-    maintenance_id: int | None = None
-    reply_token_case: int | None = None
-    reply_token_staff: str = ""
-    template_context: Mapping[str, Any] = field(default_factory=dict)
 
 
 AttachmentSource = Callable[[ClaimedNotice], Sequence[MailAttachment]]
@@ -378,16 +334,8 @@ class _Batch:
         current = self.clock()
         if not ids or current - self.renewed_at < self.lease / 8:
             return
-        statement = (
-            sa.update(_OUTBOX)
-            .where(
-                _OUTBOX.c.id.in_(ids),
-                _OUTBOX.c.claimed_by == self.holder,
-                _OUTBOX.c.state == OutboxState.SENDING.value,
-            )
-            .values(lease_until=current + self.lease)
-        )
-        renewed = self._commit(lambda c: int(getattr(c.execute(statement), "rowcount", 0) or 0), tries=2)
+        until = current + self.lease
+        renewed = self._commit(lambda c: store.renew_lease(c, ids=ids, holder=self.holder, until=until), tries=2)
         self.renewed_at = current
         if renewed < len(ids):
             raise _LeaseLost()
@@ -397,7 +345,7 @@ class _Batch:
         tried again, up to `tries` times in all (with a short pause between)."""
         for attempt in range(1, tries + 1):
             try:
-                with _committed(self.connection):
+                with committed(self.connection):
                     return work(self.connection)
             except TransientError:
                 if attempt >= tries:
@@ -444,16 +392,18 @@ class _Batch:
             values["last_error"] = f"gave up after {attempts} attempts: {result.describe()}"
         if result.unreachable and self.unreachable is None:
             self.unreachable = result.describe()
+        telemetry.count_delivery(notice.kind, "unreachable" if result.unreachable else result.outcome.value,
+                                 result.code, outcome.value)  # fmt: skip
         if outcome is SendOutcome.SENT:
             values.update(
                 state=OutboxState.SENT.value, sent_at=now, next_attempt_at=None, reply_to=reply_to,
                 lease_until=None,
             )  # fmt: skip
-            self._commit(lambda c: c.execute(_SET_SENT, {"outbox_id": notice.id, **values}), tries=SENT_RECORD_TRIES)
+            self._commit(lambda c: store.record_sent(c, notice_id=notice.id, values=values), tries=SENT_RECORD_TRIES)
             if notice.case_id is not None and rendered is not None:
-                message = _case_message(notice, rendered, settings, now)
+                copy = _sent_copy(notice, rendered, settings)
                 try:
-                    self._commit(lambda c: c.execute(_INSERT_MESSAGE, _row_values(_MESSAGE, message)), tries=3)
+                    self._commit(lambda c: store.record_sent_copy(c, notice=notice, copy=copy, now=now), tries=3)
                 except TransientError as error:
                     log.error("outbox %s sent, but its copy on the case was not stored: %s", notice.id, error)
             log.info("outbox %s sent: kind=%s message-id=%s", notice.id, notice.kind, notice.message_id)
@@ -471,14 +421,11 @@ class _Batch:
             values.update(state=OutboxState.QUEUED.value, next_attempt_at=due, claimed_by="", lease_until=None)
         else:
             values.update(state=OutboxState.FAILED.value, next_attempt_at=None, lease_until=None)
-        params = {"outbox_id": notice.id, "holder": self.holder, **values}
-        failed_case: list[int] = []
 
         def write(connection: sa.Connection) -> None:
-            changed = int(getattr(connection.execute(_SET_IF_HELD, params), "rowcount", 0) or 0)
-            if changed and outcome is SendOutcome.PERMANENT and notice.case_id is not None:
-                _note_failed_notice(connection, notice.case_id, notice, str(values["last_error"]), now)
-                failed_case.append(notice.case_id)
+            changed = store.record_if_held(connection, notice_id=notice.id, holder=self.holder, values=values)
+            if changed and outcome is SendOutcome.PERMANENT:
+                store.note_failed_notice(connection, notice=notice, reason=str(values["last_error"]), now=now)
 
         self._commit(write, tries=2)
         if outcome is SendOutcome.TEMPORARY:
@@ -497,25 +444,9 @@ def requeue_abandoned(engine: Engine, *, now: datetime, holder: str) -> int:
     restarted daemon recovers its crashed predecessor's claims at once, not a lease later)."""
     host = holder.partition(":")[0]
     with transaction(engine) as session:
-        holders = session.execute(
-            sa.select(_OUTBOX.c.claimed_by)
-            .where(_OUTBOX.c.state == OutboxState.SENDING.value, _OUTBOX.c.claimed_by != holder)
-            .distinct()
-        ).scalars().all()
+        holders = store.sending_holders(session=session, other_than=holder)
         dead = [h for h in holders if h and holder_is_dead(h, host=host)]
-        result = session.execute(
-            sa.update(_OUTBOX)
-            .where(
-                _OUTBOX.c.state == OutboxState.SENDING.value,
-                sa.or_(
-                    _OUTBOX.c.lease_until.is_(None),
-                    _OUTBOX.c.lease_until < now,
-                    _OUTBOX.c.claimed_by.in_(dead) if dead else sa.false(),
-                ),
-            )
-            .values(state=OutboxState.QUEUED.value, next_attempt_at=now, claimed_by="", lease_until=None)
-        )
-        count = int(getattr(result, "rowcount", 0) or 0)
+        count = store.requeue_abandoned(session=session, now=now, dead_holders=dead)
     if count:
         log.warning(
             "outbox: %d rows held by a stopped daemon are queued again (%s)",
@@ -529,69 +460,25 @@ def expire_old(engine: Engine, *, now: datetime, max_age: timedelta) -> int:
     line on its case, like an MTA giving up at its queue lifetime."""
     cutoff = now - max_age
     with transaction(engine) as session:
-        rows = session.execute(
-            sa.select(*(_OUTBOX.c[name] for name in _CLAIMED_COLUMNS), _OUTBOX.c.last_error)
-            .where(_OUTBOX.c.state == OutboxState.QUEUED.value, _OUTBOX.c.due_at < cutoff)
-            .order_by(_OUTBOX.c.id)
-            .limit(500)
-            .with_for_update(skip_locked=True)
-        ).all()
+        rows = store.queued_before(session=session, cutoff=cutoff, limit=500)
         hours = int(max_age.total_seconds() // 3600)
         connection = session.connection()
         for row in rows:
             reason = f"expired: undelivered {hours} h after it was due" + (
                 f"; last error: {row.last_error}" if row.last_error else ""
             )
-            session.execute(
-                sa.update(_OUTBOX)
-                .where(_OUTBOX.c.id == row.id)
-                .values(state=OutboxState.FAILED.value, next_attempt_at=None, last_error=reason)
-            )
-            if row.case_id is not None:
-                _note_failed_notice(connection, row.case_id, _snapshot(row), reason, now)
-            log.error("outbox %s failed: %s", row.id, reason)
+            store.fail_notice(session=session, notice_id=row.notice.id, reason=reason)
+            store.note_failed_notice(connection, notice=row.notice, reason=reason, now=now)
+            log.error("outbox %s failed: %s", row.notice.id, reason)
     return len(rows)
-
-
-def _note_failed_notice(
-    connection: sa.Connection, case_id: int, notice: ClaimedNotice, reason: str, now: datetime
-) -> None:
-    """A line on the case (`cases show`): its assignee sees that the customer was not told."""
-    recipients = ", ".join((*notice.recipients, *notice.cc))
-    connection.execute(
-        sa.insert(_EVENT).values(
-            case_id=case_id,
-            kind=EventKind.NOTICE_FAILED.value,
-            at=now,
-            author="mailcase",
-            summary=f"{notice.kind} to {recipients} not delivered: {reason}"[:2000],
-            data={"outbox_id": notice.id, "kind": notice.kind, "reason": reason},
-        )
-    )
 
 
 # -- the relay pause ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RelayPause:
-    """Delivery-wide state shared by every daemon on the database (the `installation` table)."""
-
-    until: datetime | None = None
-    passes: int = 0
-    seconds_per_message: float | None = None
-
-
 def relay_pause(engine: Engine) -> RelayPause:
     with engine.connect() as connection:
-        values = installation_values(connection, (PAUSE_UNTIL_KEY, PAUSE_COUNT_KEY, PACE_KEY))
-    until = values.get(PAUSE_UNTIL_KEY) or ""
-    pace = values.get(PACE_KEY) or ""
-    return RelayPause(
-        until=datetime.fromisoformat(until) if until else None,
-        passes=int(values.get(PAUSE_COUNT_KEY) or 0),
-        seconds_per_message=float(pace) if pace else None,
-    )
+        return store.read_relay_pause(connection)
 
 
 def _pause_delivery(
@@ -607,9 +494,7 @@ def _pause_delivery(
     )
     until = now + delay
     with transaction(engine) as session:
-        set_installation_values(
-            session.connection(), {PAUSE_UNTIL_KEY: until.isoformat(), PAUSE_COUNT_KEY: str(passes)}
-        )
+        store.pause_relay(session.connection(), until=until, passes=passes)
     log.warning(
         "outbound relay unreachable (%s): delivery paused, next probe at %s (pass %d); no notice charged",
         reason, until.isoformat(timespec="seconds"), passes,
@@ -619,15 +504,12 @@ def _pause_delivery(
 def _after_batch(
     engine: Engine, *, probing: bool, seconds_per_message: float | None, previous: float | None
 ) -> None:
-    values: dict[str, str] = {}
-    if probing:
-        values.update({PAUSE_UNTIL_KEY: "", PAUSE_COUNT_KEY: "0"})
+    pace = None
     if seconds_per_message is not None:
         pace = seconds_per_message if previous is None else (previous + seconds_per_message) / 2
-        values[PACE_KEY] = f"{pace:.4f}"
-    if values:
+    if probing or pace is not None:
         with transaction(engine) as session:
-            set_installation_values(session.connection(), values)
+            store.record_batch(session.connection(), resume=probing, seconds_per_message=pace)
 
 
 def claim_due(
@@ -639,62 +521,8 @@ def claim_due(
     PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows without
     waiting for each other. SQLite ignores the clause; its BEGIN IMMEDIATE serialises claimers.
     """
-    table = _OUTBOX
-    query = (
-        sa.select(*(table.c[name] for name in _CLAIMED_COLUMNS))
-        .where(
-            table.c.state == OutboxState.QUEUED.value,
-            sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
-        )
-        .order_by(table.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    with engine.connect() as connection, _committed(connection):
-        claimed = [_snapshot(row) for row in connection.execute(query)]
-        if claimed:
-            connection.execute(
-                sa.update(table)
-                .where(table.c.id.in_([notice.id for notice in claimed]))
-                .values(
-                    state=OutboxState.SENDING.value, next_attempt_at=now, claimed_by=holder,
-                    lease_until=now + lease,
-                )  # fmt: skip
-            )
-    return claimed
-
-
-_CLAIMED_COLUMNS = (
-    "id", "kind", "template", "locale", "context", "recipients", "cc", "message_id",
-    "in_reply_to", "references", "auto_submitted", "attempts", "case_id", "maintenance_id",
-)  # fmt: skip
-"""What delivery reads of a row (plain columns through Core: no ORM objects for a batch)."""
-
-
-def _snapshot(row: sa.Row[Any]) -> ClaimedNotice:
-    context = dict(row.context or {})
-    token_case = context.get(REPLY_TOKEN_CASE_KEY)
-    return ClaimedNotice(
-        id=row.id,
-        kind=row.kind,
-        template=row.template,
-        locale=row.locale,
-        context=context,
-        recipients=tuple(row.recipients or ()),
-        cc=tuple(row.cc or ()),
-        message_id=row.message_id,
-        in_reply_to=row.in_reply_to,
-        references=tuple(row.references or ()),
-        auto_submitted=row.auto_submitted,
-        attempts=row.attempts,
-        case_id=row.case_id,
-        maintenance_id=row.maintenance_id,
-        reply_token_case=int(token_case) if token_case is not None else None,
-        reply_token_staff=str(context.get(REPLY_TOKEN_STAFF_KEY) or ""),
-        # Keys starting with "_" carry delivery instructions (token case, attachments,
-        # List-Unsubscribe), not template values.
-        template_context={k: v for k, v in context.items() if not k.startswith("_")},
-    )
+    with engine.connect() as connection, committed(connection):
+        return store.claim_due(connection, now=now, limit=limit, holder=holder, lease_until=now + lease)
 
 
 def context_attachments(notice: ClaimedNotice) -> list[MailAttachment]:
@@ -717,8 +545,8 @@ def _stored_files(connection: sa.Connection, notice: ClaimedNotice) -> list[Mail
     wanted = [item for item in notice.context.get("_stored_attachments", ()) if item.get("sha256")]
     if not wanted:
         return []
-    with _committed(connection):  # a short read transaction: outcomes commit on this connection later
-        blobs = attachment_blobs(connection, [str(item["sha256"]) for item in wanted])
+    with committed(connection):  # a short read transaction: outcomes commit on this connection later
+        blobs = store.attachment_blobs(connection, [str(item["sha256"]) for item in wanted])
     return [
         _attachment(str(item["filename"]) or "attachment", str(item["content_type"]), blobs[str(item["sha256"])])
         for item in wanted
@@ -768,52 +596,14 @@ def _temporary(reason: str) -> SendResult:
     return SendResult(SendOutcome.TEMPORARY, None, reason)
 
 
-@contextlib.contextmanager
-def _committed(connection: sa.Connection) -> Iterator[None]:
-    """One short transaction on the batch's connection (BEGIN IMMEDIATE on SQLite, see db.py);
-    like `db.transaction`, a database error a retry can fix becomes TransientError."""
-    try:
-        with connection.begin():
-            yield
-    except Exception as error:
-        if is_transient(error) and not isinstance(error, TransientError):
-            raise TransientError(f"database unavailable: {type(error).__name__}") from error
-        raise
-
-
-def _row_values(table: sa.Table, row: Any) -> dict[str, Any]:
-    """A model instance as INSERT parameters: every column but a generated primary key."""
-    return {
-        column.key: getattr(row, column.key)
-        for column in table.columns
-        if not (column.primary_key and getattr(row, column.key) is None)
-    }
-
-
-def _case_message(
-    notice: ClaimedNotice, rendered: Rendered, settings: Settings, now: datetime
-) -> Message:
-    """The sent message as a row of its case: `cases show` lists it, replies can thread to it."""
-    references = list(notice.references)
-    if notice.in_reply_to and notice.in_reply_to not in references:
-        references.append(notice.in_reply_to)
-    return Message(
-        case_id=notice.case_id,
-        direction=Direction.OUTBOUND,
-        message_id=notice.message_id,
-        in_reply_to=notice.in_reply_to,
-        references=references,
-        from_address=settings.outbound.from_address,
-        from_name=settings.outbound.from_name,
-        to_addresses=list(notice.recipients),
-        cc_addresses=list(notice.cc),
+def _sent_copy(notice: ClaimedNotice, rendered: Rendered, settings: Settings) -> SentCopy:
+    """What the case's copy of a sent notice shows: its rendered text, from our outbound address."""
+    return SentCopy(
         subject=rendered.subject,
         text=rendered.text,
-        new_text=rendered.text,
+        from_address=settings.outbound.from_address,
+        from_name=settings.outbound.from_name,
         auto_kind=_AUTO_KIND.get(notice.auto_submitted, AutoKind.HUMAN),
-        outbox_id=notice.id,
-        received_at=now,
-        details={"kind": notice.kind, "template": notice.template},
     )
 
 

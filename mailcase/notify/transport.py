@@ -24,6 +24,9 @@ from mailcase.oauth.health import GREEN, RED, HealthBoard
 
 log = logging.getLogger(__name__)
 
+RELAY = "relay"
+"""The relay's component on the health board."""
+
 Envelope = tuple[bytes, str, Sequence[str]]
 """(message as composed by notify/compose: the DATA bytes, envelope sender, envelope recipients)."""
 
@@ -117,6 +120,7 @@ class SmtpTransport:
                         client, message, sender, recipients
                     )
                 results.append(result)
+                self._note_relay(result)
                 if on_result is not None:
                     on_result(index, result)
         finally:
@@ -242,6 +246,14 @@ class SmtpTransport:
                 continue
             self._mark(True, "")
             return
+
+    def _note_relay(self, result: SendResult) -> None:
+        """The relay on the health board ("relay", read by /readyz and the alerts): red while it cannot be
+        reached or answers 4xx, green again at its next 250; a 5xx is about the message, not the relay."""
+        if result.outcome is SendOutcome.SENT:
+            self.health.set(RELAY, GREEN, "", now=self._clock.now())
+        elif result.outcome is SendOutcome.TEMPORARY:
+            self.health.set(RELAY, RED, result.describe(), now=self._clock.now())
 
     def _mark(self, ok: bool, reason: str) -> None:
         if self.health.set("outbound", GREEN if ok else RED, reason, now=self._clock.now()):

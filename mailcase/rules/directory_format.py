@@ -1,6 +1,7 @@
 """The directory file's format: TOML text in, validated frozen values out; no database, no files.
 
-`load_directory` is the only entry point. Every problem raises one `DirectoryError` naming the
+`load_directory` is the only entry point; the values it returns (`Directory` and its entries) are
+in `domain`, so that `store.directory` imports them without importing rules. Every problem raises one `DirectoryError` naming the
 dotted key (`organisations[1].contacts[0].rolez: unknown key`), so an operator can fix the file
 without reading code. Addresses and domains come out lower-cased.
 """
@@ -10,18 +11,24 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailcase.config import DEFAULT_SLA, SlaSettings
-from mailcase.domain import Role
+from mailcase.domain import (
+    DEFAULT_LOCALE,
+    DEFAULT_TIMEZONE,
+    ContactEntry,
+    Directory,
+    OrganisationEntry,
+    ProductEntry,
+    Role,
+    TechnicianEntry,
+)
 from mailcase.errors import DirectoryError
 
 LOCALES = ("en", "pt")
-DEFAULT_LOCALE = "en"
-DEFAULT_TIMEZONE = "America/Denver"
 SLA_TARGETS = tuple(DEFAULT_SLA)  # P1 … P1G, macd_standard, macd_expedited
 SLA_FIELDS = tuple(f.name for f in dataclasses.fields(SlaSettings))
 
@@ -48,60 +55,6 @@ _ORGANISATION_KEYS = (
     "sla", "escalation", "notes", "active",
 )  # fmt: skip
 _CONTACT_KEYS = ("name", "email", "roles", "phone", "title", "notes", "active")
-
-
-@dataclass(frozen=True, slots=True)
-class ProductEntry:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class TechnicianEntry:
-    email: str
-    team: str
-    name: str = ""
-    phone: str = ""
-    manager: bool = False
-    active: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class ContactEntry:
-    """A person at a customer; no roles means an employee who may not open cases."""
-
-    email: str
-    name: str = ""
-    roles: frozenset[Role] = frozenset()
-    title: str = ""
-    phone: str = ""
-    notes: str = ""
-    active: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class OrganisationEntry:
-    """A customer organisation; `key` is the file's `id`, stable across imports."""
-
-    key: str
-    name: str
-    locale: str = DEFAULT_LOCALE
-    timezone: str = DEFAULT_TIMEZONE
-    domains: tuple[str, ...] = ()
-    products: tuple[str, ...] = ()
-    contacts: tuple[ContactEntry, ...] = ()
-    sla: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    escalation: tuple[str, ...] = ()
-    notes: str = ""
-    active: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Directory:
-    """The whole directory file, validated."""
-
-    products: tuple[ProductEntry, ...] = ()
-    technicians: tuple[TechnicianEntry, ...] = ()
-    organisations: tuple[OrganisationEntry, ...] = ()
 
 
 def load_directory(text: str) -> Directory:

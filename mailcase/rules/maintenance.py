@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import assert_never
 from zoneinfo import ZoneInfo
 
-from mailcase.domain import MaintenanceKind
+from mailcase.domain import MaintenanceKind, PlannedWindow
 
 DESK_TIMEZONE = "America/Denver"
 
@@ -51,16 +51,6 @@ class WindowChange(StrEnum):
 
     CANCELLED = "cancelled"
     RESCHEDULED = "rescheduled"
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedWindow:
-    """A window the plan generates; `plan_key` is stable so planning twice creates it once."""
-
-    kind: MaintenanceKind
-    start: datetime
-    end: datetime
-    plan_key: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
@@ -19,6 +20,7 @@ from mailcase.store.models import (
     CaseEvent,
     CaseParticipant,
     Counter,
+    Message,
     Organisation,
     Technician,
 )
@@ -431,3 +433,44 @@ def store_attachment(*, session: Session, data: bytes) -> str:
     if insert_or_ignore(session, Attachment.__table__, row, conflict=["sha256"]) is None:
         keep_attachment(session=session, sha256=digest, data=data)  # perhaps purged since
     return digest
+
+
+def messages_of(*, session: Session, case_id: int) -> list[Message]:
+    """A case's messages, inbound and outbound, in the order they arrived or left."""
+    return list(
+        session.exec(select(Message).where(Message.case_id == case_id).order_by(col(Message.received_at), col(Message.id)))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CaseLinks:
+    """The numbers of the cases that point at one case: opened as related to it, closed as its
+    duplicates, linked to it as their master case."""
+
+    related: list[int]
+    duplicates: list[int]
+    linked: list[int]
+
+
+def links_to(*, session: Session, case_id: int) -> CaseLinks:
+    return CaseLinks(
+        related=list(session.exec(select(Case.number).where(Case.related_to_id == case_id))),
+        duplicates=list(session.exec(select(Case.number).where(Case.duplicate_of_id == case_id))),
+        linked=list(session.exec(select(Case.number).where(Case.master_id == case_id))),
+    )
+
+
+def master_cases(*, session: Session) -> list[Case]:
+    """Every master case, by number."""
+    return list(session.exec(select(Case).where(Case.kind == CaseKind.MASTER).order_by(col(Case.number))))
+
+
+def latest_master_update(*, session: Session, case_id: int) -> CaseEvent | None:
+    """The newest update sent to a master case's followers (an outbound message event marked
+    `master_update`), or None."""
+    events = session.exec(
+        select(CaseEvent)
+        .where(CaseEvent.case_id == case_id, CaseEvent.kind == EventKind.OUTBOUND_MESSAGE)
+        .order_by(col(CaseEvent.at).desc(), col(CaseEvent.id).desc())
+    )
+    return next((e for e in events if e.data.get("master_update")), None)

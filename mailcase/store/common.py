@@ -1,12 +1,14 @@
-"""Small persistence primitives shared by the store modules: dialect-aware insert-or-ignore."""
+"""Small persistence primitives shared by the store modules: a model's table, dialect-aware insert-or-ignore."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import functools
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 
 def insert_or_ignore(
@@ -26,4 +28,12 @@ def insert_or_ignore(
         statement = statement.returning(pk[0])
         return session.execute(statement, values).scalar_one_or_none()
     result = session.execute(statement, values)
-    return True if result.rowcount else None
+    return True if isinstance(result, sa.CursorResult) and result.rowcount else None
+
+
+@functools.cache
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The Core table of a table model (statements built from it skip the ORM's per-object work)."""
+    table = sa.inspect(model).local_table
+    assert isinstance(table, sa.Table)
+    return table

@@ -17,12 +17,21 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlalchemy.orm import Mapped
+from sqlmodel import Session, SQLModel, col, select
 
-from mailcase.domain import Role, SenderView
+from mailcase.domain import (
+    ContactEntry,
+    Directory,
+    OrganisationEntry,
+    ProductEntry,
+    Role,
+    SenderView,
+    TechnicianEntry,
+)
 from mailcase.store.models import (
     Contact,
     ContactRole,
@@ -32,14 +41,8 @@ from mailcase.store.models import (
     Technician,
 )
 from mailcase.store.technicians import active_in_team
-from mailcase.rules.directory_format import (
-    ContactEntry,
-    Directory,
-    OrganisationEntry,
-    ProductEntry,
-    TechnicianEntry,
-    load_directory,
-)
+
+_Item = TypeVar("_Item")
 
 __all__ = [
     "Directory",
@@ -51,7 +54,6 @@ __all__ = [
     "active_technicians",
     "contacts_with_role",
     "import_directory",
-    "load_directory",
     "maintenance_contacts_for_products",
     "organisation_by_id",
     "organisation_by_key",
@@ -268,29 +270,18 @@ def _organisation_fields(entry: OrganisationEntry, row: Organisation) -> dict[st
     }
 
 
-def _products_by_organisation(
-    organisation_ids: Iterable[int], *, session: Session
-) -> dict[int, set[int]]:
-    ids = list(organisation_ids)
-    found: dict[int, set[int]] = defaultdict(set)
-    if ids:
-        query = select(OrganisationProduct).where(col(OrganisationProduct.organisation_id).in_(ids))
-        for link in session.exec(query).all():
-            found[link.organisation_id].add(link.product_id)
-    return found
+def _products_by_organisation(organisation_ids: Iterable[int], *, session: Session) -> dict[int, set[int]]:
+    return _links_by_owner(
+        col(OrganisationProduct.organisation_id), col(OrganisationProduct.product_id), list(organisation_ids),
+        session=session,
+    )
 
 
-def _sync_products(
-    organisation_id: int, current: set[int], wanted: set[int], *, session: Session
-) -> bool:
+def _sync_products(organisation_id: int, current: set[int], wanted: set[int], *, session: Session) -> bool:
     """Make the organisation's products exactly `wanted`; True when anything changed."""
-    for product_id in current - wanted:
-        link = session.get(OrganisationProduct, (organisation_id, product_id))
-        if link is not None:
-            session.delete(link)
-    for product_id in wanted - current:
-        session.add(OrganisationProduct(organisation_id=organisation_id, product_id=product_id))
-    return current != wanted
+    return _sync_links(
+        OrganisationProduct, ("organisation_id", organisation_id), "product_id", current, wanted, session=session
+    )
 
 
 def _import_contacts(
@@ -333,25 +324,40 @@ def _contact_fields(entry: ContactEntry, organisation_id: int, row: Contact) -> 
 
 
 def _roles_by_contact(contact_ids: Sequence[int], *, session: Session) -> dict[int, set[str]]:
-    found: dict[int, set[str]] = defaultdict(set)
-    if contact_ids:
-        query = select(ContactRole).where(col(ContactRole.contact_id).in_(contact_ids))
-        for link in session.exec(query).all():
-            found[link.contact_id].add(link.role)
+    return _links_by_owner(col(ContactRole.contact_id), col(ContactRole.role), contact_ids, session=session)
+
+
+def _sync_roles(contact_id: int, current: set[str], roles: frozenset[Role], *, session: Session) -> bool:
+    """Make the contact's roles exactly `roles`; True when anything changed."""
+    wanted = {role.value for role in roles}
+    return _sync_links(ContactRole, ("contact_id", contact_id), "role", current, wanted, session=session)
+
+
+def _links_by_owner(
+    owner: Mapped[int], item: Mapped[_Item], owner_ids: Sequence[int], *, session: Session
+) -> dict[int, set[_Item]]:
+    """The items linked to each owner by an association table (an organisation's products, a
+    contact's roles), in one query."""
+    found: dict[int, set[_Item]] = defaultdict(set)
+    if owner_ids:
+        for owner_id, linked in session.exec(select(owner, item).where(owner.in_(owner_ids))):
+            found[owner_id].add(linked)
     return found
 
 
-def _sync_roles(
-    contact_id: int, current: set[str], roles: frozenset[Role], *, session: Session
+def _sync_links(
+    link: type[SQLModel], owner: tuple[str, int], column: str, current: set[_Item], wanted: set[_Item], *,
+    session: Session,
 ) -> bool:
-    """Make the contact's roles exactly `roles`; True when anything changed."""
-    wanted = {role.value for role in roles}
-    for role in current - wanted:
-        link = session.get(ContactRole, (contact_id, role))
-        if link is not None:
-            session.delete(link)
-    for role in wanted - current:
-        session.add(ContactRole(contact_id=contact_id, role=role))
+    """Make the items linked to one owner exactly `wanted` (rows of `link`, keyed by the owner's
+    id and the item); True when anything changed."""
+    owner_column, owner_id = owner
+    for item in current - wanted:
+        row = session.get(link, (owner_id, item))
+        if row is not None:
+            session.delete(row)
+    for item in wanted - current:
+        session.add(link(**{owner_column: owner_id, column: item}))
     return current != wanted
 
 
@@ -450,7 +456,7 @@ def sender_view_and_name(
 @functools.cache
 def _sender_query() -> Any:
     """Built once; the address is a parameter, so the compiled statement is reused."""
-    address = sa.bindparam("address")
+    address: sa.BindParameter[str] = sa.bindparam("address")
     technician = (
         sa.exists().where(col(Technician.email) == address, col(Technician.active) == sa.true()).label("is_technician")
     )
@@ -679,3 +685,22 @@ def products_of_organisations(organisation_ids: Iterable[int], *, session: Sessi
     for organisation_id, name in session.exec(query):
         found[organisation_id].add(name)
     return found
+
+
+def technician_by_email(address: str, *, session: Session) -> TechnicianView | None:
+    """The technician with this address, active or not (an author named on the command line)."""
+    row = session.exec(select(Technician).where(Technician.email == address)).first()
+    return _technician_view(row) if row is not None else None
+
+
+def organisation_keys(organisation_ids: Iterable[int], *, session: Session) -> dict[int, str]:
+    """The directory key of each of these organisations, by id (one query)."""
+    ids = set(organisation_ids)
+    if not ids:
+        return {}
+    return {o.id: o.key for o in session.exec(select(Organisation).where(col(Organisation.id).in_(ids))) if o.id is not None}
+
+
+def product_names(*, session: Session) -> list[str]:
+    """Every product's name, alphabetically."""
+    return list(session.exec(select(Product.name).order_by(col(Product.name))))

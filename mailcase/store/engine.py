@@ -96,6 +96,19 @@ def transaction(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
+@contextlib.contextmanager
+def committed(connection: sa.Connection) -> Iterator[None]:
+    """One short transaction on a Core connection that outlives it (BEGIN IMMEDIATE on SQLite);
+    like `transaction`, a database error a retry can fix becomes TransientError."""
+    try:
+        with connection.begin():
+            yield
+    except Exception as error:
+        if is_transient(error) and not isinstance(error, TransientError):
+            raise TransientError(f"database unavailable: {type(error).__name__}") from error
+        raise
+
+
 WRITER_TURN_WAIT_SECONDS = 5.0
 """How long `sqlite_writer_turn` waits for its turn before going on to SQLite's own busy timeout (as long)."""
 _WRITER_TURN_POLL_SECONDS = 0.0005

@@ -1,14 +1,24 @@
-"""Held messages: listing and looking them up for review; `session=` in, never commits."""
+"""Held messages: keeping one, listing and looking them up for review; `session=` in, never commits."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlmodel import Session, col, select
 
 from mailcase.domain import HeldState
-from mailcase.store.models import HeldMessage
+from mailcase.store.models import HeldMessage, RawMessageRecord
+
+
+def hold_message(
+    *, session: Session, raw_id: int, from_address: str, subject: str, reason: str, received_at: datetime
+) -> int:
+    """Keep a message for an agent's review (`held list`); returns the held message's id."""
+    held = HeldMessage(raw_id=raw_id, from_address=from_address, subject=subject, reason=reason, received_at=received_at)
+    session.add(held)
+    session.flush()
+    assert held.id is not None
+    return held.id
 
 
 def held_messages(*, session: Session, state: HeldState | None = HeldState.HELD) -> list[HeldMessage]:
@@ -28,19 +38,15 @@ def held_by_id(*, session: Session, held_id: int) -> HeldMessage | None:
     return session.get(HeldMessage, held_id)
 
 
-def raw_of(*, session: Session, raw_id: int) -> Any:
+def raw_of(*, session: Session, raw_id: int) -> RawMessageRecord | None:
     """The stored raw message row (bytes, envelope, decision) of a held or ignored message."""
-    from mailcase.store.models import RawMessageRecord
-
     return session.get(RawMessageRecord, raw_id)
 
 
 def inbound_records(
     *, session: Session, decision: str | None = None, since: datetime | None = None, limit: int = 200
-) -> list[Any]:
+) -> list[RawMessageRecord]:
     """Stored inbound messages, newest first, optionally of one decision and from an instant on."""
-    from mailcase.store.models import RawMessageRecord
-
     statement = select(RawMessageRecord).order_by(col(RawMessageRecord.received_at).desc(), col(RawMessageRecord.id).desc())
     if decision:
         statement = statement.where(RawMessageRecord.decision == decision)
@@ -59,3 +65,16 @@ def held_since(*, session: Session, since: datetime | None, until: datetime) -> 
     if since is not None:
         statement = statement.where(col(HeldMessage.received_at) > since)
     return list(session.exec(statement.order_by(col(HeldMessage.id)).limit(200)))
+
+
+def resolve_held(
+    *, session: Session, held: HeldMessage, state: HeldState, now: datetime, by: str, case_id: int | None = None
+) -> None:
+    """An agent released or discarded a held message: record the outcome, when and by whom
+    (and the case a release went to)."""
+    held.state = state
+    held.resolved_at = now
+    held.resolved_by = by
+    if case_id is not None:
+        held.case_id = case_id
+    session.add(held)

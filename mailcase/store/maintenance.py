@@ -18,7 +18,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailcase.domain import MaintenanceKind, MaintenanceStatus, OutboxState
+from mailcase.domain import MaintenanceKind, MaintenanceStatus, OutboxState, PlannedWindow
 from mailcase.errors import UsageError
 from mailcase.store.models import (
     Contact,
@@ -28,7 +28,6 @@ from mailcase.store.models import (
     Outbox,
     Product,
 )
-from mailcase.rules.maintenance import PlannedWindow
 from mailcase.store.common import insert_or_ignore
 
 __all__ = [

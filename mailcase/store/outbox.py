@@ -1,4 +1,4 @@
-"""Outbox persistence: queue a notice once, list the queue, record bounces; `session=` in, never commits, never sends.
+"""Outbox persistence: queue a notice once, list the queue, record bounces, and delivery's claims, leases and outcomes; never commits, never sends.
 
 Idempotency is the database's job: the outbox's unique `idempotency_key` and INSERT … ON CONFLICT
 DO NOTHING (never check-then-insert), so two daemons, or one message ingested twice, queue one
@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
-from mailcase.domain import NotificationIntent, OutboxState
-from mailcase.store.models import Installation, Outbox, RecipientHealth
+from mailcase.domain import AutoKind, Direction, EventKind, NotificationIntent, OutboxState
+from mailcase.store.common import table_of
+from mailcase.store.models import Attachment, CaseEvent, Installation, Message, Outbox, RecipientHealth
 
 REPLY_TOKEN_CASE_KEY = "_reply_token_case"
 REPLY_TOKEN_STAFF_KEY = "_reply_token_staff"  # the one staff recipient a per-technician token is bound to
@@ -48,7 +50,7 @@ def _insert_notice(dialect: str) -> Any:
     """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, built once per dialect: a
     sweep queues thousands of rows, and rebuilding the statement for each cost more than running it
     (values go in as parameters, so its compiled form is reused from SQLAlchemy's cache too)."""
-    table: sa.Table = Outbox.__table__  # type: ignore[assignment]
+    table = table_of(Outbox)
     insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     return insert.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(table.c.id)
 
@@ -63,7 +65,7 @@ def enqueue_many(
     """
     if not intents:
         return set()
-    table: sa.Table = Outbox.__table__  # type: ignore[assignment]
+    table = table_of(Outbox)
     dialect = session.get_bind().dialect.name
     insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     statement = insert.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(table.c.idempotency_key)
@@ -122,7 +124,7 @@ def requeue_failed(
     """Queue failed notices again, due at `now` with a fresh attempt count (`mailcase outbox
     retry`, after the cause is fixed); `ids=None` means every failed one. Returns the ids
     requeued; rows in another state are left alone."""
-    table: sa.Table = Outbox.__table__  # type: ignore[assignment]
+    table = table_of(Outbox)
     condition = table.c.state == OutboxState.FAILED.value
     if ids is not None:
         condition = sa.and_(condition, table.c.id.in_(list(ids)))
@@ -132,7 +134,9 @@ def requeue_failed(
         .values(state=OutboxState.QUEUED.value, attempts=0, next_attempt_at=now)
         .returning(table.c.id)
     )
-    return sorted(int(row_id) for row_id in session.execute(statement).scalars())
+    rows: sa.Result[int] = session.execute(statement)
+    requeued = [int(row_id) for row_id in rows.scalars()]
+    return sorted(requeued)
 
 
 def record_bounce(
@@ -171,7 +175,7 @@ def record_bounce(
 
 
 def _upsert_health(session: Session, address: str, reason: str, now: datetime) -> None:
-    table: sa.Table = RecipientHealth.__table__  # type: ignore[assignment]
+    table = table_of(RecipientHealth)
     postgres = session.get_bind().dialect.name == "postgresql"
     insert = postgresql.insert(table) if postgres else sqlite.insert(table)
     statement = insert.values(
@@ -195,7 +199,7 @@ def failing_recipients(*, session: Session, addresses: Sequence[str]) -> set[str
     lowered = [address.lower() for address in addresses]
     rows = session.exec(
         select(RecipientHealth.address).where(
-            sa.and_(col(RecipientHealth.address).in_(lowered), RecipientHealth.failing == sa.true())
+            sa.and_(col(RecipientHealth.address).in_(lowered), col(RecipientHealth.failing) == sa.true())
         )
     ).all()
     return set(rows)
@@ -203,7 +207,7 @@ def failing_recipients(*, session: Session, addresses: Sequence[str]) -> set[str
 
 def installation_values(connection: sa.Connection, keys: Sequence[str]) -> dict[str, str]:
     """Values of the `installation` table (delivery's shared state: the relay pause, the pace)."""
-    table: sa.Table = Installation.__table__  # type: ignore[assignment]
+    table = table_of(Installation)
     rows = connection.execute(sa.select(table.c.key, table.c.value).where(table.c.key.in_(list(keys))))
     return {str(key): str(value) for key, value in rows}
 
@@ -212,7 +216,7 @@ def set_installation_values(connection: sa.Connection, values: dict[str, str]) -
     """Upsert `installation` rows (INSERT … ON CONFLICT DO UPDATE on both databases); never commits."""
     if not values:
         return
-    table: sa.Table = Installation.__table__  # type: ignore[assignment]
+    table = table_of(Installation)
     postgres = connection.dialect.name == "postgresql"
     insert: Any = postgresql.insert(table) if postgres else sqlite.insert(table)
     statement = insert.on_conflict_do_update(index_elements=["key"], set_={"value": insert.excluded.value})
@@ -223,8 +227,324 @@ def attachment_blobs(connection: sa.Connection, sha256s: Sequence[str]) -> dict[
     """The stored bytes of attachments by SHA-256 (content-addressed); missing ones are absent."""
     if not sha256s:
         return {}
-    from mailcase.store.models import Attachment
-
-    table: sa.Table = Attachment.__table__  # type: ignore[assignment]
-    rows = connection.execute(sa.select(table.c.sha256, table.c.data).where(table.c.sha256.in_(list(sha256s))))
+    table = table_of(Attachment)
+    rows: sa.CursorResult[str, bytes] = connection.execute(
+        sa.select(table.c.sha256, table.c.data).where(table.c.sha256.in_(list(sha256s)))
+    )
     return {sha: bytes(data) for sha, data in rows}
+
+
+def notice_case_id(*, session: Session, message_id: str) -> int | None:
+    """The case of the notice we sent as `message_id` (a bounce names it), if it had one."""
+    return session.exec(select(Outbox.case_id).where(Outbox.message_id == message_id)).first()
+
+
+# -- delivery's side of the outbox: claims, leases, outcomes ---------------------------------
+# Core statements on a connection or session the caller holds in its own short transaction
+# (notify/outbox.py owns the transactions and the leasing policy; these only read and write).
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedNotice:
+    """An outbox row claimed for delivery, as plain values."""
+
+    id: int
+    kind: str
+    template: str
+    locale: str
+    context: Mapping[str, Any]
+    recipients: tuple[str, ...]
+    cc: tuple[str, ...]
+    message_id: str
+    in_reply_to: str
+    references: tuple[str, ...]
+    auto_submitted: str
+    attempts: int
+    case_id: int | None = None
+    maintenance_id: int | None = None
+    reply_token_case: int | None = None
+    reply_token_staff: str = ""
+    template_context: Mapping[str, Any] = field(default_factory=dict)
+
+
+_CLAIMED_COLUMNS = (
+    "id", "kind", "template", "locale", "context", "recipients", "cc", "message_id",
+    "in_reply_to", "references", "auto_submitted", "attempts", "case_id", "maintenance_id",
+)  # fmt: skip
+"""What delivery reads of a row (plain columns through Core: no ORM objects for a batch)."""
+
+
+def claim_due(
+    connection: sa.Connection, *, now: datetime, limit: int, holder: str, lease_until: datetime
+) -> list[ClaimedNotice]:
+    """Mark up to `limit` due queued rows `sending`, held by `holder` until `lease_until`, and
+    return them; in the caller's transaction.
+
+    PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows without
+    waiting for each other. SQLite ignores the clause; its BEGIN IMMEDIATE serialises claimers.
+    """
+    table = table_of(Outbox)
+    query = (
+        sa.select(*(table.c[name] for name in _CLAIMED_COLUMNS))
+        .where(
+            table.c.state == OutboxState.QUEUED.value,
+            sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
+        )
+        .order_by(table.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = [_snapshot(row) for row in connection.execute(query)]
+    if claimed:
+        connection.execute(
+            sa.update(table)
+            .where(table.c.id.in_([notice.id for notice in claimed]))
+            .values(
+                state=OutboxState.SENDING.value, next_attempt_at=now, claimed_by=holder,
+                lease_until=lease_until,
+            )  # fmt: skip
+        )
+    return claimed
+
+
+def _snapshot(row: sa.Row[Any]) -> ClaimedNotice:
+    context = dict(row.context or {})
+    token_case = context.get(REPLY_TOKEN_CASE_KEY)
+    return ClaimedNotice(
+        id=row.id,
+        kind=row.kind,
+        template=row.template,
+        locale=row.locale,
+        context=context,
+        recipients=tuple(row.recipients or ()),
+        cc=tuple(row.cc or ()),
+        message_id=row.message_id,
+        in_reply_to=row.in_reply_to,
+        references=tuple(row.references or ()),
+        auto_submitted=row.auto_submitted,
+        attempts=row.attempts,
+        case_id=row.case_id,
+        maintenance_id=row.maintenance_id,
+        reply_token_case=int(token_case) if token_case is not None else None,
+        reply_token_staff=str(context.get(REPLY_TOKEN_STAFF_KEY) or ""),
+        # Keys starting with "_" carry delivery instructions (token case, attachments,
+        # List-Unsubscribe), not template values.
+        template_context={k: v for k, v in context.items() if not k.startswith("_")},
+    )
+
+
+def renew_lease(connection: sa.Connection, *, ids: Sequence[int], holder: str, until: datetime) -> int:
+    """Extend `holder`'s lease on the rows `ids` it still holds; how many it still holds."""
+    table = table_of(Outbox)
+    statement = (
+        sa.update(table)
+        .where(table.c.id.in_(ids), table.c.claimed_by == holder, table.c.state == OutboxState.SENDING.value)
+        .values(lease_until=until)
+    )
+    return _rowcount(connection.execute(statement))
+
+
+def record_sent(connection: sa.Connection, *, notice_id: int, values: Mapping[str, Any]) -> None:
+    """Write a 250's outcome (`values`: outbox columns) whoever holds the row now: the message was
+    accepted, so it must never be sent again."""
+    connection.execute(_set_sent(), {"outbox_id": notice_id, **values})
+
+
+def record_if_held(connection: sa.Connection, *, notice_id: int, holder: str, values: Mapping[str, Any]) -> bool:
+    """Write any other outcome (`values`: outbox columns) only while `holder` still holds the row:
+    a row whose lease another daemon took over is that daemon's to record. True when written."""
+    return bool(_rowcount(connection.execute(_set_if_held(), {"outbox_id": notice_id, "holder": holder, **values})))
+
+
+@functools.cache
+def _set_sent() -> sa.Update:
+    """The SET clause comes from the parameters' column names, so each outcome's shape compiles
+    once and is reused from SQLAlchemy's statement cache."""
+    table = table_of(Outbox)
+    return sa.update(table).where(table.c.id == sa.bindparam("outbox_id"))
+
+
+@functools.cache
+def _set_if_held() -> sa.Update:
+    table = table_of(Outbox)
+    return sa.update(table).where(
+        table.c.id == sa.bindparam("outbox_id"),
+        table.c.claimed_by == sa.bindparam("holder"),
+        table.c.state == OutboxState.SENDING.value,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SentCopy:
+    """What a sent notice looked like, for its copy among the case's messages."""
+
+    subject: str
+    text: str
+    from_address: str
+    from_name: str
+    auto_kind: AutoKind
+
+
+def record_sent_copy(connection: sa.Connection, *, notice: ClaimedNotice, copy: SentCopy, now: datetime) -> None:
+    """The sent message as a row of its case: `cases show` lists it, replies can thread to it."""
+    references = list(notice.references)
+    if notice.in_reply_to and notice.in_reply_to not in references:
+        references.append(notice.in_reply_to)
+    message = Message(
+        case_id=notice.case_id,
+        direction=Direction.OUTBOUND,
+        message_id=notice.message_id,
+        in_reply_to=notice.in_reply_to,
+        references=references,
+        from_address=copy.from_address,
+        from_name=copy.from_name,
+        to_addresses=list(notice.recipients),
+        cc_addresses=list(notice.cc),
+        subject=copy.subject,
+        text=copy.text,
+        new_text=copy.text,
+        auto_kind=copy.auto_kind,
+        outbox_id=notice.id,
+        received_at=now,
+        details={"kind": notice.kind, "template": notice.template},
+    )
+    table = table_of(Message)
+    connection.execute(_insert_message(), _row_values(table, message))
+
+
+@functools.cache
+def _insert_message() -> sa.Insert:
+    return sa.insert(table_of(Message))
+
+
+def _row_values(table: sa.Table, row: SQLModel) -> dict[str, Any]:
+    """A model instance as INSERT parameters: every column but a generated primary key."""
+    return {
+        column.key: getattr(row, column.key)
+        for column in table.columns
+        if not (column.primary_key and getattr(row, column.key) is None)
+    }
+
+
+def note_failed_notice(connection: sa.Connection, *, notice: ClaimedNotice, reason: str, now: datetime) -> None:
+    """A line on the notice's case (`cases show`): its assignee sees that the customer was not told."""
+    if notice.case_id is None:
+        return
+    recipients = ", ".join((*notice.recipients, *notice.cc))
+    connection.execute(
+        sa.insert(table_of(CaseEvent)).values(
+            case_id=notice.case_id,
+            kind=EventKind.NOTICE_FAILED.value,
+            at=now,
+            author="mailcase",
+            summary=f"{notice.kind} to {recipients} not delivered: {reason}"[:2000],
+            data={"outbox_id": notice.id, "kind": notice.kind, "reason": reason},
+        )
+    )
+
+
+def sending_holders(*, session: Session, other_than: str) -> list[str]:
+    """Who holds rows being sent, other than `other_than` (to find holders that are gone)."""
+    table = table_of(Outbox)
+    return list(
+        session.execute(
+            sa.select(table.c.claimed_by)
+            .where(table.c.state == OutboxState.SENDING.value, table.c.claimed_by != other_than)
+            .distinct()
+        ).scalars().all()
+    )
+
+
+def requeue_abandoned(*, session: Session, now: datetime, dead_holders: Sequence[str]) -> int:
+    """Give rows back to the queue whose lease ran out or whose holder is in `dead_holders`;
+    how many."""
+    table = table_of(Outbox)
+    result = session.execute(
+        sa.update(table)
+        .where(
+            table.c.state == OutboxState.SENDING.value,
+            sa.or_(
+                table.c.lease_until.is_(None),
+                table.c.lease_until < now,
+                table.c.claimed_by.in_(dead_holders) if dead_holders else sa.false(),
+            ),
+        )
+        .values(state=OutboxState.QUEUED.value, next_attempt_at=now, claimed_by="", lease_until=None)
+    )
+    return _rowcount(result)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringNotice:
+    notice: ClaimedNotice
+    last_error: str
+
+
+def queued_before(*, session: Session, cutoff: datetime, limit: int = 500) -> list[ExpiringNotice]:
+    """Queued notices due before `cutoff`, oldest first, locked (`SKIP LOCKED`) for the caller's transaction."""
+    table = table_of(Outbox)
+    rows = session.execute(
+        sa.select(*(table.c[name] for name in _CLAIMED_COLUMNS), table.c.last_error)
+        .where(table.c.state == OutboxState.QUEUED.value, table.c.due_at < cutoff)
+        .order_by(table.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [ExpiringNotice(_snapshot(row), row.last_error) for row in rows]
+
+
+def fail_notice(*, session: Session, notice_id: int, reason: str) -> None:
+    """Mark a queued notice `failed` for good, with `reason` as its last error."""
+    table = table_of(Outbox)
+    session.execute(
+        sa.update(table)
+        .where(table.c.id == notice_id)
+        .values(state=OutboxState.FAILED.value, next_attempt_at=None, last_error=reason)
+    )
+
+
+def _rowcount(result: sa.Result[Any]) -> int:
+    return int(result.rowcount or 0) if isinstance(result, sa.CursorResult) else 0
+
+
+# -- the relay pause: delivery-wide state in the `installation` table ------------------------
+
+PACE_KEY = "outbox_seconds_per_message"
+PAUSE_UNTIL_KEY = "relay_paused_until"
+PAUSE_COUNT_KEY = "relay_unreachable_passes"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayPause:
+    """Delivery-wide state shared by every daemon on the database (the `installation` table)."""
+
+    until: datetime | None = None
+    passes: int = 0
+    seconds_per_message: float | None = None
+
+
+def read_relay_pause(connection: sa.Connection) -> RelayPause:
+    """The relay pause and the measured pace, as every daemon on the database sees them."""
+    values = installation_values(connection, (PAUSE_UNTIL_KEY, PAUSE_COUNT_KEY, PACE_KEY))
+    until = values.get(PAUSE_UNTIL_KEY) or ""
+    pace = values.get(PACE_KEY) or ""
+    return RelayPause(
+        until=datetime.fromisoformat(until) if until else None,
+        passes=int(values.get(PAUSE_COUNT_KEY) or 0),
+        seconds_per_message=float(pace) if pace else None,
+    )
+
+
+def pause_relay(connection: sa.Connection, *, until: datetime, passes: int) -> None:
+    """No notice is tried before `until` (then one probe); `passes` unreachable passes so far."""
+    set_installation_values(connection, {PAUSE_UNTIL_KEY: until.isoformat(), PAUSE_COUNT_KEY: str(passes)})
+
+
+def record_batch(connection: sa.Connection, *, resume: bool, seconds_per_message: float | None) -> None:
+    """After a batch the relay answered: lift the pause (`resume`, after a probe) and keep the pace."""
+    values: dict[str, str] = {}
+    if resume:
+        values.update({PAUSE_UNTIL_KEY: "", PAUSE_COUNT_KEY: "0"})
+    if seconds_per_message is not None:
+        values[PACE_KEY] = f"{seconds_per_message:.4f}"
+    set_installation_values(connection, values)

@@ -8,40 +8,17 @@ import signal
 import smtplib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from mailcase.store.engine import make_engine
-from support.daemon import MailcaseDaemon, wait_until
+from support.daemon import MailcaseDaemon, deliver, wait_until
 
-SUPPORT = "support@support.example.com"
-PAT = "pat@acme.example"
 MESSAGES = 40
 CONNECTIONS = 8
 WAIT = 30.0  # seconds: an upper bound on a worker process starting, never a timing assertion
-
-
-def customer_mail(n: int) -> bytes:
-    mail = EmailMessage()
-    mail["From"] = PAT
-    mail["To"] = SUPPORT
-    mail["Subject"] = f"Trunk {n} is down"
-    mail["Message-ID"] = f"<trunk-{n}@acme.example>"
-    mail.set_content(f"Trunk {n} has been down since 9:00.\n")
-    return mail.as_bytes()
-
-
-def deliver(daemon: MailcaseDaemon, n: int) -> int:
-    """One message over its own connection; returns the DATA reply code."""
-    with daemon.smtp() as client:
-        client.ehlo("client.acme.example")
-        client.mail(PAT)
-        client.rcpt(SUPPORT)
-        code, _reply = client.data(customer_mail(n))
-        return code
 
 
 def rows(database_url: str, query: str) -> list[tuple[object, ...]]:

@@ -21,13 +21,13 @@ from mailcase.store.models import (
     Product,
     Technician,
 )
+from mailcase.rules.directory_format import load_directory
 from mailcase.store.directory import (
     ImportReport,
     KindReport,
     active_technicians,
     contacts_with_role,
     import_directory,
-    load_directory,
     maintenance_contacts_for_products,
     organisation_by_key,
     organisation_for_address,

@@ -17,7 +17,8 @@ from mailcase.clock import FixedClock
 from mailcase.config import load_config
 from mailcase.store.engine import transaction
 from mailcase.store.models import Contact, ContactRole, Organisation, Outbox
-from mailcase.store.directory import import_directory, load_directory
+from mailcase.rules.directory_format import load_directory
+from mailcase.store.directory import import_directory
 
 REPO = Path(__file__).resolve().parents[2]
 DIRECTORY = REPO / "examples" / "directory.toml"

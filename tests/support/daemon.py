@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -35,6 +36,8 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
 T = TypeVar("T")
+CUSTOMER = "pat@acme.example"  # acme's primary MPOC in examples/directory.toml: each message opens a case
+SUPPORT = "support@support.example.com"
 
 
 class DaemonError(AssertionError):
@@ -211,3 +214,24 @@ class MailcaseDaemon:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.kill()
+
+
+def customer_mail(n: int) -> bytes:
+    """Message `n` of a customer's burst: its own Message-ID and subject, so each opens a case."""
+    mail = EmailMessage()
+    mail["From"] = CUSTOMER
+    mail["To"] = SUPPORT
+    mail["Subject"] = f"Trunk {n} is down"
+    mail["Message-ID"] = f"<trunk-{n}@acme.example>"
+    mail.set_content(f"Trunk {n} has been down since 9:00.\n")
+    return mail.as_bytes()
+
+
+def deliver(daemon: MailcaseDaemon, n: int) -> int:
+    """`customer_mail(n)` over its own connection (so SO_REUSEPORT spreads them); the DATA reply code."""
+    with daemon.smtp() as client:
+        client.ehlo("client.acme.example")
+        client.mail(CUSTOMER)
+        client.rcpt(SUPPORT)
+        code, _reply = client.data(customer_mail(n))
+        return code

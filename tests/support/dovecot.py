@@ -326,6 +326,11 @@ service imap-login {{
 """
         (self.root / "dovecot.conf").write_text(config)
 
+    def set_password(self, password: str) -> None:
+        """Change the user's password on the running server (its passwd-file is read at every sign-in)."""
+        self.password = password
+        (self.root / "users").write_text(f"{self.user}:{{PLAIN}}{password}::::::\n")
+
     # -- UIDVALIDITY -----------------------------------------------------------------------
 
     def reset_uidvalidity(self, folder: str = "INBOX") -> tuple[int, int]:

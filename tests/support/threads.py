@@ -35,7 +35,8 @@ from mailcase.ingest.pipeline import IngestOutcome, Pipeline
 from mailcase.store.models import Case, HeldMessage, Outbox
 from mailcase.present import case_detail_json
 from mailcase.rules.tokens import reply_address, staff_reply_address
-from mailcase.store.directory import import_directory, load_directory
+from mailcase.rules.directory_format import load_directory
+from mailcase.store.directory import import_directory
 
 REPO = Path(__file__).resolve().parents[2]
 THREADS = REPO / "tests" / "fixtures" / "threads"

@@ -134,6 +134,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "reason": "token endpoint refused: invalid_grant: AADSTS50173: the grant was revoked",
         "since": "2026-11-25T23:00:00+00:00",
     },
+    "staff.health_alert": {
+        "part": "scheduler",
+        "state": "critical",
+        "detail": "a sweep has been running for 412s",
+        "since": "2026-11-25T23:00:00+00:00",
+        "host": "desk1.support.example.com",
+    },
     "staff.escalated": {
         "case_number": 1042,
         "case_subject": "Phones down",
@@ -221,6 +228,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     "staff.hold_expired": {"assignee": "ana@support.example.com"},
     "staff.escalated": {"requester": "pat@acme.example", "excerpt": "#escalate\nWe are losing sales."},
     "staff.oauth_alert": {},
+    "staff.health_alert": {},
     "staff.master_update_reminder": {
         "platform": "Microsoft Teams",
         "last_update_at": "2026-11-25T23:00:00+00:00",
