@@ -23,26 +23,28 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mailcase import jobs, systemd
+from mailcase import systemd
 from mailcase.app import App, build_app
 from mailcase.clock import Clock
 from mailcase.config import Settings
 from mailcase.errors import MailcaseError, TransientError
-from mailcase.ingest.imap import CONNECTION_ERRORS, MailboxLoginFailed
-from mailcase.ingest.lmtp import LmtpHandler, LmtpListener
-from mailcase.ingest.smtp import SmtpListener, SupportHandler
-from mailcase.jobs import SweepReport
 from mailcase.logs import configure_logging, reopen_log_files
 from mailcase.logs import formatter as log_formatter
-from mailcase.notify.outbox import DeliveryReport, deliver_due
-from mailcase.observe.service import watched_sweep
 from mailcase.retention import purge
 from mailcase.status import build_status
 from mailcase.store.retention import PurgeCounts
 
+if TYPE_CHECKING:
+    from mailcase.jobs import DueSweeps, SweepReport
+    from mailcase.notify.outbox import DeliveryReport
+
 log = logging.getLogger(__name__)
+
+# The listeners, pollers, sweeps and delivery are imported inside the functions that run them, not
+# for a cycle: they create prometheus_client metrics (mailcase.telemetry), and `serve` must set up
+# multiprocess metrics (observe.processes) before prometheus_client is first imported.
 
 INGEST_WORKERS = 4
 """Threads running the ingest pipeline on PostgreSQL, where they overlap their network waits."""
@@ -184,6 +186,8 @@ class Daemon:
         # Loaded here, not at import: only `serve` runs a scheduler; every other command stays lighter.
         from apscheduler.schedulers.background import BackgroundScheduler
 
+        from mailcase.observe.service import watched_sweep  # metrics: see the note at the top
+
         app, scheduling = self.app, self.app.settings.scheduler
         scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": scheduling.misfire_grace_seconds},
@@ -241,6 +245,11 @@ def _ingest_executor(app: App) -> ThreadPoolExecutor:
 
 
 async def _start_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor, *, reuse_port: bool) -> Any:
+    from mailcase.ingest.smtp import (  # metrics: see the note at the top
+        SmtpListener,
+        SupportHandler,
+    )
+
     handler = SupportHandler(app.settings.smtp, pipeline, app.clock, executor)
     listener = SmtpListener(app.settings.smtp, handler, reuse_port=reuse_port)
     await listener.start()
@@ -257,6 +266,8 @@ async def _start_observer(app: App, smtp_address: tuple[str, int] | None) -> Any
 
 
 async def _start_lmtp_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor) -> Any:
+    from mailcase.ingest.lmtp import LmtpHandler, LmtpListener  # metrics: see the note at the top
+
     handler = LmtpHandler(app.settings.smtp, pipeline, app.clock, executor)
     listener = LmtpListener(app.settings.lmtp, app.settings.smtp, handler)
     await listener.start()
@@ -525,6 +536,8 @@ class TickReport:
 
 def deliver_outbox(app: App, now: datetime) -> DeliveryReport:
     """One batch of due notices (at most `[outbound] batch_size`), as `serve`'s delivery loop does."""
+    from mailcase.notify.outbox import deliver_due  # metrics: see the note at the top
+
     return deliver_due(
         app.engine,
         now=now,
@@ -536,9 +549,6 @@ def deliver_outbox(app: App, now: datetime) -> DeliveryReport:
         clock=app.clock.now,
     )
 
-
-UNPOLLED: tuple[type[BaseException], ...] = (MailcaseError, *CONNECTION_ERRORS)
-"""What keeps one mailbox from being polled this tick without stopping the others."""
 
 MAX_DRAIN_BATCHES = 10_000
 """A bound on `drain_outbox`'s batches (two million notices at the default batch size), so a bug
@@ -567,6 +577,13 @@ def poll_mailboxes(app: App) -> dict[str, dict[str, Any]]:
     A mailbox that cannot be polled (refused login, unreachable server, busy database) is logged
     and reported, and the others and the sweeps still run: its mail waits for the next tick.
     """
+    from mailcase.ingest.imap import (  # metrics: see the note at the top
+        CONNECTION_ERRORS,
+        MailboxLoginFailed,
+    )
+
+    # What keeps one mailbox from being polled this tick without stopping the others.
+    unpolled: tuple[type[BaseException], ...] = (MailcaseError, *CONNECTION_ERRORS)
     results: dict[str, dict[str, Any]] = {}
     if not app.settings.imap:
         return results
@@ -579,7 +596,7 @@ def poll_mailboxes(app: App) -> dict[str, dict[str, Any]]:
         except MailboxLoginFailed:
             # The poller has logged the ERROR line already.
             results[box.name] = {"stored": 0, "error": "login refused"}
-        except UNPOLLED as error:
+        except unpolled as error:
             logger.error(
                 "mailbox %s (%s at %s:%d): not polled this tick: %s: %s",
                 box.name, box.user, box.host, box.port, type(error).__name__, error,
@@ -602,8 +619,10 @@ def tick(app: App, *, deliver: bool = True) -> TickReport:
     )
 
 
-def run_due_sweeps(app: App, now: datetime) -> jobs.DueSweeps:
+def run_due_sweeps(app: App, now: datetime) -> DueSweeps:
     """Every scheduler sweep once, as of `now` (the scheduler's job and `tick`'s)."""
+    from mailcase import jobs  # metrics: see the note at the top
+
     return jobs.run_due_sweeps(
         app.engine, app.desk(), now, held=app.settings.held, retention_held_days=app.settings.retention.held_days
     )
