@@ -114,6 +114,7 @@ class Daemon:
         )
         # Type=notify: systemd starts dependants (and `systemctl start` returns) only now, listener bound.
         systemd.notify(f"READY=1\nSTATUS=serving smtp={'%s:%d' % self.smtp_address if self.smtp_address else 'off'}")
+        _start_watchdog(scheduler)
         await self.stop_event.wait()
         systemd.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight messages")
         log.info("stopping: no new connections; finishing in-flight messages")
@@ -218,11 +219,7 @@ PURGE_FIRST_DELAY_MINUTES = 10
 
 
 def _add_operations_jobs(scheduler: Any, app: App) -> None:
-    """The retention purge, daily; and WATCHDOG=1 pings when the unit asks for them (WatchdogSec=), from a
-    scheduler job, so a scheduler that stops running jobs gets the daemon restarted."""
-    interval = systemd.watchdog_interval()
-    if interval is not None:
-        scheduler.add_job(systemd.watchdog_ping, "interval", seconds=interval, id="watchdog", next_run_time=_now())
+    """The retention purge, daily."""
     scheduler.add_job(
         lambda: _guarded("retention purge", lambda: purge_now(app, actor="mailcase serve (daily purge)")),
         "interval", hours=PURGE_INTERVAL_HOURS, id="purge",
@@ -237,6 +234,15 @@ def purge_now(app: App, *, actor: str, dry_run: bool = False) -> PurgeCounts:
         app.engine, app.clock.now(), retention=app.settings.retention, digest_address=app.settings.held.digest_address,
         actor=actor, dry_run=dry_run,
     )
+
+
+def _start_watchdog(scheduler: Any) -> None:
+    """WATCHDOG=1 pings when the unit asks for them (WatchdogSec=), from a scheduler job, so a scheduler
+    that stops running jobs gets the daemon restarted. Added only after READY=1: sd_notify(3) reads a
+    ping before readiness as nothing, and the service manager should hear READY first."""
+    interval = systemd.watchdog_interval()
+    if interval is not None:
+        scheduler.add_job(systemd.watchdog_ping, "interval", seconds=interval, id="watchdog", next_run_time=_now())
 
 
 def _ingest_executor(app: App) -> ThreadPoolExecutor:
