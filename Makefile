@@ -22,6 +22,7 @@ run: install
 test: install
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	$(BIN)/ruff check
 	$(BIN)/python -m pytest
 
 # Record the versions installed now as the ones CI installs (after a deliberate upgrade).

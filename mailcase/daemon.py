@@ -19,10 +19,10 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from mailcase import jobs, systemd
@@ -99,7 +99,7 @@ class Daemon:
         log.info(
             "mailcase serving: smtp=%s (%d process(es)) lmtp=%s imap=%d mailbox(es) scheduler every %ss, "
             "outbox every %ss",
-            "%s:%d" % self.smtp_address if self.smtp_address else "off",
+            "{}:{}".format(*self.smtp_address) if self.smtp_address else "off",
             1 + extra_workers if listener is not None else 0,
             lmtp.address if lmtp is not None else "off",
             len(pollers),
@@ -107,7 +107,7 @@ class Daemon:
             settings.scheduler.outbox_interval_seconds,
         )
         # Type=notify: systemd starts dependants (and `systemctl start` returns) only now, listener bound.
-        systemd.notify(f"READY=1\nSTATUS=serving smtp={'%s:%d' % self.smtp_address if self.smtp_address else 'off'}")
+        systemd.notify(f"READY=1\nSTATUS=serving smtp={'{}:{}'.format(*self.smtp_address) if self.smtp_address else 'off'}")
         await self.stop_event.wait()
         systemd.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight messages")
         log.info("stopping: no new connections; finishing in-flight messages")
@@ -411,12 +411,16 @@ class _SmtpWorker:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reopen_logs)
         parent = os.getppid()
+        # The loop keeps only a weak reference to a task: hold the watcher until the worker ends.
+        watcher = None
         if not sys.platform.startswith("linux"):
-            loop.create_task(_watch_parent(parent, stop))
+            watcher = loop.create_task(_watch_parent(parent, stop))
         executor = _ingest_executor(self.app)
         listener = await _start_listener(self.app, self.app.pipeline(), executor, reuse_port=True)
         log.info("SMTP worker %d serving on %s:%d", self.index, *listener.address)
         await stop.wait()
+        if watcher is not None:
+            watcher.cancel()
         await listener.stop()
         executor.shutdown(wait=True)
         return 0

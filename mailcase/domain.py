@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 from enum import StrEnum
+from typing import Any
 
 
 class CaseStatus(StrEnum):

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session, col, select
 
 from mailcase.domain import format_case_number
-from mailcase.store.models import Case, CaseEvent, Message, Organisation
 from mailcase.store.cases import cases_by_ids, events_of, participants_of
+from mailcase.store.models import Case, CaseEvent, Message, Organisation
 
 
 def iso(instant: datetime | None) -> str | None:

@@ -8,14 +8,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from mailcase.store.engine import transaction
 from mailcase.domain import CaseKind, EventKind
-from mailcase.store.models import Case, CaseEvent, MaintenanceWindow, Product
 from mailcase.notify.statuspage import MasterInfo, WindowInfo, build_status_site
 from mailcase.store import maintenance as windows_store
+from mailcase.store.engine import transaction
+from mailcase.store.models import Case, CaseEvent, MaintenanceWindow, Product
 
 
 def window_info(window: MaintenanceWindow, products: Sequence[str]) -> WindowInfo:

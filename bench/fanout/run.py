@@ -88,18 +88,19 @@ def main() -> int:
     parser.add_argument("--database-url", default=None, help="an empty database to use instead of a temporary SQLite file")
     options = parser.parse_args()
 
-    from mailcase.desk import maintenance as desk_maintenance
+    from sqlmodel import func, select
+
     from mailcase.app import App
     from mailcase.clock import FixedClock
     from mailcase.config import load_config
-    from mailcase.store.engine import make_engine, transaction, upgrade_schema
+    from mailcase.desk import maintenance as desk_maintenance
     from mailcase.domain import MaintenanceKind, OutboxState
-    from mailcase.store.models import Outbox
     from mailcase.notify.outbox import deliver_due
     from mailcase.notify.render import Renderer
     from mailcase.notify.transport import SmtpTransport
     from mailcase.store.directory import import_directory, load_directory
-    from sqlmodel import func, select
+    from mailcase.store.engine import make_engine, transaction, upgrade_schema
+    from mailcase.store.models import Outbox
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, {platform.system()} {platform.release()}")

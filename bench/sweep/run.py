@@ -342,7 +342,6 @@ def due_count(engine: Any, now: datetime) -> int:
 
 def explain_due_query(engine: Any, now: datetime) -> list[str]:
     """The plan of the sweep's query (jobs.sweep_case_deadlines), as each engine runs it."""
-    import sqlalchemy as sa
     from sqlmodel import col, select
 
     from mailcase.store.models import Case
@@ -385,8 +384,8 @@ def measure_due(app: Any, expected: int) -> tuple[float, float, int]:
     from sqlmodel import Session, select
 
     from mailcase import daemon
-    from mailcase.store.models import Outbox
     from mailcase.notify.render import Renderer
+    from mailcase.store.models import Outbox
 
     app.clock.set(DUE_AT)
     started = time.perf_counter()
@@ -448,9 +447,9 @@ def run_engine(kind: str, options: argparse.Namespace) -> None:
     from mailcase.app import App
     from mailcase.clock import FixedClock
     from mailcase.config import load_config
+    from mailcase.store.directory import import_directory, load_directory
     from mailcase.store.engine import make_engine, transaction, upgrade_schema
     from mailcase.store.models import Organisation
-    from mailcase.store.directory import import_directory, load_directory
 
     print(f"\n== {kind} (load average {os.getloadavg()[0]:.1f}: other processes on these {os.cpu_count()} cores skew figures)")
     with tempfile.TemporaryDirectory(prefix="mailcase-sweep-") as workdir, Database(kind, Path(workdir)) as database:

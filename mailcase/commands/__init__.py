@@ -23,7 +23,7 @@ from mailcase.commands import (
 )
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     for module in (
         schema, config, directory, cases, attachments, mail, daemon, maintenance, subscriptions, status, oauth,
         retention, audit, backup,

@@ -18,7 +18,7 @@ from mailcase.store.engine import transaction
 from mailcase.store.models import Attachment
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("attachments", help="read the files customers and technicians attached to a case")
     group = parser.add_subparsers(dest="attachments_command", metavar="ACTION", required=True)
 

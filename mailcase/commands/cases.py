@@ -42,7 +42,7 @@ def _choice(enum: Any) -> Any:
     return convert
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("cases", help="list, show and change cases")
     group = parser.add_subparsers(dest="cases_command", metavar="ACTION", required=True)
 

@@ -34,7 +34,7 @@ def _products(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("maintenance", help="maintenance windows and their notices")
     group = parser.add_subparsers(dest="maintenance_command", metavar="ACTION", required=True)
 

@@ -21,7 +21,7 @@ from mailcase.store.engine import transaction
 from mailcase.store.models import Case
 
 
-def register_cases(group: "argparse._SubParsersAction[Any]") -> None:
+def register_cases(group: argparse._SubParsersAction[Any]) -> None:
     """Add `master create` to the `cases` sub-commands."""
     master = group.add_parser("master", help="P1G master cases: one problem affecting many organisations")
     actions = master.add_subparsers(dest="master_command", metavar="ACTION", required=True)

@@ -36,7 +36,7 @@ def _address(text: str) -> str:
     return cleaned
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("subscriptions", help="subscriptions to master cases and platforms")
     group = parser.add_subparsers(dest="subscriptions_command", metavar="ACTION", required=True)
 

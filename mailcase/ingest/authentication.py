@@ -19,7 +19,12 @@ import authres
 import dkim
 
 from mailcase.domain import MethodResult, SenderVerdict
-from mailcase.rules.authentication import PublicSuffixes, dmarc_verdict, organisational_domain, parse_dmarc_record
+from mailcase.rules.authentication import (
+    PublicSuffixes,
+    dmarc_verdict,
+    organisational_domain,
+    parse_dmarc_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +161,7 @@ def trusted_results(
             continue
         try:
             header = authres.AuthenticationResultsHeader.parse_value(value)
-        except Exception:  # noqa: BLE001 - a malformed header is no evidence
+        except Exception:
             continue
         ident = str(header.authserv_id or "").lower()
         if ident not in trusted:
@@ -240,7 +245,7 @@ def verify_dkim(raw: bytes, *, from_domain: str, resolver: TxtResolver, suffixes
             except dkim.DKIMException:
                 ok = False
             results.append(MethodResult("dkim", "pass" if ok else ("temperror" if temporary else "fail"), domain))
-    except Exception as error:  # noqa: BLE001 - hostile input: no evidence, not a crash
+    except Exception as error:
         log.info("DKIM check failed on malformed input: %s", type(error).__name__)
     if not results:
         results.append(MethodResult("dkim", "none"))

@@ -42,10 +42,15 @@ from sqlalchemy.engine import Engine
 
 from mailcase.clock import Clock
 from mailcase.config import ImapSettings
-from mailcase.store.engine import is_transient, release_advisory_lock, transaction, try_advisory_lock
 from mailcase.domain import Channel, RawMessage
 from mailcase.errors import ConfigError, MailcaseError, OAuthError, TransientError
 from mailcase.oauth.health import GREEN, RED, HealthBoard
+from mailcase.store.engine import (
+    is_transient,
+    release_advisory_lock,
+    transaction,
+    try_advisory_lock,
+)
 from mailcase.store.mailboxes import load_cursor, save_cursor
 
 Ingest = Callable[[RawMessage], object]

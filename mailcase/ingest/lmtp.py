@@ -11,6 +11,7 @@ recipients, in one transaction: every recipient gets the same reply, `250` after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import AnyStr
@@ -115,9 +116,7 @@ class LmtpListener:
             return True
         finished = await stop_smtp_server(server, self._handler, grace_seconds=self._grace_seconds)
         if self._settings.socket:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._settings.socket)
-            except FileNotFoundError:
-                pass
         return finished
 

@@ -20,22 +20,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, case, col, func, select
 
+from mailcase.config import Settings
 from mailcase.desk import cases, masters, notices, subscriptions
 from mailcase.desk.context import Desk
-from mailcase.config import Settings
-from mailcase.store.engine import sqlite_writer_turn, transaction
 from mailcase.domain import (
+    NO_VERDICT,
     AutoKind,
-    Channel,
     CaseKind,
     CaseStatus,
     CaseView,
+    Channel,
     Direction,
     EventKind,
     HeldState,
     InboundMessage,
     MethodResult,
-    NO_VERDICT,
     RawMessage,
     SenderPolicy,
     SenderVerdict,
@@ -47,19 +46,6 @@ from mailcase.ingest import authentication as evidence
 from mailcase.ingest.parse import UnparseableMessage, parse_message
 from mailcase.ingest.quotes import strip_known_quotes
 from mailcase.logs import ingest_fields
-from mailcase.store.models import (
-    Attachment,
-    AutoReplyLog,
-    Case,
-    Contact,
-    HeldMessage,
-    Message,
-    MessageAttachment,
-    Organisation,
-    Outbox,
-    RawMessageRecord,
-    Technician,
-)
 from mailcase.rules import admission, classify, tokens
 from mailcase.rules.authentication import Authentication, PublicSuffixes
 from mailcase.rules.businesstime import BusinessCalendar
@@ -82,14 +68,42 @@ from mailcase.rules.decide import (
     subject_key,
 )
 from mailcase.rules.lifecycle import Actor
-from mailcase.rules.sla import start_on_arrival
 from mailcase.rules.matching import Match, Matched, MatchRule, Unmatched, match_case, thread_ids
+from mailcase.rules.sla import start_on_arrival
 from mailcase.store.cases import (
-    add_event, add_events, add_participants, assign_next, case_by_id, case_by_number, case_view, cases_by_ids,
-    event_values, insert_case, participants_of,
+    add_event,
+    add_events,
+    add_participants,
+    assign_next,
+    case_by_id,
+    case_by_number,
+    case_view,
+    cases_by_ids,
+    event_values,
+    insert_case,
+    participants_of,
 )
 from mailcase.store.common import insert_or_ignore
-from mailcase.store.directory import ContactOrganisation, organisation_for_address, sender_view, sender_view_and_name
+from mailcase.store.directory import (
+    ContactOrganisation,
+    organisation_for_address,
+    sender_view,
+    sender_view_and_name,
+)
+from mailcase.store.engine import sqlite_writer_turn, transaction
+from mailcase.store.models import (
+    Attachment,
+    AutoReplyLog,
+    Case,
+    Contact,
+    HeldMessage,
+    Message,
+    MessageAttachment,
+    Organisation,
+    Outbox,
+    RawMessageRecord,
+    Technician,
+)
 from mailcase.store.outbox import record_bounce
 from mailcase.store.retention import keep_attachment
 

@@ -44,11 +44,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mailcase.config import Settings
-from mailcase.store.engine import is_transient, transaction
 from mailcase.domain import AutoKind, Direction, EventKind, OutboxState
 from mailcase.errors import TransientError
-from mailcase.store.models import CaseEvent, Message, Outbox
-from mailcase.notify.ics import invitation
 from mailcase.notify.compose import (
     AUTO_GENERATED,
     AUTO_REPLIED,
@@ -56,9 +53,12 @@ from mailcase.notify.compose import (
     OutgoingMail,
     compose,
 )
+from mailcase.notify.ics import invitation
 from mailcase.notify.render import Rendered, Renderer
 from mailcase.notify.transport import Envelope, SendOutcome, SendResult, Transport
 from mailcase.rules.tokens import reply_address, staff_reply_address
+from mailcase.store.engine import is_transient, transaction
+from mailcase.store.models import CaseEvent, Message, Outbox
 from mailcase.store.outbox import (
     REPLY_TOKEN_CASE_KEY,
     REPLY_TOKEN_STAFF_KEY,

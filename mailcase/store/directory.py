@@ -23,6 +23,14 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from mailcase.domain import Role, SenderView
+from mailcase.rules.directory_format import (
+    ContactEntry,
+    Directory,
+    OrganisationEntry,
+    ProductEntry,
+    TechnicianEntry,
+    load_directory,
+)
 from mailcase.store.models import (
     Contact,
     ContactRole,
@@ -32,14 +40,6 @@ from mailcase.store.models import (
     Technician,
 )
 from mailcase.store.technicians import active_in_team
-from mailcase.rules.directory_format import (
-    ContactEntry,
-    Directory,
-    OrganisationEntry,
-    ProductEntry,
-    TechnicianEntry,
-    load_directory,
-)
 
 __all__ = [
     "Directory",
@@ -616,7 +616,7 @@ def _normalise(address: str) -> str:
 def directory_listing(*, session: Session, organisation_key: str | None = None) -> list[dict[str, Any]]:
     """Organisations with their domains, products and contacts (each with its roles and whether
     it is an MPOC), for `mailcase directory list/show`; ordered by organisation id and email."""
-    from mailcase.store.models import ContactRole, OrganisationProduct, Product
+    from mailcase.store.models import OrganisationProduct, Product
 
     statement = select(Organisation).order_by(col(Organisation.key))
     if organisation_key is not None:

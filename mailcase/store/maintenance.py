@@ -20,6 +20,8 @@ from sqlmodel import Session, col, select
 
 from mailcase.domain import MaintenanceKind, MaintenanceStatus, OutboxState
 from mailcase.errors import UsageError
+from mailcase.rules.maintenance import PlannedWindow
+from mailcase.store.common import insert_or_ignore
 from mailcase.store.models import (
     Contact,
     MaintenanceProduct,
@@ -28,8 +30,6 @@ from mailcase.store.models import (
     Outbox,
     Product,
 )
-from mailcase.rules.maintenance import PlannedWindow
-from mailcase.store.common import insert_or_ignore
 
 __all__ = [
     "ToldRecipient",

@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-26 00:27:15.085545
 """
 
@@ -12,7 +12,6 @@ import sqlmodel
 from alembic import op
 
 import mailcase.store.models
-
 
 revision = '0001'
 down_revision = None

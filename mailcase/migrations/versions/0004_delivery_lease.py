@@ -20,7 +20,6 @@ from alembic import op
 
 import mailcase.store.models
 
-
 revision = '0004'
 down_revision = "0002_sender_verdict"
 branch_labels = None
