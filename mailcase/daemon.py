@@ -19,11 +19,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mailcase import jobs, systemd
 from mailcase.app import App, build_app
@@ -32,7 +34,8 @@ from mailcase.config import Settings
 from mailcase.errors import MailcaseError, TransientError
 from mailcase.ingest.imap import CONNECTION_ERRORS, MailboxLoginFailed
 from mailcase.ingest.lmtp import LmtpHandler, LmtpListener
-from mailcase.ingest.smtp import SmtpListener, SupportHandler
+from mailcase.ingest.pipeline import Pipeline
+from mailcase.ingest.smtp import Ingest, SmtpListener, SupportHandler
 from mailcase.jobs import SweepReport
 from mailcase.logs import configure_logging, reopen_log_files
 from mailcase.logs import formatter as log_formatter
@@ -40,6 +43,17 @@ from mailcase.notify.outbox import DeliveryReport, deliver_due
 from mailcase.status import build_status
 
 log = logging.getLogger(__name__)
+
+
+class Scheduler(Protocol):
+    """The part of APScheduler 3's BackgroundScheduler the daemon uses (the library ships no types)."""
+
+    def add_job(
+        self, func: Callable[[], object], trigger: str, *, id: str, next_run_time: datetime,
+        seconds: float = 0, hours: float = 0,
+    ) -> object: ...
+    def start(self) -> None: ...
+    def shutdown(self, wait: bool = True) -> None: ...
 
 INGEST_WORKERS = 4
 """Threads running the ingest pipeline on PostgreSQL, where they overlap their network waits."""
@@ -161,7 +175,7 @@ class Daemon:
         self.failed = True
         self.stop_event.set()
 
-    def _start_pollers(self, pipeline: Any) -> list[threading.Thread]:
+    def _start_pollers(self, pipeline: Pipeline) -> list[threading.Thread]:
         threads = []
         for box in self.app.settings.imap:
             poller = self.app.mailbox_poller(
@@ -175,12 +189,12 @@ class Daemon:
             threads.append(thread)
         return threads
 
-    def _start_scheduler(self) -> Any:
+    def _start_scheduler(self) -> Scheduler:
         # Loaded here, not at import: only `serve` runs a scheduler; every other command stays lighter.
         from apscheduler.schedulers.background import BackgroundScheduler
 
         app, scheduling = self.app, self.app.settings.scheduler
-        scheduler = BackgroundScheduler(
+        scheduler: Scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": scheduling.misfire_grace_seconds},
             timezone="UTC",
         )
@@ -208,7 +222,7 @@ PURGE_FIRST_DELAY_MINUTES = 10
 """The daily retention purge starts this long after serve does, out of the way of a restart's catch-up."""
 
 
-def _add_operations_jobs(scheduler: Any, app: App) -> None:
+def _add_operations_jobs(scheduler: Scheduler, app: App) -> None:
     """The retention purge, daily; and WATCHDOG=1 pings when the unit asks for them (WatchdogSec=), from a
     scheduler job, so a scheduler that stops running jobs gets the daemon restarted."""
     from datetime import timedelta
@@ -230,14 +244,14 @@ def _ingest_executor(app: App) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
 
 
-async def _start_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor, *, reuse_port: bool) -> Any:
+async def _start_listener(app: App, pipeline: Ingest, executor: ThreadPoolExecutor, *, reuse_port: bool) -> SmtpListener:
     handler = SupportHandler(app.settings.smtp, pipeline, app.clock, executor)
     listener = SmtpListener(app.settings.smtp, handler, reuse_port=reuse_port)
     await listener.start()
     return listener
 
 
-async def _start_lmtp_listener(app: App, pipeline: Any, executor: ThreadPoolExecutor) -> Any:
+async def _start_lmtp_listener(app: App, pipeline: Ingest, executor: ThreadPoolExecutor) -> LmtpListener:
     handler = LmtpHandler(app.settings.smtp, pipeline, app.clock, executor)
     listener = LmtpListener(app.settings.lmtp, app.settings.smtp, handler)
     await listener.start()
@@ -270,20 +284,20 @@ class _WorkerSupervisor:
     """Runs SMTP worker `index` in its own process ('spawn': a fresh interpreter, no inherited threads or
     connections) with the parent's exact settings; restarts it when it dies, within a RestartBudget."""
 
-    def __init__(self, index: int, settings: Settings, clock: Clock, on_failure: Any) -> None:
+    def __init__(self, index: int, settings: Settings, clock: Clock, on_failure: Callable[[], None]) -> None:
         self.index = index
         self.settings = settings
         self.clock = clock
         self.on_failure = on_failure
         self.budget = RestartBudget()
-        self.process: Any = None
+        self.process: BaseProcess | None = None
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._supervise(), name=f"smtp-worker-{self.index}")
 
-    def _spawn(self) -> Any:
+    def _spawn(self) -> BaseProcess:
         context = multiprocessing.get_context("spawn")
         process = context.Process(
             target=run_smtp_worker,
@@ -297,21 +311,21 @@ class _WorkerSupervisor:
 
     async def _supervise(self) -> None:
         while not self.stopping:
-            self.process = self._spawn()
-            await _exited(self.process)
+            process = self.process = self._spawn()
+            await _exited(process)
             if self.stopping:
                 return
-            code = self.process.exitcode
+            code = process.exitcode
             if not self.budget.allow(time.monotonic()):
                 log.error(
                     "SMTP worker %d (pid %d) exited with status %s, its %d restarts in %.0f s are used up: "
                     "stopping the daemon",
-                    self.index, self.process.pid, _status(code), self.budget.limit, self.budget.window,
+                    self.index, process.pid, _status(code), self.budget.limit, self.budget.window,
                 )
                 self.on_failure()
                 return
             log.error("SMTP worker %d (pid %d) exited with status %s; restarting it",
-                      self.index, self.process.pid, _status(code))
+                      self.index, process.pid, _status(code))
 
     def signal(self, number: int) -> None:
         process = self.process
@@ -331,9 +345,10 @@ class _WorkerSupervisor:
                 await asyncio.wait_for(asyncio.shield(self.task), WORKER_STOP_SECONDS)
             except TimeoutError:
                 process = self.process
-                log.error("SMTP worker %d (pid %d) did not stop within %.0f s; killed",
-                          self.index, process.pid, WORKER_STOP_SECONDS)
-                process.kill()
+                if process is not None:
+                    log.error("SMTP worker %d (pid %d) did not stop within %.0f s; killed",
+                              self.index, process.pid, WORKER_STOP_SECONDS)
+                    process.kill()
                 await self.task
                 return False
         process = self.process
@@ -346,7 +361,7 @@ class _WorkerSupervisor:
         return True
 
 
-async def _exited(process: Any) -> None:
+async def _exited(process: BaseProcess) -> None:
     """Wait, without a thread, until `process` has exited (its sentinel becomes readable)."""
     if process.exitcode is not None:
         return
@@ -449,13 +464,11 @@ def build_status_page(app: App, out_dir: Path, *, now: datetime) -> list[Path]:
     )
 
 
-def _now() -> Any:
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)  # APScheduler's own trigger time, not a business instant
 
 
-def _guarded(name: str, job: Any) -> None:
+def _guarded(name: str, job: Callable[[], object]) -> None:
     """A failing job logs and waits for its next turn; it never stops the daemon."""
     try:
         job()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from mailcase.app import App
@@ -21,18 +23,18 @@ from mailcase.errors import UsageError
 from mailcase.present import case_detail_json, case_line, case_text, cases_json, iso, local
 from mailcase.store.cases import list_cases, store_attachment
 from mailcase.store.engine import transaction
-from mailcase.store.models import Technician
+from mailcase.store.models import Case, Technician
 
 NUMBER_HELP = "the case number (00001042 or 1042)"
 
 
-def _names(enum: Any) -> str:
+def _names(enum: type[StrEnum]) -> str:
     """The machine names an option accepts, for its help text."""
     return ", ".join(m.value for m in enum)
 
 
-def _choice(enum: Any) -> Any:
-    def convert(text: str) -> Any:
+def _choice(enum: type[StrEnum]) -> Callable[[str], StrEnum]:
+    def convert(text: str) -> StrEnum:
         try:
             return enum(text if enum is not Priority else text.upper())
         except ValueError:
@@ -195,7 +197,7 @@ def _changes(args: argparse.Namespace) -> str:
                     for name, value in asked if value is not None)
 
 
-def _drop_unchanged(args: argparse.Namespace, case: Any) -> list[str]:
+def _drop_unchanged(args: argparse.Namespace, case: Case) -> list[str]:
     """Clear the requested values that the case already has; what each was, for the message."""
     unchanged = []
     if args.priority is not None and str(args.priority) == str(case.priority):
@@ -295,7 +297,7 @@ def run_sla(app: App, args: argparse.Namespace) -> int:
     with transaction(app.engine) as session:
         case = find_case(session, args.number)
         deadlines = app.planner.deadlines(session, case, now)
-    rows = [
+    rows: list[dict[str, Any]] = [  # the JSON document's rows
         {
             "name": d.name.value,
             "display": d.name.display,

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session
+
 from mailcase.app import App
 from mailcase.commands.acting import acting, add_by, audit
 from mailcase.commands.arguments import case_number as _case_number
@@ -19,6 +21,7 @@ from mailcase.present import local, size_text
 from mailcase.store.cases import cases_by_ids
 from mailcase.store.engine import transaction
 from mailcase.store.held import held_by_id, held_for_review, held_messages, inbound_records, raw_of
+from mailcase.store.models import HeldMessage, Outbox, RawMessageRecord
 from mailcase.store.outbox import outbox_rows, requeue_failed
 from mailcase.trace import trace_message
 
@@ -139,7 +142,7 @@ def run_ingest(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-def held_json(held: Any) -> dict[str, Any]:
+def held_json(held: HeldMessage) -> dict[str, Any]:
     return {
         "id": held.id,
         "from": held.from_address,
@@ -163,7 +166,7 @@ def run_held_list(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-def _held(session: Any, held_id: int) -> Any:
+def _held(session: Session, held_id: int) -> HeldMessage:
     held = held_for_review(session=session, held_id=held_id)
     if held is None:
         raise UsageError(f"no held message #{held_id}")
@@ -256,7 +259,7 @@ def run_outbox_retry(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-def outbox_json(row: Any) -> dict[str, Any]:
+def outbox_json(row: Outbox) -> dict[str, Any]:
     return {
         "id": row.id,
         "kind": row.kind,
@@ -281,11 +284,11 @@ def outbox_json(row: Any) -> dict[str, Any]:
     }
 
 
-def _padded_case(number: Any) -> str | None:
-    return format_case_number(int(number)) if isinstance(number, int) else number
+def _padded_case(number: object) -> str | None:
+    return format_case_number(number) if isinstance(number, int) else (number if isinstance(number, str) else None)
 
 
-def held_detail_json(held: Any, raw: Any) -> dict[str, Any]:
+def held_detail_json(held: HeldMessage, raw: RawMessageRecord | None) -> dict[str, Any]:
     """`held show --json`: the held row, the envelope, the parsed headers, text and attachments."""
 
     data = held_json(held) | {
@@ -298,8 +301,10 @@ def held_detail_json(held: Any, raw: Any) -> dict[str, Any]:
     # Not at the top: mail-parser loads only for the commands that read a message.
     from mailcase.ingest.parse import UnparseableMessage, parse_message
 
+    if raw is None:
+        return data | {"headers": {}, "text": "", "attachments": [], "defects": []}
     try:
-        message = parse_message(bytes(raw.data)) if raw is not None else None
+        message = parse_message(bytes(raw.data))
     except UnparseableMessage as exc:
         head = bytes(raw.data[:2000]).decode("utf-8", "replace")
         return data | {"headers": {}, "text": head, "attachments": [], "defects": [f"unparseable: {exc.reason}"]}
@@ -407,5 +412,5 @@ def run_inbound_list(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-def _case_numbers(session: Any, ids: set[int]) -> dict[int, str]:
+def _case_numbers(session: Session, ids: set[int]) -> dict[int, str]:
     return {case_id: format_case_number(case.number) for case_id, case in cases_by_ids(session=session, ids=ids).items()}

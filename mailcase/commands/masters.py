@@ -4,6 +4,7 @@ the master-case parts of the `cases` group, registered by `commands.cases`."""
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
@@ -67,7 +68,7 @@ def run_create(app: App, args: argparse.Namespace) -> int:
 
 
 def after_update(
-    app: App, session: Session, case: Case, args: argparse.Namespace, *, now: Any, author: str
+    app: App, session: Session, case: Case, args: argparse.Namespace, *, now: datetime, author: str
 ) -> list[str]:
     """Called by `cases update` after its changes: a master case just closed tells its followers and
     closes (with --close-linked) or lists (offers) its open linked cases. Returns lines to print."""

@@ -48,7 +48,7 @@ class _SupportLMTP(LMTP, _SupportSMTP):
         # A size refusal during DATA is also owed once per recipient (RFC 2033 §4.2).
         if self.in_data and isinstance(status, str) and status.startswith("552 ") and self.envelope is not None:
             count = max(1, len(self.envelope.rcpt_tos))
-            await super().push("\r\n".join([REPLY_TOO_BIG] * count))  # type: ignore[arg-type]
+            await super().push("\r\n".join([REPLY_TOO_BIG] * count))
             return
         await super().push(status)
 
