@@ -120,12 +120,12 @@ def main() -> int:
         app = App(settings=settings, engine=engine, clock=FixedClock(now))
         start = datetime(2026, 12, 19, 5, 0, tzinfo=UTC)
         with transaction(engine) as session:
-            window = desk_maintenance.add_window(
+            desk_maintenance.add_window(
                 session, app.desk(), kind=MaintenanceKind.SCHEDULED, start=start, end=start + timedelta(hours=6),
                 products=list(PRODUCTS), description="Monthly patching of the voice platform.",
                 justification="Keeps the platform on supported software.", now=now,
             )
-        app.secret  # generated once, outside the measurement
+        _ = app.secret  # generated once, outside the measurement
         due = start - timedelta(days=7)
 
         started = time.perf_counter()

@@ -276,11 +276,12 @@ def bulk_insert(engine: Any, rows: Iterator[dict[str, Any]]) -> int:
     try:
         if engine.dialect.name == "postgresql":
             driver = raw.driver_connection
-            with driver.cursor() as cursor:
-                with cursor.copy(f"COPY support_case ({', '.join(CASE_COLUMNS)}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(tuple(row[c] for c in CASE_COLUMNS))
-                        count += 1
+            with driver.cursor() as cursor, cursor.copy(
+                f"COPY support_case ({', '.join(CASE_COLUMNS)}) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    copy.write_row(tuple(row[c] for c in CASE_COLUMNS))
+                    count += 1
             driver.commit()
         else:
             statement = f"INSERT INTO support_case ({', '.join(CASE_COLUMNS)}) VALUES ({', '.join('?' * len(CASE_COLUMNS))})"
