@@ -14,7 +14,7 @@ from mailcase.commands.arguments import case_number as _number
 from mailcase.commands.arguments import instant as _instant
 from mailcase.commands.masters import add_close_linked, after_update
 from mailcase.commands.masters import register_cases as register_master_cases
-from mailcase.commands.output import emit_json
+from mailcase.commands.output import emit, emit_json, emit_rows
 from mailcase.desk import cases as casework
 from mailcase.desk import masters
 from mailcase.desk.cases import find_case
@@ -113,14 +113,8 @@ def run_list(app: App, args: argparse.Namespace) -> int:
                 limit=max(args.limit, 0),
             ),
         )
-    if args.json:
-        emit_json(rows)
-    else:
-        for row in rows:
-            print(case_line(row, app.settings.business.timezone))
-        if not rows:
-            print("no cases")
-    return 0
+    zone = app.settings.business.timezone
+    return emit_rows(rows, as_json=args.json, line=lambda row: case_line(row, zone), empty="no cases")
 
 
 def run_show(app: App, args: argparse.Namespace) -> int:
@@ -178,10 +172,8 @@ def run_update(app: App, args: argparse.Namespace) -> int:
               summary=_changes(args))
         session.flush()
         data = case_detail_json(session, case)
-    if args.json:
-        emit_json(data)
-    else:
-        print(f"case {data['number']}: {data['status']} {data['priority']} assignee {data['assignee'] or '-'}")
+    emit(data, as_json=args.json,
+         text=f"case {data['number']}: {data['status']} {data['priority']} assignee {data['assignee'] or '-'}")
     for line in master_lines:
         print(line, file=sys.stderr if args.json else sys.stdout)
     return 0

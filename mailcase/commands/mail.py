@@ -13,7 +13,7 @@ from mailcase.app import App
 from mailcase.commands.acting import acting, add_by, audit
 from mailcase.commands.arguments import case_number as _case_number
 from mailcase.commands.arguments import instant as _instant
-from mailcase.commands.output import emit_json
+from mailcase.commands.output import emit_json, emit_rows
 from mailcase.desk.cases import find_case
 from mailcase.domain import Channel, HeldState, OutboxState, RawMessage, format_case_number
 from mailcase.errors import UsageError
@@ -156,14 +156,12 @@ def held_json(held: HeldMessage) -> dict[str, Any]:
 def run_held_list(app: App, args: argparse.Namespace) -> int:
     with transaction(app.engine) as session:
         rows = [held_json(h) for h in held_messages(session=session, state=None if args.all else HeldState.HELD)]
-    if args.json:
-        emit_json(rows)
-    else:
-        for row in rows:
-            print(f"#{row['id']:<5} {row['received_at'][:16]}  {row['from'] or '-':<32} {row['subject'][:50]!r}  {row['reason']}")
-        if not rows:
-            print("no held messages")
-    return 0
+    return emit_rows(
+        rows,
+        as_json=args.json,
+        line=lambda row: f"#{row['id']:<5} {row['received_at'][:16]}  {row['from'] or '-':<32} {row['subject'][:50]!r}  {row['reason']}",
+        empty="no held messages",
+    )
 
 
 def _held(session: Session, held_id: int) -> HeldMessage:
@@ -233,14 +231,12 @@ def run_outbox_list(app: App, args: argparse.Namespace) -> int:
     with transaction(app.engine) as session:
         limit = args.limit if args.limit > 0 else None
         rows = [outbox_json(r) for r in outbox_rows(session=session, state=args.state, limit=limit)]
-    if args.json:
-        emit_json(rows)
-    else:
-        for row in rows:
-            print(f"#{row['id']:<6} {row['state']:<9} {row['kind']:<28} {', '.join(row['recipients'])[:40]:<40} {row['case_subject']}")
-        if not rows:
-            print("outbox is empty")
-    return 0
+    return emit_rows(
+        rows,
+        as_json=args.json,
+        line=lambda row: f"#{row['id']:<6} {row['state']:<9} {row['kind']:<28} {', '.join(row['recipients'])[:40]:<40} {row['case_subject']}",
+        empty="outbox is empty",
+    )
 
 
 def run_outbox_retry(app: App, args: argparse.Namespace) -> int:
@@ -398,18 +394,16 @@ def run_inbound_list(app: App, args: argparse.Namespace) -> int:
                     "case": case_numbers.get(record.case_id) if record.case_id else None,
                 }
             )
-    if args.json:
-        emit_json(rows)
-        return 0
     zone = app.settings.business.timezone
-    for row in rows:
-        print(
+    return emit_rows(
+        rows,
+        as_json=args.json,
+        line=lambda row: (
             f"#{row['raw_id']:<6} {local(row['received_at'], zone)}  {row['decision'] or '-':<20} "
             f"{row['case'] or '-':<9} {row['from'] or '-':<30} {row['subject'][:50]!r}  {row['reason']}"
-        )
-    if not rows:
-        print("no inbound messages")
-    return 0
+        ),
+        empty="no inbound messages",
+    )
 
 
 def _case_numbers(session: Session, ids: set[int]) -> dict[int, str]:

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from mailcase.app import App
 from mailcase.commands.acting import acting, add_by, audit
 from mailcase.commands.arguments import case_number as _number
-from mailcase.commands.output import emit_json
+from mailcase.commands.output import emit
 from mailcase.desk import masters
 from mailcase.desk.cases import find_case
 from mailcase.domain import CaseKind, CaseStatus, format_case_number
@@ -60,10 +60,7 @@ def run_create(app: App, args: argparse.Namespace) -> int:
         audit(app, session, args, "cases master create", case_id=case.id, target=f"case {case.number:08d}",
               summary=f"master case for {args.platform}")
         data = case_detail_json(session, case)
-    if args.json:
-        emit_json(data)
-    else:
-        print(f"master case {data['number']} (P1G) opened for {data['platform']}: {data['subject']}")
+    emit(data, as_json=args.json, text=f"master case {data['number']} (P1G) opened for {data['platform']}: {data['subject']}")
     return 0
 
 
