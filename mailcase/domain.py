@@ -155,6 +155,15 @@ def format_case_number(number: int) -> str:
     return f"{number:08d}"
 
 
+def format_size(size: int) -> str:
+    """A byte count as people read it, in notices and on the CLI: 512 B, 14.2 KB, 3.1 MB."""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
 def parse_case_number(text: str) -> int:
     """Accept `1042`, `00001042` or `#00001042`; raise ValueError otherwise."""
     cleaned = text.strip().lstrip("#")

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
-from mailcase.domain import format_case_number
+from mailcase.domain import format_case_number, format_size
 from mailcase.store.cases import cases_by_ids, events_of, participants_of
 from mailcase.store.models import Case, CaseEvent, Message, Organisation
 
@@ -184,15 +184,6 @@ def attachments_of(session: Session, message_ids: Sequence[int]) -> dict[int, li
     return result
 
 
-def size_text(size: int) -> str:
-    """A size as people read it: 512 B, 14.2 KB, 3.1 MB."""
-    if size < 1024:
-        return f"{size} B"
-    if size < 1024 * 1024:
-        return f"{size / 1024:.1f} KB"
-    return f"{size / (1024 * 1024):.1f} MB"
-
-
 def local(instant: str | None, timezone: str) -> str:
     if not instant:
         return "-"
@@ -251,6 +242,6 @@ def case_text(data: dict[str, Any], timezone: str) -> str:
             inline = ", inline" if attachment["inline"] else ""
             lines.append(
                 f"      [attachment: {attachment['filename']} ({attachment['content_type']}, "
-                f"{size_text(attachment['size'])}{inline}) sha256 {attachment['sha256'][:12]}]"
+                f"{format_size(attachment['size'])}{inline}) sha256 {attachment['sha256'][:12]}]"
             )
     return "\n".join(lines)

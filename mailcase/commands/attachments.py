@@ -11,8 +11,9 @@ from mailcase.app import App
 from mailcase.commands.arguments import case_number as _number
 from mailcase.commands.output import emit_rows
 from mailcase.desk.cases import find_case
+from mailcase.domain import format_size
 from mailcase.errors import UsageError
-from mailcase.present import iso, local, size_text
+from mailcase.present import iso, local
 from mailcase.store.cases import attachment_data, attachments_of_case
 from mailcase.store.engine import transaction
 from mailcase.store.models import Attachment
@@ -65,7 +66,7 @@ def run_list(app: App, args: argparse.Namespace) -> int:
         _rows(app, args.case),
         as_json=args.json,
         line=lambda row: (
-            f"{row['sha256'][:12]}  {size_text(row['size']):>9}  {row['content_type']:<28} "
+            f"{row['sha256'][:12]}  {format_size(row['size']):>9}  {row['content_type']:<28} "
             f"{local(row['received_at'], zone)}  {row['from']}  {row['filename']}"
         ),
         empty="no attachments",

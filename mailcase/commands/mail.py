@@ -15,9 +15,16 @@ from mailcase.commands.arguments import case_number as _case_number
 from mailcase.commands.arguments import instant as _instant
 from mailcase.commands.output import emit_json, emit_rows
 from mailcase.desk.cases import find_case
-from mailcase.domain import Channel, HeldState, OutboxState, RawMessage, format_case_number
+from mailcase.domain import (
+    Channel,
+    HeldState,
+    OutboxState,
+    RawMessage,
+    format_case_number,
+    format_size,
+)
 from mailcase.errors import UsageError
-from mailcase.present import local, size_text
+from mailcase.present import local
 from mailcase.store.cases import cases_by_ids
 from mailcase.store.engine import transaction
 from mailcase.store.held import held_by_id, held_for_review, held_messages, inbound_records, raw_of
@@ -345,7 +352,7 @@ def run_held_show(app: App, args: argparse.Namespace) -> int:
         if value:
             print(f"  {key.replace('_', '-') + ':':<12}{value}")
     for attachment in data["attachments"]:
-        print(f"  attachment: {attachment['filename']} ({attachment['content_type']}, {size_text(attachment['size'])})")
+        print(f"  attachment: {attachment['filename']} ({attachment['content_type']}, {format_size(attachment['size'])})")
     print("")
     for line in (data["text"] or "").strip().splitlines():
         print(f"  {line}")
