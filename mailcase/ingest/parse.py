@@ -48,7 +48,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
-from typing import Any
+from typing import Any, Protocol
 
 import charset_normalizer
 import inscriptis
@@ -280,13 +280,25 @@ def _fed_tree(data: bytes) -> Message:
     return parser.close()
 
 
-def _build_tree(data: bytes, defects: list[str]) -> tuple[Message, Any]:
+class MailParserResult(Protocol):
+    """What is read of a `mailparser.MailParser` (mail-parser ships no types): the stdlib tree
+    it built and the bodies it decoded."""
+
+    @property
+    def message(self) -> Message | None: ...
+    @property
+    def text_plain(self) -> list[str]: ...
+    @property
+    def text_html(self) -> list[str]: ...
+
+
+def _build_tree(data: bytes, defects: list[str]) -> tuple[Message, MailParserResult | None]:
     """(root part, the mail-parser result or None) with the fallbacks of the module docstring."""
     try:
         # mail-parser gets a tree fed in pieces (below) instead of the bytes: its
         # `parse_from_bytes` parses the message as one string, whose StringIO copy costs about
         # 8x the message at once (194 MB for 25 MB; bench/ingest); the tree is the same.
-        parsed = mailparser.MailParser(_fed_tree(data))
+        parsed: MailParserResult = mailparser.MailParser(_fed_tree(data))
     except Exception as exc:
         defects.append(f"parser-fallback:stdlib ({type(exc).__name__})")
         log.info("mail-parser gave up (%s); using the stdlib parser", type(exc).__name__)
@@ -305,7 +317,7 @@ def _build_tree(data: bytes, defects: list[str]) -> tuple[Message, Any]:
     return message, None
 
 
-def _mail_parser_text(parsed: Any) -> str:
+def _mail_parser_text(parsed: MailParserResult) -> str:
     plain = [t for t in getattr(parsed, "text_plain", []) or [] if isinstance(t, str) and t.strip()]
     if plain:
         return _tidy("\n\n".join(plain))
