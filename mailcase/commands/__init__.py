@@ -1,4 +1,9 @@
-"""The CLI's command groups; each module registers its sub-commands and keeps its handlers thin."""
+"""The CLI's command groups; each module registers its sub-commands and keeps its handlers thin.
+
+Layer: just below `cli` (which never is imported back), above everything else: a handler gets
+the `App` from `cli`, opens the transaction and calls the desk, the store's readers, `present`
+or `trace` for what it prints (`output` prints it).
+"""
 
 from __future__ import annotations
 
