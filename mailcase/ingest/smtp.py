@@ -21,6 +21,7 @@ import asyncio
 import collections
 import errno
 import logging
+import socket
 import ssl
 from collections.abc import Mapping
 from concurrent.futures import Executor
@@ -427,8 +428,8 @@ class SupportHandler:
         for connection in list(self._connections):
             if not connection.in_data:
                 connection.close_for_shutdown()
-        pending = set(self._transactions) | set(self._ingests)
-        unfinished: set[Any] = set()
+        pending: set[asyncio.Future[None] | asyncio.Task[str]] = set(self._transactions) | set(self._ingests)
+        unfinished: set[asyncio.Future[None] | asyncio.Task[str]] = set()
         if pending:
             log.info("SMTP stop: waiting for %d in-flight transaction(s)", len(pending))
             _done, unfinished = await asyncio.wait(pending, timeout=grace_seconds)
@@ -783,7 +784,7 @@ async def stop_smtp_server(
     return finished
 
 
-def _socket_name(sock: Any) -> str:
+def _socket_name(sock: socket.socket) -> str:
     name = sock.getsockname()
     return f"{name[0]}:{name[1]}"
 

@@ -70,7 +70,7 @@ def send(
         for recipient in recipients:
             code, reply = client.rcpt(recipient)
             assert code == 250, reply
-        code, _reply = client.data(wire(mail))
+        code, reply = client.data(wire(mail))
         return code, reply.decode()
 
 
