@@ -233,7 +233,7 @@ def _add_operations_jobs(scheduler: Scheduler, app: App) -> None:
     if interval is not None:
         scheduler.add_job(systemd.watchdog_ping, "interval", seconds=interval, id="watchdog", next_run_time=_now())
     scheduler.add_job(
-        lambda: _guarded("retention purge", lambda: purge(app, app.clock.now(), actor="mailcase serve (daily purge)")),
+        lambda: _guarded("retention purge", lambda: purge(app.engine, app.settings, app.clock.now(), actor="mailcase serve (daily purge)")),
         "interval", hours=PURGE_INTERVAL_HOURS, id="purge",
         next_run_time=_now() + timedelta(minutes=PURGE_FIRST_DELAY_MINUTES),
     )

@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from mailcase.app import App
+from sqlalchemy.engine import Engine
+
+from mailcase.config import Settings
 from mailcase.store.audit import record_action
 from mailcase.store.engine import sqlite_writer_turn, transaction
 from mailcase.store.retention import (
@@ -25,18 +27,18 @@ BATCH = 500
 """Rows per transaction: a year of mail is purged without holding SQLite's write lock for long."""
 
 
-def purge(app: App, now: datetime, *, actor: str, dry_run: bool = False) -> PurgeCounts:
+def purge(engine: Engine, settings: Settings, now: datetime, *, actor: str, dry_run: bool = False) -> PurgeCounts:
     """Purge what `[retention]` says is past its window as of `now`; with `dry_run`, only count.
 
     Rules, in order: held messages still held past `held_days` (with a digest address, only a week
     or more after the digest named them); raw bytes past `raw_days` (not of messages still held);
     attachment bodies whose every message is past `raw_days`. Records one audit entry by `actor`.
     """
-    settings = app.settings.retention
-    raw_before, held_before = cutoffs(now, raw_days=settings.raw_days, held_days=settings.held_days)
-    warned_by = now - timedelta(days=WARNING_DAYS) if app.settings.held.digest_address else None
+    retention = settings.retention
+    raw_before, held_before = cutoffs(now, raw_days=retention.raw_days, held_days=retention.held_days)
+    warned_by = now - timedelta(days=WARNING_DAYS) if settings.held.digest_address else None
     if dry_run:
-        with transaction(app.engine) as session:
+        with transaction(engine) as session:
             return (
                 purge_held(session=session, now=now, received_before=held_before, warned_by=warned_by,
                            actor=actor, limit=None, dry_run=True)
@@ -46,7 +48,7 @@ def purge(app: App, now: datetime, *, actor: str, dry_run: bool = False) -> Purg
     total = PurgeCounts()
     for step in ("held", "raw", "attachments"):
         while True:
-            with sqlite_writer_turn(app.engine), transaction(app.engine) as session:
+            with sqlite_writer_turn(engine), transaction(engine) as session:
                 if step == "held":
                     done = purge_held(session=session, now=now, received_before=held_before, warned_by=warned_by,
                                       actor=actor, limit=BATCH)
@@ -60,7 +62,7 @@ def purge(app: App, now: datetime, *, actor: str, dry_run: bool = False) -> Purg
             total += done
             if rows < BATCH:
                 break
-    with transaction(app.engine) as session:
+    with transaction(engine) as session:
         record_action(session=session, at=now, actor=actor, action="purge", summary=describe(total))
     if total.total:
         # Never silent: what went, in the log as in the audit ledger.

@@ -42,7 +42,7 @@ def run_purge(app: App, args: argparse.Namespace) -> int:
     from mailcase.commands.output import emit_json
     from mailcase.retention import describe, purge
 
-    counts = purge(app, app.clock.now(), actor=acting(args), dry_run=args.dry_run)
+    counts = purge(app.engine, app.settings, app.clock.now(), actor=acting(args), dry_run=args.dry_run)
     if args.json:
         emit_json({
             "dry_run": args.dry_run, "held": counts.held, "raw_messages": counts.raw_messages,
