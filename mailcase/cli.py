@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from mailcase import commands
 from mailcase.app import App, build_app
@@ -64,17 +64,21 @@ Handler = Callable[[App, argparse.Namespace], int]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the exit status (75) and the one-line stderr an MTA's pipe needs for `ingest`."""
+    """argparse whose usage errors can be what an MTA's pipe needs for `ingest` (see `terse`)."""
 
-    def __init__(self, *args: Any, terse: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.terse = terse
+    terse = False
 
     def error(self, message: str) -> NoReturn:
         if not self.terse:
             super().error(message)
         print(f"mailcase: usage error: {message}", file=sys.stderr)
         raise SystemExit(EX_TEMPFAIL)
+
+
+class _TerseParser(_Parser):
+    """Usage errors are one stderr line and exit status 75 (EX_TEMPFAIL): the MTA retries."""
+
+    terse = True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,14 +224,12 @@ def _config_file(path: str) -> Path | None:
 
 def build_parser(*, terse: bool = False) -> argparse.ArgumentParser:
     """`terse`: usage errors are one stderr line and exit EX_TEMPFAIL (for `ingest`)."""
-    import functools
-
-    parser = _Parser(
+    parser_class = _TerseParser if terse else _Parser
+    parser = parser_class(
         prog="mailcase",
         description="Email-to-case daemon for a 24x7 support desk.",
         epilog=EXIT_STATUS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        terse=terse,
     )
     parser.add_argument("--version", action="version", version=f"mailcase {package_version()}")
     parser.add_argument(
@@ -243,7 +245,7 @@ def build_parser(*, terse: bool = False) -> argparse.ArgumentParser:
         "it changes what is due, not what is done: `tick --now` really sends and closes",
     )
     sub = parser.add_subparsers(
-        dest="command", metavar="COMMAND", parser_class=functools.partial(_Parser, terse=terse)
+        dest="command", metavar="COMMAND", parser_class=parser_class
     )
     commands.register(sub)
     _describe_json_options(parser)

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailcase.domain import BusinessCalendarSpec, Priority
 from mailcase.errors import ConfigError
+from mailcase.rules.sla import DEFAULT_TARGETS, TARGET_FIELDS, Target
 
 ENV_PREFIX = "MAILCASE_"
 
@@ -186,34 +187,6 @@ class BusinessSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class SlaSettings:
-    """One priority's targets. Minutes are wall-clock; business days follow [business]."""
-
-    response_minutes: int = 0
-    response_business_days: int = 0
-    update_minutes: int = 0
-    update_business_days: int = 0
-    resolution_minutes: int = 0
-    resolution_business_days: int = 0
-    reminder_lead_minutes: int = 0
-
-
-DEFAULT_SLA: dict[str, SlaSettings] = {
-    "P1": SlaSettings(response_minutes=15, update_minutes=60, reminder_lead_minutes=5),
-    "P2": SlaSettings(response_minutes=30, update_minutes=120, reminder_lead_minutes=10),
-    "P3": SlaSettings(response_minutes=240, update_business_days=1, reminder_lead_minutes=60),
-    "P4": SlaSettings(response_business_days=1, update_business_days=2, reminder_lead_minutes=240),
-    "P1G": SlaSettings(response_minutes=15, update_minutes=60, reminder_lead_minutes=5),
-    "macd_standard": SlaSettings(
-        response_business_days=1, resolution_business_days=2, reminder_lead_minutes=240
-    ),
-    "macd_expedited": SlaSettings(
-        response_minutes=240, resolution_business_days=1, reminder_lead_minutes=60
-    ),
-}
-
-
-@dataclass(frozen=True, slots=True)
 class AssignmentSettings:
     intake_team: str = "support"
     strategy: str = "round_robin"
@@ -375,7 +348,8 @@ class Settings:
     outbound: OutboundSettings = OutboundSettings()
     oauth: OAuthSettings = OAuthSettings()
     business: BusinessSettings = BusinessSettings()
-    sla: dict[str, SlaSettings] = field(default_factory=lambda: dict(DEFAULT_SLA))
+    # `[sla.<key>]`: the rules' own Target, one per priority and MACD kind (rules.sla.DEFAULT_TARGETS).
+    sla: dict[str, Target] = field(default_factory=lambda: dict(DEFAULT_TARGETS))
     assignment: AssignmentSettings = AssignmentSettings()
     escalation: EscalationSettings = EscalationSettings()
     autoreply: AutoReplySettings = AutoReplySettings()
@@ -514,9 +488,10 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     for f in dataclasses.fields(cls):
         if f.name in data:
             raw = data[f.name]
-            if cls is Settings and f.name == "sla" and isinstance(raw, dict):
-                raw = _with_sla_defaults(raw)
             key = _join(prefix, f.name)
+            if cls is Settings and f.name == "sla":
+                values[f.name] = _sla_targets(raw, key)
+                continue
             try:
                 values[f.name] = _convert(hints[f.name], raw, key)
             except ConfigError as error:
@@ -526,12 +501,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
                 raise ConfigError(key, _without_value(error.problem)) from None
     if grants:
         values["grants"] = {k: _build(OAuthGrantSettings, v, _join(prefix, k)) for k, v in grants.items()}
-    built = cls(**values)
-    if cls is Settings and "sla" in data:
-        merged = dict(DEFAULT_SLA)
-        merged.update(built.sla)
-        built = dataclasses.replace(built, sla=merged)
-    return built
+    return cls(**values)
 
 
 def _is_secret(f: dataclasses.Field[Any]) -> bool:
@@ -564,24 +534,29 @@ def _kind(shown: str) -> str:
     return "a value of another type"
 
 
-def _with_sla_defaults(tables: dict[str, Any]) -> dict[str, Any]:
-    """A partial `[sla.P3]` table keeps the default spans it does not mention.
+def _sla_targets(tables: object, prefix: str) -> dict[str, Target]:
+    """`[sla]`: every target, each `[sla.<key>]` table applied over its default.
 
-    As with organisation overrides (rules.sla.Target.overridden), giving either unit of a span
-    replaces that whole span; the others keep DEFAULT_SLA's values instead of becoming 0.
+    A partial `[sla.P3]` table keeps the default spans it does not mention; giving either unit
+    of a span replaces that whole span, exactly as an organisation's override does
+    (`Target.overridden`, the one place that rule lives).
     """
-    merged: dict[str, Any] = {}
-    for key, table in tables.items():
-        if key in DEFAULT_SLA and isinstance(table, dict):
-            values: dict[str, Any] = dataclasses.asdict(DEFAULT_SLA[key])
-            for span in ("response", "update", "resolution"):
-                if f"{span}_minutes" in table or f"{span}_business_days" in table:
-                    values[f"{span}_minutes"] = 0
-                    values[f"{span}_business_days"] = 0
-            values.update(table)
-            table = values
-        merged[key] = table
-    return merged
+    if not isinstance(tables, dict):
+        raise ConfigError(prefix, f"expected a table, got {type(tables).__name__}")
+    targets = dict(DEFAULT_TARGETS)
+    for name, table in tables.items():
+        key = _join(prefix, name)
+        if name not in DEFAULT_TARGETS:
+            raise ConfigError(key, "unknown key")
+        changes: dict[str, int] = _convert(dict[str, int], table, key)
+        for field_name in changes:
+            if field_name not in TARGET_FIELDS:
+                raise ConfigError(_join(key, field_name), "unknown key")
+        try:
+            targets[name] = DEFAULT_TARGETS[name].overridden(changes)
+        except ValueError as error:
+            raise ConfigError(key, str(error)) from None
+    return targets
 
 
 def _join(prefix: str, key: str) -> str:
@@ -816,7 +791,7 @@ def _validate(settings: Settings) -> None:
     except ValueError:
         raise ConfigError("business.extended_hours", f"expected HH:MM-HH:MM, got {hours!r}") from None
     for key in settings.sla:
-        if key not in DEFAULT_SLA:
+        if key not in DEFAULT_TARGETS:
             raise ConfigError(f"sla.{key}", "unknown key")
     if settings.assignment.strategy != "round_robin":
         raise ConfigError("assignment.strategy", "only round_robin is supported")

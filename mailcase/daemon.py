@@ -105,7 +105,7 @@ class Daemon:
         log.info(
             "mailcase serving: smtp=%s (%d process(es)) lmtp=%s imap=%d mailbox(es) scheduler every %ss, "
             "outbox every %ss",
-            "%s:%d" % self.smtp_address if self.smtp_address else "off",
+            f"{self.smtp_address[0]}:{self.smtp_address[1]}" if self.smtp_address else "off",
             1 + extra_workers if listener is not None else 0,
             lmtp.address if lmtp is not None else "off",
             len(pollers),
@@ -113,7 +113,8 @@ class Daemon:
             settings.scheduler.outbox_interval_seconds,
         )
         # Type=notify: systemd starts dependants (and `systemctl start` returns) only now, listener bound.
-        systemd.notify(f"READY=1\nSTATUS=serving smtp={'%s:%d' % self.smtp_address if self.smtp_address else 'off'}")
+        serving = f"{self.smtp_address[0]}:{self.smtp_address[1]}" if self.smtp_address else "off"
+        systemd.notify(f"READY=1\nSTATUS=serving smtp={serving}")
         _start_watchdog(scheduler)
         await self.stop_event.wait()
         systemd.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight messages")
@@ -447,12 +448,14 @@ class _SmtpWorker:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reopen_logs)
         parent = os.getppid()
-        if not sys.platform.startswith("linux"):
-            loop.create_task(_watch_parent(parent, stop))
+        # The loop holds tasks only weakly: keep a reference so the watcher is not collected.
+        watcher = loop.create_task(_watch_parent(parent, stop)) if not sys.platform.startswith("linux") else None
         executor = _ingest_executor(self.app)
         listener = await _start_listener(self.app, self.app.pipeline(), executor, reuse_port=True)
         log.info("SMTP worker %d serving on %s:%d", self.index, *listener.address)
         await stop.wait()
+        if watcher is not None:
+            watcher.cancel()
         await listener.stop()
         executor.shutdown(wait=True)
         return 0

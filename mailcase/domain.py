@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 from enum import StrEnum
+from typing import Any
 
 
 class CaseStatus(StrEnum):
@@ -153,6 +153,15 @@ class MaintenanceStatus(StrEnum):
 def format_case_number(number: int) -> str:
     """Case numbers are shown zero-padded to 8 digits (SPEC.md §2)."""
     return f"{number:08d}"
+
+
+def format_size(size: int) -> str:
+    """A byte count as people read it, in notices and on the CLI: 512 B, 14.2 KB, 3.1 MB."""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 def parse_case_number(text: str) -> int:

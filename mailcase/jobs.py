@@ -30,9 +30,9 @@ from mailcase.rules.sla import DeadlineName, NoticeKind, SlaNotice, next_check_a
 from mailcase.store.cases import case_view
 from mailcase.store.engine import is_postgres, transaction
 from mailcase.store.held import held_since
-from mailcase.store.retention import WARNING_DAYS, held_to_warn, mark_warned
 from mailcase.store.models import Case, HeldMessage, Organisation, Outbox
 from mailcase.store.outbox import enqueue, enqueue_many
+from mailcase.store.retention import WARNING_DAYS, held_to_warn, mark_warned
 from mailcase.store.technicians import team_addresses
 
 log = logging.getLogger(__name__)

@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session
 
 from mailcase.domain import format_case_number
-from mailcase.store.models import Case, CaseEvent, Message
 from mailcase.store.cases import cases_by_ids, events_of, links_to, messages_of, participants_of
 from mailcase.store.directory import organisation_keys
 from mailcase.store.messages import attachments_of_messages, decisions_of
+from mailcase.store.models import Case, CaseEvent, Message
 
 
 def iso(instant: datetime | None) -> str | None:

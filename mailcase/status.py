@@ -8,15 +8,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from mailcase.store.engine import transaction
-from mailcase.store.cases import latest_master_update, master_cases
-from mailcase.store.directory import product_names
-from mailcase.store.models import Case, MaintenanceWindow
 from mailcase.notify.statuspage import MasterInfo, WindowInfo, build_status_site
 from mailcase.store import maintenance as windows_store
+from mailcase.store.cases import latest_master_update, master_cases
+from mailcase.store.directory import product_names
+from mailcase.store.engine import transaction
+from mailcase.store.models import Case, MaintenanceWindow
 
 
 def window_info(window: MaintenanceWindow, products: Sequence[str]) -> WindowInfo:

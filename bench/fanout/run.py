@@ -88,19 +88,20 @@ def main() -> int:
     parser.add_argument("--database-url", default=None, help="an empty database to use instead of a temporary SQLite file")
     options = parser.parse_args()
 
-    from mailcase.desk import maintenance as desk_maintenance
+    from sqlmodel import func, select
+
     from mailcase.app import App
     from mailcase.clock import FixedClock
     from mailcase.config import load_config
-    from mailcase.store.engine import make_engine, transaction, upgrade_schema
+    from mailcase.desk import maintenance as desk_maintenance
     from mailcase.domain import MaintenanceKind, OutboxState
-    from mailcase.store.models import Outbox
     from mailcase.notify.outbox import deliver_due
     from mailcase.notify.render import Renderer
     from mailcase.notify.transport import SmtpTransport
     from mailcase.rules.directory_format import load_directory
     from mailcase.store.directory import import_directory
-    from sqlmodel import func, select
+    from mailcase.store.engine import make_engine, transaction, upgrade_schema
+    from mailcase.store.models import Outbox
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
@@ -120,12 +121,12 @@ def main() -> int:
         app = App(settings=settings, engine=engine, clock=FixedClock(now))
         start = datetime(2026, 12, 19, 5, 0, tzinfo=UTC)
         with transaction(engine) as session:
-            window = desk_maintenance.add_window(
+            desk_maintenance.add_window(
                 session, app.desk(), kind=MaintenanceKind.SCHEDULED, start=start, end=start + timedelta(hours=6),
                 products=list(PRODUCTS), description="Monthly patching of the voice platform.",
                 justification="Keeps the platform on supported software.", now=now,
             )
-        app.secret  # generated once, outside the measurement
+        _ = app.secret  # generated once, outside the measurement
         due = start - timedelta(days=7)
 
         started = time.perf_counter()

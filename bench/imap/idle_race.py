@@ -38,15 +38,15 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE))
 
 from run import APPEND_CHUNK, directory_toml, machine, message, percentile  # noqa: E402
-from support.dovecot import DovecotServer, dovecot_binary  # noqa: E402
 
 from mailcase.app import App  # noqa: E402
 from mailcase.clock import SystemClock  # noqa: E402
 from mailcase.config import load_config  # noqa: E402
-from mailcase.store.engine import make_engine, transaction, upgrade_schema  # noqa: E402
 from mailcase.domain import RawMessage  # noqa: E402
 from mailcase.rules.directory_format import load_directory  # noqa: E402
 from mailcase.store.directory import import_directory  # noqa: E402
+from mailcase.store.engine import make_engine, transaction, upgrade_schema  # noqa: E402
+from support.dovecot import DovecotServer, dovecot_binary  # noqa: E402
 
 
 class Recorder:

@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
 
-from run import HOST, REPO, Serve, drive, free_port, machine  # noqa: E402  (bench/ingest/run.py)
+from run import HOST, REPO, Serve, drive, free_port, machine
 
 sys.path.insert(0, str(REPO))
 

@@ -276,11 +276,12 @@ def bulk_insert(engine: Any, rows: Iterator[dict[str, Any]]) -> int:
     try:
         if engine.dialect.name == "postgresql":
             driver = raw.driver_connection
-            with driver.cursor() as cursor:
-                with cursor.copy(f"COPY support_case ({', '.join(CASE_COLUMNS)}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(tuple(row[c] for c in CASE_COLUMNS))
-                        count += 1
+            with driver.cursor() as cursor, cursor.copy(
+                f"COPY support_case ({', '.join(CASE_COLUMNS)}) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    copy.write_row(tuple(row[c] for c in CASE_COLUMNS))
+                    count += 1
             driver.commit()
         else:
             statement = f"INSERT INTO support_case ({', '.join(CASE_COLUMNS)}) VALUES ({', '.join('?' * len(CASE_COLUMNS))})"
@@ -342,7 +343,6 @@ def due_count(engine: Any, now: datetime) -> int:
 
 def explain_due_query(engine: Any, now: datetime) -> list[str]:
     """The plan of the sweep's query (jobs.sweep_case_deadlines), as each engine runs it."""
-    import sqlalchemy as sa
     from sqlmodel import col, select
 
     from mailcase.store.models import Case
@@ -385,8 +385,8 @@ def measure_due(app: Any, expected: int) -> tuple[float, float, int]:
     from sqlmodel import Session, select
 
     from mailcase import daemon
-    from mailcase.store.models import Outbox
     from mailcase.notify.render import Renderer
+    from mailcase.store.models import Outbox
 
     app.clock.set(DUE_AT)
     started = time.perf_counter()
@@ -448,10 +448,10 @@ def run_engine(kind: str, options: argparse.Namespace) -> None:
     from mailcase.app import App
     from mailcase.clock import FixedClock
     from mailcase.config import load_config
-    from mailcase.store.engine import make_engine, transaction, upgrade_schema
-    from mailcase.store.models import Organisation
     from mailcase.rules.directory_format import load_directory
     from mailcase.store.directory import import_directory
+    from mailcase.store.engine import make_engine, transaction, upgrade_schema
+    from mailcase.store.models import Organisation
 
     print(f"\n== {kind} (load average {os.getloadavg()[0]:.1f}: other processes on these {os.cpu_count()} cores skew figures)")
     with tempfile.TemporaryDirectory(prefix="mailcase-sweep-") as workdir, Database(kind, Path(workdir)) as database:

@@ -1,4 +1,9 @@
-"""The CLI's command groups; each module registers its sub-commands and keeps its handlers thin."""
+"""The CLI's command groups; each module registers its sub-commands and keeps its handlers thin.
+
+Layer: just below `cli` (which never is imported back), above everything else: a handler gets
+the `App` from `cli`, opens the transaction and calls the desk, the store's readers, `present`
+or `trace` for what it prints (`output` prints it).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from mailcase.commands import (
 )
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     for module in (
         schema, config, directory, cases, attachments, mail, daemon, maintenance, subscriptions, status, oauth,
         retention, audit, backup, health,

@@ -9,16 +9,17 @@ from typing import Any
 
 from mailcase.app import App
 from mailcase.commands.arguments import case_number as _number
-from mailcase.commands.output import emit_json
+from mailcase.commands.output import emit_rows
 from mailcase.desk.cases import find_case
+from mailcase.domain import format_size
 from mailcase.errors import UsageError
-from mailcase.present import iso, local, size_text
+from mailcase.present import iso, local
 from mailcase.store.cases import attachment_data, attachments_of_case
 from mailcase.store.engine import transaction
 from mailcase.store.messages import attachment_size
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("attachments", help="read the files customers and technicians attached to a case")
     group = parser.add_subparsers(dest="attachments_command", metavar="ACTION", required=True)
 
@@ -59,18 +60,16 @@ def _rows(app: App, number: int) -> list[dict[str, Any]]:
 
 
 def run_list(app: App, args: argparse.Namespace) -> int:
-    rows = _rows(app, args.case)
-    if args.json:
-        emit_json(rows)
-        return 0
-    for row in rows:
-        print(
-            f"{row['sha256'][:12]}  {size_text(row['size']):>9}  {row['content_type']:<28} "
-            f"{local(row['received_at'], app.settings.business.timezone)}  {row['from']}  {row['filename']}"
-        )
-    if not rows:
-        print("no attachments")
-    return 0
+    zone = app.settings.business.timezone
+    return emit_rows(
+        _rows(app, args.case),
+        as_json=args.json,
+        line=lambda row: (
+            f"{row['sha256'][:12]}  {format_size(row['size']):>9}  {row['content_type']:<28} "
+            f"{local(row['received_at'], zone)}  {row['from']}  {row['filename']}"
+        ),
+        empty="no attachments",
+    )
 
 
 def run_get(app: App, args: argparse.Namespace) -> int:

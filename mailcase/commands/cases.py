@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from mailcase.app import App
@@ -12,7 +14,7 @@ from mailcase.commands.arguments import case_number as _number
 from mailcase.commands.arguments import instant as _instant
 from mailcase.commands.masters import add_close_linked, after_update
 from mailcase.commands.masters import register_cases as register_master_cases
-from mailcase.commands.output import emit_json
+from mailcase.commands.output import emit, emit_json, emit_rows
 from mailcase.desk import cases as casework
 from mailcase.desk import masters
 from mailcase.desk.cases import find_case
@@ -22,17 +24,18 @@ from mailcase.present import case_detail_json, case_line, case_text, cases_json,
 from mailcase.store.cases import list_cases, store_attachment
 from mailcase.store.directory import technician_by_email
 from mailcase.store.engine import transaction
+from mailcase.store.models import Case
 
 NUMBER_HELP = "the case number (00001042 or 1042)"
 
 
-def _names(enum: Any) -> str:
+def _names(enum: type[StrEnum]) -> str:
     """The machine names an option accepts, for its help text."""
     return ", ".join(m.value for m in enum)
 
 
-def _choice(enum: Any) -> Any:
-    def convert(text: str) -> Any:
+def _choice(enum: type[StrEnum]) -> Callable[[str], StrEnum]:
+    def convert(text: str) -> StrEnum:
         try:
             return enum(text if enum is not Priority else text.upper())
         except ValueError:
@@ -42,7 +45,7 @@ def _choice(enum: Any) -> Any:
     return convert
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("cases", help="list, show and change cases")
     group = parser.add_subparsers(dest="cases_command", metavar="ACTION", required=True)
 
@@ -111,14 +114,8 @@ def run_list(app: App, args: argparse.Namespace) -> int:
                 limit=max(args.limit, 0),
             ),
         )
-    if args.json:
-        emit_json(rows)
-    else:
-        for row in rows:
-            print(case_line(row, app.settings.business.timezone))
-        if not rows:
-            print("no cases")
-    return 0
+    zone = app.settings.business.timezone
+    return emit_rows(rows, as_json=args.json, line=lambda row: case_line(row, zone), empty="no cases")
 
 
 def run_show(app: App, args: argparse.Namespace) -> int:
@@ -176,10 +173,8 @@ def run_update(app: App, args: argparse.Namespace) -> int:
               summary=_changes(args))
         session.flush()
         data = case_detail_json(session, case)
-    if args.json:
-        emit_json(data)
-    else:
-        print(f"case {data['number']}: {data['status']} {data['priority']} assignee {data['assignee'] or '-'}")
+    emit(data, as_json=args.json,
+         text=f"case {data['number']}: {data['status']} {data['priority']} assignee {data['assignee'] or '-'}")
     for line in master_lines:
         print(line, file=sys.stderr if args.json else sys.stdout)
     return 0
@@ -195,7 +190,7 @@ def _changes(args: argparse.Namespace) -> str:
                     for name, value in asked if value is not None)
 
 
-def _drop_unchanged(args: argparse.Namespace, case: Any) -> list[str]:
+def _drop_unchanged(args: argparse.Namespace, case: Case) -> list[str]:
     """Clear the requested values that the case already has; what each was, for the message."""
     unchanged = []
     if args.priority is not None and str(args.priority) == str(case.priority):
@@ -294,7 +289,7 @@ def run_sla(app: App, args: argparse.Namespace) -> int:
     with transaction(app.engine) as session:
         case = find_case(session, args.number)
         deadlines = app.planner.deadlines(session, case, now)
-    rows = [
+    rows: list[dict[str, Any]] = [  # the JSON document's rows
         {
             "name": d.name.value,
             "display": d.name.display,

@@ -13,7 +13,7 @@ from typing import Any
 from mailcase.resources import sample_config
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("config", help="the configuration file")
     group = parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     p = group.add_parser(

@@ -9,7 +9,7 @@ from mailcase.app import App
 from mailcase.commands.output import emit_json
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("serve", help="run the daemon: SMTP listener, IMAP pollers, scheduler, outbox delivery")
     p.set_defaults(handler=run_serve)
     p = sub.add_parser(

@@ -16,7 +16,7 @@ from mailcase.store.directory import directory_listing, import_directory
 from mailcase.store.engine import transaction
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("directory", help="the customer directory")
     group = parser.add_subparsers(dest="directory_command", metavar="ACTION", required=True)
     imp = group.add_parser("import", help="load a directory TOML file (idempotent upsert)")

@@ -7,15 +7,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session
+
 from mailcase.app import App
 from mailcase.commands.acting import acting, add_by, audit
 from mailcase.commands.arguments import case_number as _case_number
 from mailcase.commands.arguments import instant as _instant
-from mailcase.commands.output import emit_json
+from mailcase.commands.output import emit_json, emit_rows
 from mailcase.desk.cases import find_case
-from mailcase.domain import Channel, HeldState, OutboxState, RawMessage, format_case_number
+from mailcase.domain import (
+    Channel,
+    HeldState,
+    OutboxState,
+    RawMessage,
+    format_case_number,
+    format_size,
+)
 from mailcase.errors import UsageError
-from mailcase.present import local, size_text
+from mailcase.present import local
 from mailcase.store.cases import cases_by_ids
 from mailcase.store.engine import transaction
 from mailcase.store.held import (
@@ -26,11 +35,12 @@ from mailcase.store.held import (
     raw_of,
     resolve_held,
 )
+from mailcase.store.models import HeldMessage, Outbox, RawMessageRecord
 from mailcase.store.outbox import outbox_rows, requeue_failed
 from mailcase.trace import trace_message
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("ingest", help="ingest raw RFC 5322 messages (files, or stdin), as an MTA pipe transport would")
     p.add_argument("files", nargs="*", help="message files; '-' or none reads one message from stdin")
     p.add_argument("--sender", default="", help="the envelope sender (Postfix: ${sender})")
@@ -146,7 +156,7 @@ def run_ingest(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-def held_json(held: Any) -> dict[str, Any]:
+def held_json(held: HeldMessage) -> dict[str, Any]:
     return {
         "id": held.id,
         "from": held.from_address,
@@ -160,17 +170,15 @@ def held_json(held: Any) -> dict[str, Any]:
 def run_held_list(app: App, args: argparse.Namespace) -> int:
     with transaction(app.engine) as session:
         rows = [held_json(h) for h in held_messages(session=session, state=None if args.all else HeldState.HELD)]
-    if args.json:
-        emit_json(rows)
-    else:
-        for row in rows:
-            print(f"#{row['id']:<5} {row['received_at'][:16]}  {row['from'] or '-':<32} {row['subject'][:50]!r}  {row['reason']}")
-        if not rows:
-            print("no held messages")
-    return 0
+    return emit_rows(
+        rows,
+        as_json=args.json,
+        line=lambda row: f"#{row['id']:<5} {row['received_at'][:16]}  {row['from'] or '-':<32} {row['subject'][:50]!r}  {row['reason']}",
+        empty="no held messages",
+    )
 
 
-def _held(session: Any, held_id: int) -> Any:
+def _held(session: Session, held_id: int) -> HeldMessage:
     held = held_for_review(session=session, held_id=held_id)
     if held is None:
         raise UsageError(f"no held message #{held_id}")
@@ -234,14 +242,12 @@ def run_outbox_list(app: App, args: argparse.Namespace) -> int:
     with transaction(app.engine) as session:
         limit = args.limit if args.limit > 0 else None
         rows = [outbox_json(r) for r in outbox_rows(session=session, state=args.state, limit=limit)]
-    if args.json:
-        emit_json(rows)
-    else:
-        for row in rows:
-            print(f"#{row['id']:<6} {row['state']:<9} {row['kind']:<28} {', '.join(row['recipients'])[:40]:<40} {row['case_subject']}")
-        if not rows:
-            print("outbox is empty")
-    return 0
+    return emit_rows(
+        rows,
+        as_json=args.json,
+        line=lambda row: f"#{row['id']:<6} {row['state']:<9} {row['kind']:<28} {', '.join(row['recipients'])[:40]:<40} {row['case_subject']}",
+        empty="outbox is empty",
+    )
 
 
 def run_outbox_retry(app: App, args: argparse.Namespace) -> int:
@@ -260,7 +266,7 @@ def run_outbox_retry(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-def outbox_json(row: Any) -> dict[str, Any]:
+def outbox_json(row: Outbox) -> dict[str, Any]:
     return {
         "id": row.id,
         "kind": row.kind,
@@ -285,11 +291,11 @@ def outbox_json(row: Any) -> dict[str, Any]:
     }
 
 
-def _padded_case(number: Any) -> str | None:
-    return format_case_number(int(number)) if isinstance(number, int) else number
+def _padded_case(number: object) -> str | None:
+    return format_case_number(number) if isinstance(number, int) else (number if isinstance(number, str) else None)
 
 
-def held_detail_json(held: Any, raw: Any) -> dict[str, Any]:
+def held_detail_json(held: HeldMessage, raw: RawMessageRecord | None) -> dict[str, Any]:
     """`held show --json`: the held row, the envelope, the parsed headers, text and attachments."""
 
     data = held_json(held) | {
@@ -302,8 +308,10 @@ def held_detail_json(held: Any, raw: Any) -> dict[str, Any]:
     # Not at the top: mail-parser loads only for the commands that read a message.
     from mailcase.ingest.parse import UnparseableMessage, parse_message
 
+    if raw is None:
+        return data | {"headers": {}, "text": "", "attachments": [], "defects": []}
     try:
-        message = parse_message(bytes(raw.data)) if raw is not None else None
+        message = parse_message(bytes(raw.data))
     except UnparseableMessage as exc:
         head = bytes(raw.data[:2000]).decode("utf-8", "replace")
         return data | {"headers": {}, "text": head, "attachments": [], "defects": [f"unparseable: {exc.reason}"]}
@@ -348,7 +356,7 @@ def run_held_show(app: App, args: argparse.Namespace) -> int:
         if value:
             print(f"  {key.replace('_', '-') + ':':<12}{value}")
     for attachment in data["attachments"]:
-        print(f"  attachment: {attachment['filename']} ({attachment['content_type']}, {size_text(attachment['size'])})")
+        print(f"  attachment: {attachment['filename']} ({attachment['content_type']}, {format_size(attachment['size'])})")
     print("")
     for line in (data["text"] or "").strip().splitlines():
         print(f"  {line}")
@@ -371,7 +379,7 @@ def _header_summary(data: bytes) -> tuple[str, str]:
         headers = email.parser.BytesHeaderParser().parsebytes(bytes(data[:65536]))
         subject = str(email.header.make_header(email.header.decode_header(str(headers.get("Subject", "") or ""))))
         sender = email.utils.parseaddr(str(headers.get("From", "") or ""))[1]
-    except Exception:  # noqa: BLE001 - a listing never fails on one odd message
+    except Exception:
         return "", ""
     return sender.lower(), " ".join(subject.split())
 
@@ -380,7 +388,7 @@ def run_inbound_list(app: App, args: argparse.Namespace) -> int:
     with transaction(app.engine) as session:
         records = inbound_records(session=session, decision=args.decision, since=args.since, limit=max(args.limit, 0))
         case_numbers = _case_numbers(session, {r.case_id for r in records if r.case_id})
-        rows = []
+        rows: list[dict[str, Any]] = []
         for record in records:
             sender, subject = _header_summary(record.data)
             rows.append(
@@ -397,19 +405,17 @@ def run_inbound_list(app: App, args: argparse.Namespace) -> int:
                     "case": case_numbers.get(record.case_id) if record.case_id else None,
                 }
             )
-    if args.json:
-        emit_json(rows)
-        return 0
     zone = app.settings.business.timezone
-    for row in rows:
-        print(
+    return emit_rows(
+        rows,
+        as_json=args.json,
+        line=lambda row: (
             f"#{row['raw_id']:<6} {local(row['received_at'], zone)}  {row['decision'] or '-':<20} "
             f"{row['case'] or '-':<9} {row['from'] or '-':<30} {row['subject'][:50]!r}  {row['reason']}"
-        )
-    if not rows:
-        print("no inbound messages")
-    return 0
+        ),
+        empty="no inbound messages",
+    )
 
 
-def _case_numbers(session: Any, ids: set[int]) -> dict[int, str]:
+def _case_numbers(session: Session, ids: set[int]) -> dict[int, str]:
     return {case_id: format_case_number(case.number) for case_id, case in cases_by_ids(session=session, ids=ids).items()}

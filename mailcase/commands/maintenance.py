@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from mailcase.app import App
 from mailcase.commands.acting import add_by, audit
 from mailcase.commands.arguments import instant as _instant
-from mailcase.commands.output import emit_json
+from mailcase.commands.output import emit_json, emit_rows
 from mailcase.desk import maintenance as windows
 from mailcase.domain import MaintenanceKind, MaintenanceStatus
 from mailcase.store.engine import transaction
@@ -34,7 +34,7 @@ def _products(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("maintenance", help="maintenance windows and their notices")
     group = parser.add_subparsers(dest="maintenance_command", metavar="ACTION", required=True)
 
@@ -146,14 +146,8 @@ def run_list(app: App, args: argparse.Namespace) -> int:
         windows = list_windows(session=session)
         names = window_products(session=session, window_ids=[w.id for w in windows if w.id])
         rows = [window_json(w, names.get(w.id or 0, [])) for w in windows]
-    if args.json:
-        emit_json(rows)
-    else:
-        for row in rows:
-            print(window_line(row, app.settings.business.timezone))
-        if not rows:
-            print("no maintenance windows")
-    return 0
+    zone = app.settings.business.timezone
+    return emit_rows(rows, as_json=args.json, line=lambda row: window_line(row, zone), empty="no maintenance windows")
 
 
 def run_cancel(app: App, args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ the master-case parts of the `cases` group, registered by `commands.cases`."""
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
@@ -11,7 +12,7 @@ from sqlmodel import Session
 from mailcase.app import App
 from mailcase.commands.acting import acting, add_by, audit
 from mailcase.commands.arguments import case_number as _number
-from mailcase.commands.output import emit_json
+from mailcase.commands.output import emit
 from mailcase.desk import masters
 from mailcase.desk.cases import find_case
 from mailcase.domain import CaseKind, CaseStatus, format_case_number
@@ -21,7 +22,7 @@ from mailcase.store.engine import transaction
 from mailcase.store.models import Case
 
 
-def register_cases(group: "argparse._SubParsersAction[Any]") -> None:
+def register_cases(group: argparse._SubParsersAction[Any]) -> None:
     """Add `master create` to the `cases` sub-commands."""
     master = group.add_parser("master", help="P1G master cases: one problem affecting many organisations")
     actions = master.add_subparsers(dest="master_command", metavar="ACTION", required=True)
@@ -59,15 +60,12 @@ def run_create(app: App, args: argparse.Namespace) -> int:
         audit(app, session, args, "cases master create", case_id=case.id, target=f"case {case.number:08d}",
               summary=f"master case for {args.platform}")
         data = case_detail_json(session, case)
-    if args.json:
-        emit_json(data)
-    else:
-        print(f"master case {data['number']} (P1G) opened for {data['platform']}: {data['subject']}")
+    emit(data, as_json=args.json, text=f"master case {data['number']} (P1G) opened for {data['platform']}: {data['subject']}")
     return 0
 
 
 def after_update(
-    app: App, session: Session, case: Case, args: argparse.Namespace, *, now: Any, author: str
+    app: App, session: Session, case: Case, args: argparse.Namespace, *, now: datetime, author: str
 ) -> list[str]:
     """Called by `cases update` after its changes: a master case just closed tells its followers and
     closes (with --close-linked) or lists (offers) its open linked cases. Returns lines to print."""

@@ -14,7 +14,7 @@ from mailcase.oauth.providers import DeviceFlow, scopes_of
 from mailcase.oauth.tokens import StoredGrant
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("oauth", help="OAuth2 grants for IMAP and outbound SMTP (Microsoft 365, Google Workspace)")
     group = parser.add_subparsers(dest="oauth_command", metavar="ACTION", required=True)
     p = group.add_parser(

@@ -10,7 +10,7 @@ from mailcase.errors import TransientError
 from mailcase.store.engine import migrate_schema
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("init", help="create or upgrade the database schema (idempotent)")
     parser.set_defaults(handler=run_init)
 

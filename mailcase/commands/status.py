@@ -10,7 +10,7 @@ from mailcase.app import App
 from mailcase.errors import UsageError
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("status", help="the public status page")
     group = parser.add_subparsers(dest="status_command", metavar="ACTION", required=True)
     p = group.add_parser("build", help="write index.html, feed.atom and maintenance-<product>.ics into a directory")

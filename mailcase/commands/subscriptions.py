@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sqlmodel import Session
+
 from mailcase.app import App
 from mailcase.commands.arguments import case_number as _number
 from mailcase.commands.output import emit_json
@@ -18,7 +20,7 @@ from mailcase.domain import format_case_number
 from mailcase.errors import UsageError
 from mailcase.store.cases import cases_by_ids
 from mailcase.store.engine import transaction
-from mailcase.store.models import Subscription
+from mailcase.store.models import Case, Subscription
 from mailcase.store.subscriptions import (
     OPTOUT_MAINTENANCE,
     case_optout_target,
@@ -36,7 +38,7 @@ def _address(text: str) -> str:
     return cleaned
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("subscriptions", help="subscriptions to master cases and platforms")
     group = parser.add_subparsers(dest="subscriptions_command", metavar="ACTION", required=True)
 
@@ -61,7 +63,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.set_defaults(handler=run_list)
 
 
-def _master(session: Any, number: int) -> Any:
+def _master(session: Session, number: int) -> Case:
     case = find_case(session, number)
     master = master_of(session, case)
     if master is None:
@@ -69,7 +71,7 @@ def _master(session: Any, number: int) -> Any:
     return master
 
 
-def _what(master: Any, platform: str | None) -> str:
+def _what(master: Case | None, platform: str | None) -> str:
     return f"master case {format_case_number(master.number)}" if master is not None else f"platform {platform}"
 
 
@@ -108,6 +110,7 @@ def run_list(app: App, args: argparse.Namespace) -> int:
         targets: list[str] | None = None
         if args.case is not None:
             master = _master(session, args.case)
+            assert master.id is not None  # a stored row
             targets = [case_target(master.id), case_optout_target(master.id)]
             if master.platform:
                 targets.append(platform_target(master.platform))

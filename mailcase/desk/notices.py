@@ -263,10 +263,7 @@ def queue_staff_update(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """The assignee (or, with nobody assigned, the team) hears that the customer wrote."""
-    if case.assignee:
-        people = [case.assignee]
-    else:
-        people = team_addresses(session=session, team=case.team)
+    people = [case.assignee] if case.assignee else team_addresses(session=session, team=case.team)
     queue_staff_notice(
         session, desk, case, template="staff.customer_update", recipients=people, now=now,
         key=f"staff.customer_update:{case.id}:{now.isoformat()}",

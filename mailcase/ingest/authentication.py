@@ -13,15 +13,43 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import authres
 import dkim
 
 from mailcase.domain import MethodResult, SenderVerdict
-from mailcase.rules.authentication import PublicSuffixes, dmarc_verdict, organisational_domain, parse_dmarc_record
+from mailcase.rules.authentication import (
+    DmarcRecord,
+    PublicSuffixes,
+    dmarc_verdict,
+    organisational_domain,
+    parse_dmarc_record,
+)
 
 log = logging.getLogger(__name__)
+
+
+class AuthresProperty(Protocol):
+    """One `ptype.property=value` of an Authentication-Results result, as authres parses it."""
+
+    @property
+    def type(self) -> object: ...
+    @property
+    def name(self) -> object: ...
+    @property
+    def value(self) -> object: ...
+
+
+class AuthresResult(Protocol):
+    """One method's result in an Authentication-Results header (authres ships no types)."""
+
+    @property
+    def method(self) -> object: ...
+    @property
+    def result(self) -> object: ...
+    @property
+    def properties(self) -> Sequence[AuthresProperty]: ...
 
 PUBLIC_SUFFIX_LIST = Path("/usr/share/publicsuffix/public_suffix_list.dat")  # Debian's `publicsuffix`
 
@@ -156,7 +184,7 @@ def trusted_results(
             continue
         try:
             header = authres.AuthenticationResultsHeader.parse_value(value)
-        except Exception:  # noqa: BLE001 - a malformed header is no evidence
+        except Exception:
             continue
         ident = str(header.authserv_id or "").lower()
         if ident not in trusted:
@@ -181,7 +209,7 @@ def trusted_results(
     )
 
 
-def _method_result(method: str, result: Any, comment_policy: str) -> MethodResult:
+def _method_result(method: str, result: AuthresResult, comment_policy: str) -> MethodResult:
     props = {(str(p.type).lower(), str(p.name).lower()): str(p.value) for p in result.properties}
     domain, policy = "", ""
     if method == "dkim":
@@ -240,7 +268,7 @@ def verify_dkim(raw: bytes, *, from_domain: str, resolver: TxtResolver, suffixes
             except dkim.DKIMException:
                 ok = False
             results.append(MethodResult("dkim", "pass" if ok else ("temperror" if temporary else "fail"), domain))
-    except Exception as error:  # noqa: BLE001 - hostile input: no evidence, not a crash
+    except Exception as error:
         log.info("DKIM check failed on malformed input: %s", type(error).__name__)
     if not results:
         results.append(MethodResult("dkim", "none"))
@@ -256,7 +284,7 @@ def verify_dkim(raw: bytes, *, from_domain: str, resolver: TxtResolver, suffixes
     )
 
 
-def _dmarc_record(from_domain: str, resolver: TxtResolver, suffixes: PublicSuffixes) -> tuple[Any, str]:
+def _dmarc_record(from_domain: str, resolver: TxtResolver, suffixes: PublicSuffixes) -> tuple[DmarcRecord | None, str]:
     """RFC 7489 §6.6.3: the record at `_dmarc.<From domain>`, else at the organisational domain."""
     candidates = [from_domain]
     organisation = organisational_domain(from_domain, suffixes)

@@ -26,13 +26,14 @@ skips past it so it does not block the mailbox. An operator can move it out and 
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import logging
 import random
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -43,10 +44,15 @@ from sqlalchemy.engine import Engine
 from mailcase import telemetry
 from mailcase.clock import Clock
 from mailcase.config import ImapSettings
-from mailcase.store.engine import is_transient, release_advisory_lock, transaction, try_advisory_lock
 from mailcase.domain import Channel, RawMessage
 from mailcase.errors import ConfigError, MailcaseError, OAuthError, TransientError
 from mailcase.oauth.health import GREEN, RED, HealthBoard
+from mailcase.store.engine import (
+    is_transient,
+    release_advisory_lock,
+    transaction,
+    try_advisory_lock,
+)
 from mailcase.store.mailboxes import load_cursor, save_cursor
 
 Ingest = Callable[[RawMessage], object]
@@ -63,6 +69,47 @@ BODY = b"BODY[]"
 SIZE = b"RFC822.SIZE"
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, IMAPClientError)
+
+
+# One FETCH item's value: bytes for BODY[], an int for RFC822.SIZE, an aware datetime for
+# INTERNALDATE, a tuple for FLAGS.
+FetchValue = object
+
+
+class ImapConnection(Protocol):
+    """The part of imapclient's `IMAPClient` this module uses, typed (the library ships no types)."""
+
+    normalise_times: bool
+    _imap: imaplib.IMAP4  # imapclient's documented escape hatch, for SASL with an error challenge
+
+    def has_capability(self, capability: str) -> bool: ...
+    def starttls(self, ssl_context: ssl.SSLContext | None = None) -> bytes: ...
+    def login(self, username: str, password: str) -> bytes: ...
+    def logout(self) -> bytes: ...
+    def shutdown(self) -> None: ...
+    def noop(self) -> tuple[bytes, list[object]]: ...
+    def folder_exists(self, folder: str) -> bool: ...
+    def create_folder(self, folder: str) -> bytes: ...
+    def subscribe_folder(self, folder: str) -> bytes: ...
+    def select_folder(self, folder: str, readonly: bool = False) -> dict[bytes, object]: ...
+    def search(self, criteria: list[str]) -> list[int]: ...
+    def fetch(self, messages: Sequence[int], data: list[str]) -> dict[int, dict[bytes, FetchValue]]: ...
+    def move(self, messages: Sequence[int], folder: str) -> object: ...
+    def copy(self, messages: Sequence[int], folder: str) -> object: ...
+    def add_flags(self, messages: Sequence[int], flags: list[bytes], silent: bool = False) -> object: ...
+    def uid_expunge(self, messages: Sequence[int]) -> object: ...
+    def idle(self) -> object: ...
+    def idle_check(self, timeout: float | None = None) -> list[tuple[object, ...]]: ...
+    def idle_done(self) -> object: ...
+
+
+def _number(value: object) -> int:
+    """An integer an IMAP response carries (imapclient returns it as int, or bytes on odd servers)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, bytes | str):
+        return int(value)
+    return 0
 
 
 class MailboxLoginFailed(MailcaseError):
@@ -118,7 +165,7 @@ class MailboxPoller:
         self._idle_renew_seconds = idle_renew_seconds
         self._max_fetch_bytes = max_fetch_bytes
         self._ssl_context = ssl_context
-        self._client: Any = None  # IMAPClient (untyped library)
+        self._client: ImapConnection | None = None
         self._uidvalidity = 0
         self._lock_connection: sa.Connection | None = None
         self._waiting_for_lock = False
@@ -240,8 +287,13 @@ class MailboxPoller:
     def _pause(self) -> None:
         self._stop.wait(self._backoff.next_delay())
 
+    @property
+    def _connected(self) -> ImapConnection:
+        assert self._client is not None, "used only between _connect and _disconnect"
+        return self._client
+
     def _wait_for_mail(self) -> None:
-        client = self._client
+        client = self._connected
         if self.settings.idle and client.has_capability("IDLE"):
             self._idle()
         else:
@@ -250,7 +302,7 @@ class MailboxPoller:
     def _idle(self) -> None:
         """IDLE (RFC 2177) until the server reports new mail, the safety search or renewal is due,
         or the stop event is set; the caller then searches again."""
-        client = self._client
+        client = self._connected
         sent = time.monotonic()
         client.idle()
         started = time.monotonic()
@@ -294,7 +346,7 @@ class MailboxPoller:
             context = self._ssl_context or ssl.create_default_context()
         # A socket timeout always: imapclient has none by default, and a silent server would
         # otherwise hang this thread forever.
-        client = IMAPClient(
+        client: ImapConnection = IMAPClient(
             s.host,
             port=s.port,
             ssl=s.tls == "implicit",
@@ -322,7 +374,7 @@ class MailboxPoller:
             self._signed_in(True, "")
             self._ensure_folder(client, s.processed_folder)
             selected = client.select_folder(s.folder)
-            self._uidvalidity = int(selected[b"UIDVALIDITY"])
+            self._uidvalidity = _number(selected[b"UIDVALIDITY"])
         except BaseException:
             with contextlib.suppress(Exception):
                 client.shutdown()
@@ -332,10 +384,10 @@ class MailboxPoller:
             "%s: connected (UIDVALIDITY %d, %d message(s) in the folder)",
             self._where(),
             self._uidvalidity,
-            int(selected.get(b"EXISTS", 0)),
+            _number(selected.get(b"EXISTS", 0)),
         )
 
-    def _oauth_login(self, client: Any) -> None:
+    def _oauth_login(self, client: ImapConnection) -> None:
         """SASL OAUTHBEARER (RFC 7628) when advertised, else XOAUTH2; once more with a new token
         when the server refuses this one (revoked or expired early)."""
         s = self.settings
@@ -372,7 +424,7 @@ class MailboxPoller:
             self._log.info("%s: signed in again; polling resumes from the UID cursor", self._where())
         return changed
 
-    def _ensure_folder(self, client: Any, folder: str) -> None:
+    def _ensure_folder(self, client: ImapConnection, folder: str) -> None:
         if client.folder_exists(folder):
             return
         try:
@@ -460,7 +512,7 @@ class MailboxPoller:
     def _drain(self) -> tuple[int, bool]:
         """Store and move every message after the cursor; return (stored, stopped early: a transient
         error, or the stop event between two batches)."""
-        client = self._client
+        client = self._connected
         client.noop()  # lets the server report mail that arrived since the last command
         uidvalidity = self._uidvalidity
         with transaction(self._engine) as session:
@@ -503,16 +555,16 @@ class MailboxPoller:
         """
         # "n:*" always matches the highest UID, even when it is below n (RFC 3501 §6.4.8 and
         # §9 seq-range), so filter.
-        found = self._client.search(["UID", f"{last_uid + 1}:*", "NOT", "DELETED"])
+        found = self._connected.search(["UID", f"{last_uid + 1}:*", "NOT", "DELETED"])
         return sorted(uid for uid in found if uid > last_uid)
 
     def _by_size(self, batch: Sequence[int]) -> Iterator[list[int]]:
         """Split a batch so one FETCH brings at most `max_fetch_bytes` (one message at least)."""
-        sizes = self._client.fetch(batch, ["RFC822.SIZE"])
+        sizes = self._connected.fetch(batch, ["RFC822.SIZE"])
         chunk: list[int] = []
         total = 0
         for uid in batch:
-            size = int(sizes.get(uid, {}).get(SIZE, 0))
+            size = _number(sizes.get(uid, {}).get(SIZE, 0))
             if chunk and total + size > self._max_fetch_bytes:
                 yield chunk
                 chunk, total = [], 0
@@ -522,7 +574,7 @@ class MailboxPoller:
             yield chunk
 
     def _process(self, uids: list[int], uidvalidity: int) -> tuple[int, bool]:
-        client = self._client
+        client = self._connected
         # BODY.PEEK[] rather than RFC822: same bytes, but does not set \Seen (RFC 3501 §6.4.5),
         # so a message left behind still looks unread to the people who look at the mailbox.
         fetched = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
@@ -532,11 +584,11 @@ class MailboxPoller:
         for uid in uids:
             data = fetched.get(uid, {})
             body = data.get(BODY)
-            if body is None:
+            if not isinstance(body, bytes):
                 handled = uid  # expunged by someone else since the search: nothing to store
                 continue
             raw = RawMessage(
-                data=bytes(body),
+                data=body,
                 channel=Channel.IMAP,
                 received_at=self._clock.now(),
                 source=f"imap:{self.settings.name} uidvalidity={uidvalidity} uid={uid}",
@@ -584,7 +636,7 @@ class MailboxPoller:
         return len(ingested), interrupted
 
     def _move(self, uids: list[int]) -> None:
-        client = self._client
+        client = self._connected
         target = self.settings.processed_folder
         if client.has_capability("MOVE"):
             client.move(uids, target)
@@ -613,7 +665,7 @@ class MailboxPoller:
             )
 
 
-def _sasl_bearer(client: Any, user: str, token: str) -> None:
+def _sasl_bearer(client: ImapConnection, user: str, token: str) -> None:
     """AUTHENTICATE OAUTHBEARER (RFC 7628) when advertised, else XOAUTH2, answering an error
     challenge with the dummy response both require (RFC 7628 §3.2.3).
 
@@ -630,11 +682,11 @@ def _sasl_bearer(client: Any, user: str, token: str) -> None:
         initial = f"user={user}\x01auth=Bearer {token}\x01\x01"
     sent: list[bool] = []
 
-    def respond(_challenge: bytes) -> str:
+    def respond(_challenge: bytes) -> bytes:
         if sent:
-            return "\x01"
+            return b"\x01"
         sent.append(True)
-        return initial
+        return initial.encode()
 
     try:
         # imaplib's authenticate through imapclient's documented escape hatch (`_imap`):
@@ -658,7 +710,7 @@ class _Backoff:
         self._attempt = 0
 
     def next_delay(self) -> float:
-        delay = min(self._cap, self._base * (2**self._attempt))
+        delay = min(self._cap, self._base * 2.0**self._attempt)
         self._attempt = min(self._attempt + 1, 32)
         return delay * self._rng.uniform(0.5, 1.0)
 
@@ -666,9 +718,9 @@ class _Backoff:
         self._attempt = 0
 
 
-def _text(error: BaseException) -> str:
-    """An imaplib error's server text, decoded (it is often bytes)."""
-    value = error.args[0] if error.args else error
+def _text(error: BaseException | bytes | str | None) -> str:
+    """An imaplib error's (or response's) server text, decoded (it is often bytes)."""
+    value = error.args[0] if isinstance(error, BaseException) and error.args else error
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)

@@ -11,6 +11,7 @@ recipients, in one transaction: every recipient gets the same reply, `250` after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import AnyStr
@@ -47,7 +48,7 @@ class _SupportLMTP(LMTP, _SupportSMTP):
         # A size refusal during DATA is also owed once per recipient (RFC 2033 §4.2).
         if self.in_data and isinstance(status, str) and status.startswith("552 ") and self.envelope is not None:
             count = max(1, len(self.envelope.rcpt_tos))
-            await super().push("\r\n".join([REPLY_TOO_BIG] * count))  # type: ignore[arg-type]
+            await super().push("\r\n".join([REPLY_TOO_BIG] * count))
             return
         await super().push(status)
 
@@ -115,9 +116,7 @@ class LmtpListener:
             return True
         finished = await stop_smtp_server(server, self._handler, grace_seconds=self._grace_seconds)
         if self._settings.socket:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._settings.socket)
-            except FileNotFoundError:
-                pass
         return finished
 

@@ -48,14 +48,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
-from typing import Any
+from typing import Any, Protocol
 
 import charset_normalizer
 import inscriptis
 import mailparser
-from tnefparse.tnef import TNEF
 from inscriptis.css_profiles import CSS_PROFILES
 from inscriptis.model.config import ParserConfig
+from tnefparse.tnef import TNEF
 
 from mailcase.domain import AttachmentPart, AutoKind, BounceReport, InboundMessage
 from mailcase.errors import MailcaseError
@@ -280,14 +280,26 @@ def _fed_tree(data: bytes) -> Message:
     return parser.close()
 
 
-def _build_tree(data: bytes, defects: list[str]) -> tuple[Message, Any]:
+class MailParserResult(Protocol):
+    """What is read of a `mailparser.MailParser` (mail-parser ships no types): the stdlib tree
+    it built and the bodies it decoded."""
+
+    @property
+    def message(self) -> Message | None: ...
+    @property
+    def text_plain(self) -> list[str]: ...
+    @property
+    def text_html(self) -> list[str]: ...
+
+
+def _build_tree(data: bytes, defects: list[str]) -> tuple[Message, MailParserResult | None]:
     """(root part, the mail-parser result or None) with the fallbacks of the module docstring."""
     try:
         # mail-parser gets a tree fed in pieces (below) instead of the bytes: its
         # `parse_from_bytes` parses the message as one string, whose StringIO copy costs about
         # 8x the message at once (194 MB for 25 MB; bench/ingest); the tree is the same.
-        parsed = mailparser.MailParser(_fed_tree(data))
-    except Exception as exc:  # noqa: BLE001 - hostile input: any failure means "fall back"
+        parsed: MailParserResult = mailparser.MailParser(_fed_tree(data))
+    except Exception as exc:
         defects.append(f"parser-fallback:stdlib ({type(exc).__name__})")
         log.info("mail-parser gave up (%s); using the stdlib parser", type(exc).__name__)
     else:
@@ -295,17 +307,17 @@ def _build_tree(data: bytes, defects: list[str]) -> tuple[Message, Any]:
             return parsed.message, parsed
     try:
         return email.message_from_bytes(data), None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         defects.append(f"parser-fallback:headers-only ({type(exc).__name__})")
     try:
         message = email.parser.BytesHeaderParser().parsebytes(data)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UnparseableMessage(f"the header block cannot be read ({type(exc).__name__})") from exc
     # The body stays one unparsed string; the walk reads it as text, so its words are kept.
     return message, None
 
 
-def _mail_parser_text(parsed: Any) -> str:
+def _mail_parser_text(parsed: MailParserResult) -> str:
     plain = [t for t in getattr(parsed, "text_plain", []) or [] if isinstance(t, str) and t.strip()]
     if plain:
         return _tidy("\n\n".join(plain))
@@ -414,7 +426,7 @@ def _addresses(
     result: list[tuple[str, str]] = []
     try:
         parsed = email.utils.getaddresses([value])
-    except Exception:  # noqa: BLE001 - a hostile header must not stop the message
+    except Exception:
         defects.append(f"bad-address-header:{name}")
         return []
     for display, address in parsed:
@@ -454,7 +466,7 @@ def _authors(tree: Message, defects: list[str]) -> list[tuple[str, str]]:
             invalid = any(
                 isinstance(d, email.errors.InvalidHeaderDefect) for d in header.defects
             )
-        except Exception:  # noqa: BLE001 - a hostile header must not stop the message
+        except Exception:
             mailboxes, invalid = [], True
         if invalid:
             defects.append("from-not-rfc5322")
@@ -633,7 +645,7 @@ def _guess(data: bytes, where: str, defects: list[str]) -> str:
     best = None
     try:
         best = charset_normalizer.from_bytes(data[:_DETECT_BYTES]).best()
-    except Exception:  # noqa: BLE001 - detection is advice; never a reason to fail a message
+    except Exception:
         best = None
     detected = _codec(best.encoding) if best is not None else None
     if detected and not (western is not None and detected in _LATIN_CODECS):
@@ -768,7 +780,7 @@ class _Extraction:
             rebuilt: Message | None
             try:
                 rebuilt = email.message_from_bytes(header.encode("ascii", "replace") + raw)
-            except Exception:  # noqa: BLE001 - a nesting bomb lands here a second time
+            except Exception:
                 rebuilt = None
             if rebuilt is not None and rebuilt.is_multipart():
                 self.defects.append(f"boundary-recovered for {content_type}")
@@ -850,7 +862,7 @@ class _Extraction:
     def _read_returned_headers(self, text: str) -> None:
         try:
             headers = email.parser.HeaderParser().parsestr(text.lstrip())
-        except Exception:  # noqa: BLE001
+        except Exception:
             return
         self._read_returned_headers_from(headers)
 
@@ -935,7 +947,7 @@ def _tnef_files(data: bytes, defects: list[str]) -> list[AttachmentPart]:
                     sha256=hashlib.sha256(payload).hexdigest(), inline=False,
                 )
             )
-    except Exception as exc:  # noqa: BLE001 - a broken winmail.dat is kept whole instead
+    except Exception as exc:
         defects.append(f"tnef-unreadable ({type(exc).__name__})")
         return []
     if files:
@@ -980,14 +992,14 @@ def _failed_from_text(text: str, first: dict[str, str]) -> list[str]:
 def _content_type(part: Message) -> str:
     try:
         return part.get_content_type()
-    except Exception:  # noqa: BLE001 - a malformed Content-Type reads as text/plain (RFC 2045 §5.2)
+    except Exception:
         return "text/plain"
 
 
 def _disposition(part: Message) -> str:
     try:
         return (part.get_content_disposition() or "").lower()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return ""
 
 
@@ -1003,7 +1015,7 @@ def _payload_bytes(part: Message) -> bytes:
             pass  # bad padding: the lenient stdlib decoder below repairs it
     try:
         payload = part.get_payload(decode=True)
-    except Exception:  # noqa: BLE001 - broken transfer encoding: keep what is there
+    except Exception:
         payload = None
     if isinstance(payload, bytes):
         return payload
@@ -1045,7 +1057,7 @@ def _part_text(part: Message, content_type: str, defects: list[str]) -> str:
 def _param(part: Message, name: str) -> str:
     try:
         value = part.get_param(name)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return ""
     if isinstance(value, tuple):  # an RFC 2231 encoded value
         value = email.utils.collapse_rfc2231_value(value)
@@ -1074,7 +1086,7 @@ def _unflowed(text: str, *, delete_space: bool) -> str:
 def _filename(part: Message, defects: list[str]) -> str:
     try:
         name = part.get_filename()  # RFC 2231 (charset, continuations) and the `name` fallback
-    except Exception:  # noqa: BLE001
+    except Exception:
         name = None
     if not name:
         return ""
@@ -1115,17 +1127,17 @@ def _inner_message(part: Message) -> Message | None:
         return None
     try:
         return email.message_from_bytes(data)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
 def _flatten(message: Message) -> bytes:
     try:
         return message.as_bytes()
-    except Exception:  # noqa: BLE001 - odd charsets refuse to re-encode; keep the text form
+    except Exception:
         try:
             return message.as_string().encode("utf-8", "surrogateescape")
-        except Exception:  # noqa: BLE001
+        except Exception:
             return b""
 
 
@@ -1145,7 +1157,7 @@ def _html_to_text(markup: str) -> str:
     if len(markup) <= MAX_HTML_FOR_CONVERSION and markup.strip():
         try:
             text = inscriptis.get_text(markup, _INSCRIPTIS_CONFIG)
-        except Exception:  # noqa: BLE001 - fall through to the plain tag strip
+        except Exception:
             log.info("inscriptis failed on a message body; stripping tags instead")
         else:
             return _tidy(text)

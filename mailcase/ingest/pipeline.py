@@ -18,21 +18,20 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from mailcase import telemetry
+from mailcase.config import Settings
 from mailcase.desk import cases, masters, notices, subscriptions
 from mailcase.desk.context import Desk
-from mailcase.config import Settings
-from mailcase.store.engine import sqlite_writer_turn, transaction
 from mailcase.domain import (
+    NO_VERDICT,
     AutoKind,
-    Channel,
     CaseKind,
     CaseStatus,
     CaseView,
+    Channel,
     EventKind,
     HeldState,
     InboundMessage,
     MethodResult,
-    NO_VERDICT,
     RawMessage,
     SenderPolicy,
     SenderVerdict,
@@ -44,7 +43,6 @@ from mailcase.ingest import authentication as evidence
 from mailcase.ingest.parse import UnparseableMessage, parse_message
 from mailcase.ingest.quotes import strip_known_quotes
 from mailcase.logs import ingest_fields
-from mailcase.store.models import Case, HeldMessage, Organisation, RawMessageRecord
 from mailcase.rules import admission, classify, tokens
 from mailcase.rules.authentication import Authentication, PublicSuffixes
 from mailcase.rules.businesstime import BusinessCalendar
@@ -67,15 +65,37 @@ from mailcase.rules.decide import (
     subject_key,
 )
 from mailcase.rules.lifecycle import Actor
-from mailcase.rules.sla import start_on_arrival
 from mailcase.rules.matching import Match, Matched, MatchRule, Unmatched, match_case, thread_ids
+from mailcase.rules.sla import start_on_arrival
 from mailcase.store import facts as store_facts
 from mailcase.store.cases import (
-    add_event, add_events, add_participants, assign_next, case_by_id, case_by_number, case_view, event_values, insert_case,
+    add_event,
+    add_events,
+    add_participants,
+    assign_next,
+    case_by_id,
+    case_by_number,
+    case_view,
+    event_values,
+    insert_case,
 )
-from mailcase.store.directory import ContactOrganisation, organisation_for_address, sender_view, sender_view_and_name
+from mailcase.store.directory import (
+    ContactOrganisation,
+    organisation_for_address,
+    sender_view,
+    sender_view_and_name,
+)
+from mailcase.store.engine import sqlite_writer_turn, transaction
 from mailcase.store.held import hold_message, raw_of, resolve_held
-from mailcase.store.messages import NewRawRecord, first_received, insert_inbound_message, insert_raw, log_auto_reply, save_decision
+from mailcase.store.messages import (
+    NewRawRecord,
+    first_received,
+    insert_inbound_message,
+    insert_raw,
+    log_auto_reply,
+    save_decision,
+)
+from mailcase.store.models import Case, HeldMessage, Organisation, RawMessageRecord
 from mailcase.store.outbox import notice_case_id, record_bounce
 
 log = logging.getLogger(__name__)
@@ -626,7 +646,7 @@ class _Apply:
         policy = admission.ParticipantPolicy(settings.lifecycle.participant_policy)
         technicians = store_facts.technicians_among(session=self.session, addresses=candidates)
         members: set[str] = set()
-        if admission.membership_matters(policy, organisation_id):
+        if organisation_id is not None and admission.membership_matters(policy, organisation_id):
             people = [a for a in candidates if a not in technicians]
             members = set(store_facts.contacts_of_organisation_among(
                 session=self.session, addresses=people, organisation_id=organisation_id

@@ -36,7 +36,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-
 _QUOTE = r"(?:>[ \t]?)*"
 _ATTRIBUTION_ONE_LINE = re.compile(
     rf"^{_QUOTE}[ \t]*(?:On\s.+\swrote|Em\s.+\sescreveu)\s*:\s*$", re.IGNORECASE

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import errno
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Mapping
@@ -431,8 +432,8 @@ class SupportHandler:
         for connection in list(self._connections):
             if not connection.in_data:
                 connection.close_for_shutdown()
-        pending = set(self._transactions) | set(self._ingests)
-        unfinished: set[Any] = set()
+        pending: set[asyncio.Future[None] | asyncio.Task[str]] = set(self._transactions) | set(self._ingests)
+        unfinished: set[asyncio.Future[None] | asyncio.Task[str]] = set()
         if pending:
             log.info("SMTP stop: waiting for %d in-flight transaction(s)", len(pending))
             _done, unfinished = await asyncio.wait(pending, timeout=grace_seconds)
@@ -540,7 +541,7 @@ class _SupportSMTP(SMTP):
         if transport is not None and not transport.is_closing():
             assert isinstance(transport, asyncio.WriteTransport)
             transport.write(f"{REPLY_IDLE_TIMEOUT}\r\n".encode("ascii"))
-        super()._timeout_cb()
+        super()._timeout_cb()  # type: ignore[no-untyped-call]  # aiosmtpd leaves this hook unannotated
 
     async def _counted(self) -> bool:
         """Count a command outside a completed transaction; False (421 sent, closing) over the cap."""
@@ -589,7 +590,7 @@ class _SupportSMTP(SMTP):
         # aiosmtpd enforces SIZE itself but answers "552 Error: ..." without the enhanced
         # status code; every 552 it sends is about size, so give it RFC 3463's 5.3.4.
         if isinstance(status, str) and status.startswith("552 ") and "5.3.4" not in status:
-            status = REPLY_TOO_BIG  # type: ignore[assignment]
+            status = REPLY_TOO_BIG
         await super().push(status)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
@@ -787,7 +788,7 @@ async def stop_smtp_server(
     return finished
 
 
-def _socket_name(sock: Any) -> str:
+def _socket_name(sock: socket.socket) -> str:
     name = sock.getsockname()
     return f"{name[0]}:{name[1]}"
 

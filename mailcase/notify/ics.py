@@ -146,7 +146,7 @@ def window_calendar(
         address = vCalAddress(_mailto(attendee))
         address.params["ROLE"] = vText("NON-PARTICIPANT")  # told, not invited to take part
         address.params["RSVP"] = vText("FALSE")
-        event.add("attendee", address, encode=0)
+        event.add("attendee", address, encode=False)
     calendar.add_component(event)
     return calendar.to_ical()
 

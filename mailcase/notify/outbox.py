@@ -48,11 +48,8 @@ from sqlalchemy.engine import Engine
 
 from mailcase import telemetry
 from mailcase.config import Settings
-from mailcase.store import outbox as store
-from mailcase.store.engine import committed, is_transient, transaction
 from mailcase.domain import AutoKind, OutboxState
 from mailcase.errors import TransientError
-from mailcase.notify.ics import invitation
 from mailcase.notify.compose import (
     AUTO_GENERATED,
     AUTO_REPLIED,
@@ -60,9 +57,12 @@ from mailcase.notify.compose import (
     OutgoingMail,
     compose,
 )
+from mailcase.notify.ics import invitation
 from mailcase.notify.render import Rendered, Renderer
 from mailcase.notify.transport import Envelope, SendOutcome, SendResult, Transport
 from mailcase.rules.tokens import reply_address, staff_reply_address
+from mailcase.store import outbox as store
+from mailcase.store.engine import committed, is_transient, transaction
 from mailcase.store.outbox import ClaimedNotice, RelayPause, SentCopy
 
 log = logging.getLogger(__name__)

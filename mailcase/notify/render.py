@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from markupsafe import Markup, escape
 
-from mailcase.domain import STATUS_DISPLAY, CaseStatus, format_case_number
+from mailcase.domain import STATUS_DISPLAY, CaseStatus, format_case_number, format_size
 
 DEFAULT_LANGUAGE = "en"
 PARTS = ("subject.txt", "txt", "html")
@@ -93,7 +93,7 @@ class Renderer:
         self._env.filters["case_number"] = case_number
         self._env.filters["status_name"] = _status_filter
         self._env.filters["paragraphs"] = paragraphs
-        self._env.filters["size"] = _size_filter
+        self._env.filters["size"] = format_size
 
     def language(self, template: str, locale: str) -> str:
         """The language whose files render `template` for `locale` (`pt-BR` -> `pt`), else `en`."""
@@ -212,12 +212,3 @@ def _status_filter(ctx: jinja2.runtime.Context, value: str) -> str:
 def utc_iso(instant: datetime) -> str:
     """The form instants take in template contexts: ISO 8601 in UTC with its offset."""
     return instant.astimezone(UTC).isoformat()
-
-
-def _size_filter(size: int) -> str:
-    """A byte count as people read it: 512 B, 14.2 KB, 3.1 MB."""
-    if size < 1024:
-        return f"{size} B"
-    if size < 1024 * 1024:
-        return f"{size / 1024:.1f} KB"
-    return f"{size / (1024 * 1024):.1f} MB"

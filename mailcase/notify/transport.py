@@ -9,6 +9,7 @@ the message was still accepted for the others: it is `sent` and the refusals are
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import smtplib
 import ssl
@@ -237,7 +238,7 @@ class SmtpTransport:
             try:
                 # After a 334 error challenge the client sends an empty line to get the final
                 # 535 (the XOAUTH2 protocol, as in RFC 7628 §3.2.3).
-                client.auth("XOAUTH2", lambda challenge=None: payload if challenge is None else "")
+                client.auth("XOAUTH2", lambda challenge=None, payload=payload: payload if challenge is None else "")
             except smtplib.SMTPAuthenticationError as error:
                 if attempt == 2:
                     self._mark(False, f"relay refused a fresh token of grant {settings.oauth}: {error.smtp_code}")
@@ -313,10 +314,8 @@ def _alive(client: smtplib.SMTP) -> smtplib.SMTP | None:
 def _discard(client: smtplib.SMTP | None) -> None:
     if client is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         client.close()
-    except OSError:
-        pass
 
 
 def _quit(client: smtplib.SMTP) -> None:

@@ -2,4 +2,7 @@
 
 `tokens` stores grants, `providers` talks to token endpoints, `grants.GrantManager` hands out
 fresh access tokens and keeps every grant's health (`health.HealthBoard`) so nothing fails silently.
+
+Layer: below ingest and notify (IMAP and the relay ask it for tokens) and the desk, above config
+and store (it reads the grants' settings and keeps grants in PostgreSQL).
 """

@@ -22,10 +22,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mailcase.config import OAuthGrantSettings
 from mailcase.errors import OAuthError
+
+if TYPE_CHECKING:  # imported where used: the HTTP and Google libraries load only for a grant that needs them
+    import requests
+    from google.auth.credentials import Credentials
+    from google.auth.transport.requests import Request
+
+MsalResult = dict[str, Any]  # msal's JSON answer: access_token, expires_in, error, error_description…
+
+
+class MsalApplication(Protocol):
+    """The part of msal's Public- and ConfidentialClientApplication used here (msal ships no types)."""
+
+    def initiate_device_flow(self, scopes: list[str]) -> MsalResult: ...
+    def acquire_token_by_device_flow(self, flow: MsalResult) -> MsalResult: ...
+    def acquire_token_by_refresh_token(self, refresh_token: str, scopes: list[str]) -> MsalResult: ...
+    def acquire_token_for_client(self, scopes: list[str]) -> MsalResult: ...
 
 MICROSOFT_AUTHORITY = "https://login.microsoftonline.com/{tenant}"
 MICROSOFT_APP_SCOPES = ("https://outlook.office365.com/.default",)
@@ -225,7 +241,7 @@ def _authority(grant: OAuthGrantSettings) -> str:
     return grant.authority or MICROSOFT_AUTHORITY.format(tenant=grant.tenant)
 
 
-def _session(grant: OAuthGrantSettings) -> Any:
+def _session(grant: OAuthGrantSettings) -> requests.Session:
     """A requests session that trusts `ca_file` when one is configured.
 
     requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment override a session's
@@ -248,19 +264,20 @@ def _msal_options(grant: OAuthGrantSettings) -> dict[str, Any]:
     return options
 
 
-def _msal_public(grant: OAuthGrantSettings) -> Any:
+def _msal_public(grant: OAuthGrantSettings) -> MsalApplication:
     import msal
 
     try:
-        return msal.PublicClientApplication(grant.client_id, **_msal_options(grant))
+        app: MsalApplication = msal.PublicClientApplication(grant.client_id, **_msal_options(grant))
+        return app
     except ValueError as error:
         raise OAuthError(f"Microsoft authority unusable: {error}", signed_out=False) from None
 
 
-def _msal_confidential(grant: OAuthGrantSettings) -> Any:
+def _msal_confidential(grant: OAuthGrantSettings) -> MsalApplication:
     import msal
 
-    credential: Any = grant.client_secret
+    credential: str | dict[str, str] = grant.client_secret
     if grant.certificate_file:
         credential = {
             "private_key": Path(grant.certificate_file).read_text(encoding="utf-8"),
@@ -269,7 +286,10 @@ def _msal_confidential(grant: OAuthGrantSettings) -> Any:
     try:
         # A new application (and so an empty token cache) each time: after a 401 a cached token
         # would be handed back instead of a new one.
-        return msal.ConfidentialClientApplication(grant.client_id, client_credential=credential, **_msal_options(grant))
+        app: MsalApplication = msal.ConfidentialClientApplication(
+            grant.client_id, client_credential=credential, **_msal_options(grant)
+        )
+        return app
     except ValueError as error:
         raise OAuthError(f"Microsoft authority unusable: {error}", signed_out=False) from None
 
@@ -307,7 +327,7 @@ def _msal_token(result: dict[str, Any], now: datetime, refresh_token: str) -> To
 # -- Google (google-auth) -----------------------------------------------------------------------
 
 
-def _google_request(grant: OAuthGrantSettings) -> Any:
+def _google_request(grant: OAuthGrantSettings) -> Request:
     from google.auth.transport.requests import Request
 
     return Request(session=_session(grant))
@@ -319,7 +339,7 @@ def _google_fetch(grant: OAuthGrantSettings, refresh_token: str, now: datetime) 
     from google.oauth2 import service_account
 
     scopes = list(scopes_of(grant))
-    credentials: Any
+    credentials: Credentials
     if grant.effective_flow() == "service_account":
         try:
             info = json.loads(Path(grant.service_account_file).read_text(encoding="utf-8"))

@@ -21,7 +21,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the database is reached only when grants are kept in PostgreSQL
+    import sqlalchemy as sa
 
 FILE_MODE = 0o600
 
@@ -136,7 +139,7 @@ class DatabaseTokenStore:
     and HMAC-SHA256) with a key derived from the installation secret, so a database dump alone
     holds no usable token. The rows are locked FOR UPDATE for the whole read-refresh-write."""
 
-    def __init__(self, engine: Any, secret: bytes, names: Iterable[str]) -> None:
+    def __init__(self, engine: sa.Engine, secret: bytes, names: Iterable[str]) -> None:
         from cryptography.fernet import Fernet
 
         self._engine = engine

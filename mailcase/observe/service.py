@@ -6,6 +6,7 @@ daemon's loop; the daemon calls `start()`, `stop()` and `watched_sweep()` and no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -74,10 +75,8 @@ class Observer:
     async def stop(self) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-            except asyncio.CancelledError:
-                pass
         if self._delivery is not None and not self._delivery.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._delivery), DELIVERY_STOP_SECONDS)

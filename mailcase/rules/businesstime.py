@@ -59,7 +59,7 @@ class BusinessCalendar:
     means no public holidays. Every instant returned is aware UTC.
     """
 
-    __slots__ = ("spec", "zone", "_extra", "_opening", "_closing", "_years")
+    __slots__ = ("_closing", "_extra", "_opening", "_years", "spec", "zone")
 
     def __init__(self, spec: BusinessCalendarSpec | None = None) -> None:
         self.spec = spec if spec is not None else BusinessCalendarSpec()

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mailcase.config import DEFAULT_SLA, SlaSettings
 from mailcase.domain import (
     DEFAULT_LOCALE,
     DEFAULT_TIMEZONE,
@@ -27,10 +26,11 @@ from mailcase.domain import (
     TechnicianEntry,
 )
 from mailcase.errors import DirectoryError
+from mailcase.rules.sla import TARGET_KEYS, Target
 
 LOCALES = ("en", "pt")
-SLA_TARGETS = tuple(DEFAULT_SLA)  # P1 … P1G, macd_standard, macd_expedited
-SLA_FIELDS = tuple(f.name for f in dataclasses.fields(SlaSettings))
+SLA_TARGETS = TARGET_KEYS  # P1 … P1G, macd_standard, macd_expedited
+SLA_FIELDS = tuple(f.name for f in dataclasses.fields(Target))
 
 # Column sizes of mailcase.store.models, checked here so a long value is a clear error, not a DB error.
 _MAX_NAME = 300

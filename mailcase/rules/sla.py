@@ -93,8 +93,8 @@ class Span:
 class Target:
     """One priority's (or MACD kind's) SLA targets; 0 means not set.
 
-    The field names are those of `mailcase.config.SlaSettings`, so the shell builds one with
-    `Target(**dataclasses.asdict(settings))`.
+    Minutes are wall-clock; business days follow the business calendar. `[sla.<key>]` in the
+    configuration is read straight into these (`mailcase.config`), over DEFAULT_TARGETS.
     """
 
     response_minutes: int = 0
@@ -145,7 +145,17 @@ class Target:
 
 
 TARGET_FIELDS = frozenset(item.name for item in fields(Target))
-TARGET_KEYS = ("P1", "P2", "P3", "P4", "P1G", "macd_standard", "macd_expedited")
+# The support plan's targets when `[sla]` does not change them: priorities, then MACD kinds.
+DEFAULT_TARGETS: Mapping[str, Target] = MappingProxyType({
+    "P1": Target(response_minutes=15, update_minutes=60, reminder_lead_minutes=5),
+    "P2": Target(response_minutes=30, update_minutes=120, reminder_lead_minutes=10),
+    "P3": Target(response_minutes=240, update_business_days=1, reminder_lead_minutes=60),
+    "P4": Target(response_business_days=1, update_business_days=2, reminder_lead_minutes=240),
+    "P1G": Target(response_minutes=15, update_minutes=60, reminder_lead_minutes=5),
+    "macd_standard": Target(response_business_days=1, resolution_business_days=2, reminder_lead_minutes=240),
+    "macd_expedited": Target(response_minutes=240, resolution_business_days=1, reminder_lead_minutes=60),
+})
+TARGET_KEYS = tuple(DEFAULT_TARGETS)
 NO_OVERRIDES: Mapping[str, Mapping[str, int]] = MappingProxyType({})
 
 

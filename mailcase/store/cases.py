@@ -14,6 +14,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from mailcase.domain import CaseKind, CaseStatus, CaseView, EventKind, Priority
+from mailcase.store.common import insert_or_ignore
 from mailcase.store.models import (
     AssignmentCursor,
     Case,
@@ -24,7 +25,6 @@ from mailcase.store.models import (
     Organisation,
     Technician,
 )
-from mailcase.store.common import insert_or_ignore
 from mailcase.store.technicians import team_members
 
 CASE_NUMBER_COUNTER = "case_number"
@@ -425,7 +425,6 @@ def store_attachment(*, session: Session, data: bytes) -> str:
     import hashlib
 
     from mailcase.store.models import Attachment
-
     from mailcase.store.retention import keep_attachment
 
     digest = hashlib.sha256(data).hexdigest()

@@ -622,7 +622,7 @@ def _normalise(address: str) -> str:
 def directory_listing(*, session: Session, organisation_key: str | None = None) -> list[dict[str, Any]]:
     """Organisations with their domains, products and contacts (each with its roles and whether
     it is an MPOC), for `mailcase directory list/show`; ordered by organisation id and email."""
-    from mailcase.store.models import ContactRole, OrganisationProduct, Product
+    from mailcase.store.models import OrganisationProduct, Product
 
     statement = select(Organisation).order_by(col(Organisation.key))
     if organisation_key is not None:

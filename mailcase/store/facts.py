@@ -15,9 +15,17 @@ import sqlalchemy as sa
 from sqlmodel import Session, case, col, func, select
 
 from mailcase.domain import CaseView, Direction, SenderView
-from mailcase.store.common import table_of
 from mailcase.store.cases import case_view, cases_by_ids, participants_of
-from mailcase.store.models import AutoReplyLog, Case, CaseParticipant, Contact, Message, Outbox, Technician
+from mailcase.store.common import table_of
+from mailcase.store.models import (
+    AutoReplyLog,
+    Case,
+    CaseParticipant,
+    Contact,
+    Message,
+    Outbox,
+    Technician,
+)
 
 NON_MPOC_NOTICE = "customer.non_mpoc"
 """The auto-reply log's kind for the notice to a non-MPOC sender (the hourly caps count it)."""

@@ -6,8 +6,8 @@ import secrets
 
 from sqlmodel import Session, select
 
-from mailcase.store.models import Installation
 from mailcase.store.common import insert_or_ignore
+from mailcase.store.models import Installation
 
 REPLY_TOKEN_SECRET = "reply_token_secret"
 

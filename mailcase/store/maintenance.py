@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from mailcase.domain import MaintenanceKind, MaintenanceStatus, OutboxState, PlannedWindow
 from mailcase.errors import UsageError
+from mailcase.store.common import insert_or_ignore
 from mailcase.store.models import (
     Contact,
     MaintenanceProduct,
@@ -28,7 +29,6 @@ from mailcase.store.models import (
     Outbox,
     Product,
 )
-from mailcase.store.common import insert_or_ignore
 
 __all__ = [
     "ToldRecipient",

@@ -20,7 +20,6 @@ from sqlmodel import Session, col, select
 
 from mailcase.domain import Direction, InboundMessage
 from mailcase.store.common import insert_or_ignore, table_of
-from mailcase.store.retention import keep_attachment
 from mailcase.store.models import (
     Attachment,
     AutoReplyLog,
@@ -29,6 +28,7 @@ from mailcase.store.models import (
     MessageAttachment,
     RawMessageRecord,
 )
+from mailcase.store.retention import keep_attachment
 
 
 @dataclass(slots=True)

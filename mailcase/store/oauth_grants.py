@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 from sqlmodel import Session, col, select
 
-from mailcase.store.models import Installation
 from mailcase.store.common import insert_or_ignore
+from mailcase.store.models import Installation
 
 PREFIX = "oauth_grant:"
 

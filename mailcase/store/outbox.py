@@ -20,7 +20,14 @@ from sqlmodel import Session, SQLModel, col, select
 
 from mailcase.domain import AutoKind, Direction, EventKind, NotificationIntent, OutboxState
 from mailcase.store.common import table_of
-from mailcase.store.models import Attachment, CaseEvent, Installation, Message, Outbox, RecipientHealth
+from mailcase.store.models import (
+    Attachment,
+    CaseEvent,
+    Installation,
+    Message,
+    Outbox,
+    RecipientHealth,
+)
 
 REPLY_TOKEN_CASE_KEY = "_reply_token_case"
 REPLY_TOKEN_STAFF_KEY = "_reply_token_staff"  # the one staff recipient a per-technician token is bound to
@@ -302,7 +309,7 @@ def claim_due(
             .values(
                 state=OutboxState.SENDING.value, next_attempt_at=now, claimed_by=holder,
                 lease_until=lease_until,
-            )  # fmt: skip
+            )
         )
     return claimed
 

@@ -16,8 +16,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailcase.store.models import Subscription
 from mailcase.store.common import insert_or_ignore
+from mailcase.store.models import Subscription
 
 OPTOUT_MAINTENANCE = "optout:maintenance"
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from mailcase.store.engine import make_engine
 from support.cli import SAMPLE_CONFIG, run_mailcase
 from support.daemon import MailcaseDaemon, deliver, wait_until
 from support.dovecot import DovecotServer, dovecot  # noqa: F401 (fixture)
 from support.observe import TOKEN, WebhookReceiver, endpoint_env, get
 from support.relay import CaptureRelay, free_port
-
-from mailcase.store.engine import make_engine
 
 WAIT = 60.0  # seconds: an upper bound on the daemon noticing a change (checks run every 0.5 s), never asserted
 ADMIN = "ops-admin@support.example.com"
@@ -107,7 +107,7 @@ def test_a_locked_database_flips_readyz_and_health_and_alerts_once_each_way(
         locker = sqlite3.connect(database, isolation_level=None, timeout=10)
         try:
             locker.execute("BEGIN EXCLUSIVE")  # what a long transaction of another process does
-            status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(readyz(port)), timeout=WAIT,
+            _status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(readyz(port)), timeout=WAIT,
                                       what="/readyz 503")  # fmt: skip
             assert body.splitlines()[0] == "not ready: database"
             assert "database critical" in body and "database is locked" in body
@@ -144,7 +144,7 @@ def test_a_refusing_relay_flips_the_outbox_and_back_with_one_alert_each_way_and_
         daemon.prepare()
         daemon.start()
         assert deliver(daemon, 1) == 250  # its acknowledgement waits for the relay
-        status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(readyz(port)), timeout=WAIT,
+        _status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(readyz(port)), timeout=WAIT,
                                   what="/readyz 503")  # fmt: skip
         assert body.splitlines()[0] == "not ready: outbox"
         assert "outbox critical" in body and "relay refusing" in body and "ConnectionRefusedError" in body
@@ -160,7 +160,7 @@ def test_a_refusing_relay_flips_the_outbox_and_back_with_one_alert_each_way_and_
 
 
 def test_a_wrong_mailbox_password_flips_the_mailbox_and_back_once_fixed(
-    tmp_path: Path, hook: WebhookReceiver, dovecot: DovecotServer  # noqa: F811 (fixture)
+    tmp_path: Path, hook: WebhookReceiver, dovecot: DovecotServer
 ) -> None:
     port = free_port()
     daemon_password = "the password in our config"
@@ -176,7 +176,7 @@ def test_a_wrong_mailbox_password_flips_the_mailbox_and_back_once_fixed(
     with MailcaseDaemon(tmp_path, env=env) as daemon:
         daemon.prepare()
         daemon.start()
-        status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(readyz(port)), timeout=WAIT,
+        _status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(readyz(port)), timeout=WAIT,
                                   what="/readyz 503")  # fmt: skip
         assert body.splitlines()[0] == "not ready: imap:desk"
         assert "imap:desk critical" in body and "sign-in refused" in body
@@ -210,7 +210,7 @@ def test_a_blocked_sweep_flips_the_scheduler_and_back_with_one_alert_and_one_adm
             with engine.connect() as locker:
                 # The sweep's SELECT … FOR UPDATE SKIP LOCKED waits behind this lock (plain reads do not).
                 locker.execute(sa.text("LOCK TABLE support_case IN EXCLUSIVE MODE"))
-                status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(readyz(port)),
+                _status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(readyz(port)),
                                           timeout=WAIT, what="/readyz 503")  # fmt: skip
                 assert body.splitlines()[0] == "not ready: scheduler"
                 assert "scheduler critical" in body and "a sweep has been running for" in body

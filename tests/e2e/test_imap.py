@@ -16,14 +16,14 @@ from sqlmodel import Session, select
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import Settings
-from mailcase.store.engine import make_engine, transaction, upgrade_schema
 from mailcase.domain import Channel, RawMessage
 from mailcase.errors import TransientError
 from mailcase.ingest.imap import MailboxPoller
-from mailcase.store.models import Case, MailboxCursor, RawMessageRecord
 from mailcase.rules.directory_format import load_directory
 from mailcase.store.directory import import_directory
+from mailcase.store.engine import make_engine, transaction, upgrade_schema
 from mailcase.store.mailboxes import load_cursor
+from mailcase.store.models import Case, MailboxCursor, RawMessageRecord
 from support.cli import REPO, run_mailcase
 from support.dovecot import DovecotServer, dovecot, dovecot_without_move  # noqa: F401 (fixtures)
 from support.pollers import running  # noqa: F401 (a fixture)

@@ -8,7 +8,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,14 @@ from sqlmodel import Session, select
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import OAuthGrantSettings, OAuthSettings, Settings
-from mailcase.store.engine import make_engine, transaction, upgrade_schema
 from mailcase.domain import RawMessage
-from mailcase.ingest.imap import MailboxLoginFailed, MailboxPoller
-from mailcase.store.models import Case
+from mailcase.ingest.imap import MailboxPoller
 from mailcase.oauth.grants import GrantAlert, GrantManager
 from mailcase.oauth.health import GREEN, RED, HealthBoard
 from mailcase.rules.directory_format import load_directory
 from mailcase.store.directory import import_directory
+from mailcase.store.engine import make_engine, transaction, upgrade_schema
+from mailcase.store.models import Case
 from support.cli import REPO
 from support.dovecot import USER, DovecotServer, running_dovecot
 from support.oauth import TokenServer, token_server  # noqa: F401 (fixture)

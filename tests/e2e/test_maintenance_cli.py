@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from support.broadcasts import ACME_MAINTENANCE, BRISA_MAINTENANCE, DIRECTORY, ics_event, outbox, recipient
+from support.broadcasts import (
+    ACME_MAINTENANCE,
+    BRISA_MAINTENANCE,
+    DIRECTORY,
+    ics_event,
+    outbox,
+    recipient,
+)
 from support.cli import MailcaseCli
 
 ATOM = "{http://www.w3.org/2005/Atom}"

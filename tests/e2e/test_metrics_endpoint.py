@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 from support.daemon import MailcaseDaemon, deliver, wait_until
 from support.observe import endpoint_env, scrape, total
 from support.relay import CaptureRelay, free_port

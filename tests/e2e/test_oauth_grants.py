@@ -22,11 +22,11 @@ from sqlmodel import Session, select
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import OAuthGrantSettings, OAuthSettings, load_config
-from mailcase.store.engine import make_engine, upgrade_schema
 from mailcase.errors import OAuthError
-from mailcase.store.models import Outbox
 from mailcase.oauth.grants import GrantAlert, GrantManager
 from mailcase.oauth.health import AMBER, GREEN, RED, HealthBoard
+from mailcase.store.engine import make_engine, upgrade_schema
+from mailcase.store.models import Outbox
 from support.cli import run_mailcase
 from support.oauth import TokenServer, token_server  # noqa: F401 (fixture)
 
@@ -90,7 +90,7 @@ def test_msal_app_only_with_a_certificate_signs_a_client_assertion(
     token_server.clients["m365-cert"] = ("", USER)
     grants = manager(
         tmp_path, clock, provider="microsoft", authority=token_server.authority, client_id="m365-cert",
-        certificate_file=str(key_file), certificate_thumbprint=certificate.fingerprint(hashes.SHA1()).hex(),  # noqa: S303 (Azure's thumbprint is SHA-1)
+        certificate_file=str(key_file), certificate_thumbprint=certificate.fingerprint(hashes.SHA1()).hex(),
         ca_file=str(token_server.ca_file),
     )  # fmt: skip
 

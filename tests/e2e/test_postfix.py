@@ -19,7 +19,12 @@ from support.cli import REPO, SAMPLE_CONFIG, run_mailcase
 from support.daemon import MailcaseDaemon, wait_until
 from support.postfix import DOMAIN, PrivatePostfix, postfix_available
 from support.relay import CaptureRelay, free_port
-from support.unprivileged import PIPE_USER, shared_directory, unprivileged_environment, unprivileged_python
+from support.unprivileged import (
+    PIPE_USER,
+    shared_directory,
+    unprivileged_environment,
+    unprivileged_python,
+)
 
 PYTHON = unprivileged_python()
 UNAVAILABLE = postfix_available() or ("" if PYTHON else "needs a Python that user nobody can run")

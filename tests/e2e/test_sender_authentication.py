@@ -20,7 +20,7 @@ import pytest
 
 from mailcase.rules.tokens import staff_reply_address
 from support.daemon import MailcaseDaemon, wait_until
-from support.relay import CaptureRelay, CapturedMessage
+from support.relay import CapturedMessage, CaptureRelay
 
 SUPPORT = "support@support.example.com"
 PAT = "pat@acme.example"  # Acme's primary MPOC

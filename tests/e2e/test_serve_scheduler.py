@@ -13,10 +13,10 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from mailcase.store.engine import make_engine, transaction, upgrade_schema
 from mailcase.domain import Priority
-from mailcase.store.models import Organisation, Outbox
 from mailcase.store.cases import create_case
+from mailcase.store.engine import make_engine, transaction, upgrade_schema
+from mailcase.store.models import Organisation, Outbox
 from support.broadcasts import example_app
 from support.cli import REPO, SAMPLE_CONFIG
 from support.relay import CaptureRelay

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mailcase.store.engine import make_engine
 from mailcase.rules.tokens import case_from_address
+from mailcase.store.engine import make_engine
 from support.daemon import MailcaseDaemon, wait_until
-from support.relay import CaptureRelay, CapturedMessage
+from support.relay import CapturedMessage, CaptureRelay
 
 SUPPORT = "support@support.example.com"
 MACD = "macd@support.example.com"
@@ -273,7 +273,7 @@ def test_recipients_beyond_the_cap_get_452_and_the_message_still_reaches_the_oth
         client.ehlo("client.acme.example")
         client.mail(PAT)
         codes = [client.rcpt(address)[0] for address in (SUPPORT, MACD, POSTMASTER)]
-        code, reply = client.data(wire(mail))
+        code, _reply = client.data(wire(mail))
 
     assert codes == [250, 250, 452]
     assert code == 250

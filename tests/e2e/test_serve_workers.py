@@ -110,7 +110,7 @@ def test_a_worker_that_dies_is_restarted_and_mail_is_still_accepted(daemon: Mail
     os.kill(first, signal.SIGKILL)
 
     second = wait_until(lambda: worker_pids(daemon) - {first}, timeout=WAIT, what="a restarted SMTP worker")
-    assert "SMTP worker 1 (pid %d) exited with status -9 (killed by SIGKILL); restarting it" % first in daemon.log()
+    assert f"SMTP worker 1 (pid {first}) exited with status -9 (killed by SIGKILL); restarting it" in daemon.log()
     wait_until(lambda: serving_workers(daemon) >= 2, timeout=WAIT, what="the restarted worker listening")
     assert [deliver(daemon, n) for n in range(10)] == [250] * 10
     assert daemon.stop() == 0

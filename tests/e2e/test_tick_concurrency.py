@@ -16,10 +16,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from mailcase.app import App
-from mailcase.store.engine import make_engine, transaction, upgrade_schema
 from mailcase.domain import Priority
-from mailcase.store.models import Organisation, Outbox
 from mailcase.store.cases import create_case
+from mailcase.store.engine import make_engine, transaction, upgrade_schema
+from mailcase.store.models import Organisation, Outbox
 from support.broadcasts import example_app
 from support.cli import REPO, SAMPLE_CONFIG
 from support.relay import CaptureRelay
@@ -95,7 +95,7 @@ def test_two_tick_processes_at_once_queue_and_deliver_every_due_notice_exactly_o
     with CaptureRelay() as relay:
         processes = [_tick_process(fresh_pg_url, relay), _tick_process(fresh_pg_url, relay)]
         outputs = [process.communicate(timeout=180) for process in processes]
-        for process, (stdout, stderr) in zip(processes, outputs, strict=True):
+        for process, (_stdout, stderr) in zip(processes, outputs, strict=True):
             assert process.returncode == 0, stderr
         reports = [json.loads(stdout) for stdout, _ in outputs]
         # Whatever one process left queued (it started its delivery before the other's sweep committed), a

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from support.faults import outbox_states, seed_notices
 from support.daemon import MailcaseDaemon, wait_until
+from support.faults import outbox_states, seed_notices
 from support.relay import CaptureRelay, free_port
 
 FAST = {

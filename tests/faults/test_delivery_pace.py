@@ -12,11 +12,11 @@ from sqlalchemy.engine import Engine
 
 from mailcase.clock import FixedClock
 from mailcase.config import Settings
-from mailcase.store.engine import transaction
 from mailcase.domain import NotificationIntent
 from mailcase.notify.outbox import batch_capacity, deliver_due, relay_pause
 from mailcase.notify.render import Renderer
 from mailcase.notify.transport import SmtpTransport
+from mailcase.store.engine import transaction
 from mailcase.store.outbox import enqueue
 from support.relay import CaptureRelay
 

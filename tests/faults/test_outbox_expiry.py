@@ -11,12 +11,12 @@ from sqlalchemy.engine import Engine
 
 from mailcase.clock import FixedClock
 from mailcase.config import Settings
-from mailcase.store.engine import transaction
 from mailcase.domain import NotificationIntent
-from mailcase.store.models import Case
 from mailcase.notify.outbox import deliver_due
 from mailcase.notify.render import Renderer
 from mailcase.notify.transport import SmtpTransport
+from mailcase.store.engine import transaction
+from mailcase.store.models import Case
 from mailcase.store.outbox import enqueue
 from support.cli import MailcaseCli
 from support.relay import CaptureRelay

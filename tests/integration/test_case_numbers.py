@@ -15,10 +15,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from mailcase.clock import FixedClock
-from mailcase.store.engine import make_engine, transaction, upgrade_schema
-from mailcase.store.models import Case, CaseEvent, CaseParticipant, Counter
 from mailcase.present import cases_json
 from mailcase.store.cases import CASE_NUMBER_COUNTER, allocate_case_number, create_case
+from mailcase.store.engine import make_engine, transaction, upgrade_schema
+from mailcase.store.models import Case, CaseEvent, CaseParticipant, Counter
 
 
 class Rollback(Exception):
@@ -35,10 +35,9 @@ def open_case(engine: Engine, now: datetime, subject: str = "Phones down") -> in
 def abandoned_allocation(engine: Engine) -> int:
     """Allocate a number in a transaction that then rolls back; returns the number it saw."""
     seen: list[int] = []
-    with pytest.raises(Rollback):
-        with transaction(engine) as session:
-            seen.append(allocate_case_number(session=session))
-            raise Rollback
+    with pytest.raises(Rollback), transaction(engine) as session:
+        seen.append(allocate_case_number(session=session))
+        raise Rollback
     return seen[0]
 
 
@@ -107,13 +106,12 @@ def test_a_writer_waiting_behind_a_rolled_back_allocation_gets_that_number_once(
         except BaseException as error:  # reported to the test thread below
             errors.append(error)
 
-    with pytest.raises(Rollback):
-        with transaction(engine) as session:
-            assert allocate_case_number(session=session) == 2
-            thread = threading.Thread(target=rival)
-            thread.start()
-            started.wait(timeout=30)
-            raise Rollback
+    with pytest.raises(Rollback), transaction(engine) as session:
+        assert allocate_case_number(session=session) == 2
+        thread = threading.Thread(target=rival)
+        thread.start()
+        started.wait(timeout=30)
+        raise Rollback
     thread.join(timeout=60)
 
     assert not errors, errors

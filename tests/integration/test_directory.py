@@ -10,17 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from mailcase.store.engine import transaction
 from mailcase.domain import Channel, RawMessage, Role
-from mailcase.store.models import (
-    Case,
-    Contact,
-    ContactRole,
-    Organisation,
-    OrganisationProduct,
-    Product,
-    Technician,
-)
 from mailcase.rules.directory_format import load_directory
 from mailcase.store.directory import (
     ImportReport,
@@ -32,6 +22,16 @@ from mailcase.store.directory import (
     organisation_by_key,
     organisation_for_address,
     sender_view,
+)
+from mailcase.store.engine import transaction
+from mailcase.store.models import (
+    Case,
+    Contact,
+    ContactRole,
+    Organisation,
+    OrganisationProduct,
+    Product,
+    Technician,
 )
 from support.broadcasts import example_app
 

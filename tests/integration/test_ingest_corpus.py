@@ -11,7 +11,6 @@ from __future__ import annotations
 import tomllib
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+
 from sqlalchemy.engine import Engine
 
 from mailcase.clock import FixedClock
 from mailcase.store.engine import transaction
-from mailcase.store.models import MailboxCursor
 from mailcase.store.mailboxes import load_cursor, save_cursor
+from mailcase.store.models import MailboxCursor
 
 BOX = "desk@imap.example.com:993/INBOX"
 

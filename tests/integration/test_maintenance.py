@@ -10,15 +10,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.engine import Engine
 
-from mailcase.desk import maintenance as desk_maintenance
 from mailcase.app import App
-from mailcase.store.engine import transaction
+from mailcase.desk import maintenance as desk_maintenance
 from mailcase.domain import Channel, MaintenanceKind, MaintenanceStatus, RawMessage
-from mailcase.store.models import MaintenanceWindow
+from mailcase.ingest.pipeline import IngestOutcome
 from mailcase.notify.render import Renderer
 from mailcase.status import status_snapshot
+from mailcase.store.engine import transaction
 from mailcase.store.maintenance import list_windows, window_products
-from mailcase.ingest.pipeline import IngestOutcome
+from mailcase.store.models import MaintenanceWindow
 from support.broadcasts import (
     ACME_MAINTENANCE,
     BRISA_MAINTENANCE,

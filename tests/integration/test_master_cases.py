@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from mailcase.app import App
 from mailcase.desk import cases as casework
 from mailcase.desk import masters
-from mailcase.app import App
-from mailcase.store.engine import transaction
+from mailcase.desk.subscriptions import subscribe
 from mailcase.domain import (
     CaseKind,
     CaseStatus,
@@ -23,12 +23,17 @@ from mailcase.domain import (
     RawMessage,
     format_case_number,
 )
-from mailcase.store.models import Case, Organisation, Subscription
-from mailcase.notify.render import Renderer, local_time
-from mailcase.store.cases import create_case
-from mailcase.desk.subscriptions import subscribe
 from mailcase.ingest.pipeline import IngestOutcome
-from mailcase.rules.tokens import master_scope, request_is_genuine, staff_reply_address, unsubscribe_request
+from mailcase.notify.render import Renderer, local_time
+from mailcase.rules.tokens import (
+    master_scope,
+    request_is_genuine,
+    staff_reply_address,
+    unsubscribe_request,
+)
+from mailcase.store.cases import create_case
+from mailcase.store.engine import transaction
+from mailcase.store.models import Case, Organisation, Subscription
 from support.broadcasts import REPO, example_app, outbox, recipient
 
 NOW = datetime(2026, 11, 26, 16, 0, tzinfo=UTC)  # Thursday 09:00 in Denver

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from support.cli import REPO, CliResult, MailcaseCli
-from support.relay import CaptureRelay, CapturedMessage
+from support.relay import CapturedMessage, CaptureRelay
 
 MAIL = REPO / "tests" / "fixtures" / "mail"
 PAT = "pat@acme.example"
@@ -260,7 +260,7 @@ def test_a_charset_reaches_the_case_and_the_acknowledgement_without_escape_bytes
     [ack] = desk.received_by(PAT)
     assert ack.message["Subject"] == f"[Case #{outcome['case']}] Received: {subject}"
     header_block = ack.data.split(b"\r\n\r\n", 1)[0]
-    assert not any(byte < 32 and byte not in (9, 10, 13) or byte == 127 for byte in header_block)
+    assert not any((byte < 32 and byte not in (9, 10, 13)) or byte == 127 for byte in header_block)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,7 +484,7 @@ def test_cases_list_filters_make_a_worklist_and_show_attention_and_the_next_dead
     assert numbers("--open", "--due-before", at(days=3)) == [third, second]
     [row] = [r for r in desk.run("cases", "list", "--json").json() if r["number"] == second]
     assert row["next_deadline"] == "response" and row["next_due_at"] == row["response_due_at"]
-    line = [ln for ln in desk.run("cases", "list").stdout.splitlines() if ln.startswith(second)][0]
+    line = next(ln for ln in desk.run("cases", "list").stdout.splitlines() if ln.startswith(second))
     assert "response due" in line
 
 

@@ -18,13 +18,13 @@ from sqlmodel import Session, select
 
 from mailcase.clock import FixedClock
 from mailcase.config import Settings
-from mailcase.store.engine import make_engine, transaction
 from mailcase.domain import Direction, NotificationIntent, OutboxState
-from mailcase.store.models import Case, Message, Outbox, RecipientHealth
 from mailcase.notify.outbox import DeliveryReport, deliver_due, retry_delay
 from mailcase.notify.render import Renderer
 from mailcase.notify.transport import Envelope, ResultCallback, SendResult, SmtpTransport
 from mailcase.rules.tokens import case_from_address
+from mailcase.store.engine import make_engine, transaction
+from mailcase.store.models import Case, Message, Outbox, RecipientHealth
 from mailcase.store.outbox import enqueue, failing_recipients, outbox_rows, record_bounce
 from support.relay import CaptureRelay
 

@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from mailcase.store.engine import transaction
 from mailcase.domain import CaseKind
 from mailcase.errors import TransientError
 from mailcase.ingest.authentication import DnsTemporaryError
 from mailcase.ingest.pipeline import Pipeline
-from mailcase.store.models import Case, HeldMessage
 from mailcase.rules.authentication import PublicSuffixes
+from mailcase.store.engine import transaction
+from mailcase.store.models import Case, HeldMessage
 from mailcase.trace import trace_message
 from support.threads import ThreadDesk, fresh_message_id, sample_settings
 
@@ -86,7 +86,7 @@ def test_a_signed_macd_request_passes_and_opens_in_enforce_with_the_verdict_stor
 
 def test_a_signature_by_another_key_is_held_in_enforce_and_released_by_an_agent(engine: Engine) -> None:
     desk = desk_with(engine, "enforce", StubResolver())
-    data, message_id = macd(key="other.key")
+    data, _message_id = macd(key="other.key")
 
     outcome = desk.ingest_bytes(data)
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from mailcase.domain import CaseStatus, EventKind
 from support.cli import MailcaseCli
-from support.relay import CaptureRelay, CapturedMessage
+from support.relay import CapturedMessage, CaptureRelay
 from support.threads import OpenedCase, ThreadDesk
 
 OPENED = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)  # Wednesday 16:00 in Denver

@@ -11,14 +11,14 @@ import icalendar
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from mailcase.notify.ics import invitation
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import load_config
-from mailcase.store.engine import transaction
-from mailcase.store.models import Contact, ContactRole, Organisation, Outbox
+from mailcase.notify.ics import invitation
 from mailcase.rules.directory_format import load_directory
 from mailcase.store.directory import import_directory
+from mailcase.store.engine import transaction
+from mailcase.store.models import Contact, ContactRole, Organisation, Outbox
 
 REPO = Path(__file__).resolve().parents[2]
 DIRECTORY = REPO / "examples" / "directory.toml"

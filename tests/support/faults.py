@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from mailcase.store.engine import make_engine, transaction
 from mailcase.domain import NotificationIntent
+from mailcase.store.engine import make_engine, transaction
 from mailcase.store.outbox import enqueue
 
 

@@ -291,7 +291,7 @@ def _jwt_claims(assertion: str) -> dict[str, Any]:
 
 def _handler_for(server: TokenServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib's name)
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: pytest shows failures, not every request
 
         def _form(self) -> dict[str, str]:
@@ -313,14 +313,14 @@ def _handler_for(server: TokenServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 (stdlib's name)
+        def do_GET(self) -> None:
             path = urllib.parse.urlparse(self.path).path
             if path.endswith("/v2.0/.well-known/openid-configuration"):
                 self._answer(200, server.openid_configuration(path.split("/")[1]))
             else:
                 self._answer(404, {"error": "not_found"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             path = urllib.parse.urlparse(self.path).path
             form = self._form()
             if path.endswith("/token"):

@@ -12,6 +12,7 @@ It is started and stopped with `postfix -c <its config dir>`: the commands act o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -155,10 +156,8 @@ class PrivatePostfix:
                                 check=False, timeout=60)
         pid_file = self.queue_dir / "pid" / "master.pid"
         if result.returncode != 0 and pid_file.exists():  # stop it by its own PID, nothing broader
-            try:
+            with contextlib.suppress(ValueError, ProcessLookupError):
                 os.kill(int(pid_file.read_text().strip()), 9)
-            except (ValueError, ProcessLookupError):
-                pass
 
     def _postfix(self, command: str) -> None:
         result = subprocess.run([POSTFIX, "-c", str(self.config_dir), command], capture_output=True, text=True,

@@ -20,16 +20,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import json
 import email
 import email.policy
+import json
 import socket
 import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -122,7 +121,7 @@ class _BearerHandler(_Handler):
     bearer token with the relay's `bearer(user, token)`; a refusal first sends the 334 JSON error
     challenge those servers send, then 535 once the client answers it."""
 
-    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802 (aiosmtpd's name)
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
         if len(args) < 2:
             return AuthResult(success=False, handled=False)
         fields = dict(

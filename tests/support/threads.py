@@ -25,18 +25,18 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from mailcase import daemon
-from mailcase.desk import cases as casework
 from mailcase.app import App
 from mailcase.clock import FixedClock
 from mailcase.config import Settings, load_config
-from mailcase.store.engine import transaction
+from mailcase.desk import cases as casework
 from mailcase.domain import CaseStatus, Channel, RawMessage, format_case_number
 from mailcase.ingest.pipeline import IngestOutcome, Pipeline
-from mailcase.store.models import Case, HeldMessage, Outbox
 from mailcase.present import case_detail_json
-from mailcase.rules.tokens import reply_address, staff_reply_address
 from mailcase.rules.directory_format import load_directory
+from mailcase.rules.tokens import reply_address, staff_reply_address
 from mailcase.store.directory import import_directory
+from mailcase.store.engine import transaction
+from mailcase.store.models import Case, HeldMessage, Outbox
 
 REPO = Path(__file__).resolve().parents[2]
 THREADS = REPO / "tests" / "fixtures" / "threads"

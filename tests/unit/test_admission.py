@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from mailcase.rules.admission import ParticipantPolicy, admit_participants, copied_candidates, membership_matters
+from mailcase.rules.admission import (
+    ParticipantPolicy,
+    admit_participants,
+    copied_candidates,
+    membership_matters,
+)
 
 PAT = "pat@acme.example"
 

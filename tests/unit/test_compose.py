@@ -268,7 +268,7 @@ def test_any_single_line_subject_reads_back_exactly(text: str) -> None:
 def test_no_control_character_ever_reaches_an_outgoing_header(text: str) -> None:
     data = _compose_bytes(_mail(), Rendered(subject=f"S {text}", text="x\n", html="x"), from_name=f"N {text}")
     headers = _raw_headers(data)
-    assert not any(ord(c) < 32 and c not in "\r\n" or ord(c) == 127 for c in headers)
+    assert not any((ord(c) < 32 and c not in "\r\n") or ord(c) == 127 for c in headers)
     parsed = _parse(data)
     for name in ("Subject", "From"):
         assert not any(unicodedata.category(c) == "Cc" for c in str(parsed[name])), name

@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 
 from mailcase.config import (
-    DEFAULT_SLA,
     ImapSettings,
     OAuthGrantSettings,
     Settings,
-    SlaSettings,
     load_config,
 )
 from mailcase.errors import ConfigError
+from mailcase.rules.sla import DEFAULT_TARGETS, Target
 from support.cli import REPO, run_mailcase_process
 
 SAMPLE = REPO / "config.toml"
@@ -51,7 +50,7 @@ def test_sample_config_loads_with_the_laptop_defaults() -> None:
     assert (settings.outbound.host, settings.outbound.port) == ("127.0.0.1", 1025)
     assert settings.business.timezone == "America/Denver"
     assert settings.imap == ()
-    assert settings.sla == DEFAULT_SLA
+    assert settings.sla == DEFAULT_TARGETS
     assert settings.escalation.teams["support"].manager == "support-manager@support.example.com"
 
 
@@ -63,7 +62,7 @@ def test_sample_config_names_every_setting() -> None:
     """Every key the loader knows is present in the sample, so operators see all of them."""
     data = tomllib.loads(SAMPLE.read_text(encoding="utf-8"))
     hints = {f.name: f for f in dataclasses.fields(Settings)}
-    for section, value in data.items():
+    for section in data:
         assert section in hints, section
     for name in hints:
         if name in ("imap", "sla"):
@@ -72,9 +71,9 @@ def test_sample_config_names_every_setting() -> None:
         settings_cls = type(getattr(Settings(), name))
         expected = _section_fields(settings_cls) - {"teams", "grants"}
         assert set(data[name]) - {"teams"} == expected, name
-    assert set(data["sla"]) == set(DEFAULT_SLA)
+    assert set(data["sla"]) == set(DEFAULT_TARGETS)
     for key, table in data["sla"].items():
-        assert set(table) <= _section_fields(SlaSettings), key
+        assert set(table) <= _section_fields(Target), key
     # [[imap]] is commented out (no mailbox by default) but documented key by key.
     commented = re.findall(r"^# (\w+) += ", SAMPLE.read_text(encoding="utf-8"), flags=re.MULTILINE)
     assert _section_fields(ImapSettings) - {"password"} <= set(commented)
@@ -241,16 +240,16 @@ def test_environment_overrides_win_over_the_file(tmp_path: Path) -> None:
 def test_an_sla_override_changes_one_target_and_keeps_the_rest() -> None:
     settings = load_config(SAMPLE, {"MAILCASE_SLA__P1__RESPONSE_MINUTES": "10"})
 
-    assert settings.sla["P1"] == dataclasses.replace(DEFAULT_SLA["P1"], response_minutes=10)
-    assert settings.sla["P2"] == DEFAULT_SLA["P2"]
+    assert settings.sla["P1"] == dataclasses.replace(DEFAULT_TARGETS["P1"], response_minutes=10)
+    assert settings.sla["P2"] == DEFAULT_TARGETS["P2"]
 
 
 def test_an_sla_override_without_a_config_file_keeps_the_default_update_target() -> None:
     settings = load_config(None, {"MAILCASE_SLA__P1__RESPONSE_MINUTES": "10"})
 
     assert settings.sla["P1"].response_minutes == 10
-    assert settings.sla["P1"].update_minutes == DEFAULT_SLA["P1"].update_minutes
-    assert settings.sla["P1"].reminder_lead_minutes == DEFAULT_SLA["P1"].reminder_lead_minutes
+    assert settings.sla["P1"].update_minutes == DEFAULT_TARGETS["P1"].update_minutes
+    assert settings.sla["P1"].reminder_lead_minutes == DEFAULT_TARGETS["P1"].reminder_lead_minutes
 
 
 def test_a_partial_sla_table_replaces_only_the_spans_it_names(tmp_path: Path) -> None:
@@ -259,8 +258,24 @@ def test_a_partial_sla_table_replaces_only_the_spans_it_names(tmp_path: Path) ->
 
     p3 = settings.sla["P3"]
     assert (p3.update_minutes, p3.update_business_days) == (480, 0)
-    assert p3.response_minutes == DEFAULT_SLA["P3"].response_minutes
-    assert p3.reminder_lead_minutes == DEFAULT_SLA["P3"].reminder_lead_minutes
+    assert p3.response_minutes == DEFAULT_TARGETS["P3"].response_minutes
+    assert p3.reminder_lead_minutes == DEFAULT_TARGETS["P3"].reminder_lead_minutes
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ("[sla.P3]\nupdate_minutes = -5\n", "sla.P3"),
+        ("[sla.P3]\nupdate_hours = 5\n", "sla.P3.update_hours"),
+        ("[sla.P3]\nupdate_minutes = \"soon\"\n", "sla.P3.update_minutes"),
+        ("[sla.P9]\nupdate_minutes = 5\n", "sla.P9"),
+    ],
+)
+def test_a_wrong_sla_target_is_a_config_error_naming_its_key(tmp_path: Path, table: str, key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, table), {})
+
+    assert raised.value.key == key
 
 
 def test_macd_sla_keys_can_be_overridden_from_the_environment() -> None:

@@ -9,7 +9,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailcase.domain import AutoKind, CaseKind, CaseStatus, CaseView, InboundMessage, Priority, Role, SenderView
+from mailcase.domain import (
+    AutoKind,
+    CaseKind,
+    CaseStatus,
+    CaseView,
+    InboundMessage,
+    Priority,
+    Role,
+    SenderView,
+)
 from mailcase.rules.authentication import Authentication
 from mailcase.rules.decide import (
     AppendUpdate,

@@ -50,12 +50,12 @@ def test_status_machine_names_and_display_names_follow_the_spec() -> None:
 
 
 def test_duplicate_and_both_closed_statuses_count_as_closed() -> None:
-    assert CLOSED_STATUSES == {CaseStatus.CLOSED, CaseStatus.CLOSED_NO_RESPONSE, CaseStatus.DUPLICATE}
+    assert {CaseStatus.CLOSED, CaseStatus.CLOSED_NO_RESPONSE, CaseStatus.DUPLICATE} == CLOSED_STATUSES
     assert [s for s in CaseStatus if s.is_closed] == [s for s in CaseStatus if s in CLOSED_STATUSES]
 
 
 def test_on_hold_shipping_and_resolved_follow_up_pause_the_update_clock() -> None:
-    assert PAUSED_STATUSES == {CaseStatus.ON_HOLD, CaseStatus.SHIPPING, CaseStatus.RESOLVED_FOLLOW_UP}
+    assert {CaseStatus.ON_HOLD, CaseStatus.SHIPPING, CaseStatus.RESOLVED_FOLLOW_UP} == PAUSED_STATUSES
 
 
 def test_priorities_are_p1_to_p4_and_p1g() -> None:

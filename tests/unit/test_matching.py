@@ -6,7 +6,15 @@ import dataclasses
 
 import pytest
 
-from mailcase.domain import AutoKind, CaseStatus, CaseView, InboundMessage, Priority, Role, SenderView
+from mailcase.domain import (
+    AutoKind,
+    CaseStatus,
+    CaseView,
+    InboundMessage,
+    Priority,
+    Role,
+    SenderView,
+)
 from mailcase.rules.matching import (
     MAX_REFERENCES,
     Matched,

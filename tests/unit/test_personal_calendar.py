@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 import icalendar
 import pytest
 
-from mailcase.notify.ics import PersonalCalendar
-from mailcase.notify.ics import window_calendar
+from mailcase.notify.ics import PersonalCalendar, window_calendar
 
 START = datetime(2026, 12, 19, 5, 0, tzinfo=UTC)
 ARGS = ("mw-7@mailcase.localhost", 2, START, START + timedelta(hours=6), "Scheduled maintenance: Cisco",

@@ -9,7 +9,12 @@ import pytest
 
 from mailcase.ingest.authentication import DnsTemporaryError, trusted_results, verify_dkim
 from mailcase.ingest.parse import parse_message
-from mailcase.rules.authentication import PublicSuffixes, aligned, organisational_domain, parse_dmarc_record
+from mailcase.rules.authentication import (
+    PublicSuffixes,
+    aligned,
+    organisational_domain,
+    parse_dmarc_record,
+)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 AUTH = FIXTURES / "mail" / "authentication"

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailcase.config import DEFAULT_SLA, LifecycleSettings
+from mailcase.config import LifecycleSettings
 from mailcase.domain import BusinessCalendarSpec, CaseKind, CaseStatus, CaseView, Priority
 from mailcase.rules.businesstime import BusinessCalendar
 from mailcase.rules.sla import (
+    DEFAULT_TARGETS,
     Deadline,
     DeadlineName,
     NoticeKind,
     SlaPolicy,
-    Target,
     case_deadlines,
     check_overrides,
     next_check_at,
@@ -30,7 +29,7 @@ CALENDAR = BusinessCalendar(BusinessCalendarSpec())
 LIFECYCLE = LifecycleSettings()
 # Built exactly as the shell does from config: one Target per [sla.*] table.
 POLICY = SlaPolicy(
-    targets={key: Target(**dataclasses.asdict(value)) for key, value in DEFAULT_SLA.items()},
+    targets=dict(DEFAULT_TARGETS),
     nudge_business_days=LIFECYCLE.nudge_business_days,
     close_no_response_business_days=LIFECYCLE.close_no_response_business_days,
 )

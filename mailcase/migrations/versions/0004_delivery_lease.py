@@ -12,14 +12,14 @@ in `sending` by a daemon of the old schema get the old fixed 10-minute window as
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 import mailcase.store.models
-
 
 revision = '0004'
 down_revision = "0002_sender_verdict"
@@ -38,7 +38,7 @@ def upgrade() -> None:
         sa.column('lease_until', mailcase.store.models.UtcDateTime(timezone=True)),
     )
     connection = op.get_bind()
-    rows = connection.execute(sa.select(outbox.c.next_attempt_at).where(outbox.c.state == 'sending').distinct()).scalars().all()
+    rows: Sequence[datetime | None] = connection.execute(sa.select(outbox.c.next_attempt_at).where(outbox.c.state == 'sending').distinct()).scalars().all()
     for claimed_at in rows:
         connection.execute(
             outbox.update()

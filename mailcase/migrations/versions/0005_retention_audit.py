@@ -13,7 +13,7 @@ agent and operator actions behind `mailcase audit` (issue 15).
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 import mailcase.store.models
