@@ -14,7 +14,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from mailcase.domain import CaseKind, CaseStatus, CaseView, EventKind, Priority
-from mailcase.store.common import insert_or_ignore
+from mailcase.store.common import insert_or_ignore, table_of
 from mailcase.store.models import (
     AssignmentCursor,
     Case,
@@ -38,9 +38,9 @@ def allocate_case_number(*, session: Session) -> int:
     numbers are never reused because the counter only grows.
     """
     statement = _next_case_number()
-    number = session.execute(statement).scalar_one_or_none()
+    number: int | None = session.execute(statement).scalar_one_or_none()
     if number is None:  # the very first case: create the counter (once, whoever races), then count
-        insert_or_ignore(session, Counter.__table__, {"name": CASE_NUMBER_COUNTER, "value": 0}, conflict=["name"])
+        insert_or_ignore(session, table_of(Counter), {"name": CASE_NUMBER_COUNTER, "value": 0}, conflict=["name"])
         number = session.execute(statement).scalar_one()
     return int(number)
 
@@ -114,7 +114,7 @@ def insert_case(
     )
     # One Core INSERT … RETURNING id of the columns the ORM would write, then the object joins the
     # session as if loaded: an ORM flush of a new object cost more than the insert itself.
-    table: sa.Table = Case.__table__  # type: ignore[assignment]
+    table: sa.Table = table_of(Case)
     values = {c.key: getattr(case, c.key) for c in table.columns if c.key != "id"}
     case.id = int(session.execute(_insert_case(), values).scalar_one())
     make_transient_to_detached(case)
@@ -145,7 +145,7 @@ def add_participants(
     added = []
     for address in dict.fromkeys(a.lower() for a in addresses if a):
         values = {"case_id": case_id, "address": address, "role": role}
-        if insert_or_ignore(session, CaseParticipant.__table__, values, conflict=["case_id", "address"]):
+        if insert_or_ignore(session, table_of(CaseParticipant), values, conflict=["case_id", "address"]):
             added.append(address)
     return added
 
@@ -209,12 +209,12 @@ def add_events(*, session: Session, events: Sequence[dict[str, Any]]) -> None:
 
 @functools.cache
 def _insert_event_plain() -> Any:
-    return sa.insert(CaseEvent.__table__)  # type: ignore[arg-type]
+    return sa.insert(table_of(CaseEvent))
 
 
 @functools.cache
 def _next_case_number() -> Any:
-    table: sa.Table = Counter.__table__  # type: ignore[assignment]
+    table: sa.Table = table_of(Counter)
     return (
         sa.update(table)
         .where(table.c.name == CASE_NUMBER_COUNTER)
@@ -225,14 +225,14 @@ def _next_case_number() -> Any:
 
 @functools.cache
 def _insert_case() -> Any:
-    table: sa.Table = Case.__table__  # type: ignore[assignment]
+    table: sa.Table = table_of(Case)
     return sa.insert(table).returning(table.c.id)
 
 
 @functools.cache
 def _insert_participant(dialect: str) -> Any:
     """INSERT … ON CONFLICT (case_id, address) DO NOTHING, built once per dialect."""
-    table: sa.Table = CaseParticipant.__table__  # type: ignore[assignment]
+    table: sa.Table = table_of(CaseParticipant)
     insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     return insert.on_conflict_do_nothing(index_elements=["case_id", "address"])
 
@@ -240,7 +240,7 @@ def _insert_participant(dialect: str) -> Any:
 @functools.cache
 def _insert_event() -> Any:
     """Built once: values go in as parameters, so the compiled statement is reused from the cache."""
-    table: sa.Table = CaseEvent.__table__  # type: ignore[assignment]
+    table: sa.Table = table_of(CaseEvent)
     return sa.insert(table).returning(table.c.id)
 
 
@@ -361,12 +361,12 @@ def assign_next(*, session: Session, team: str) -> tuple[str | None, list[str]]:
     """
     technicians = team_members(session=session, team=team)
     if not technicians:
-        insert_or_ignore(session, AssignmentCursor.__table__, {"team": team}, conflict=["team"])
+        insert_or_ignore(session, table_of(AssignmentCursor), {"team": team}, conflict=["team"])
         return None, []
     params = {"cursor_team": team, "first_id": technicians[0][0]}
-    chosen = session.execute(_advance_cursor(), params).scalar_one_or_none()
+    chosen: int | None = session.execute(_advance_cursor(), params).scalar_one_or_none()
     if chosen is None:  # the team's first case: create its cursor (once, whoever races)
-        insert_or_ignore(session, AssignmentCursor.__table__, {"team": team}, conflict=["team"])
+        insert_or_ignore(session, table_of(AssignmentCursor), {"team": team}, conflict=["team"])
         chosen = session.execute(_advance_cursor(), params).scalar_one()
     emails = dict(technicians)
     email = emails.get(chosen)
@@ -379,8 +379,8 @@ def assign_next(*, session: Session, team: str) -> tuple[str | None, list[str]]:
 def _advance_cursor() -> Any:
     """The cursor moves to the next active technician of the team by id after the last one, or
     wraps to the first (`:first`); RETURNING the chosen technician's id."""
-    cursor: sa.Table = AssignmentCursor.__table__  # type: ignore[assignment]
-    technician: sa.Table = Technician.__table__  # type: ignore[assignment]
+    cursor: sa.Table = table_of(AssignmentCursor)
+    technician: sa.Table = table_of(Technician)
     following = (
         sa.select(sa.func.min(technician.c.id))
         .where(
@@ -429,7 +429,7 @@ def store_attachment(*, session: Session, data: bytes) -> str:
 
     digest = hashlib.sha256(data).hexdigest()
     row = {"sha256": digest, "size": len(data), "data": data}
-    if insert_or_ignore(session, Attachment.__table__, row, conflict=["sha256"]) is None:
+    if insert_or_ignore(session, table_of(Attachment), row, conflict=["sha256"]) is None:
         keep_attachment(session=session, sha256=digest, data=data)  # perhaps purged since
     return digest
 

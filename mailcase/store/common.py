@@ -26,8 +26,15 @@ def insert_or_ignore(
     if len(pk) == 1:
         statement = statement.returning(pk[0])
         return session.execute(statement, values).scalar_one_or_none()
-    result = session.execute(statement, values)
-    return True if isinstance(result, sa.CursorResult) and result.rowcount else None
+    return True if rows_affected(session.execute(statement, values)) else None
+
+
+def rows_affected(result: sa.Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE matched (0 for a result that is not a cursor's).
+
+    `Session.execute` is typed to return `Result`; DML runs give a `CursorResult`, which has `rowcount`.
+    """
+    return int(result.rowcount or 0) if isinstance(result, sa.CursorResult) else 0
 
 
 @functools.cache

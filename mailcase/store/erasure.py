@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from mailcase.domain import EventKind, OutboxState
+from mailcase.store.common import rows_affected
 from mailcase.store.models import (
     AutoReplyLog,
     Case,
@@ -109,10 +110,10 @@ def erase_person(
 
     for case_id in session.exec(select(CaseParticipant.case_id).where(CaseParticipant.address == address)):
         counts.cases.add(case_id)
-    counts.participants = int(
-        session.execute(  # type: ignore[attr-defined]
+    counts.participants = rows_affected(
+        session.execute(
             sa.update(CaseParticipant).where(col(CaseParticipant.address) == address).values(address=pseudonym)
-        ).rowcount or 0
+        )
     )
 
     text_columns = (Message.subject, Message.text, Message.new_text, Message.to_addresses, Message.cc_addresses)
@@ -200,7 +201,7 @@ def _forget(session: Session, address: str) -> tuple[int, int]:
     subscriptions = session.execute(sa.delete(Subscription).where(sa.func.lower(Subscription.address) == address))
     session.execute(sa.delete(RecipientHealth).where(sa.func.lower(RecipientHealth.address) == address))
     session.execute(sa.delete(AutoReplyLog).where(sa.func.lower(AutoReplyLog.address) == address))
-    return len(contacts), int(subscriptions.rowcount or 0)  # type: ignore[attr-defined]
+    return len(contacts), rows_affected(subscriptions)
 
 
 def _names_of(session: Session, address: str) -> list[str]:

@@ -6,7 +6,7 @@ import secrets
 
 from sqlmodel import Session, select
 
-from mailcase.store.common import insert_or_ignore
+from mailcase.store.common import insert_or_ignore, table_of
 from mailcase.store.models import Installation
 
 REPLY_TOKEN_SECRET = "reply_token_secret"
@@ -16,7 +16,7 @@ def installation_secret(*, session: Session) -> str:
     """The installation's reply-token secret, generated once; concurrent first calls agree on one value."""
     insert_or_ignore(
         session,
-        Installation.__table__,
+        table_of(Installation),
         {"key": REPLY_TOKEN_SECRET, "value": secrets.token_hex(32)},
         conflict=["key"],
     )

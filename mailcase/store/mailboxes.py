@@ -11,8 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from mailcase.store.common import table_of
 from mailcase.store.models import MailboxCursor
 
 NO_CURSOR: tuple[int, int] = (0, 0)
@@ -22,8 +23,8 @@ NO_CURSOR: tuple[int, int] = (0, 0)
 def load_cursor(*, session: Session, mailbox: str) -> tuple[int, int]:
     """The stored `(uidvalidity, last_uid)` of `mailbox`, or `(0, 0)` when there is none."""
     row = session.execute(
-        sa.select(MailboxCursor.uidvalidity, MailboxCursor.last_uid).where(
-            MailboxCursor.mailbox == mailbox
+        sa.select(col(MailboxCursor.uidvalidity), col(MailboxCursor.last_uid)).where(
+            col(MailboxCursor.mailbox) == mailbox
         )
     ).one_or_none()
     if row is None:
@@ -41,7 +42,7 @@ def save_cursor(
     poller that lost its lock cannot rewind it. A new UIDVALIDITY replaces it whatever the UID,
     because the old UIDs mean nothing any more (RFC 3501 §2.3.1.1).
     """
-    table: Any = MailboxCursor.__table__
+    table = table_of(MailboxCursor)
     dialect = session.get_bind().dialect.name
     insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(table).values(

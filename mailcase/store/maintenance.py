@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from mailcase.domain import MaintenanceKind, MaintenanceStatus, OutboxState, PlannedWindow
 from mailcase.errors import UsageError
-from mailcase.store.common import insert_or_ignore
+from mailcase.store.common import insert_or_ignore, table_of
 from mailcase.store.models import (
     Contact,
     MaintenanceProduct,
@@ -72,7 +72,8 @@ def product_ids(names: Iterable[str], *, session: Session) -> dict[str, int]:
     wanted = [n.strip() for n in names if n.strip()]
     if not wanted:
         raise UsageError("a maintenance window needs at least one affected product")
-    rows = list(session.exec(select(Product.id, Product.name)))
+    # A stored row always has its id (the model's `int | None` is for objects not yet inserted).
+    rows = [(pid, name) for pid, name in session.exec(select(Product.id, Product.name)) if pid is not None]
     exact = {name: pid for pid, name in rows}
     folded = {name.casefold(): (pid, name) for pid, name in rows}
     found: dict[str, int] = {}
@@ -99,7 +100,7 @@ def _add_products(window_id: int, ids: Iterable[int], *, session: Session) -> No
     for product_id in sorted(set(ids)):
         insert_or_ignore(
             session,
-            MaintenanceProduct.__table__,  # type: ignore[arg-type]
+            table_of(MaintenanceProduct),
             {"window_id": window_id, "product_id": product_id},
             conflict=["window_id", "product_id"],
         )
@@ -165,7 +166,7 @@ def plan_window(
     ids = product_ids(products, session=session)
     window_id = insert_or_ignore(
         session,
-        MaintenanceWindow.__table__,  # type: ignore[arg-type]
+        table_of(MaintenanceWindow),
         {
             "uid": window_uid(planned.plan_key, hostname),
             "kind": MaintenanceKind(planned.kind).value,

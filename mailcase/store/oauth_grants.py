@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from sqlmodel import Session, col, select
 
-from mailcase.store.common import insert_or_ignore
+from mailcase.store.common import insert_or_ignore, table_of
 from mailcase.store.models import Installation
 
 PREFIX = "oauth_grant:"
@@ -22,7 +22,7 @@ def lock_grants(*, session: Session, names: Iterable[str]) -> dict[str, str]:
     until the session's transaction ends (a no-op on SQLite, which serialises writers anyway)."""
     keys = sorted(PREFIX + name for name in names)  # one order for every process: no deadlock
     for key in keys:
-        insert_or_ignore(session, Installation.__table__, {"key": key, "value": ""}, conflict=["key"])  # type: ignore[arg-type]
+        insert_or_ignore(session, table_of(Installation), {"key": key, "value": ""}, conflict=["key"])
     rows = session.exec(
         select(Installation.key, Installation.value).where(col(Installation.key).in_(keys)).with_for_update()
     ).all()

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
 from mailcase.domain import AutoKind, Direction, EventKind, NotificationIntent, OutboxState
-from mailcase.store.common import table_of
+from mailcase.store.common import rows_affected, table_of
 from mailcase.store.models import (
     Attachment,
     CaseEvent,
@@ -348,7 +348,7 @@ def renew_lease(connection: sa.Connection, *, ids: Sequence[int], holder: str, u
         .where(table.c.id.in_(ids), table.c.claimed_by == holder, table.c.state == OutboxState.SENDING.value)
         .values(lease_until=until)
     )
-    return _rowcount(connection.execute(statement))
+    return rows_affected(connection.execute(statement))
 
 
 def record_sent(connection: sa.Connection, *, notice_id: int, values: Mapping[str, Any]) -> None:
@@ -360,7 +360,7 @@ def record_sent(connection: sa.Connection, *, notice_id: int, values: Mapping[st
 def record_if_held(connection: sa.Connection, *, notice_id: int, holder: str, values: Mapping[str, Any]) -> bool:
     """Write any other outcome (`values`: outbox columns) only while `holder` still holds the row:
     a row whose lease another daemon took over is that daemon's to record. True when written."""
-    return bool(_rowcount(connection.execute(_set_if_held(), {"outbox_id": notice_id, "holder": holder, **values})))
+    return bool(rows_affected(connection.execute(_set_if_held(), {"outbox_id": notice_id, "holder": holder, **values})))
 
 
 @functools.cache
@@ -478,7 +478,7 @@ def requeue_abandoned(*, session: Session, now: datetime, dead_holders: Sequence
         )
         .values(state=OutboxState.QUEUED.value, next_attempt_at=now, claimed_by="", lease_until=None)
     )
-    return _rowcount(result)
+    return rows_affected(result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,10 +508,6 @@ def fail_notice(*, session: Session, notice_id: int, reason: str) -> None:
         .where(table.c.id == notice_id)
         .values(state=OutboxState.FAILED.value, next_attempt_at=None, last_error=reason)
     )
-
-
-def _rowcount(result: sa.Result[Any]) -> int:
-    return int(result.rowcount or 0) if isinstance(result, sa.CursorResult) else 0
 
 
 # -- the relay pause: delivery-wide state in the `installation` table ------------------------

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from mailcase.domain import HeldState
+from mailcase.store.common import rows_affected
 from mailcase.store.models import (
     Attachment,
     HeldMessage,
@@ -125,12 +126,12 @@ def purge_attachments(
     locked = [sha for sha, _ in session.exec(candidates.with_for_update(of=Attachment))]
     if not locked:
         return PurgeCounts()
-    purged = list(
+    purged: list[int] = list(
         session.execute(
             sa.update(Attachment)
             .where(col(Attachment.sha256).in_(locked), col(Attachment.purged_at).is_(None), ~sa.exists(newer_use))
             .values(data=b"", purged_at=now)
-            .returning(Attachment.size)
+            .returning(col(Attachment.size))
         ).scalars()
     )
     return PurgeCounts(attachments=len(purged), attachment_bytes=sum(purged))
@@ -184,7 +185,7 @@ def empty_raw(session: Session, raw_ids: list[int], now: datetime) -> tuple[int,
     size = _raw_size(session, raw_ids)
     pending = col(RawMessageRecord.id).in_(raw_ids) & col(RawMessageRecord.purged_at).is_(None)
     result = session.execute(sa.update(RawMessageRecord).where(pending).values(data=b"", purged_at=now))
-    return int(result.rowcount or 0), size  # type: ignore[attr-defined]
+    return rows_affected(result), size
 
 
 def _raw_size(session: Session, raw_ids: list[int]) -> int:

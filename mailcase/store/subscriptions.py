@@ -16,7 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailcase.store.common import insert_or_ignore
+from mailcase.store.common import insert_or_ignore, rows_affected, table_of
 from mailcase.store.models import Subscription
 
 OPTOUT_MAINTENANCE = "optout:maintenance"
@@ -51,8 +51,7 @@ def add_subscription(
         "platform": platform,
         "created_at": now,
     }
-    table = Subscription.__table__
-    return insert_or_ignore(session, table, values, conflict=["address", "target"]) is not None  # type: ignore[arg-type]
+    return insert_or_ignore(session, table_of(Subscription), values, conflict=["address", "target"]) is not None
 
 
 def remove_subscriptions(*, session: Session, address: str, targets: Iterable[str]) -> int:
@@ -60,13 +59,11 @@ def remove_subscriptions(*, session: Session, address: str, targets: Iterable[st
     wanted = list(set(targets))
     if not wanted:
         return 0
+    table = table_of(Subscription)
     result = session.execute(
-        sa.delete(Subscription.__table__).where(  # type: ignore[arg-type]
-            Subscription.__table__.c.address == address.strip().lower(),  # type: ignore[attr-defined]
-            Subscription.__table__.c.target.in_(wanted),  # type: ignore[attr-defined]
-        )
+        sa.delete(table).where(table.c.address == address.strip().lower(), table.c.target.in_(wanted))
     )
-    return int(result.rowcount or 0)
+    return rows_affected(result)
 
 
 def list_subscriptions(
