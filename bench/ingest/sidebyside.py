@@ -621,7 +621,7 @@ def rate_line(kind: str, rate: dict[str, Any]) -> str:
             f"ack latency p50 {a['p50']} p90 {a['p90']} p99 {a['p99']} max {a['max']} s ({a['n']} matched) "
             f"[target p99 <= {TARGETS['ack_p99_s']:.0f} s: {verdict(a['p99'] <= TARGETS['ack_p99_s'])}]; "
             f"drain {rate['drain_s']} s; worst start lag {rate['max_start_lag_ms']} ms; load {rate['load']}"
-            + (f"; errors {rate['errors']}" if rate["errors"] else "")
+            f"{'; errors ' + str(rate['errors']) if rate['errors'] else ''}"
             f"\n{'':>12}CPU ms/msg: {cpu}")
 
 
