@@ -49,7 +49,7 @@ from sqlalchemy.engine import Engine
 from mailcase import telemetry
 from mailcase.config import Settings
 from mailcase.store import outbox as store
-from mailcase.store.engine import committed, is_transient, transaction
+from mailcase.store.engine import committed, is_transient, sqlite_writer_turn, transaction
 from mailcase.domain import AutoKind, OutboxState
 from mailcase.errors import TransientError
 from mailcase.notify.ics import invitation
@@ -443,7 +443,7 @@ def requeue_abandoned(engine: Engine, *, now: datetime, holder: str) -> int:
     renewing it: dead, or cut off), or a holder on this host whose process no longer exists (a
     restarted daemon recovers its crashed predecessor's claims at once, not a lease later)."""
     host = holder.partition(":")[0]
-    with transaction(engine) as session:
+    with sqlite_writer_turn(engine), transaction(engine) as session:
         holders = store.sending_holders(session=session, other_than=holder)
         dead = [h for h in holders if h and holder_is_dead(h, host=host)]
         count = store.requeue_abandoned(session=session, now=now, dead_holders=dead)
@@ -459,7 +459,7 @@ def expire_old(engine: Engine, *, now: datetime, max_age: timedelta) -> int:
     """Fail queued notices due longer than `max_age` ago (`outbound.max_age_hours`), each with a
     line on its case, like an MTA giving up at its queue lifetime."""
     cutoff = now - max_age
-    with transaction(engine) as session:
+    with sqlite_writer_turn(engine), transaction(engine) as session:
         rows = store.queued_before(session=session, cutoff=cutoff, limit=500)
         hours = int(max_age.total_seconds() // 3600)
         connection = session.connection()
@@ -493,7 +493,7 @@ def _pause_delivery(
         jitter=rng.random(),
     )
     until = now + delay
-    with transaction(engine) as session:
+    with sqlite_writer_turn(engine), transaction(engine) as session:
         store.pause_relay(session.connection(), until=until, passes=passes)
     log.warning(
         "outbound relay unreachable (%s): delivery paused, next probe at %s (pass %d); no notice charged",
@@ -508,7 +508,7 @@ def _after_batch(
     if seconds_per_message is not None:
         pace = seconds_per_message if previous is None else (previous + seconds_per_message) / 2
     if probing or pace is not None:
-        with transaction(engine) as session:
+        with sqlite_writer_turn(engine), transaction(engine) as session:
             store.record_batch(session.connection(), resume=probing, seconds_per_message=pace)
 
 

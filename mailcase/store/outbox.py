@@ -205,6 +205,26 @@ def failing_recipients(*, session: Session, addresses: Sequence[str]) -> set[str
     return set(rows)
 
 
+def any_due(engine: sa.Engine, now: datetime) -> bool:
+    """True when a queued notice is due at `now`: the delivery process's cheap idle look (the
+    `(state, next_attempt_at)` index answers it), so it runs a full pass only when there is work."""
+    with engine.connect() as connection:
+        return (
+            connection.execute(_ANY_DUE, {"queued": OutboxState.QUEUED.value, "now": now}).first() is not None
+        )
+
+
+_OUTBOX_TABLE = table_of(Outbox)
+_ANY_DUE = (
+    sa.select(sa.literal(1))
+    .where(
+        _OUTBOX_TABLE.c.state == sa.bindparam("queued"),
+        sa.or_(_OUTBOX_TABLE.c.next_attempt_at.is_(None), _OUTBOX_TABLE.c.next_attempt_at <= sa.bindparam("now")),
+    )
+    .limit(1)
+)
+
+
 def installation_values(connection: sa.Connection, keys: Sequence[str]) -> dict[str, str]:
     """Values of the `installation` table (delivery's shared state: the relay pause, the pace)."""
     table = table_of(Installation)
