@@ -63,6 +63,10 @@ DELIVERY_POLL_SECONDS = 0.1
 """How often the delivery process looks for a newly due notice while idle (one indexed SELECT): an
 acknowledgement waits at most this long for its pass. The full pass (abandoned claims, expiry, relay
 pause) still runs every `[scheduler] outbox_interval_seconds`."""
+RELAY_IDLE_SECONDS = 30.0
+"""The delivery process keeps its relay connection open between passes (one connection, not one per
+batch) and QUITs it after this long without a message: below the usual server idle timeouts
+(RFC 5321 §4.5.3.2.7 asks servers for at least 5 minutes; Postfix's smtpd_timeout is 300 s)."""
 WORKER_STOP_SECONDS = 60.0
 """How long a stop waits for the workers to finish their in-flight transactions (their own grace is 30 s)."""
 
@@ -509,6 +513,9 @@ class _DeliveryWorker:
         self.app = app
         self.stop = threading.Event()
         self.reload_wanted = threading.Event()
+        self.transport = app.transport()
+        self.transport.keep_open = True
+        self.last_sent = 0.0
 
     def run(self) -> int:
         from mailcase.store.outbox import any_due
@@ -537,8 +544,12 @@ class _DeliveryWorker:
                     # An error, or the relay is unreachable (paused): wait for the next full pass.
                     rest_until = next_full_pass
                 elif report.sent + report.retried + report.failed:
+                    self.last_sent = time.monotonic()
                     continue  # a batch went out: more may be due at once
+            if self.transport.connected and time.monotonic() - self.last_sent > RELAY_IDLE_SECONDS:
+                self.transport.close()
             self.stop.wait(DELIVERY_POLL_SECONDS)
+        self.transport.close()
         log.info("delivery worker stopped")
         return 0
 
@@ -547,7 +558,7 @@ class _DeliveryWorker:
 
         app = self.app
         return deliver_due(
-            app.engine, now=app.clock.now(), transport=app.transport(), renderer=app.renderer(),
+            app.engine, now=app.clock.now(), transport=self.transport, renderer=app.renderer(),
             settings=app.settings, secret=app.secret, limit=app.settings.outbound.batch_size, clock=app.clock.now,
         )
 
