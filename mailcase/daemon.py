@@ -427,6 +427,7 @@ def run_smtp_worker(settings: Settings, clock: Clock, index: int, parent_pid: in
     # Until the loop's handler is installed, a SIGHUP (forwarded by the daemon) must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent(parent_pid)
+    _name_process(f"mailcase-smtp{index}")
     configure_logging(settings.logging.level, file=settings.logging.file, format=settings.logging.format)
     for handler in logging.getLogger().handlers:  # say which process wrote each line
         handler.setFormatter(log_formatter(settings.logging.format, process=f"smtp-worker {index}"))
@@ -436,6 +437,15 @@ def run_smtp_worker(settings: Settings, clock: Clock, index: int, parent_pid: in
     finally:
         app.close()
     sys.exit(code)
+
+
+def _name_process(name: str) -> None:
+    """Name a worker process as `top` and `ps -o comm` show it (Linux PR_SET_NAME, at most 15 bytes)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_name = 15
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_name, name.encode()[:15], 0, 0, 0)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -489,6 +499,7 @@ def run_delivery_worker(settings: Settings, clock: Clock, index: int, parent_pid
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent(parent_pid)
+    _name_process("mailcase-deliver")
     configure_logging(settings.logging.level, file=settings.logging.file, format=settings.logging.format)
     for handler in logging.getLogger().handlers:  # say which process wrote each line
         handler.setFormatter(log_formatter(settings.logging.format, process="delivery"))
@@ -538,8 +549,10 @@ class _DeliveryWorker:
                 if looked is None:  # the database failed: not again before the next full pass
                     rest_until = next_full_pass
             if due:
-                report = _guarded("outbox delivery", self._pass)
-                next_full_pass = time.monotonic() + interval
+                full = time.monotonic() >= next_full_pass
+                report = _guarded("outbox delivery", lambda: self._pass(housekeeping=full))
+                if full:
+                    next_full_pass = time.monotonic() + interval
                 if report is None or report.paused:
                     # An error, or the relay is unreachable (paused): wait for the next full pass.
                     rest_until = next_full_pass
@@ -553,13 +566,14 @@ class _DeliveryWorker:
         log.info("delivery worker stopped")
         return 0
 
-    def _pass(self) -> Any:
+    def _pass(self, *, housekeeping: bool) -> Any:
         from mailcase.notify.outbox import deliver_due
 
         app = self.app
         return deliver_due(
             app.engine, now=app.clock.now(), transport=self.transport, renderer=app.renderer(),
             settings=app.settings, secret=app.secret, limit=app.settings.outbound.batch_size, clock=app.clock.now,
+            housekeeping=housekeeping,
         )
 
     def _reload(self) -> None:

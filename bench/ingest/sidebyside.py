@@ -273,7 +273,7 @@ def process_name(pid: int) -> str:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             comm = "child"
-        return f"mailcase child {comm}"
+        return comm if comm.startswith("mailcase") else f"mailcase child {comm}"
     return Path(argv[0].decode(errors="replace")).name
 
 
