@@ -6,8 +6,10 @@
     .venv/bin/python bench/ingest/sidebyside.py --databases sqlite
 
 For each database it starts, in their own processes: a bare aiosmtpd sink that stores nothing
-(bench/ingest/sink.py), an outbound relay that accepts everything and logs what it got (Postfix's
-`smtp-sink` is not needed: sink.py --record), and `mailcase serve` on a fresh database (SQLite: the
+(bench/ingest/sink.py), an outbound relay that accepts everything and keeps what it got (Postfix's
+`smtp-sink -d`, found at /usr/sbin/smtp-sink or given with --smtp-sink; without it, sink.py
+--record, which costs ~0.8 ms of CPU per notice on the same cores), and `mailcase serve` on a
+fresh database (SQLite: the
 default config; PostgreSQL: `[smtp] workers = 2`, a uniquely named database on 127.0.0.1:5432 as
 `postgres`) whose directory is one organisation of 3,000 contacts, every one an MPOC. Then:
 
@@ -36,6 +38,8 @@ import contextlib
 import json
 import os
 import platform
+import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -134,7 +138,8 @@ class Tally:
     sent: int = 0
     latencies: list[float] = field(default_factory=list)
     ended_data: dict[str, float] = field(default_factory=dict)
-    """Message-ID -> time.monotonic() when the final `.` was written (end of the customer's DATA)."""
+    """Message-ID -> time.time() when the final `.` was written (end of the customer's DATA); wall
+    clock, to compare with the relay's record of when it accepted the acknowledgement."""
     errors: Counter[str] = field(default_factory=Counter)
     first_250: float = 0.0
     last_250: float = 0.0
@@ -175,7 +180,7 @@ async def send_one(port: int, mid: str, sender: str, data: bytes, tally: Tally, 
                     return
                 tally.sent += 1
                 tally.latencies.append(done - ended)
-                tally.ended_data[mid] = ended
+                tally.ended_data[mid] = time.time() - (done - ended)
                 tally.first_250 = tally.first_250 or done
                 tally.last_250 = max(tally.last_250, done)
                 writer.write(b"QUIT\r\n")
@@ -309,6 +314,62 @@ class Child:
         return self.process.returncode
 
 
+SMTP_SINK = Path("/usr/sbin/smtp-sink")
+
+
+class Relay:
+    """The outbound relay: Postfix's smtp-sink dumping each message to a file (its mtime is when the
+    relay accepted it), or sink.py --record writing one JSON line per message."""
+
+    def __init__(self, workdir: Path, smtp_sink: Path | None) -> None:
+        # Outside the private temporary directory: smtp-sink started as root writes as `nobody`.
+        self.dump = Path(tempfile.mkdtemp(prefix="mailcase-bench-relay-"))
+        self.record = workdir / "relay.jsonl"
+        self.port = free_port()
+        if smtp_sink is not None:
+            self.dump.chmod(0o777)  # smtp-sink drops to `nobody` when started as root
+            env = dict(os.environ)
+            library = smtp_sink.parent.parent / "lib" / "postfix"
+            if library.is_dir():  # an unpacked postfix .deb rather than an installed one
+                env["LD_LIBRARY_PATH"] = str(library)
+            argv = [str(smtp_sink), "-d", f"{self.dump}/%H%M%S"]
+            if os.geteuid() == 0:
+                argv += ["-u", "nobody"]
+            self.child = Child([*argv, f"{HOST}:{self.port}", "256"], cwd=workdir, env=env, log=workdir / "relay.log")
+            self.kind = "smtp-sink"
+        else:
+            argv = [sys.executable, str(SINK), "--port", str(self.port), "--record", str(self.record)]
+            self.child = Child(argv, cwd=workdir, env=dict(os.environ), log=workdir / "relay.log")
+            self.kind = "sink.py --record"
+        wait_for_port(self.port, self.child)
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    def received(self) -> list[dict[str, Any]]:
+        """Every message the relay accepted: {"t": wall-clock acceptance, "mid", "irt"}."""
+        if self.kind != "smtp-sink":
+            return relay_log(self.record)
+        found = []
+        for path in self.dump.iterdir():
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                head = path.read_bytes().split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
+                headers = {name.lower(): value.decode("ascii", "replace").strip()
+                           for name, value in RELAY_HEADER.findall(head)}
+                found.append({"t": stat.st_mtime_ns / 1e9, "mid": headers.get(b"message-id", ""),
+                              "irt": headers.get(b"in-reply-to", "")})
+        return found
+
+    def stop(self) -> None:
+        self.child.stop()
+        shutil.rmtree(self.dump, ignore_errors=True)
+
+
+RELAY_HEADER = re.compile(rb"^(Message-ID|In-Reply-To):[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
+
+
 def start_sink(workdir: Path, name: str, record: Path | None = None) -> tuple[Child, int]:
     port = free_port()
     argv = [sys.executable, str(SINK), "--port", str(port)] + (["--record", str(record)] if record else [])
@@ -419,10 +480,12 @@ def outbox_left(database: Database) -> int:
     return int(database.scalar("SELECT count(*) FROM outbox WHERE state IN ('queued', 'sending')") or 0)
 
 
-def wait_drained(database: Database, since: float, timeout: float) -> float | None:
+def wait_drained(database: Database, since: float, timeout: float, relay: Relay) -> float | None:
     """Seconds from `since` until no outbox row is queued or sending (None: not within `timeout`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if relay.child.process.poll() is not None:
+            raise SystemExit(f"the relay exited; see {relay.child.log}")
         if outbox_left(database) == 0:
             return time.monotonic() - since
         time.sleep(0.05)
@@ -480,15 +543,14 @@ def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, A
     workdir = root / kind
     workdir.mkdir()
     workers = 2 if kind == "postgresql" else 1
-    relay_file = workdir / "relay.jsonl"
     sink, sink_port = start_sink(workdir, "sink")
-    relay, relay_port = start_sink(workdir, "relay", relay_file)
+    relay = Relay(workdir, args.smtp_sink)
     database = Database(kind, workdir)
-    result: dict[str, Any] = {"database": kind, "workers": workers, "rounds": []}
+    result: dict[str, Any] = {"database": kind, "workers": workers, "relay": relay.kind, "rounds": []}
     daemon: Mailcase | None = None
     all_sent: list[str] = []
     try:
-        daemon = Mailcase(workdir, database, relay_port, workers)
+        daemon = Mailcase(workdir, database, relay.port, workers)
         result["processes"] = {str(pid): process_name(pid) for pid in daemon.pids()}
         for index in range(args.rounds):
             for side in ("sink", "mailcase"):
@@ -505,9 +567,9 @@ def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, A
                     "data_to_250_ms": distribution(tally.latencies, 1000),
                 }
                 if side == "mailcase":
-                    drained = wait_drained(database, tally.last_250, args.drain_timeout)
+                    drained = wait_drained(database, tally.last_250, args.drain_timeout, relay)
                     row["drain_s"] = round(drained, 2) if drained is not None else None
-                    row["ack_latency_s"] = distribution(ack_latencies(tally, relay_log(relay_file)))
+                    row["ack_latency_s"] = distribution(ack_latencies(tally, relay.received()))
                     all_sent.extend(tally.ended_data)
                 after = cpu_snapshot(pids)
                 row["cpu_ms_per_msg"] = cpu_per_message(before, after, tally.sent) | {
@@ -526,11 +588,11 @@ def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, A
         pids = [*daemon.pids(), relay.pid]
         before = cpu_snapshot(pids)
         tally, elapsed = asyncio.run(open_loop(daemon.port, batch(run, args.rate_messages), args.rate))
-        drained = wait_drained(database, tally.last_250, args.drain_timeout)
+        drained = wait_drained(database, tally.last_250, args.drain_timeout, relay)
         result["rate"] = {
             "offered": args.rate, "messages": args.rate_messages, "accepted": tally.sent, "errors": dict(tally.errors),
             "data_to_250_ms": distribution(tally.latencies, 1000),
-            "ack_latency_s": distribution(ack_latencies(tally, relay_log(relay_file))),
+            "ack_latency_s": distribution(ack_latencies(tally, relay.received())),
             "drain_s": round(drained, 2) if drained is not None else None,
             "max_start_lag_ms": round(tally.max_start_lag * 1000, 1), "load": load_before, "load_after": loadavg(),
             "cpu_ms_per_msg": cpu_per_message(before, cpu_snapshot(pids), tally.sent),
@@ -550,12 +612,12 @@ def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, A
                              "peak_rss_mb_before": round(rss_before, 1),
                              "peak_rss_mb": {k: round(v, 1) for k, v in rss_after.items()}}
             all_sent.extend(tally.ended_data)
-            wait_drained(database, time.monotonic(), args.drain_timeout)
+            wait_drained(database, time.monotonic(), args.drain_timeout, relay)
             print(big_line(kind, result["big"]), flush=True)
 
         # 4. exactly once
         time.sleep(0.5)
-        result["exactly_once"] = exactly_once(database, all_sent, relay_log(relay_file))
+        result["exactly_once"] = exactly_once(database, all_sent, relay.received())
         print(exactly_once_line(kind, result["exactly_once"]), flush=True)
     finally:
         if daemon is not None:
@@ -682,12 +744,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-messages", type=int, default=2_000)
     parser.add_argument("--big-size", type=int, default=BIG, help="bytes of the large message (0: skip)")
     parser.add_argument("--drain-timeout", type=float, default=600.0)
+    parser.add_argument("--smtp-sink", type=Path, default=SMTP_SINK if SMTP_SINK.exists() else None,
+                        help="Postfix's smtp-sink for the relay (default /usr/sbin/smtp-sink if present)")
     parser.add_argument("--quick", action="store_true", help="500 messages per round, 500 at 100 msg/s")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.rate_messages = 500, 500
     print(f"date      {machine()}", flush=True)
+    print(f"relay     {args.smtp_sink or 'sink.py --record (no smtp-sink found)'}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="mailcase-bench-sbs-") as tmp:
         for kind in args.databases.split(","):

@@ -6,8 +6,7 @@ it accepted; it never relays, stores or looks at anything but the headers it rec
     python bench/ingest/sink.py --port 1025 --record relay.jsonl     # accepting relay with a log
 
 It prints `ready <port>` on stdout once it listens (port 0 picks a free one), and stops on SIGTERM.
-Each `--record` line is JSON: {"t": time.monotonic() when the 250 was decided (CLOCK_MONOTONIC is
-system-wide on Linux, so the benchmark compares it with its own clock), "mid": Message-ID,
+Each `--record` line is JSON: {"t": time.time() when the 250 was decided, "mid": Message-ID,
 "irt": In-Reply-To, "to": envelope recipients}.
 """
 
@@ -41,7 +40,7 @@ class Recording:
         head = data.split(b"\r\n\r\n", 1)[0]
         found = {name.lower(): value.decode("ascii", "replace").strip() for name, value in HEADER.findall(head)}
         record = {
-            "t": time.monotonic(),
+            "t": time.time(),
             "mid": found.get(b"message-id", ""),
             "irt": found.get(b"in-reply-to", ""),
             "to": list(envelope.rcpt_tos),
