@@ -157,9 +157,9 @@ class Daemon:
         """SIGHUP: reload what can change under a running daemon, and say what was done.
 
         * log files are closed and reopened (after logrotate moved them), here and in the SMTP workers;
-        * the templates are compiled again from disk: an edit is checked now and used from the next
-          delivery (each delivery batch renders with a fresh template environment); a broken one is
-          logged and the daemon keeps running;
+        * the templates are compiled again from disk: an edit is checked now (the delivery process
+          recompiles a template whose file changed at its next use, and builds a new environment on
+          SIGHUP); a broken one is logged and the daemon keeps running;
         * the customer directory needs nothing: it is read from the database for every message, so
           `mailcase directory import` takes effect at once.
         Settings (ports, database) are not reloaded: restart for those.
@@ -526,6 +526,11 @@ class _DeliveryWorker:
         self.reload_wanted = threading.Event()
         self.transport = app.transport()
         self.transport.keep_open = True
+        # One template environment for the life of the process: compiling the templates again for
+        # every pass cost more than sending (passes are small and back to back). Jinja2 checks each
+        # file's mtime on use, so an edited template still takes effect at its next use; SIGHUP
+        # builds a new one (a `[templates] dir` created since the start).
+        self.renderer = app.renderer()
         self.last_sent = 0.0
 
     def run(self) -> int:
@@ -571,7 +576,7 @@ class _DeliveryWorker:
 
         app = self.app
         return deliver_due(
-            app.engine, now=app.clock.now(), transport=self.transport, renderer=app.renderer(),
+            app.engine, now=app.clock.now(), transport=self.transport, renderer=self.renderer,
             settings=app.settings, secret=app.secret, limit=app.settings.outbound.batch_size, clock=app.clock.now,
             housekeeping=housekeeping,
         )
@@ -580,6 +585,7 @@ class _DeliveryWorker:
         from mailcase.logs import reopen_log_files
 
         self.app.reload()
+        self.renderer = self.app.renderer()
         log.info("SIGHUP: delivery worker reopened %d log file(s); templates are read again", reopen_log_files())
 
 
