@@ -542,7 +542,7 @@ def loadavg() -> str:
 def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
     workdir = root / kind
     workdir.mkdir()
-    workers = 2 if kind == "postgresql" else 1
+    workers = args.postgresql_workers if kind == "postgresql" else args.sqlite_workers
     sink, sink_port = start_sink(workdir, "sink")
     relay = Relay(workdir, args.smtp_sink)
     database = Database(kind, workdir)
@@ -740,6 +740,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=2_000, help="messages per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--sqlite-workers", type=int, default=1, help="[smtp] workers on SQLite (1: the default config)")
+    parser.add_argument("--postgresql-workers", type=int, default=2, help="[smtp] workers on PostgreSQL")
     parser.add_argument("--rate", type=float, default=100.0, help="offered msg/s for the latency run")
     parser.add_argument("--rate-messages", type=int, default=2_000)
     parser.add_argument("--big-size", type=int, default=BIG, help="bytes of the large message (0: skip)")
