@@ -40,7 +40,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import sqlite3
 import statistics
@@ -50,10 +49,12 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from run import free_port, stop_process  # noqa: E402 - bench/ingest/run.py, beside this script
 
 REPO = Path(__file__).resolve().parents[2]
 SINK = Path(__file__).resolve().parent / "sink.py"
@@ -231,12 +232,6 @@ def batch(run: str, count: int) -> list[tuple[str, str, bytes]]:
 # Processes
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 def cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -304,14 +299,7 @@ class Child:
         return self.process.pid
 
     def stop(self) -> int | None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(90)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        return self.process.returncode
+        return stop_process(self.process, 90.0)
 
 
 SMTP_SINK = Path("/usr/sbin/smtp-sink")

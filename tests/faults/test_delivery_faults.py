@@ -8,9 +8,11 @@ again within seconds of a restart, delivered at all after a long relay outage.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,15 +57,22 @@ def test_two_replicas_and_a_slow_relay_deliver_every_notice_exactly_once(
     print(f"\ntwo replicas, relay 0.15 s/message, 2 s lease: {count} notices, {sum(seen.values()) - len(seen)} sent twice")
 
 
-def test_a_restarted_daemon_recovers_its_killed_predecessors_claims_at_once(tmp_path: Path) -> None:
-    # A lease of 10 minutes: only the claim's process and start time can make recovery fast.
+@contextlib.contextmanager
+def delivering(tmp_path: Path, count: int) -> Iterator[tuple[CaptureRelay, MailcaseDaemon]]:
+    """A daemon with `count` notices seeded, a slow relay and a 10-minute lease, once the first
+    few notices are at the relay: only a claim's process and start time can make recovery fast."""
     env = {**FAST, "MAILCASE_OUTBOUND__LEASE_SECONDS": "600"}
-    count = 20
     with CaptureRelay(delay_seconds=0.1) as relay, MailcaseDaemon(tmp_path, relay=relay, env=env) as daemon:
         daemon.prepare()
         seed_notices(daemon.database_url, count)
         daemon.start()
         wait_until(lambda: len(relay.messages) >= 3, timeout=30, what="delivery under way")
+        yield relay, daemon
+
+
+def test_a_restarted_daemon_recovers_its_killed_predecessors_claims_at_once(tmp_path: Path) -> None:
+    count = 20
+    with delivering(tmp_path, count) as (relay, daemon):
         daemon.kill()
         stranded = outbox_states(daemon.database_url).get("sending", 0)
         restarted = time.monotonic()
@@ -87,15 +96,8 @@ def delivery_pids(daemon: MailcaseDaemon) -> list[int]:
 
 
 def test_a_killed_delivery_process_is_restarted_and_its_claims_are_sent_once(tmp_path: Path) -> None:
-    # A lease of 10 minutes: only the restarted process recognising its dead predecessor's claims
-    # can deliver the rest before the test's bound.
-    env = {**FAST, "MAILCASE_OUTBOUND__LEASE_SECONDS": "600"}
     count = 20
-    with CaptureRelay(delay_seconds=0.1) as relay, MailcaseDaemon(tmp_path, relay=relay, env=env) as daemon:
-        daemon.prepare()
-        seed_notices(daemon.database_url, count)
-        daemon.start()
-        wait_until(lambda: len(relay.messages) >= 3, timeout=30, what="delivery under way")
+    with delivering(tmp_path, count) as (relay, daemon):
         (first,) = delivery_pids(daemon)
         os.kill(first, signal.SIGKILL)
         stranded = outbox_states(daemon.database_url).get("sending", 0)
