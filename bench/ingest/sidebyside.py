@@ -37,11 +37,9 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -54,7 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from run import free_port, stop_process  # noqa: E402 - bench/ingest/run.py, beside this script
+from run import free_port, stop_process
+from run import machine as run_machine  # noqa: E402 - bench/ingest/run.py, beside this script
 
 REPO = Path(__file__).resolve().parents[2]
 SINK = Path(__file__).resolve().parent / "sink.py"
@@ -710,16 +709,11 @@ def summary(results: list[dict[str, Any]]) -> str:
 
 
 def machine() -> str:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    m = run_machine()
     commit = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True,
                             check=False).stdout.strip()
-    return (f"{time.strftime('%a %Y-%m-%d %H:%M:%S UTC', time.gmtime())}; nproc {os.cpu_count()}, {model}, "
-            f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}; load {loadavg()}\ncode      {commit}")
+    return (f"{m['date']}; nproc {m['nproc']}, {m['cpu']}, {m['ram']} RAM, Python {m['python']}, SQLite {m['sqlite']}; "
+            f"load {m['load_before']}\ncode      {commit}")
 
 
 def main(argv: list[str] | None = None) -> int:
