@@ -402,13 +402,25 @@ class _Batch:
                 state=OutboxState.SENT.value, sent_at=now, next_attempt_at=None, reply_to=reply_to,
                 lease_until=None,
             )  # fmt: skip
-            self._commit(lambda c: store.record_sent(c, notice_id=notice.id, values=values), tries=SENT_RECORD_TRIES)
-            if notice.case_id is not None and rendered is not None:
-                copy = _sent_copy(notice, rendered, settings)
+            copy = _sent_copy(notice, rendered, settings) if notice.case_id is not None and rendered is not None else None
+
+            def sent(connection: sa.Connection) -> None:
+                store.record_sent(connection, notice_id=notice.id, values=values)
+                if copy is None:
+                    return
+                # The case's copy in the same commit (one commit per notice, not two: on
+                # PostgreSQL each waits for a WAL flush), inside a SAVEPOINT so that a copy the
+                # database refuses can never undo the 250's record. A lost connection fails both
+                # and the whole is tried again, like the 250 alone before.
                 try:
-                    self._commit(lambda c: store.record_sent_copy(c, notice=notice, copy=copy, now=now), tries=3)
-                except TransientError as error:
+                    with connection.begin_nested():
+                        store.record_sent_copy(connection, notice=notice, copy=copy, now=now)
+                except Exception as error:
+                    if is_transient(error):
+                        raise
                     log.error("outbox %s sent, but its copy on the case was not stored: %s", notice.id, error)
+
+            self._commit(sent, tries=SENT_RECORD_TRIES)
             log.info("outbox %s sent: kind=%s message-id=%s", notice.id, notice.kind, notice.message_id)
             self.counts[outcome] += 1
             return
