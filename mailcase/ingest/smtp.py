@@ -515,7 +515,7 @@ class _GroupTurns:
             task.add_done_callback(self._groups.discard)
 
     def _take(self) -> list[tuple[RawMessage, asyncio.Future[IngestOutcome]]]:
-        group = []
+        group: list[tuple[RawMessage, asyncio.Future[IngestOutcome]]] = []
         while self._waiting and len(group) < self._most:
             client, queue = next(iter(self._waiting.items()))
             item = queue.popleft()
