@@ -509,7 +509,7 @@ def _pause_delivery(
     )
     until = now + delay
     with sqlite_writer_turn(engine), transaction(engine) as session:
-        store.pause_relay(session.connection(), until=until, passes=passes)
+        store.pause_relay(session.connection(), until=until, passes=passes, reason=reason)
     log.warning(
         "outbound relay unreachable (%s): delivery paused, next probe at %s (pass %d); no notice charged",
         reason, until.isoformat(timespec="seconds"), passes,

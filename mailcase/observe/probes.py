@@ -61,7 +61,7 @@ class Probes:
                 else:
                     self._paused_since = self._paused_since or now
                     paused = f"delivery paused until {pause.until.isoformat(timespec='seconds')} " \
-                             f"after {pause.passes} unreachable pass(es)"
+                             f"after {pause.passes} unreachable pass(es)" + (f": {pause.reason}" if pause.reason else "")
         components = [SCHEDULER, *(f"imap:{name}" for name in mailboxes)]
         pulses: dict[str, Pulse] = {}
         for component in components:

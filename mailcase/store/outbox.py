@@ -527,6 +527,7 @@ def _rowcount(result: sa.Result[Any]) -> int:
 PACE_KEY = "outbox_seconds_per_message"
 PAUSE_UNTIL_KEY = "relay_paused_until"
 PAUSE_COUNT_KEY = "relay_unreachable_passes"
+PAUSE_REASON_KEY = "relay_unreachable_reason"
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,30 +537,38 @@ class RelayPause:
     until: datetime | None = None
     passes: int = 0
     seconds_per_message: float | None = None
+    reason: str = ""
+    """Why the last pass found the relay unreachable (the transport's words), for /readyz in any
+    process: delivery runs in a process of its own."""
 
 
 def read_relay_pause(connection: sa.Connection) -> RelayPause:
     """The relay pause and the measured pace, as every daemon on the database sees them."""
-    values = installation_values(connection, (PAUSE_UNTIL_KEY, PAUSE_COUNT_KEY, PACE_KEY))
+    values = installation_values(connection, (PAUSE_UNTIL_KEY, PAUSE_COUNT_KEY, PACE_KEY, PAUSE_REASON_KEY))
     until = values.get(PAUSE_UNTIL_KEY) or ""
     pace = values.get(PACE_KEY) or ""
     return RelayPause(
         until=datetime.fromisoformat(until) if until else None,
         passes=int(values.get(PAUSE_COUNT_KEY) or 0),
         seconds_per_message=float(pace) if pace else None,
+        reason=values.get(PAUSE_REASON_KEY) or "",
     )
 
 
-def pause_relay(connection: sa.Connection, *, until: datetime, passes: int) -> None:
-    """No notice is tried before `until` (then one probe); `passes` unreachable passes so far."""
-    set_installation_values(connection, {PAUSE_UNTIL_KEY: until.isoformat(), PAUSE_COUNT_KEY: str(passes)})
+def pause_relay(connection: sa.Connection, *, until: datetime, passes: int, reason: str = "") -> None:
+    """No notice is tried before `until` (then one probe); `passes` unreachable passes so far, the
+    last one for `reason`."""
+    set_installation_values(
+        connection,
+        {PAUSE_UNTIL_KEY: until.isoformat(), PAUSE_COUNT_KEY: str(passes), PAUSE_REASON_KEY: reason[:500]},
+    )
 
 
 def record_batch(connection: sa.Connection, *, resume: bool, seconds_per_message: float | None) -> None:
     """After a batch the relay answered: lift the pause (`resume`, after a probe) and keep the pace."""
     values: dict[str, str] = {}
     if resume:
-        values.update({PAUSE_UNTIL_KEY: "", PAUSE_COUNT_KEY: "0"})
+        values.update({PAUSE_UNTIL_KEY: "", PAUSE_COUNT_KEY: "0", PAUSE_REASON_KEY: ""})
     if seconds_per_message is not None:
         values[PACE_KEY] = f"{seconds_per_message:.4f}"
     set_installation_values(connection, values)
