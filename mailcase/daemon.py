@@ -532,6 +532,7 @@ class _DeliveryWorker:
         # builds a new one (a `[templates] dir` created since the start).
         self.renderer = app.renderer()
         self.last_sent = 0.0
+        self.published_health: dict[str, tuple[str, Any, str]] = {}
 
     def run(self) -> int:
         from mailcase.store.outbox import any_due
@@ -556,6 +557,7 @@ class _DeliveryWorker:
             if due:
                 full = time.monotonic() >= next_full_pass
                 report = _guarded("outbox delivery", lambda: self._pass(housekeeping=full))
+                _guarded("delivery health", self._publish_health)
                 if full:
                     next_full_pass = time.monotonic() + interval
                 if report is None or report.paused:
@@ -580,6 +582,23 @@ class _DeliveryWorker:
             settings=app.settings, secret=app.secret, limit=app.settings.outbound.batch_size, clock=app.clock.now,
             housekeeping=housekeeping,
         )
+
+    def _publish_health(self) -> None:
+        """The transport's view of the relay (and of the OAuth sign-in) on this process's health board,
+        written to the database when it changed: /readyz runs in the main process."""
+        from mailcase.store.engine import sqlite_writer_turn, transaction
+        from mailcase.store.outbox import DELIVERY_HEALTH_KEYS, publish_delivery_health
+
+        board = self.transport.health
+        entries = {
+            name: (health.state, health.since, health.reason)
+            for name in DELIVERY_HEALTH_KEYS
+            if (health := board.get(name)) is not None
+        }
+        if entries and entries != self.published_health:
+            with sqlite_writer_turn(self.app.engine), transaction(self.app.engine) as session:
+                publish_delivery_health(session.connection(), entries)
+            self.published_health = entries
 
     def _reload(self) -> None:
         from mailcase.logs import reopen_log_files

@@ -232,6 +232,32 @@ def installation_values(connection: sa.Connection, keys: Sequence[str]) -> dict[
     return {str(key): str(value) for key, value in rows}
 
 
+DELIVERY_HEALTH_KEYS = {"relay": "delivery_health_relay", "outbound": "delivery_health_outbound"}
+"""The delivery process's health board entries for the relay and the OAuth sign-in, shared through the
+database so that /readyz in the main process sees them (`state<TAB>since<TAB>reason`)."""
+
+
+def publish_delivery_health(connection: sa.Connection, entries: dict[str, tuple[str, datetime, str]]) -> None:
+    """Store the delivery process's view of `relay` / `outbound`: {component: (state, since, reason)}."""
+    set_installation_values(
+        connection,
+        {DELIVERY_HEALTH_KEYS[name]: f"{state}\t{since.isoformat()}\t{reason[:500]}"
+         for name, (state, since, reason) in entries.items()},
+    )
+
+
+def delivery_health(connection: sa.Connection) -> dict[str, tuple[str, datetime, str]]:
+    """What `publish_delivery_health` stored last, by component."""
+    values = installation_values(connection, tuple(DELIVERY_HEALTH_KEYS.values()))
+    found = {}
+    for name, key in DELIVERY_HEALTH_KEYS.items():
+        state, _, rest = (values.get(key) or "").partition("\t")
+        since, _, reason = rest.partition("\t")
+        if state and since:
+            found[name] = (state, datetime.fromisoformat(since), reason)
+    return found
+
+
 def set_installation_values(connection: sa.Connection, values: dict[str, str]) -> None:
     """Upsert `installation` rows (INSERT … ON CONFLICT DO UPDATE on both databases); never commits."""
     if not values:
