@@ -1,7 +1,8 @@
-"""`mailcase serve`: one asyncio process running the SMTP listener, the IMAP pollers (threads), the scheduler
-(APScheduler 3, in-memory job store) and outbox delivery, plus `[smtp] workers - 1` extra processes that run only
-the SMTP listener and the ingest pipeline on the same port (SO_REUSEPORT); stops them all cleanly on SIGTERM/SIGINT;
-reloads log files and templates on SIGHUP. With `[lmtp] enabled` it also runs the LMTP listener (RFC 2033).
+"""`mailcase serve`: one asyncio process running the SMTP listener, the IMAP pollers (threads) and the scheduler
+(APScheduler 3, in-memory job store), plus `[smtp] workers - 1` extra processes that run only the SMTP listener and
+the ingest pipeline on the same port (SO_REUSEPORT) and, with `[outbound] enabled`, one delivery process that sends
+the outbox; stops them all cleanly on SIGTERM/SIGINT; reloads log files and templates on SIGHUP. With
+`[lmtp] enabled` it also runs the LMTP listener (RFC 2033).
 
 It wires the parts together and owns their lifetimes (threads, executor, worker processes); it decides nothing
 itself and never touches a message.
@@ -58,6 +59,14 @@ WORKER_RESTART_WINDOW_SECONDS = 600.0
 """A dead SMTP worker is restarted, at most WORKER_RESTARTS times per worker in any window of this many
 seconds; one more death in the window stops the daemon with exit status 1 (it cannot keep the
 listener up, so a service manager or an operator must look)."""
+DELIVERY_POLL_SECONDS = 0.1
+"""How often the delivery process looks for a newly due notice while idle (one indexed SELECT): an
+acknowledgement waits at most this long for its pass. The full pass (abandoned claims, expiry, relay
+pause) still runs every `[scheduler] outbox_interval_seconds`."""
+RELAY_IDLE_SECONDS = 30.0
+"""The delivery process keeps its relay connection open between passes (one connection, not one per
+batch) and QUITs it after this long without a message: below the usual server idle timeouts
+(RFC 5321 §4.5.3.2.7 asks servers for at least 5 minutes; Postfix's smtpd_timeout is 300 s)."""
 WORKER_STOP_SECONDS = 60.0
 """How long a stop waits for the workers to finish their in-flight transactions (their own grace is 30 s)."""
 
@@ -94,8 +103,15 @@ class Daemon:
                 _WorkerSupervisor(index, worker_settings, app.clock, self._worker_failed)
                 for index in range(1, extra_workers + 1)
             )
-            for supervisor in supervisors:
-                supervisor.start()
+        if settings.outbound.enabled:
+            # Delivery in its own process: rendering, composing and smtplib no longer share the
+            # GIL with parsing and storing (issue 16); it is supervised like an SMTP worker.
+            supervisors.append(
+                _WorkerSupervisor(0, settings, app.clock, self._worker_failed, target=run_delivery_worker,
+                                  label="delivery worker")
+            )
+        for supervisor in supervisors:
+            supervisor.start()
         lmtp = None
         if settings.lmtp.enabled:
             lmtp = await _start_lmtp_listener(app, pipeline, executor)
@@ -103,14 +119,14 @@ class Daemon:
         scheduler = self._start_scheduler()
         observer = await _start_observer(app, self.smtp_address)
         log.info(
-            "mailcase serving: smtp=%s (%d process(es)) lmtp=%s imap=%d mailbox(es) scheduler every %ss, "
-            "outbox every %ss",
+            "mailcase serving: smtp=%s (%d SMTP process(es)) lmtp=%s imap=%d mailbox(es) scheduler every %ss, "
+            "outbox delivery %s",
             f"{self.smtp_address[0]}:{self.smtp_address[1]}" if self.smtp_address else "off",
             1 + extra_workers if listener is not None else 0,
             lmtp.address if lmtp is not None else "off",
             len(pollers),
             settings.scheduler.sweep_interval_seconds,
-            settings.scheduler.outbox_interval_seconds,
+            "in its own process" if settings.outbound.enabled else "off",
         )
         # Type=notify: systemd starts dependants (and `systemctl start` returns) only now, listener bound.
         serving = f"{self.smtp_address[0]}:{self.smtp_address[1]}" if self.smtp_address else "off"
@@ -142,9 +158,9 @@ class Daemon:
         """SIGHUP: reload what can change under a running daemon, and say what was done.
 
         * log files are closed and reopened (after logrotate moved them), here and in the SMTP workers;
-        * the templates are compiled again from disk: an edit is checked now and used from the next
-          delivery (each delivery batch renders with a fresh template environment); a broken one is
-          logged and the daemon keeps running;
+        * the templates are compiled again from disk: an edit is checked now (the delivery process
+          recompiles a template whose file changed at its next use, and builds a new environment on
+          SIGHUP); a broken one is logged and the daemon keeps running;
         * the customer directory needs nothing: it is read from the database for every message, so
           `mailcase directory import` takes effect at once.
         Settings (ports, database) are not reloaded: restart for those.
@@ -162,7 +178,7 @@ class Daemon:
             templates = "templates NOT reloaded (error above)"
         log.info(
             "SIGHUP: reloaded: %d log file(s) reopened; %s; customer directory read from the database "
-            "per message (nothing cached); %d SMTP worker(s) told",
+            "per message (nothing cached); %d worker process(es) told",
             reopened, templates, len(supervisors),
         )
 
@@ -201,14 +217,7 @@ class Daemon:
             if app.settings.status.out_dir:
                 _guarded("status page", lambda: _build_status(app))
 
-        def delivery() -> None:
-            if app.settings.outbound.enabled:
-                _guarded("outbox delivery", lambda: deliver_outbox(app, app.clock.now()))
-
         scheduler.add_job(sweeps, "interval", seconds=scheduling.sweep_interval_seconds, id="sweeps", next_run_time=_now())
-        scheduler.add_job(
-            delivery, "interval", seconds=scheduling.outbox_interval_seconds, id="outbox", next_run_time=_now()
-        )
         _add_operations_jobs(scheduler, app)
         scheduler.start()
         return scheduler
@@ -304,11 +313,17 @@ class RestartBudget:
 
 
 class _WorkerSupervisor:
-    """Runs SMTP worker `index` in its own process ('spawn': a fresh interpreter, no inherited threads or
-    connections) with the parent's exact settings; restarts it when it dies, within a RestartBudget."""
+    """Runs worker `index` (an SMTP worker, or with `target=run_delivery_worker` the delivery process) in its own
+    process ('spawn': a fresh interpreter, no inherited threads or connections) with the parent's exact settings;
+    restarts it when it dies, within a RestartBudget."""
 
-    def __init__(self, index: int, settings: Settings, clock: Clock, on_failure: Any) -> None:
+    def __init__(
+        self, index: int, settings: Settings, clock: Clock, on_failure: Any, *, target: Any = None,
+        label: str = "",
+    ) -> None:
         self.index = index
+        self.target = target or run_smtp_worker
+        self.label = label or f"SMTP worker {index}"
         self.settings = settings
         self.clock = clock
         self.on_failure = on_failure
@@ -318,18 +333,18 @@ class _WorkerSupervisor:
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._supervise(), name=f"smtp-worker-{self.index}")
+        self.task = asyncio.get_running_loop().create_task(self._supervise(), name=self.label)
 
     def _spawn(self) -> Any:
         context = multiprocessing.get_context("spawn")
         process = context.Process(
-            target=run_smtp_worker,
+            target=self.target,
             args=(self.settings, self.clock, self.index, os.getpid()),
-            name=f"mailcase-smtp-worker-{self.index}",
+            name=f"mailcase-{self.label.replace(' ', '-').lower()}",
             daemon=True,
         )
         process.start()
-        log.info("SMTP worker %d started pid=%d", self.index, process.pid)
+        log.info("%s started pid=%d", self.label, process.pid)
         return process
 
     async def _supervise(self) -> None:
@@ -341,14 +356,14 @@ class _WorkerSupervisor:
             code = self.process.exitcode
             if not self.budget.allow(time.monotonic()):
                 log.error(
-                    "SMTP worker %d (pid %d) exited with status %s, its %d restarts in %.0f s are used up: "
+                    "%s (pid %d) exited with status %s, its %d restarts in %.0f s are used up: "
                     "stopping the daemon",
-                    self.index, self.process.pid, _status(code), self.budget.limit, self.budget.window,
+                    self.label, self.process.pid, _status(code), self.budget.limit, self.budget.window,
                 )
                 self.on_failure()
                 return
-            log.error("SMTP worker %d (pid %d) exited with status %s; restarting it",
-                      self.index, self.process.pid, _status(code))
+            log.error("%s (pid %d) exited with status %s; restarting it",
+                      self.label, self.process.pid, _status(code))
 
     def signal(self, number: int) -> None:
         process = self.process
@@ -368,8 +383,8 @@ class _WorkerSupervisor:
                 await asyncio.wait_for(asyncio.shield(self.task), WORKER_STOP_SECONDS)
             except TimeoutError:
                 process = self.process
-                log.error("SMTP worker %d (pid %d) did not stop within %.0f s; killed",
-                          self.index, process.pid, WORKER_STOP_SECONDS)
+                log.error("%s (pid %d) did not stop within %.0f s; killed",
+                          self.label, process.pid, WORKER_STOP_SECONDS)
                 process.kill()
                 await self.task
                 return False
@@ -378,7 +393,7 @@ class _WorkerSupervisor:
             return True
         # -SIGTERM: the signal arrived before the worker had installed its handler (it had no transaction yet).
         if process.exitcode not in (0, -signal.SIGTERM):
-            log.error("SMTP worker %d (pid %d) stopped with status %s", self.index, process.pid, _status(process.exitcode))
+            log.error("%s (pid %d) stopped with status %s", self.label, process.pid, _status(process.exitcode))
             return False
         return True
 
@@ -413,6 +428,7 @@ def run_smtp_worker(settings: Settings, clock: Clock, index: int, parent_pid: in
     # Until the loop's handler is installed, a SIGHUP (forwarded by the daemon) must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent(parent_pid)
+    _name_process(f"mailcase-smtp{index}")
     configure_logging(settings.logging.level, file=settings.logging.file, format=settings.logging.format)
     for handler in logging.getLogger().handlers:  # say which process wrote each line
         handler.setFormatter(log_formatter(settings.logging.format, process=f"smtp-worker {index}"))
@@ -422,6 +438,15 @@ def run_smtp_worker(settings: Settings, clock: Clock, index: int, parent_pid: in
     finally:
         app.close()
     sys.exit(code)
+
+
+def _name_process(name: str) -> None:
+    """Name a worker process as `top` and `ps -o comm` show it (Linux PR_SET_NAME, at most 15 bytes)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_name = 15
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_name, name.encode()[:15], 0, 0, 0)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -465,6 +490,127 @@ class _SmtpWorker:
         log.info("SIGHUP: SMTP worker %d reopened %d log file(s)", self.index, reopen_log_files())
 
 
+# ---------------------------------------------------------------------------------------------
+# The delivery process
+
+
+def run_delivery_worker(settings: Settings, clock: Clock, index: int, parent_pid: int) -> None:
+    """The body of the delivery process: outbox passes, nothing else (no listener, no scheduler)."""
+    from mailcase.app import build_app
+    from mailcase.logs import configure_logging
+    from mailcase.logs import formatter as log_formatter
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    _name_process("mailcase-deliver")
+    configure_logging(settings.logging.level, file=settings.logging.file, format=settings.logging.format)
+    for handler in logging.getLogger().handlers:  # say which process wrote each line
+        handler.setFormatter(log_formatter(settings.logging.format, process="delivery"))
+    app = build_app(settings, clock)
+    try:
+        code = _DeliveryWorker(app).run()
+    finally:
+        app.close()
+    sys.exit(code)
+
+
+class _DeliveryWorker:
+    """Delivery passes back to back while notices are due; while idle, one cheap look every
+    DELIVERY_POLL_SECONDS for a newly due one, and a full pass every `outbox_interval_seconds`.
+
+    The guarantees are `notify.outbox.deliver_due`'s (claims with leases, each outcome committed
+    before the next message): a killed delivery process is restarted by its supervisor, and the new
+    one takes its predecessor's claims back at once (their holder's process is gone).
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.stop = threading.Event()
+        self.reload_wanted = threading.Event()
+        self.transport = app.transport()
+        self.transport.keep_open = True
+        # One template environment for the life of the process: compiling the templates again for
+        # every pass cost more than sending (passes are small and back to back). Jinja2 checks each
+        # file's mtime on use, so an edited template still takes effect at its next use; SIGHUP
+        # builds a new one (a `[templates] dir` created since the start).
+        self.renderer = app.renderer()
+        self.last_sent = 0.0
+        self.published_health: dict[str, tuple[str, Any, str]] = {}
+
+    def run(self) -> int:
+        from mailcase.store.outbox import any_due
+
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_wanted.set())
+        app = self.app
+        interval = float(app.settings.scheduler.outbox_interval_seconds)
+        next_full_pass = rest_until = 0.0
+        while not self.stop.is_set():
+            if self.reload_wanted.is_set():
+                self.reload_wanted.clear()
+                self._reload()
+            now = time.monotonic()
+            due = now >= next_full_pass
+            if not due and now >= rest_until:
+                looked = _guarded("outbox look-up", lambda: any_due(app.engine, app.clock.now()))
+                due = bool(looked)
+                if looked is None:  # the database failed: not again before the next full pass
+                    rest_until = next_full_pass
+            if due:
+                full = time.monotonic() >= next_full_pass
+                report = _guarded("outbox delivery", lambda full=full: self._pass(housekeeping=full))
+                _guarded("delivery health", self._publish_health)
+                if full:
+                    next_full_pass = time.monotonic() + interval
+                if report is None or report.paused:
+                    # An error, or the relay is unreachable (paused): wait for the next full pass.
+                    rest_until = next_full_pass
+                elif report.sent + report.retried + report.failed:
+                    self.last_sent = time.monotonic()
+                    continue  # a batch went out: more may be due at once
+            if self.transport.connected and time.monotonic() - self.last_sent > RELAY_IDLE_SECONDS:
+                self.transport.close()
+            self.stop.wait(DELIVERY_POLL_SECONDS)
+        self.transport.close()
+        log.info("delivery worker stopped")
+        return 0
+
+    def _pass(self, *, housekeeping: bool) -> Any:
+        from mailcase.notify.outbox import deliver_due
+
+        app = self.app
+        return deliver_due(
+            app.engine, now=app.clock.now(), transport=self.transport, renderer=self.renderer,
+            settings=app.settings, secret=app.secret, limit=app.settings.outbound.batch_size, clock=app.clock.now,
+            housekeeping=housekeeping,
+        )
+
+    def _publish_health(self) -> None:
+        """The transport's view of the relay (and of the OAuth sign-in) on this process's health board,
+        written to the database when it changed: /readyz runs in the main process."""
+        from mailcase.store.engine import sqlite_writer_turn, transaction
+        from mailcase.store.outbox import DELIVERY_HEALTH_KEYS, publish_delivery_health
+
+        board = self.transport.health
+        entries = {
+            name: (health.state, health.since, health.reason)
+            for name in DELIVERY_HEALTH_KEYS
+            if (health := board.get(name)) is not None
+        }
+        if entries and entries != self.published_health:
+            with sqlite_writer_turn(self.app.engine), transaction(self.app.engine) as session:
+                publish_delivery_health(session.connection(), entries)
+            self.published_health = entries
+
+    def _reload(self) -> None:
+        from mailcase.logs import reopen_log_files
+
+        self.app.reload()
+        self.renderer = self.app.renderer()
+        log.info("SIGHUP: delivery worker reopened %d log file(s); templates are read again", reopen_log_files())
+
+
 async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
     while os.getppid() == parent:
         await asyncio.sleep(1.0)
@@ -490,14 +636,15 @@ def _now() -> Any:
     return datetime.now(UTC)  # APScheduler's own trigger time, not a business instant
 
 
-def _guarded(name: str, job: Any) -> None:
-    """A failing job logs and waits for its next turn; it never stops the daemon."""
+def _guarded(name: str, job: Any) -> Any:
+    """A failing job logs and waits for its next turn (returning None); it never stops the daemon."""
     try:
-        job()
+        return job()
     except TransientError as exc:
         log.warning("%s: temporary failure, will retry: %s", name, exc)
     except Exception:
         log.exception("%s failed", name)
+    return None
 
 
 def serve(app: App) -> int:

@@ -82,6 +82,18 @@ def machine() -> dict[str, str]:
 # The daemon
 
 
+def stop_process(process: subprocess.Popen[bytes], grace: float = 60.0) -> int:
+    """SIGTERM, then SIGKILL after `grace` seconds; the exit status (a process we started, by its PID)."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
+    return process.returncode
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
@@ -145,14 +157,7 @@ class Serve:
 
     def stop(self) -> int:
         assert self.process is not None
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        return self.process.returncode
+        return stop_process(self.process)
 
     def cases(self) -> int:
         with contextlib.closing(sqlite3.connect(self.workdir / "mailcase.db")) as connection:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, assert_never
@@ -114,6 +115,10 @@ class IngestOutcome:
     held_id: int | None = None
 
 
+_NOT_YET: Exception = TransientError("not stored: its group's transaction did not finish")
+"""A group member's place-holder until its savepoint is released (never left in a returned result)."""
+
+
 def dedupe_key(message: InboundMessage | None, raw: bytes) -> str:
     """SPEC.md §3: the Message-ID *together with* a digest of sender, subject and body; the digest
     alone without a Message-ID; the raw bytes' digest for a message that could not be parsed."""
@@ -146,6 +151,66 @@ class Pipeline:
         return self.ingest_one(raw)
 
     def ingest_one(self, raw: RawMessage) -> IngestOutcome:
+        prepared = self._prepare(raw)
+        # On SQLite, processes take turns for the single write lock (see sqlite_writer_turn).
+        with sqlite_writer_turn(self.engine), transaction(self.engine) as session:
+            outcome = self._store(session, raw, *prepared)
+        self._log(raw, outcome, prepared[2])
+        return outcome
+
+    def ingest_group(self, raws: Sequence[RawMessage]) -> list[IngestOutcome | Exception]:
+        """Group commit: several messages (concurrent SMTP sessions') in one transaction, one commit.
+
+        Each message is applied inside its own SAVEPOINT, so one that fails is rolled back alone
+        and its place in the result is the exception (its sender gets 451), while its neighbours'
+        outcomes stand. When the commit itself fails, each message is retried alone
+        (`ingest_one`), so no message's fate depends on another's. The result is in `raws`' order,
+        and every outcome it holds is committed when this returns.
+        """
+        if len(raws) == 1:
+            try:
+                return [self.ingest_one(raws[0])]
+            except Exception as error:
+                return [error]
+        results: list[IngestOutcome | Exception] = []
+        prepared: list[tuple[InboundMessage | None, str, SenderVerdict] | None] = []
+        for raw in raws:
+            try:
+                prepared.append(self._prepare(raw))
+                results.append(_NOT_YET)
+            except Exception as error:
+                prepared.append(None)
+                results.append(error)
+        try:
+            with sqlite_writer_turn(self.engine), transaction(self.engine) as session:
+                for index, (raw, ready) in enumerate(zip(raws, prepared, strict=True)):
+                    if ready is None:
+                        continue
+                    try:
+                        with session.begin_nested():
+                            results[index] = self._store(session, raw, *ready)
+                    except Exception as error:
+                        log.error("ingest failed in a group, rolled back alone: %s", error, exc_info=True)
+                        results[index] = error
+        except Exception as error:
+            log.warning("group commit of %d messages failed (%s); each is retried alone", len(raws), error)
+            alone: list[IngestOutcome | Exception] = []
+            for raw, earlier in zip(raws, results, strict=True):
+                if isinstance(earlier, Exception) and earlier is not _NOT_YET:
+                    alone.append(earlier)  # it failed on its own (parse, evidence, its savepoint)
+                    continue
+                try:
+                    alone.append(self.ingest_one(raw))
+                except Exception as failure:
+                    alone.append(failure)
+            return alone
+        for raw, ready, result in zip(raws, prepared, results, strict=True):
+            if ready is not None and isinstance(result, IngestOutcome):
+                self._log(raw, result, ready[2])
+        return results
+
+    def _prepare(self, raw: RawMessage) -> tuple[InboundMessage | None, str, SenderVerdict]:
+        """What needs no transaction: the parsed message (or why it could not be parsed) and the sender's evidence."""
         # Parse before the transaction: it is the costliest step and needs no lock.
         message: InboundMessage | None
         # SMTP's "" is the null sender <> (a bounce); for a file or IMAP, "" only means unknown.
@@ -163,9 +228,9 @@ class Pipeline:
         if verdict.temporary and self.policy is SenderPolicy.ENFORCE:
             # Never a silent pass or fail: the sender retries (SMTP 451), IMAP leaves it for later.
             raise TransientError(f"sender authentication needs DNS, which failed for now ({verdict.summary()})")
-        # On SQLite, processes take turns for the single write lock (see sqlite_writer_turn).
-        with sqlite_writer_turn(self.engine), transaction(self.engine) as session:
-            outcome = self._store(session, raw, message, parse_error, verdict)
+        return message, parse_error, verdict
+
+    def _log(self, raw: RawMessage, outcome: IngestOutcome, verdict: SenderVerdict) -> None:
         log.info(
             "ingest message-id=%s channel=%s decision=%s case=%s dmarc=%s reason=%s",
             outcome.message_id or "-",
@@ -181,7 +246,6 @@ class Pipeline:
             ),
         )
         telemetry.count_inbound(raw.channel.value, outcome.decision)
-        return outcome
 
     @property
     def suffixes(self) -> PublicSuffixes:

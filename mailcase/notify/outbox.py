@@ -62,7 +62,7 @@ from mailcase.notify.render import Rendered, Renderer
 from mailcase.notify.transport import Envelope, SendOutcome, SendResult, Transport
 from mailcase.rules.tokens import reply_address, staff_reply_address
 from mailcase.store import outbox as store
-from mailcase.store.engine import committed, is_transient, transaction
+from mailcase.store.engine import committed, is_transient, sqlite_writer_turn, transaction
 from mailcase.store.outbox import ClaimedNotice, RelayPause, SentCopy
 
 log = logging.getLogger(__name__)
@@ -148,20 +148,23 @@ def deliver_due(
     rng: random.Random | None = None,
     clock: Callable[[], datetime] | None = None,
     holder: str | None = None,
+    housekeeping: bool = True,
 ) -> DeliveryReport:
     """Deliver up to `limit` (default `outbound.batch_size`) rows due at `now`.
 
     See the module docstring for the guarantees. `attachments` adds files at delivery time (the
     .ics of a maintenance notice); `rng` drives the retry jitter (tests pin it); `clock` is read
     to renew the lease while the batch is sent (default: `now` throughout); `holder` names this
-    process in its claims (default `claimant()`).
+    process in its claims (default `claimant()`). Without `housekeeping` the pass skips taking
+    back abandoned claims and expiring old notices: the delivery process's passes between two full
+    ones, back to back during a burst, where those two write transactions found nothing each time.
     """
     rng = rng or random.Random()
     holder = holder or claimant()
     outbound = settings.outbound
     lease = timedelta(seconds=outbound.lease_seconds)
-    requeued = requeue_abandoned(engine, now=now, holder=holder)
-    expired = expire_old(engine, now=now, max_age=timedelta(hours=outbound.max_age_hours))
+    requeued = requeue_abandoned(engine, now=now, holder=holder) if housekeeping else 0
+    expired = expire_old(engine, now=now, max_age=timedelta(hours=outbound.max_age_hours)) if housekeeping else 0
     pause = relay_pause(engine)
     if pause.until is not None and now < pause.until:
         return DeliveryReport(requeued=requeued, expired=expired, paused=True)
@@ -399,13 +402,25 @@ class _Batch:
                 state=OutboxState.SENT.value, sent_at=now, next_attempt_at=None, reply_to=reply_to,
                 lease_until=None,
             )  # fmt: skip
-            self._commit(lambda c: store.record_sent(c, notice_id=notice.id, values=values), tries=SENT_RECORD_TRIES)
-            if notice.case_id is not None and rendered is not None:
-                copy = _sent_copy(notice, rendered, settings)
+            copy = _sent_copy(notice, rendered, settings) if notice.case_id is not None and rendered is not None else None
+
+            def sent(connection: sa.Connection) -> None:
+                store.record_sent(connection, notice_id=notice.id, values=values)
+                if copy is None:
+                    return
+                # The case's copy in the same commit (one commit per notice, not two: on
+                # PostgreSQL each waits for a WAL flush), inside a SAVEPOINT so that a copy the
+                # database refuses can never undo the 250's record. A lost connection fails both
+                # and the whole is tried again, like the 250 alone before.
                 try:
-                    self._commit(lambda c: store.record_sent_copy(c, notice=notice, copy=copy, now=now), tries=3)
-                except TransientError as error:
+                    with connection.begin_nested():
+                        store.record_sent_copy(connection, notice=notice, copy=copy, now=now)
+                except Exception as error:
+                    if is_transient(error):
+                        raise
                     log.error("outbox %s sent, but its copy on the case was not stored: %s", notice.id, error)
+
+            self._commit(sent, tries=SENT_RECORD_TRIES)
             log.info("outbox %s sent: kind=%s message-id=%s", notice.id, notice.kind, notice.message_id)
             self.counts[outcome] += 1
             return
@@ -443,7 +458,7 @@ def requeue_abandoned(engine: Engine, *, now: datetime, holder: str) -> int:
     renewing it: dead, or cut off), or a holder on this host whose process no longer exists (a
     restarted daemon recovers its crashed predecessor's claims at once, not a lease later)."""
     host = holder.partition(":")[0]
-    with transaction(engine) as session:
+    with sqlite_writer_turn(engine), transaction(engine) as session:
         holders = store.sending_holders(session=session, other_than=holder)
         dead = [h for h in holders if h and holder_is_dead(h, host=host)]
         count = store.requeue_abandoned(session=session, now=now, dead_holders=dead)
@@ -459,7 +474,7 @@ def expire_old(engine: Engine, *, now: datetime, max_age: timedelta) -> int:
     """Fail queued notices due longer than `max_age` ago (`outbound.max_age_hours`), each with a
     line on its case, like an MTA giving up at its queue lifetime."""
     cutoff = now - max_age
-    with transaction(engine) as session:
+    with sqlite_writer_turn(engine), transaction(engine) as session:
         rows = store.queued_before(session=session, cutoff=cutoff, limit=500)
         hours = int(max_age.total_seconds() // 3600)
         connection = session.connection()
@@ -493,8 +508,8 @@ def _pause_delivery(
         jitter=rng.random(),
     )
     until = now + delay
-    with transaction(engine) as session:
-        store.pause_relay(session.connection(), until=until, passes=passes)
+    with sqlite_writer_turn(engine), transaction(engine) as session:
+        store.pause_relay(session.connection(), until=until, passes=passes, reason=reason)
     log.warning(
         "outbound relay unreachable (%s): delivery paused, next probe at %s (pass %d); no notice charged",
         reason, until.isoformat(timespec="seconds"), passes,
@@ -508,7 +523,7 @@ def _after_batch(
     if seconds_per_message is not None:
         pace = seconds_per_message if previous is None else (previous + seconds_per_message) / 2
     if probing or pace is not None:
-        with transaction(engine) as session:
+        with sqlite_writer_turn(engine), transaction(engine) as session:
             store.record_batch(session.connection(), resume=probing, seconds_per_message=pace)
 
 

@@ -87,6 +87,11 @@ class SmtpTransport:
     Gmail take for SMTP) as `user`, once more with a fresh token when the relay answers 535, and
     refuses to send a token over a connection that is not encrypted. Blocking: the daemon calls
     it from a worker thread, never on the event loop.
+
+    With `keep_open` (the delivery process), the connection outlives a `send` and the next batch
+    goes over it: no connect, EHLO, TLS and AUTH per batch. A relay that closed it meanwhile is
+    noticed at MAIL, before any of the message was sent, and reconnected once (as for a 421).
+    `close()` ends it; so does any error in `send`.
     """
 
     def __init__(
@@ -105,13 +110,27 @@ class SmtpTransport:
         self._ssl_context = ssl_context
         self._tokens = tokens
         self.health = health or HealthBoard()
+        self.keep_open = False
+        self._client: smtplib.SMTP | None = None
+
+    @property
+    def connected(self) -> bool:
+        """True while a kept-open connection to the relay exists."""
+        return self._client is not None
+
+    def close(self) -> None:
+        """QUIT a kept-open connection (the delivery process does so when idle or stopping)."""
+        client, self._client = self._client, None
+        if client is not None:
+            _quit(client)
 
     def send(
         self, messages: Sequence[Envelope], *, on_result: ResultCallback | None = None
     ) -> list[SendResult]:
         results: list[SendResult] = []
-        client: smtplib.SMTP | None = None
+        client, self._client = self._client, None
         unreachable: SendResult | None = None
+        finished = False
         try:
             for index, (message, sender, recipients) in enumerate(messages):
                 if unreachable is not None:
@@ -124,9 +143,13 @@ class SmtpTransport:
                 self._note_relay(result)
                 if on_result is not None:
                     on_result(index, result)
+            finished = True
         finally:
             if client is not None:
-                _quit(client)
+                if self.keep_open and finished:
+                    self._client = client
+                else:
+                    _quit(client)
         return results
 
     def _send_one(

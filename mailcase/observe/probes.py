@@ -12,10 +12,11 @@ from sqlalchemy.engine import Engine
 
 from mailcase.config import Settings
 from mailcase.notify.outbox import relay_pause
-from mailcase.oauth.health import HealthBoard, Pulse
+from mailcase.oauth.health import ComponentHealth, HealthBoard, Pulse
 from mailcase.observe.readiness import Observations
 from mailcase.store.engine import database_problem
 from mailcase.store.health import oldest_due_notice, probe_database
+from mailcase.store.outbox import delivery_health
 
 SCHEDULER = "scheduler"
 """The scheduler's sweeps on the health board (began/beat/fault, from the daemon's sweep job)."""
@@ -47,10 +48,12 @@ class Probes:
         except Exception as error:  # the database's own words, never the SQL
             database_error = database_problem(error)
         oldest, queue_error, paused = None, "", ""
+        shared: list[ComponentHealth] = []
         if self.settings.outbound.enabled:
             try:
                 oldest = oldest_due_notice(self.reader, now=now, timeout=limits.database_timeout_seconds)
                 pause = relay_pause(self.reader)
+                shared = shared_delivery_health(self.reader)
             except Exception as error:
                 queue_error = database_problem(error)
             else:
@@ -61,7 +64,7 @@ class Probes:
                 else:
                     self._paused_since = self._paused_since or now
                     paused = f"delivery paused until {pause.until.isoformat(timespec='seconds')} " \
-                             f"after {pause.passes} unreachable pass(es)"
+                             f"after {pause.passes} unreachable pass(es)" + (f": {pause.reason}" if pause.reason else "")
         components = [SCHEDULER, *(f"imap:{name}" for name in mailboxes)]
         pulses: dict[str, Pulse] = {}
         for component in components:
@@ -80,7 +83,7 @@ class Probes:
             relay_paused_since=self._paused_since if paused else None,
             database_error=database_error,
             database_seconds=database_seconds,
-            board=self.board.snapshot(),
+            board=[*self.board.snapshot(), *shared],
             pulses=pulses,
         )
 
@@ -100,3 +103,13 @@ class Probes:
         except (OSError, smtplib.SMTPException) as error:
             return f"{type(error).__name__}: {error}"
         return ""
+
+
+def shared_delivery_health(reader: Engine) -> list[ComponentHealth]:
+    """The delivery process's board entries for the relay and the OAuth sign-in (it publishes them to the
+    database: /readyz runs in this process, the transport in that one)."""
+    with reader.connect() as connection:
+        return [
+            ComponentHealth(name, state, reason, since)
+            for name, (state, since, reason) in delivery_health(connection).items()
+        ]

@@ -99,9 +99,11 @@ def transaction(engine: Engine) -> Iterator[Session]:
 @contextlib.contextmanager
 def committed(connection: sa.Connection) -> Iterator[None]:
     """One short transaction on a Core connection that outlives it (BEGIN IMMEDIATE on SQLite);
-    like `transaction`, a database error a retry can fix becomes TransientError."""
+    like `transaction`, a database error a retry can fix becomes TransientError. On SQLite it takes
+    the writer turn first (`sqlite_writer_turn`): delivery, in its own process, commits each outcome
+    this way between the ingest processes' transactions."""
     try:
-        with connection.begin():
+        with sqlite_writer_turn(connection.engine), connection.begin():
             yield
     except Exception as error:
         if is_transient(error) and not isinstance(error, TransientError):

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
 from mailcase.domain import AutoKind, Direction, EventKind, NotificationIntent, OutboxState
 from mailcase.store.common import rows_affected, table_of
@@ -212,11 +212,57 @@ def failing_recipients(*, session: Session, addresses: Sequence[str]) -> set[str
     return set(rows)
 
 
+def any_due(engine: sa.Engine, now: datetime) -> bool:
+    """True when a queued notice is due at `now`: the delivery process's cheap idle look (the
+    `(state, next_attempt_at)` index answers it), so it runs a full pass only when there is work."""
+    with engine.connect() as connection:
+        return (
+            connection.execute(_ANY_DUE, {"queued": OutboxState.QUEUED.value, "now": now}).first() is not None
+        )
+
+
+_OUTBOX_TABLE = table_of(Outbox)
+_ANY_DUE = (
+    sa.select(sa.literal(1))
+    .where(
+        _OUTBOX_TABLE.c.state == sa.bindparam("queued"),
+        sa.or_(_OUTBOX_TABLE.c.next_attempt_at.is_(None), _OUTBOX_TABLE.c.next_attempt_at <= sa.bindparam("now")),
+    )
+    .limit(1)
+)
+
+
 def installation_values(connection: sa.Connection, keys: Sequence[str]) -> dict[str, str]:
     """Values of the `installation` table (delivery's shared state: the relay pause, the pace)."""
     table = table_of(Installation)
     rows = connection.execute(sa.select(table.c.key, table.c.value).where(table.c.key.in_(list(keys))))
     return {str(key): str(value) for key, value in rows}
+
+
+DELIVERY_HEALTH_KEYS = {"relay": "delivery_health_relay", "outbound": "delivery_health_outbound"}
+"""The delivery process's health board entries for the relay and the OAuth sign-in, shared through the
+database so that /readyz in the main process sees them (`state<TAB>since<TAB>reason`)."""
+
+
+def publish_delivery_health(connection: sa.Connection, entries: dict[str, tuple[str, datetime, str]]) -> None:
+    """Store the delivery process's view of `relay` / `outbound`: {component: (state, since, reason)}."""
+    set_installation_values(
+        connection,
+        {DELIVERY_HEALTH_KEYS[name]: f"{state}\t{since.isoformat()}\t{reason[:500]}"
+         for name, (state, since, reason) in entries.items()},
+    )
+
+
+def delivery_health(connection: sa.Connection) -> dict[str, tuple[str, datetime, str]]:
+    """What `publish_delivery_health` stored last, by component."""
+    values = installation_values(connection, tuple(DELIVERY_HEALTH_KEYS.values()))
+    found = {}
+    for name, key in DELIVERY_HEALTH_KEYS.items():
+        state, _, rest = (values.get(key) or "").partition("\t")
+        since, _, reason = rest.partition("\t")
+        if state and since:
+            found[name] = (state, datetime.fromisoformat(since), reason)
+    return found
 
 
 def set_installation_values(connection: sa.Connection, values: dict[str, str]) -> None:
@@ -397,40 +443,35 @@ def record_sent_copy(connection: sa.Connection, *, notice: ClaimedNotice, copy: 
     references = list(notice.references)
     if notice.in_reply_to and notice.in_reply_to not in references:
         references.append(notice.in_reply_to)
-    message = Message(
-        case_id=notice.case_id,
-        direction=Direction.OUTBOUND,
-        message_id=notice.message_id,
-        in_reply_to=notice.in_reply_to,
-        references=references,
-        from_address=copy.from_address,
-        from_name=copy.from_name,
-        to_addresses=list(notice.recipients),
-        cc_addresses=list(notice.cc),
-        subject=copy.subject,
-        text=copy.text,
-        new_text=copy.text,
-        auto_kind=copy.auto_kind,
-        outbox_id=notice.id,
-        received_at=now,
-        details={"kind": notice.kind, "template": notice.template},
+    # The row as INSERT parameters, no `Message` object: building and validating one per sent
+    # notice cost more than the insert (issue 16). Every column but the generated id and raw_id.
+    connection.execute(
+        _insert_message(),
+        {
+            "case_id": notice.case_id,
+            "direction": Direction.OUTBOUND,
+            "message_id": notice.message_id,
+            "in_reply_to": notice.in_reply_to,
+            "references": references,
+            "from_address": copy.from_address,
+            "from_name": copy.from_name,
+            "to_addresses": list(notice.recipients),
+            "cc_addresses": list(notice.cc),
+            "subject": copy.subject,
+            "text": copy.text,
+            "new_text": copy.text,
+            "auto_kind": copy.auto_kind,
+            "raw_id": None,
+            "outbox_id": notice.id,
+            "received_at": now,
+            "details": {"kind": notice.kind, "template": notice.template},
+        },
     )
-    table = table_of(Message)
-    connection.execute(_insert_message(), _row_values(table, message))
 
 
 @functools.cache
 def _insert_message() -> sa.Insert:
     return sa.insert(table_of(Message))
-
-
-def _row_values(table: sa.Table, row: SQLModel) -> dict[str, Any]:
-    """A model instance as INSERT parameters: every column but a generated primary key."""
-    return {
-        column.key: getattr(row, column.key)
-        for column in table.columns
-        if not (column.primary_key and getattr(row, column.key) is None)
-    }
 
 
 def note_failed_notice(connection: sa.Connection, *, notice: ClaimedNotice, reason: str, now: datetime) -> None:
@@ -515,6 +556,7 @@ def fail_notice(*, session: Session, notice_id: int, reason: str) -> None:
 PACE_KEY = "outbox_seconds_per_message"
 PAUSE_UNTIL_KEY = "relay_paused_until"
 PAUSE_COUNT_KEY = "relay_unreachable_passes"
+PAUSE_REASON_KEY = "relay_unreachable_reason"
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,30 +566,38 @@ class RelayPause:
     until: datetime | None = None
     passes: int = 0
     seconds_per_message: float | None = None
+    reason: str = ""
+    """Why the last pass found the relay unreachable (the transport's words), for /readyz in any
+    process: delivery runs in a process of its own."""
 
 
 def read_relay_pause(connection: sa.Connection) -> RelayPause:
     """The relay pause and the measured pace, as every daemon on the database sees them."""
-    values = installation_values(connection, (PAUSE_UNTIL_KEY, PAUSE_COUNT_KEY, PACE_KEY))
+    values = installation_values(connection, (PAUSE_UNTIL_KEY, PAUSE_COUNT_KEY, PACE_KEY, PAUSE_REASON_KEY))
     until = values.get(PAUSE_UNTIL_KEY) or ""
     pace = values.get(PACE_KEY) or ""
     return RelayPause(
         until=datetime.fromisoformat(until) if until else None,
         passes=int(values.get(PAUSE_COUNT_KEY) or 0),
         seconds_per_message=float(pace) if pace else None,
+        reason=values.get(PAUSE_REASON_KEY) or "",
     )
 
 
-def pause_relay(connection: sa.Connection, *, until: datetime, passes: int) -> None:
-    """No notice is tried before `until` (then one probe); `passes` unreachable passes so far."""
-    set_installation_values(connection, {PAUSE_UNTIL_KEY: until.isoformat(), PAUSE_COUNT_KEY: str(passes)})
+def pause_relay(connection: sa.Connection, *, until: datetime, passes: int, reason: str = "") -> None:
+    """No notice is tried before `until` (then one probe); `passes` unreachable passes so far, the
+    last one for `reason`."""
+    set_installation_values(
+        connection,
+        {PAUSE_UNTIL_KEY: until.isoformat(), PAUSE_COUNT_KEY: str(passes), PAUSE_REASON_KEY: reason[:500]},
+    )
 
 
 def record_batch(connection: sa.Connection, *, resume: bool, seconds_per_message: float | None) -> None:
     """After a batch the relay answered: lift the pause (`resume`, after a probe) and keep the pace."""
     values: dict[str, str] = {}
     if resume:
-        values.update({PAUSE_UNTIL_KEY: "", PAUSE_COUNT_KEY: "0"})
+        values.update({PAUSE_UNTIL_KEY: "", PAUSE_COUNT_KEY: "0", PAUSE_REASON_KEY: ""})
     if seconds_per_message is not None:
         values[PACE_KEY] = f"{seconds_per_message:.4f}"
     set_installation_values(connection, values)

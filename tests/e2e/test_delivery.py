@@ -57,6 +57,33 @@ def test_a_batch_goes_over_one_connection(relay: CaptureRelay) -> None:
     assert relay.connections == 1
 
 
+def test_a_kept_open_connection_carries_the_next_batch_and_closes_on_request(relay: CaptureRelay) -> None:
+    transport = SmtpTransport(relay.outbound_settings())
+    transport.keep_open = True
+    first = transport.send(_batch(2))
+    assert transport.connected
+    second = transport.send(_batch(2))
+    transport.close()
+
+    assert [r.outcome for r in first + second] == [SendOutcome.SENT] * 4
+    assert len(relay.messages) == 4
+    assert relay.connections == 1
+    assert not transport.connected
+
+
+def test_a_kept_open_connection_the_relay_dropped_is_replaced_without_losing_the_message(relay: CaptureRelay) -> None:
+    transport = SmtpTransport(relay.outbound_settings())
+    transport.keep_open = True
+    relay.drop_after(1)  # the relay hangs up after this message, while our connection idles
+    transport.send(_batch(1))
+    (result,) = transport.send(_batch(1))
+    transport.close()
+
+    assert result.outcome is SendOutcome.SENT
+    assert len(relay.messages) == 2
+    assert relay.connections == 2
+
+
 def test_each_result_is_reported_as_soon_as_known(relay: CaptureRelay) -> None:
     seen: list[tuple[int, SendOutcome, int]] = []
 

@@ -159,6 +159,28 @@ def test_a_refusing_relay_flips_the_outbox_and_back_with_one_alert_each_way_and_
         assert daemon.stop() == 0
 
 
+def test_a_relay_answering_4xx_shows_on_readyz_although_another_process_delivers(tmp_path: Path) -> None:
+    # Delivery runs in its own process: what its transport learnt of the relay reaches /readyz in
+    # the main process through the database.
+    port = free_port()
+    env = endpoint_env(port) | {
+        "MAILCASE_SCHEDULER__OUTBOX_INTERVAL_SECONDS": "1",
+        "MAILCASE_OUTBOUND__RETRY_BASE_SECONDS": "1",
+        "MAILCASE_OUTBOUND__RETRY_MAX_SECONDS": "2",
+    }
+    with CaptureRelay() as relay, MailcaseDaemon(tmp_path, relay=relay, env=env) as daemon:
+        relay.fail_next(1000, "451 4.3.0 Relay busy, try again later")
+        daemon.prepare()
+        daemon.start()
+        assert deliver(daemon, 1) == 250
+        _status, body = wait_until(lambda: (lambda r: r if "relay refusing" in r[1] else None)(readyz(port)),
+                                  timeout=WAIT, what="/readyz naming the refusing relay")  # fmt: skip
+        assert "451 Relay busy" in body or "451 4.3.0 Relay busy" in body
+        relay.clear_failures()
+        wait_until(lambda: "relay reachable" in readyz(port)[1], timeout=WAIT, what="the relay reachable again")
+        assert daemon.stop() == 0
+
+
 def test_a_wrong_mailbox_password_flips_the_mailbox_and_back_once_fixed(
     tmp_path: Path, hook: WebhookReceiver, dovecot: DovecotServer
 ) -> None:

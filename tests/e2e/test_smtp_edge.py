@@ -548,3 +548,55 @@ async def _until(condition: Callable[[], bool]) -> None:
     """Wait, inside the server's loop, for a condition the loop itself makes true."""
     while not condition():
         await asyncio.sleep(0.001)
+
+
+# ---------------------------------------------------------------------------------------------
+# Group commit
+
+
+class GroupRecordingIngest(RecordingIngest):
+    """A pipeline that commits groups (`ingest_group`): records each group's size; a message whose
+    subject says BREAK fails alone, as one rolled back to its savepoint does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: list[int] = []
+
+    def ingest_group(self, raws: list[RawMessage], /) -> list[Outcome | Exception]:
+        self.groups.append(len(raws))
+        results: list[Outcome | Exception] = []
+        for raw in raws:
+            if b"BREAK" in raw.data:
+                results.append(RuntimeError("this message failed inside its savepoint"))
+            else:
+                results.append(self(raw))
+        return results
+
+
+def test_messages_waiting_for_the_pipeline_share_one_commit_and_each_gets_its_own_reply(
+    smtp_settings: SmtpSettings, clock: FixedClock
+) -> None:
+    ingest = GroupRecordingIngest()
+    ingest.gate = threading.Event()
+    with running_server(smtp_settings, ingest, clock) as running:
+        # Both pipeline threads are busy with one message each (held at the gate) ...
+        busy = [in_thread(lambda n=n: send(running, message(f"Trunk {n} is down"))) for n in (1, 2)]
+        running.call(_until(lambda: len(ingest.groups) == 2)).result(WAIT)
+        # ... so the next three wait, and go to the next free thread together.
+        waiting = [
+            in_thread(lambda subject=subject: send(running, message(subject)))
+            for subject in ("Trunk 3 is down", "BREAK: trunk 4", "Trunk 5 is down")
+        ]
+        running.call(_until(lambda: running.handler.waiting_for_pipeline == 3)).result(WAIT)
+        ingest.gate.set()
+        replies = []
+        for thread, result in [*busy, *waiting]:
+            thread.join(WAIT)
+            (reply,) = result
+            assert not isinstance(reply, BaseException), reply
+            replies.append(reply[0])
+
+    assert sorted(ingest.groups) == [1, 1, 3]
+    # The failing message gets 451 (its sender retries); its neighbours in the group get their 250.
+    assert replies == [250, 250, 250, 451, 250]
+    assert [raw.data.count(b"Trunk") for raw in ingest.received] == [1, 1, 1, 1]

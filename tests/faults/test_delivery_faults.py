@@ -8,7 +8,11 @@ again within seconds of a restart, delivered at all after a long relay outage.
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,15 +57,22 @@ def test_two_replicas_and_a_slow_relay_deliver_every_notice_exactly_once(
     print(f"\ntwo replicas, relay 0.15 s/message, 2 s lease: {count} notices, {sum(seen.values()) - len(seen)} sent twice")
 
 
-def test_a_restarted_daemon_recovers_its_killed_predecessors_claims_at_once(tmp_path: Path) -> None:
-    # A lease of 10 minutes: only the claim's process and start time can make recovery fast.
+@contextlib.contextmanager
+def delivering(tmp_path: Path, count: int) -> Iterator[tuple[CaptureRelay, MailcaseDaemon]]:
+    """A daemon with `count` notices seeded, a slow relay and a 10-minute lease, once the first
+    few notices are at the relay: only a claim's process and start time can make recovery fast."""
     env = {**FAST, "MAILCASE_OUTBOUND__LEASE_SECONDS": "600"}
-    count = 20
     with CaptureRelay(delay_seconds=0.1) as relay, MailcaseDaemon(tmp_path, relay=relay, env=env) as daemon:
         daemon.prepare()
         seed_notices(daemon.database_url, count)
         daemon.start()
         wait_until(lambda: len(relay.messages) >= 3, timeout=30, what="delivery under way")
+        yield relay, daemon
+
+
+def test_a_restarted_daemon_recovers_its_killed_predecessors_claims_at_once(tmp_path: Path) -> None:
+    count = 20
+    with delivering(tmp_path, count) as (relay, daemon):
         daemon.kill()
         stranded = outbox_states(daemon.database_url).get("sending", 0)
         restarted = time.monotonic()
@@ -77,6 +88,30 @@ def test_a_restarted_daemon_recovers_its_killed_predecessors_claims_at_once(tmp_
     # At most the one message whose 250 was in flight at the kill is sent again (README's window).
     assert sum(n - 1 for n in seen.values()) <= 1
     print(f"\nkill -9 recovery: {stranded} rows stranded, all sent {recovery:.2f} s after the restart")
+
+
+def delivery_pids(daemon: MailcaseDaemon) -> list[int]:
+    """The delivery processes the daemon logged as started, oldest first."""
+    return [int(line.rsplit("pid=", 1)[1]) for line in daemon.log().splitlines() if "delivery worker started pid=" in line]
+
+
+def test_a_killed_delivery_process_is_restarted_and_its_claims_are_sent_once(tmp_path: Path) -> None:
+    count = 20
+    with delivering(tmp_path, count) as (relay, daemon):
+        (first,) = delivery_pids(daemon)
+        os.kill(first, signal.SIGKILL)
+        stranded = outbox_states(daemon.database_url).get("sending", 0)
+        wait_until(lambda: outbox_states(daemon.database_url).get("sent") == count, timeout=60, what="every notice sent")
+        assert daemon.running
+        log = daemon.log()
+        seen = message_ids(relay)
+    assert stranded > 0, "the kill came after the batch: nothing to recover"
+    assert f"delivery worker (pid {first}) exited with status -9 (killed by SIGKILL); restarting it" in log
+    assert len(delivery_pids(daemon)) == 2
+    assert "held by a stopped daemon are queued again" in log
+    assert len(seen) == count
+    # At most the one message whose 250 was in flight at the kill is sent again (README's window).
+    assert sum(n - 1 for n in seen.values()) <= 1
 
 
 def test_a_relay_down_longer_than_the_retry_schedule_loses_no_notice(tmp_path: Path) -> None:

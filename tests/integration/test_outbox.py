@@ -207,6 +207,42 @@ def test_sent_case_message_is_recorded_on_the_case(
     assert recorded.received_at == now
 
 
+def _refuse_case_messages(engine: Engine) -> None:
+    """A database that refuses every new row of `message` (a trigger), as a broken constraint would."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_message BEFORE INSERT ON message BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION refuse_message() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused'; END $$"
+            )
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_message BEFORE INSERT ON message FOR EACH ROW EXECUTE FUNCTION refuse_message()"
+            )
+
+
+def test_a_case_copy_the_database_refuses_never_undoes_the_sent_record(
+    engine: Engine, clock: FixedClock, relay: CaptureRelay, relay_settings: Settings, renderer: Renderer
+) -> None:
+    # The 250 and the case's copy share one commit; the copy is in a savepoint, so the relay's
+    # acceptance is recorded even when the copy cannot be, and the notice is never sent again.
+    now = clock.now()
+    case_id = _case(engine, now)
+    outbox_id = _enqueue(engine, _ack(now, case_id), now)
+    _refuse_case_messages(engine)
+
+    assert _deliver(engine, relay_settings, renderer, now).sent == 1
+    assert _deliver(engine, relay_settings, renderer, now + timedelta(hours=1)).sent == 0
+
+    assert _row(engine, outbox_id or 0).state == OutboxState.SENT
+    assert len(relay.messages) == 1
+    with Session(engine) as session:
+        assert session.exec(select(Message).where(Message.case_id == case_id)).all() == []
+
+
 def test_notice_without_a_case_records_no_case_message(
     engine: Engine, clock: FixedClock, relay: CaptureRelay, relay_settings: Settings, renderer: Renderer
 ) -> None:
