@@ -414,10 +414,14 @@ class MailboxPoller:
 
     def _signed_in(self, ok: bool, reason: str) -> bool:
         """Record on the health board whether this mailbox can sign in; True on a change."""
-        changed = self.health.set(self._component, GREEN if ok else RED, reason, now=self._clock.now())
+        # /readyz reads the board and the pulse one at a time, and a green board beside a failure
+        # count reads as a warning: so red goes up before the failure is counted, and the count is
+        # cleared before green goes up (no passing warning between critical and ok, either way).
         if ok:
             self.health.beat(self._component, now=self._clock.now())  # the server answered us
+            changed = self.health.set(self._component, GREEN, reason, now=self._clock.now())
         else:
+            changed = self.health.set(self._component, RED, reason, now=self._clock.now())
             self.health.fault(self._component, reason, now=self._clock.now())
             telemetry.count_imap_auth_failure(self.settings.name)
         if ok and changed:
