@@ -414,6 +414,41 @@ class NotificationIntent:
     reply_token_staff: str | None = None
 
 
+class Audience(StrEnum):
+    """Who a decision's notice goes to, named as a role: the desk resolves it to addresses in the
+    transaction that applies the decision (a new case's requester, copied participants and
+    assigned team exist only once its row does)."""
+
+    REQUESTER = "requester"  # the case's requester, its customer participants copied, threaded on this message
+    TEAM = "team"  # the active technicians of the case's team (the team that just got a new case)
+    ASSIGNEE = "assignee"  # the case's assignee, or with nobody assigned its team's active technicians
+    SENDER = "sender"  # the message's From: address, answered on its own thread (no case)
+    CLAIMED = "claimed"  # the person the From: claims to be, at the address the directory has on file
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeIntent:
+    """A notice a decision causes, as the rule names it: the desk turns it into `NotificationIntent`s
+    (one per technician for staff notices) and outbox rows in the decision's transaction.
+
+    `template` and `idempotency_key` are patterns: `{case}` (the case's id), `{held}` (the held
+    message's id), `{sender}` (the From: address), `{now}` (`due_at` in ISO form) and, in the
+    template only, `{role}` (`staff` or `customer`, the directory's word for a CLAIMED person) are
+    filled by the desk. `context` holds the plain values the rule knows; `context_keys` names the
+    ones the desk adds from the message and the case (`excerpt`, `attachments`, `response_due_at`).
+    `loop_guarded`: an automatic answer that the loop guard counts (rules.decide.auto_reply_withheld).
+    """
+
+    template: str
+    audience: Audience
+    idempotency_key: str
+    due_at: datetime
+    auto_submitted: str = "auto-generated"
+    context: Mapping[str, Any] = field(default_factory=dict)
+    context_keys: tuple[str, ...] = ()
+    loop_guarded: bool = False
+
+
 # ---------------------------------------------------------------------------------------------
 # Values that rules build and store keeps (here, so that store needs no rules import)
 

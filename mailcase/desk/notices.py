@@ -1,32 +1,37 @@
 """The notices case work queues: to the customer (threaded on their last message) and to staff (one per person,
 each with its own reply token), as outbox rows in the caller's transaction.
 
-It decides nothing about *whether* to tell anyone (the actions in `desk.cases` and the rules do);
-it never commits, renders or sends mail.
+It decides nothing about *whether* to tell anyone, nor with which template (the actions in
+`desk.cases` and the rules do: a decision's `NoticeIntent`s, resolved here by `queue_notices`); it
+never commits, renders or sends mail.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 from sqlmodel import Session, col, select
 
 from mailcase.desk.context import Desk
 from mailcase.domain import (
     AttachmentPart,
+    Audience,
     AutoKind,
     CaseKind,
     Direction,
     InboundMessage,
+    NoticeIntent,
     NotificationIntent,
     format_case_number,
 )
 from mailcase.store.cases import participants_of
 from mailcase.store.directory import ContactOrganisation, organisation_for_address
+from mailcase.store.facts import auto_replied_since, on_file_address
+from mailcase.store.messages import log_auto_reply
 from mailcase.store.models import Case, Contact, Message, Organisation, Technician
 from mailcase.store.outbox import enqueue
 from mailcase.store.technicians import team_addresses
@@ -238,48 +243,17 @@ def staff_thread_id(desk: Desk, number: int) -> str:
     return f"<mc.case-{format_case_number(number)}.staff@{desk.hostname}>"
 
 
-def queue_staff_new_case(
-    session: Session,
-    desk: Desk,
-    case: Case,
-    *,
-    now: datetime,
-    excerpt: str,
-    extra: dict[str, Any] | None = None,
-    technicians: Sequence[str] | None = None,
-    organisation: ShownOrganisation | None = None,
-) -> None:
-    """Technicians of the assigned team hear about a new case; `technicians`: the team's active
-    technicians' addresses when the caller just read them (e.g. to assign the case)."""
-    people = list(technicians) if technicians is not None else team_addresses(session=session, team=case.team)
-    queue_staff_notice(
-        session, desk, case, template="staff.new_case", recipients=people, now=now,
-        key=f"staff.new_case:{case.id}", extra={"excerpt": _excerpt(excerpt)} | (extra or {}), organisation=organisation,
-    )
-
-
-def queue_staff_update(
-    session: Session, desk: Desk, case: Case, *, now: datetime, sender: str, excerpt: str,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """The assignee (or, with nobody assigned, the team) hears that the customer wrote."""
-    people = [case.assignee] if case.assignee else team_addresses(session=session, team=case.team)
-    queue_staff_notice(
-        session, desk, case, template="staff.customer_update", recipients=people, now=now,
-        key=f"staff.customer_update:{case.id}:{now.isoformat()}",
-        extra={"from_address": sender, "excerpt": _excerpt(excerpt)} | (extra or {}),
-    )
-
-
-def queue_reply_not_sent(session: Session, desk: Desk, message: InboundMessage, *, now: datetime, held_id: int, reason: str) -> int | None:
+def _queue_reply_not_sent(
+    session: Session, desk: Desk, message: InboundMessage, *, template: str, now: datetime, key: str, held_id: int, reason: str,
+) -> int | None:
     """A technician's emailed reply that did not reach the customer: they are told why, and how to
     get it through (issue 12). Once per held message; never to an automatic message (the caller
     holds only human mail from technicians)."""
     intent = NotificationIntent(
-        kind="staff.reply_not_sent",
-        template="staff.reply_not_sent",
+        kind=template,
+        template=template,
         recipients=(message.from_address,),
-        idempotency_key=f"staff.reply_not_sent:{held_id}",
+        idempotency_key=key,
         due_at=now,
         context={"original_subject": message.subject, "reason": reason, "held_id": held_id, "tz": desk.timezone},
         locale="en",
@@ -290,14 +264,14 @@ def queue_reply_not_sent(session: Session, desk: Desk, message: InboundMessage, 
     return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
-def queue_non_mpoc_notice(session: Session, desk: Desk, message: InboundMessage, *, now: datetime, held_id: int) -> int | None:
+def _queue_non_mpoc_notice(session: Session, desk: Desk, message: InboundMessage, *, now: datetime, key: str) -> int | None:
     """The one polite notice that only designated contacts can open cases (SPEC.md §1)."""
     organisation = organisation_for_address(message.from_address, session=session)
     intent = NotificationIntent(
         kind="customer.non_mpoc",
         template="customer.non_mpoc",
         recipients=(message.from_address,),
-        idempotency_key=f"customer.non_mpoc:{message.from_address}:{held_id}",
+        idempotency_key=key,
         due_at=now,
         # Never the sender's subject or body: the From address may be forged, and quoting it
         # would relay an attacker's text from our address (backscatter).
@@ -313,8 +287,8 @@ def queue_non_mpoc_notice(session: Session, desk: Desk, message: InboundMessage,
     return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
-def queue_sender_unverified_notice(
-    session: Session, desk: Desk, message: InboundMessage, *, address: str, template: str, now: datetime, held_id: int, reason: str,
+def _queue_sender_unverified_notice(
+    session: Session, desk: Desk, message: InboundMessage, *, address: str, template: str, now: datetime, key: str, reason: str,
 ) -> int | None:
     """Tell a contact or technician, at their address on file, that a message claiming to be from
     them was held (issue 10). Not threaded on the held message: it may be a forgery, and its
@@ -324,7 +298,7 @@ def queue_sender_unverified_notice(
         kind=template,
         template=template,
         recipients=(address,),
-        idempotency_key=f"{template}:{address}:{held_id}",
+        idempotency_key=key,
         due_at=now,
         context={
             "original_subject": message.subject[:300],
@@ -340,6 +314,113 @@ def queue_sender_unverified_notice(
     return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the code applying a decision already holds, each saving a query when notices are
+    resolved: the case's participants and requester's name (as `customer_thread` takes them), its
+    organisation, the technicians it was just assigned among, the held message's id, and the
+    values a notice's `context_keys` name that only the desk computes (`response_due_at`, the
+    `attachments` context)."""
+
+    participants: Sequence[str] | None = None
+    recipient_name: str | None = None
+    organisation: ShownOrganisation | None = None
+    technicians: Sequence[str] | None = None
+    held_id: int | None = None
+    context: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subject_key: str = ""  # the loop guard's key of the message answered (rules.decide.subject_key)
+    claimed_notice_since: datetime | None = None  # a CLAIMED person told since then is not told again
+
+
+def queue_notices(
+    session: Session, desk: Desk, notices: Sequence[NoticeIntent], *, message: InboundMessage, now: datetime,
+    case: Case | None = None, known: Known = Known(),
+) -> None:
+    """Turn a decision's notices into outbox rows: resolve each audience to addresses, fill the
+    key's and template's placeholders and the context the rule named; log the automatic answers
+    the loop guard counts. The rule chose the template, the audience and the key: nothing here does."""
+    for notice in notices:
+        for address, template in _queue_notice(session, desk, notice, message=message, now=now, case=case, known=known):
+            if notice.loop_guarded:
+                log_auto_reply(session=session, address=address, kind=template, at=now, subject_key=known.subject_key)
+
+
+def _fill(pattern: str, case: Case | None, known: Known, *, address: str = "", role: str = "") -> str:
+    return (
+        pattern.replace("{case}", str(case.id if case else "")).replace("{held}", str(known.held_id))
+        .replace("{address}", address).replace("{role}", role)
+    )
+
+
+def _desk_context(notice: NoticeIntent, message: InboundMessage, known: Known) -> dict[str, Any]:
+    available: dict[str, dict[str, Any]] = {
+        "excerpt": {"excerpt": _excerpt(message.new_text or message.text)},
+        "from_address": {"from_address": message.from_address},
+    } | known.context
+    context: dict[str, Any] = {}
+    for key in notice.context_keys:
+        context |= available.get(key, {})
+    return context | dict(notice.context)
+
+
+def _queue_notice(
+    session: Session, desk: Desk, notice: NoticeIntent, *, message: InboundMessage, now: datetime, case: Case | None,
+    known: Known,
+) -> list[tuple[str, str]]:
+    """Queue one notice; returns the addresses it went to with the template sent (for the loop guard's log)."""
+    key = _fill(notice.idempotency_key, case, known).replace("{now}", notice.due_at.isoformat())
+    match notice.audience:
+        case Audience.REQUESTER:
+            assert case is not None
+            queue_customer_notice(
+                session, desk, case, template=notice.template, event="", now=notice.due_at, extra=dict(notice.context),
+                auto_submitted=notice.auto_submitted, in_reply_to=message.message_id,
+                references=(*message.references, message.message_id), key=key, participants=known.participants,
+                recipient_name=known.recipient_name, organisation=known.organisation,
+            )
+            return [(message.from_address, notice.template)]
+        case Audience.TEAM | Audience.ASSIGNEE:
+            assert case is not None
+            if notice.audience is Audience.TEAM:
+                people = list(known.technicians) if known.technicians is not None else team_addresses(session=session, team=case.team)
+            else:
+                people = [case.assignee] if case.assignee else team_addresses(session=session, team=case.team)
+            queue_staff_notice(
+                session, desk, case, template=notice.template, recipients=people, now=notice.due_at, key=key,
+                extra=_desk_context(notice, message, known), organisation=known.organisation,
+            )
+            return [(person, notice.template) for person in people]
+        case Audience.SENDER:
+            assert known.held_id is not None
+            key = _fill(notice.idempotency_key, case, known, address=message.from_address)
+            if notice.template == "customer.non_mpoc":
+                _queue_non_mpoc_notice(session, desk, message, now=notice.due_at, key=key)
+            else:
+                _queue_reply_not_sent(
+                    session, desk, message, template=notice.template, now=notice.due_at, key=key, held_id=known.held_id,
+                    reason=str(notice.context.get("reason", "")),
+                )
+            return [(message.from_address, notice.template)]
+        case Audience.CLAIMED:
+            found = on_file_address(session=session, address=message.from_address)
+            if found is None:
+                return []
+            on_file, technician = found
+            role = "staff" if technician else "customer"
+            template = _fill(notice.template, case, known, role=role)
+            assert known.claimed_notice_since is not None
+            if auto_replied_since(session=session, address=on_file, kind=template, since=known.claimed_notice_since):
+                return []
+            _queue_sender_unverified_notice(
+                session, desk, message, address=on_file, template=template, now=notice.due_at,
+                key=_fill(notice.idempotency_key, case, known, address=on_file, role=role),
+                reason=str(notice.context.get("reason", "")),
+            )
+            return [(on_file, template)]
+        case _:
+            assert_never(notice.audience)
 
 
 def attachment_context(parts: Sequence[AttachmentPart], *, limit: int, case_number: int) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from sqlmodel import Session
 
 from mailcase import telemetry
 from mailcase.config import Settings
-from mailcase.desk import cases, masters, notices, subscriptions
+from mailcase.desk import cases, masters, subscriptions
+from mailcase.desk import notices as desk_notices
 from mailcase.desk.context import Desk
 from mailcase.domain import (
     NO_VERDICT,
@@ -33,6 +34,7 @@ from mailcase.domain import (
     HeldState,
     InboundMessage,
     MethodResult,
+    NoticeIntent,
     RawMessage,
     SenderPolicy,
     SenderVerdict,
@@ -93,7 +95,6 @@ from mailcase.store.messages import (
     first_received,
     insert_inbound_message,
     insert_raw,
-    log_auto_reply,
     save_decision,
 )
 from mailcase.store.models import Case, HeldMessage, Organisation, RawMessageRecord
@@ -647,13 +648,12 @@ class _Apply:
         match decision:
             case OpenCase():
                 return self.open_case(
-                    decision.kind, related=None, acknowledge=decision.acknowledge, withheld=decision.withheld,
+                    decision.kind, related=None, notices=decision.notices, withheld=decision.withheld,
                     master=decision.master,
                 ), None
             case OpenRelatedCase():
                 return self.open_case(
-                    CaseKind.SUPPORT, related=decision.original, acknowledge=decision.acknowledge,
-                    withheld=decision.withheld,
+                    CaseKind.SUPPORT, related=decision.original, notices=decision.notices, withheld=decision.withheld,
                 ), None
             case AppendUpdate():
                 return self.append_update(decision), None
@@ -727,29 +727,41 @@ class _Apply:
 
     def attachment_facts(self, case: Case) -> dict[str, Any]:
         """The staff notice's list of this message's attachments, and the files it carries."""
-        return notices.attachment_context(
+        return desk_notices.attachment_context(
             self.message.attachments, limit=self.p.settings.attachments.notice_max_bytes, case_number=case.number
         )
 
-    def log_auto_reply(self, address: str, kind: str) -> None:
-        log_auto_reply(
-            session=self.session, address=address, kind=kind, at=self.now, subject_key=subject_key(self.message.subject)
+    def queue(self, notices: Sequence[NoticeIntent], case: Case | None, known: desk_notices.Known) -> None:
+        """The decision's notices as outbox rows, in this transaction (desk.notices.queue_notices)."""
+        desk_notices.queue_notices(
+            self.session, self.desk, notices, message=self.message, now=self.now, case=case, known=known,
         )
 
-    def record_withheld(self, case: Case, notice: str, withheld: str) -> dict[str, Any]:
-        """A withheld customer notice leaves a trace (issue 12): a case event with the reason, and
-        the words the assignee's notice shows ("the customer was not told")."""
+    def known(
+        self, case: Case | None = None, *, context: dict[str, dict[str, Any]] | None = None, **values: Any,
+    ) -> desk_notices.Known:
+        """What the notices need from this message: the loop guard's subject key, its attachments
+        (a notice's `attachments` context key), and whatever else the caller holds."""
+        attachments = {"attachments": self.attachment_facts(case)} if case is not None else {}
+        return desk_notices.Known(
+            subject_key=subject_key(self.message.subject), context=attachments | (context or {}), **values
+        )
+
+    def record_withheld(self, case: Case, notice: str, withheld: str) -> None:
+        """A withheld customer notice leaves a trace (issue 12): a case event with the reason (the
+        rule put the words "the customer was not told" in the assignee's notice)."""
+        if not withheld or not self.message.from_address:
+            return
         add_event(
             session=self.session, case=case, kind=EventKind.NOTICE_WITHHELD, at=self.now, author="mailcase",
             summary=f"{notice} not sent to {self.message.from_address}: {withheld}"[:1000],
             data={"notice": notice, "recipient": self.message.from_address, "reason": withheld},
         )
-        return {"customer_not_told": f"the customer was not sent the {notice}: {withheld}"}
 
     # --- decisions -----------------------------------------------------------------------------
 
     def open_case(
-        self, kind: CaseKind, *, related: CaseView | None, acknowledge: bool, withheld: str = "",
+        self, kind: CaseKind, *, related: CaseView | None, notices: Sequence[NoticeIntent], withheld: str = "",
         master: CaseView | None = None,
     ) -> Case:
         m, settings = self.message, self.p.settings
@@ -811,33 +823,14 @@ class _Apply:
                 summary=f"related case {format_case_number(case.number)} opened by a reply",
                 data={"related_case": format_case_number(case.number)},
             )
-        if acknowledge and m.from_address:
-            extra: dict[str, object] = {}
-            if related is not None:
-                extra["related_number"] = related.number
-            if kind is CaseKind.MACD_STANDARD:
-                extra["macd"] = "standard"
-            elif kind is CaseKind.MACD_EXPEDITED:
-                extra["macd"] = "expedited"
-            notices.queue_customer_notice(
-                self.session, self.desk, case, template="customer.ack", event="ack", now=self.now, extra=extra,
-                auto_submitted="auto-replied", in_reply_to=m.message_id, references=(*m.references, m.message_id),
-                participants=people, recipient_name=name, organisation=shown,
-            )
-            self.log_auto_reply(m.from_address, "customer.ack")
+        # The case's deadlines first: the team's notice shows when the first response is due.
         cases.replan(self.desk, self.session, case, self.now)
-        facts: dict[str, object] = {}
-        if case.response_due_at is not None:
-            facts["response_due_at"] = case.response_due_at.isoformat()
-        if related is not None:
-            facts["related_number"] = related.number
-        facts |= self.attachment_facts(case)
-        if not acknowledge and withheld and m.from_address:
-            facts |= self.record_withheld(case, "acknowledgement", withheld)
-        notices.queue_staff_new_case(
-            self.session, self.desk, case, now=self.now, excerpt=m.new_text or m.text, extra=facts,
-            technicians=technicians if case.team == team else None, organisation=shown,
-        )
+        self.record_withheld(case, "acknowledgement", withheld)
+        due = {"response_due_at": case.response_due_at.isoformat()} if case.response_due_at is not None else {}
+        self.queue(notices, case, self.known(
+            case, context={"response_due_at": due}, participants=people, recipient_name=name, organisation=shown,
+            technicians=technicians if case.team == team else None,
+        ))
         return case
 
     def append_update(self, decision: AppendUpdate) -> Case:
@@ -856,10 +849,7 @@ class _Apply:
             session=self.session, case=case, kind=EventKind.INBOUND_MESSAGE, at=self.now, author=m.from_address,
             summary=f"customer update: {(m.new_text or m.text).strip()[:200]}", message_id=message_id,
         )
-        notices.queue_staff_update(
-            self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text,
-            extra=self.attachment_facts(case),
-        )
+        self.queue(decision.notices, case, self.known(case))
         if decision.escalate:
             cases.escalate(self.session, self.desk, case, now=self.now, author=m.from_address)
         self.session.add(case)
@@ -880,19 +870,8 @@ class _Apply:
             session=self.session, case=case, kind=EventKind.REOPENED, at=self.now, author=m.from_address,
             summary="reopened by the customer's reply", message_id=message_id,
         )
-        if decision.acknowledge:
-            notices.queue_customer_notice(
-                self.session, self.desk, case, template="customer.reopened", event="reopened", now=self.now,
-                auto_submitted="auto-replied", in_reply_to=m.message_id, references=(*m.references, m.message_id),
-            )
-            self.log_auto_reply(m.from_address, "customer.reopened")
-        extra = self.attachment_facts(case)
-        if not decision.acknowledge and decision.withheld and m.from_address:
-            extra |= self.record_withheld(case, "reopen notice", decision.withheld)
-        notices.queue_staff_update(
-            self.session, self.desk, case, now=self.now, sender=m.from_address, excerpt=m.new_text or m.text,
-            extra=extra,
-        )
+        self.record_withheld(case, "reopen notice", decision.withheld)
+        self.queue(decision.notices, case, self.known(case))
         cases.replan(self.desk, self.session, case, self.now)
         return case
 
@@ -969,33 +948,12 @@ class _Apply:
             session=self.session, raw_id=self.record.id, from_address=m.from_address, subject=m.subject[:2000],
             reason=decision.reason, received_at=self.now,
         )
-        if decision.notify_sender and m.from_address:
-            notices.queue_non_mpoc_notice(self.session, self.desk, m, now=self.now, held_id=held_id)
-            self.log_auto_reply(m.from_address, "customer.non_mpoc")
-        if decision.notify_claimed and not m.is_automatic:
-            self.tell_claimed_sender(held_id, decision.reason)
-        if decision.tell_technician and m.from_address:
-            notices.queue_reply_not_sent(self.session, self.desk, m, now=self.now, held_id=held_id, reason=decision.reason)
+        # A CLAIMED person is told at most once per `autoreply.non_mpoc_notice_hours` per address
+        # on file, whatever a spoofer sends.
+        since = self.now - timedelta(hours=self.p.settings.autoreply.non_mpoc_notice_hours)
+        self.queue(decision.notices, None, self.known(held_id=held_id, claimed_notice_since=since))
         return held_id
 
-
-    def tell_claimed_sender(self, held_id: int, reason: str) -> None:
-        """The one notice to the person a held message claims to be from, at the address the
-        directory has on file (never the message's Reply-To or another address it names), at
-        most once per `autoreply.non_mpoc_notice_hours` per address, whatever the spoofer sends."""
-        found = store_facts.on_file_address(session=self.session, address=self.message.from_address)
-        if found is None:
-            return
-        on_file, technician = found
-        kind = "staff.sender_unverified" if technician else "customer.sender_unverified"
-        since = self.now - timedelta(hours=self.p.settings.autoreply.non_mpoc_notice_hours)
-        if store_facts.auto_replied_since(session=self.session, address=on_file, kind=kind, since=since):
-            return
-        notices.queue_sender_unverified_notice(
-            self.session, self.desk, self.message, address=on_file, template=kind, now=self.now, held_id=held_id,
-            reason=reason,
-        )
-        self.log_auto_reply(on_file, kind)
 
 
 def _without_command_line(text: str) -> str:

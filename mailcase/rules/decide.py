@@ -11,11 +11,13 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from mailcase.domain import (
+    Audience,
     AutoKind,
     CaseKind,
     CaseStatus,
     CaseView,
     InboundMessage,
+    NoticeIntent,
     SenderPolicy,
     SenderView,
     format_case_number,
@@ -71,21 +73,36 @@ class Facts:
     unsubscribe_case: CaseView | None = None
 
 
+Notices = tuple[NoticeIntent, ...]
+
+
+def _acknowledges(notices: Notices) -> bool:
+    return any(n.audience is Audience.REQUESTER for n in notices)
+
+
 @dataclass(frozen=True, slots=True)
 class OpenCase:
     reason: str
     kind: CaseKind
-    acknowledge: bool
-    withheld: str = ""  # why the acknowledgement is not sent (empty when it is)
+    notices: Notices = ()  # the acknowledgement (unless withheld) and the team's new-case notice
+    withheld: str = ""  # why the acknowledgement is not sent (empty when it is): a case event records it
     master: CaseView | None = None  # link the new case to this master case (a subscriber's reply)
+
+    @property
+    def acknowledge(self) -> bool:
+        return _acknowledges(self.notices)
 
 
 @dataclass(frozen=True, slots=True)
 class OpenRelatedCase:
     reason: str
     original: CaseView
-    acknowledge: bool
+    notices: Notices = ()
     withheld: str = ""
+
+    @property
+    def acknowledge(self) -> bool:
+        return _acknowledges(self.notices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +110,19 @@ class AppendUpdate:
     reason: str
     case: CaseView
     escalate: bool = False
+    notices: Notices = ()  # the assignee's (or team's) notice that the customer wrote
 
 
 @dataclass(frozen=True, slots=True)
 class ReopenCase:
     reason: str
     case: CaseView
-    acknowledge: bool
+    notices: Notices = ()  # the reopen notice (unless withheld) and the assignee's notice
     withheld: str = ""
+
+    @property
+    def acknowledge(self) -> bool:
+        return _acknowledges(self.notices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,14 +170,27 @@ class Unsubscribe:
 
 @dataclass(frozen=True, slots=True)
 class HoldMessage:
+    """Kept for an operator. Its notices: the non-MPOC notice to the sender; the person the From:
+    claims told (at the address on file, never a reply address of the message) that a message in
+    their name was held (a spoofed MPOC, an unproven technician); a technician told why their mail
+    did not reach the customer."""
+
     reason: str
-    notify_sender: bool = False
-    # Tell the person the From: claims (at the address on file, never a reply address of the
-    # message) that a message in their name was held: a spoofed MPOC, an unproven technician.
-    notify_claimed: bool = False
+    notices: Notices = ()
     # Held because the sender is not authenticated (what `monitor` records instead of holding).
     unauthenticated: bool = False
-    tell_technician: bool = False  # a technician's mail that does not reach the customer: say why
+
+    @property
+    def notify_sender(self) -> bool:
+        return any(n.template == NON_MPOC for n in self.notices)
+
+    @property
+    def notify_claimed(self) -> bool:
+        return any(n.audience is Audience.CLAIMED for n in self.notices)
+
+    @property
+    def tell_technician(self) -> bool:
+        return any(n.template == REPLY_NOT_SENT for n in self.notices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +281,83 @@ def _with_withheld(reason: str, withheld: str) -> str:
     return f"{reason}; acknowledgement withheld: {withheld}" if withheld else reason
 
 
+# The notices decisions cause (templates: `<audience>.<event>`, docs/templates.md). Keys: see
+# `NoticeIntent`; each names the notice, the case or held message, and for answers per event the
+# instant, so applying one decision twice queues nothing twice.
+NON_MPOC = "customer.non_mpoc"
+REPLY_NOT_SENT = "staff.reply_not_sent"
+
+
+def _customer_notice(facts: Facts, template: str, event: str, **context: object) -> tuple[NoticeIntent, ...]:
+    """The automatic answer to the requester (copied participants in Cc), threaded on this message."""
+    if not facts.message.from_address:
+        return ()
+    return (NoticeIntent(
+        template, Audience.REQUESTER, f"{template}:{{case}}:{event}:{{now}}", facts.now, auto_submitted="auto-replied",
+        context={k: v for k, v in context.items() if v is not None}, loop_guarded=True,
+    ),)
+
+
+def _not_told(facts: Facts, notice: str, withheld: str) -> dict[str, object]:
+    """What the staff notice says when the customer's notice was withheld (issue 12)."""
+    if not withheld or not facts.message.from_address:
+        return {}
+    return {"customer_not_told": f"the customer was not sent the {notice}: {withheld}"}
+
+
+def _opening_notices(facts: Facts, kind: CaseKind, withheld: str, related: CaseView | None = None) -> Notices:
+    """A new case: the acknowledgement to the requester (unless withheld), then the new-case notice
+    to each active technician of the team it was assigned to."""
+    related_number = related.number if related is not None else None
+    macd = {CaseKind.MACD_STANDARD: "standard", CaseKind.MACD_EXPEDITED: "expedited"}.get(kind)
+    ack = () if withheld else _customer_notice(facts, "customer.ack", "ack", related_number=related_number, macd=macd)
+    context: dict[str, object] = {} if related_number is None else {"related_number": related_number}
+    staff = NoticeIntent(
+        "staff.new_case", Audience.TEAM, "staff.new_case:{case}", facts.now,
+        context=context | _not_told(facts, "acknowledgement", withheld),
+        context_keys=("excerpt", "response_due_at", "attachments"),
+    )
+    return (*ack, staff)
+
+
+def _update_notice(facts: Facts, **context: object) -> NoticeIntent:
+    """The assignee (or, with nobody assigned, the team) hears that the customer wrote."""
+    return NoticeIntent(
+        "staff.customer_update", Audience.ASSIGNEE, "staff.customer_update:{case}:{now}", facts.now,
+        context=context, context_keys=("from_address", "excerpt", "attachments"),
+    )
+
+
+def _reopening_notices(facts: Facts, withheld: str) -> Notices:
+    reopened = () if withheld else _customer_notice(facts, "customer.reopened", "reopened")
+    return (*reopened, _update_notice(facts, **_not_told(facts, "reopen notice", withheld)))
+
+
+def _hold(
+    facts: Facts, reason: str, *, notify_sender: bool = False, notify_claimed: bool = False,
+    tell_technician: bool = False, unauthenticated: bool = False,
+) -> HoldMessage:
+    """A held message and who is told about it (never a machine, never an empty address)."""
+    message, notices = facts.message, list[NoticeIntent]()
+    if notify_sender and message.from_address:
+        notices.append(NoticeIntent(
+            NON_MPOC, Audience.SENDER, f"{NON_MPOC}:{{address}}:{{held}}", facts.now, auto_submitted="auto-replied",
+            loop_guarded=True,
+        ))
+    if notify_claimed and not message.is_automatic:
+        # Once per `autoreply.non_mpoc_notice_hours` per address on file: the desk checks the log.
+        notices.append(NoticeIntent(
+            "{role}.sender_unverified", Audience.CLAIMED, "{role}.sender_unverified:{address}:{held}", facts.now,
+            context={"reason": reason}, loop_guarded=True,
+        ))
+    if tell_technician and message.from_address:
+        notices.append(NoticeIntent(
+            REPLY_NOT_SENT, Audience.SENDER, f"{REPLY_NOT_SENT}:{{held}}", facts.now, auto_submitted="auto-replied",
+            context={"reason": reason},
+        ))
+    return HoldMessage(reason, tuple(notices), unauthenticated=unauthenticated)
+
+
 def decide(facts: Facts) -> Decision:
     """Decide. Rules, in order:
 
@@ -290,6 +402,16 @@ def decide(facts: Facts) -> Decision:
        `MACD:` or it was sent to the MACD address (in `enforce`, only from an authenticated sender).
     11. Anybody else is held, and told once per 24 h (never a machine) that only the organisation's
        designated contacts can open cases.
+
+    Each decision carries the notices it causes (`NoticeIntent`: audience, template, key pattern,
+    context, due instant): a new case (10, 6d, 6f) acknowledges the requester unless the loop guard
+    withholds it (`auto_reply_withheld`; then the team's notice says so) and tells the team's
+    technicians; an update (6e) tells the assignee; a reopen (6f) tells the requester (unless
+    withheld) and the assignee; a hold tells the sender (11: non-MPOC notice; 9, 6a: why a
+    technician's mail was held) or the person claimed (4, 6a); the rest tell nobody here (a
+    technician's reply and the subscription routes are desk actions that write their own mail).
+    The audience is a role the desk resolves: the new case's number, requester row, copied
+    participants and round-robin technician exist only inside the transaction that applies this.
     """
     message, sender = facts.message, facts.sender
     if facts.unsubscribe is not None:
@@ -300,12 +422,12 @@ def decide(facts: Facts) -> Decision:
     authors = message.authors
     if len(authors) != 1 and not facts.released:
         if not authors:
-            return HoldMessage("From: has no valid RFC 5322 address; nobody can be identified as the sender")
-        return HoldMessage(f"From: has {len(authors)} addresses ({', '.join(authors[:5])}); one author is required")
+            return _hold(facts, "From: has no valid RFC 5322 address; nobody can be identified as the sender")
+        return _hold(facts, f"From: has {len(authors)} addresses ({', '.join(authors[:5])}); one author is required")
     auth = facts.authentication
     enforce = auth.policy is SenderPolicy.ENFORCE and not facts.released
     if enforce and not sender.is_technician and spoofed_organisation(auth):
-        return HoldMessage(
+        return _hold(facts,
             f"{unauthenticated_reason(auth)}: a message claiming to be from {sender.address} was held",
             notify_claimed=sender.contact_id is not None and not message.is_automatic,
             unauthenticated=True,
@@ -316,13 +438,13 @@ def decide(facts: Facts) -> Decision:
         if message.is_automatic:
             return IgnoreMessage(f"automatic message ({message.auto_reason}) carrying a subscription command")
         if sender.contact_id is None and not sender.is_technician and not facts.released:
-            return HoldMessage(f"subscription command from {sender.address}, who is not in the directory")
+            return _hold(facts, f"subscription command from {sender.address}, who is not in the directory")
         if sender.is_technician and not facts.released and technician_proof(auth, None) is None:
-            return HoldMessage(
+            return _hold(facts,
                 f"subscription command from technician {sender.address} without proof of its author", notify_claimed=True,
             )
         if enforce and not authenticated(auth):
-            return HoldMessage(f"subscription command needs an authenticated sender: {unauthenticated_reason(auth)}", unauthenticated=True)
+            return _hold(facts, f"subscription command needs an authenticated sender: {unauthenticated_reason(auth)}", unauthenticated=True)
         return SubscriptionCommand(f"{type(command).__name__.lower()} command", command)
 
     if isinstance(facts.match, Matched) and facts.case is not None:
@@ -331,9 +453,9 @@ def decide(facts: Facts) -> Decision:
     if message.is_automatic:
         return IgnoreMessage(f"automatic message matched no case: {message.auto_reason}")
     if facts.addressed_to_postmaster:
-        return HoldMessage("mail to postmaster is kept for an operator")
+        return _hold(facts, "mail to postmaster is kept for an operator")
     if sender.is_technician and not facts.released:
-        return HoldMessage(
+        return _hold(facts,
             f"technician {sender.address} wrote without a case reference: reply to the case's notice "
             "(its Reply-To address) or put [Case #N] in the subject",
             tell_technician=True,
@@ -341,12 +463,12 @@ def decide(facts: Facts) -> Decision:
     if sender.is_mpoc or facts.released:
         kind = classify.macd_request(message.subject, facts.addressed_to_macd) or CaseKind.SUPPORT
         if enforce and kind is not CaseKind.SUPPORT and not authenticated(auth):
-            return HoldMessage(f"MACD request needs an authenticated sender: {unauthenticated_reason(auth)}", unauthenticated=True)
+            return _hold(facts, f"MACD request needs an authenticated sender: {unauthenticated_reason(auth)}", unauthenticated=True)
         who = "released by an agent" if facts.released and not sender.is_mpoc else f"{sender.address} is an MPOC"
         withheld = auto_reply_withheld(facts)
         return OpenCase(
-            _with_withheld(_noted(f"new case: {who}", facts.match), withheld), kind, acknowledge=not withheld,
-            withheld=withheld,
+            _with_withheld(_noted(f"new case: {who}", facts.match), withheld), kind,
+            _opening_notices(facts, kind, withheld), withheld=withheld,
         )
     if sender.contact_id is not None:
         why = f"{sender.address} is a contact of the organisation but not a designated MPOC"
@@ -358,7 +480,7 @@ def decide(facts: Facts) -> Decision:
         and may_auto_reply(facts)
         and not facts.non_mpoc_notice_recently
     )
-    return HoldMessage(_noted(why, facts.match), notify_sender=notify)
+    return _hold(facts, _noted(why, facts.match), notify_sender=notify)
 
 
 def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: classify.Command | None) -> Decision:
@@ -375,7 +497,7 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
         if proof is None and not facts.released:
             # A forged From: of our own technician would reach the customer, every subscriber of a
             # master case and the status page: in every mode, only proof counts.
-            return HoldMessage(
+            return _hold(facts,
                 f"technician {sender.address} not proven on case {target.number:08d} (no reply token of theirs "
                 f"for this case, no dmarc=pass for our domain, no authenticated submission; {auth.verdict.summary()}); {how}",
                 notify_claimed=True,
@@ -386,7 +508,7 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
         reopen = isinstance(command, classify.Reopen)
         attached = sum(len(part.data) for part in message.attachments)
         if not note and attached > facts.max_reply_attachment_bytes:
-            return HoldMessage(
+            return _hold(facts,
                 f"technician reply on case {target.number:08d} carries {attached} bytes of attachments, over "
                 f"the {facts.max_reply_attachment_bytes} allowed (attachments.reply_max_bytes): send smaller "
                 f"files or a link; {how}",
@@ -396,7 +518,7 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
             if reopen and target.status is not CaseStatus.DUPLICATE:
                 return TechnicianReply(f"technician reply with #reopen; {how}", target, internal_note=False, reopen=True)
             # A public reply needs an open case; keep the mail for the technician to release once reopened.
-            return HoldMessage(
+            return _hold(facts,
                 f"technician reply on case {target.number:08d}, which is {target.status.value}: "
                 f"reopen it (#reopen on the first line of a new reply, or `mailcase cases update "
                 f"{target.number:08d} --status in_progress`), then release this message; {how}",
@@ -416,14 +538,14 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
             withheld = auto_reply_withheld(facts)
             return OpenCase(
                 _with_withheld(f"new case linked to master case {case.number:08d}: {sender.address} is an MPOC; {how}", withheld),
-                CaseKind.SUPPORT, acknowledge=not withheld, withheld=withheld, master=case,
+                CaseKind.SUPPORT, _opening_notices(facts, CaseKind.SUPPORT, withheld), withheld=withheld, master=case,
             )
-        return HoldMessage(
+        return _hold(facts,
             f"{sender.address} replied to master case {case.number:08d} but is not a designated contact; {how}",
             notify_sender=may_auto_reply(facts) and not facts.non_mpoc_notice_recently,
         )
     if not allowed:
-        return HoldMessage(f"{sender.address} is not a participant of case {case.number:08d}; {how}")
+        return _hold(facts, f"{sender.address} is not a participant of case {case.number:08d}; {how}")
     if (
         match.rule is MatchRule.REPLY_TOKEN
         and auth.policy is not SenderPolicy.OFF
@@ -432,7 +554,7 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
         and auth.verdict.dmarc == "fail"
         and sender.organisation_id != case.organisation_id
     ):
-        return HoldMessage(
+        return _hold(facts,
             f"reply token for case {case.number:08d} used by {sender.address} of another organisation with "
             f"{unauthenticated_reason(auth)}; {how}",
             unauthenticated=True,
@@ -445,7 +567,7 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
 
     escalate = isinstance(command, classify.Escalate)
     if escalate and enforce and not authenticated(auth):
-        return HoldMessage(f"#escalate needs an authenticated sender: {unauthenticated_reason(auth)}; {how}", unauthenticated=True)
+        return _hold(facts, f"#escalate needs an authenticated sender: {unauthenticated_reason(auth)}; {how}", unauthenticated=True)
     withheld = auto_reply_withheld(facts) if case.status.is_closed else ""
     if case.status is CaseStatus.CLOSED:
         assert case.closed_at is not None
@@ -453,18 +575,18 @@ def _decide_on_case(facts: Facts, match: Matched, case: CaseView, command: class
         if facts.now < deadline:
             return ReopenCase(
                 _with_withheld(f"reply within {facts.reopen_window_days} days of closing; {how}", withheld), case,
-                acknowledge=not withheld, withheld=withheld,
+                _reopening_notices(facts, withheld), withheld=withheld,
             )
         return OpenRelatedCase(
             _with_withheld(f"reply more than {facts.reopen_window_days} days after closing; {how}", withheld), case,
-            acknowledge=not withheld, withheld=withheld,
+            _opening_notices(facts, CaseKind.SUPPORT, withheld, related=case), withheld=withheld,
         )
     if case.status is CaseStatus.CLOSED_NO_RESPONSE:
         return OpenRelatedCase(
             _with_withheld(f"reply to a Closed No Response case; {how}", withheld), case,
-            acknowledge=not withheld, withheld=withheld,
+            _opening_notices(facts, CaseKind.SUPPORT, withheld, related=case), withheld=withheld,
         )
-    return AppendUpdate(f"update; {how}", case, escalate=escalate)
+    return AppendUpdate(f"update; {how}", case, escalate=escalate, notices=(_update_notice(facts),))
 
 
 def _unsubscribe(facts: Facts, request: UnsubscribeRequest) -> Unsubscribe:

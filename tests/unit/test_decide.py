@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailcase.domain import (
+    Audience,
     AutoKind,
     CaseKind,
     CaseStatus,
@@ -198,7 +199,8 @@ def test_reply_to_a_closed_no_response_case_opens_a_related_case_however_soon() 
 def test_reply_to_an_open_case_is_an_update(status: CaseStatus) -> None:
     case = dataclasses.replace(OPEN, status=status)
     decision = decide(facts(case, now=CLOSED_AT))
-    assert decision == AppendUpdate(decision.reason, case, escalate=False)
+    assert decision == AppendUpdate(decision.reason, case, escalate=False, notices=decision.notices)
+    assert [(n.audience, n.template) for n in decision.notices] == [(Audience.ASSIGNEE, "staff.customer_update")]
     assert decision.reason.startswith("update; matched case 00001042 by message-id")
 
 
