@@ -439,3 +439,13 @@ def test_an_operators_template_directory_overrides_single_files(tmp_path: Path) 
     assert rendered.text == packaged.text  # every file not overridden still comes from the package
     # A language the override directory lacks is still found whole in the package.
     assert renderer.language("customer.ack", "pt") == "pt"
+
+
+def test_held_digest_lists_the_messages_about_to_be_purged_once_and_keeps_its_title_plain(
+    renderer: Renderer,
+) -> None:
+    for lang in ("en", "pt"):
+        html = renderer.render("staff.held_digest", lang, SAMPLES["staff.held_digest"]).html
+        title = html.split("<title>", 1)[1].split("</title>", 1)[0]
+        assert "<" not in title and "#3" not in title
+        assert html.count("old@outsider.example") == 1
