@@ -22,8 +22,9 @@ from mailcase.rules.sla import (
     next_check_at,
     notices_due,
 )
-from mailcase.store.cases import case_view
-from mailcase.store.models import Case, Organisation
+from mailcase.store.cases import case_view, save_deadlines
+from mailcase.store.directory import sla_overrides_of
+from mailcase.store.models import Case
 
 Overrides = Mapping[str, Mapping[str, int]]
 _OVERRIDES = "mailcase.sla_overrides"  # session.info key: overrides read in this transaction
@@ -52,8 +53,7 @@ class DeadlinePlanner:
             return {}
         known: dict[int, Overrides] = session.info.setdefault(_OVERRIDES, {})
         if organisation_id not in known:
-            organisation = session.get(Organisation, organisation_id)
-            known[organisation_id] = dict(organisation.sla_overrides) if organisation else {}
+            known[organisation_id] = sla_overrides_of(organisation_id, session=session)
         return known[organisation_id]
 
     def deadlines(self, session: Session, case: Case, now: datetime) -> tuple[Deadline, ...]:
@@ -77,16 +77,18 @@ class DeadlinePlanner:
             deadline = by_name.get(name)
             return deadline.due_at if deadline is not None and deadline.pending else None
 
-        case.response_due_at = due(DeadlineName.INITIAL_RESPONSE)
-        case.update_due_at = due(DeadlineName.NEXT_UPDATE)
-        case.resolution_due_at = due(DeadlineName.RESOLUTION)
-        case.customer_due_at = due(DeadlineName.CLOSE_NO_RESPONSE) or due(DeadlineName.HOLD_EXPIRY)
         pending_now = notices_due(view, deadlines, self.policy, now)
-        if pending_now:
-            case.next_due_at = min(n.due_at for n in pending_now)
-        else:
-            case.next_due_at = next_check_at(view, deadlines, self.policy, now)
-        session.add(case)
+        save_deadlines(
+            session=session,
+            case=case,
+            response_due_at=due(DeadlineName.INITIAL_RESPONSE),
+            update_due_at=due(DeadlineName.NEXT_UPDATE),
+            resolution_due_at=due(DeadlineName.RESOLUTION),
+            customer_due_at=due(DeadlineName.CLOSE_NO_RESPONSE) or due(DeadlineName.HOLD_EXPIRY),
+            next_due_at=(
+                min(n.due_at for n in pending_now) if pending_now else next_check_at(view, deadlines, self.policy, now)
+            ),
+        )
         return deadlines
 
     def __call__(self, session: Session, case: Case, now: datetime) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,10 +10,11 @@ from typing import Any, TypedDict, Unpack
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from mailcase.domain import CaseKind, CaseStatus, CaseView, EventKind, Priority
-from mailcase.store.common import insert_or_ignore, table_of
+from mailcase.store.common import insert_or_ignore, prepared, table_of
 from mailcase.store.models import (
     AssignmentCursor,
     Case,
@@ -37,11 +37,11 @@ def allocate_case_number(*, session: Session) -> int:
     writers, and a rolled-back transaction gives its number back only if nobody took a later one —
     numbers are never reused because the counter only grows.
     """
-    statement = _next_case_number()
-    number: int | None = session.execute(statement).scalar_one_or_none()
+    statement = _next_case_number
+    number: int | None = statement.run(session).scalar_one_or_none()
     if number is None:  # the very first case: create the counter (once, whoever races), then count
         insert_or_ignore(session, table_of(Counter), {"name": CASE_NUMBER_COUNTER, "value": 0}, conflict=["name"])
-        number = session.execute(statement).scalar_one()
+        number = statement.run(session).scalar_one()
     return int(number)
 
 
@@ -116,7 +116,7 @@ def insert_case(
     # session as if loaded: an ORM flush of a new object cost more than the insert itself.
     table: sa.Table = table_of(Case)
     values = {c.key: getattr(case, c.key) for c in table.columns if c.key != "id"}
-    case.id = int(session.execute(_insert_case(), values).scalar_one())
+    case.id = int(_insert_case.run(session, values).scalar_one())
     make_transient_to_detached(case)
     session.add(case)
     # The requester first, so an address also copied keeps the requester role (ON CONFLICT DO NOTHING).
@@ -125,8 +125,7 @@ def insert_case(
     for address in dict.fromkeys(a.lower() for a in participants if a):
         if address not in seen:
             rows.append({"case_id": case.id, "address": address, "role": "cc"})
-    if rows:
-        session.execute(_insert_participant(session.get_bind().dialect.name), rows if len(rows) > 1 else rows[0])
+    _insert_participant.run_many(session, rows)
     created = event_values(
         case=case,
         kind=EventKind.CREATED,
@@ -136,6 +135,35 @@ def insert_case(
         data={"related_to_id": related_to_id} if related_to_id else {},
     )
     return case, created
+
+
+def save_deadlines(
+    *, session: Session, case: Case, response_due_at: datetime | None, update_due_at: datetime | None,
+    resolution_due_at: datetime | None, customer_due_at: datetime | None, next_due_at: datetime | None,
+) -> None:
+    """Store a case's deadlines and the next instant a sweep must look at it: one prepared UPDATE,
+    and the loaded row takes the values as written (every new case and most updates replan, and
+    the ORM's flush of the changed columns cost several times the statement)."""
+    assert case.id is not None
+    values = {
+        "response_due_at": response_due_at, "update_due_at": update_due_at, "resolution_due_at": resolution_due_at,
+        "customer_due_at": customer_due_at, "next_due_at": next_due_at,
+    }
+    _save_deadlines.run(session, {"case_id": case.id, **{f"new_{name}": value for name, value in values.items()}})
+    for name, value in values.items():
+        set_committed_value(case, name, value)
+
+
+@prepared
+def _save_deadlines(dialect: str) -> Any:
+    table: sa.Table = table_of(Case)
+    return (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("case_id"))
+        .values({name: sa.bindparam(f"new_{name}") for name in (
+            "response_due_at", "update_due_at", "resolution_due_at", "customer_due_at", "next_due_at",
+        )})
+    )
 
 
 def add_participants(
@@ -173,7 +201,7 @@ def add_event(
     """Append one line to the case's history at once (a Core INSERT … RETURNING, in call order);
     returns the event's id. Building a CaseEvent object and flushing it cost more than the insert."""
     values = event_values(case=case, kind=kind, at=at, author=author, summary=summary, data=data, message_id=message_id)
-    return int(session.execute(_insert_event(), values).scalar_one())
+    return int(_insert_event.run(session, values).scalar_one())
 
 
 def event_values(
@@ -201,19 +229,16 @@ def event_values(
 
 def add_events(*, session: Session, events: Sequence[dict[str, Any]]) -> None:
     """Append several history lines (`event_values`) in one statement, in list order."""
-    if len(events) == 1:
-        session.execute(_insert_event_plain(), events[0])
-    elif events:
-        session.execute(_insert_event_plain(), list(events))
+    _insert_event_plain.run_many(session, events)
 
 
-@functools.cache
-def _insert_event_plain() -> Any:
+@prepared
+def _insert_event_plain(dialect: str) -> Any:
     return sa.insert(table_of(CaseEvent))
 
 
-@functools.cache
-def _next_case_number() -> Any:
+@prepared
+def _next_case_number(dialect: str) -> Any:
     table: sa.Table = table_of(Counter)
     return (
         sa.update(table)
@@ -223,13 +248,13 @@ def _next_case_number() -> Any:
     )
 
 
-@functools.cache
-def _insert_case() -> Any:
+@prepared
+def _insert_case(dialect: str) -> Any:
     table: sa.Table = table_of(Case)
     return sa.insert(table).returning(table.c.id)
 
 
-@functools.cache
+@prepared
 def _insert_participant(dialect: str) -> Any:
     """INSERT … ON CONFLICT (case_id, address) DO NOTHING, built once per dialect."""
     table: sa.Table = table_of(CaseParticipant)
@@ -237,9 +262,8 @@ def _insert_participant(dialect: str) -> Any:
     return insert.on_conflict_do_nothing(index_elements=["case_id", "address"])
 
 
-@functools.cache
-def _insert_event() -> Any:
-    """Built once: values go in as parameters, so the compiled statement is reused from the cache."""
+@prepared
+def _insert_event(dialect: str) -> Any:
     table: sa.Table = table_of(CaseEvent)
     return sa.insert(table).returning(table.c.id)
 
@@ -364,10 +388,10 @@ def assign_next(*, session: Session, team: str) -> tuple[str | None, list[str]]:
         insert_or_ignore(session, table_of(AssignmentCursor), {"team": team}, conflict=["team"])
         return None, []
     params = {"cursor_team": team, "first_id": technicians[0][0]}
-    chosen: int | None = session.execute(_advance_cursor(), params).scalar_one_or_none()
+    chosen: int | None = _advance_cursor.run(session, params).scalar_one_or_none()
     if chosen is None:  # the team's first case: create its cursor (once, whoever races)
         insert_or_ignore(session, table_of(AssignmentCursor), {"team": team}, conflict=["team"])
-        chosen = session.execute(_advance_cursor(), params).scalar_one()
+        chosen = _advance_cursor.run(session, params).scalar_one()
     emails = dict(technicians)
     email = emails.get(chosen)
     if email is None:  # changed between the two statements (PostgreSQL, READ COMMITTED)
@@ -375,8 +399,8 @@ def assign_next(*, session: Session, team: str) -> tuple[str | None, list[str]]:
     return email, [address for _id, address in technicians]
 
 
-@functools.cache
-def _advance_cursor() -> Any:
+@prepared
+def _advance_cursor(dialect: str) -> Any:
     """The cursor moves to the next active technician of the team by id after the last one, or
     wraps to the first (`:first`); RETURNING the chosen technician's id."""
     cursor: sa.Table = table_of(AssignmentCursor)

@@ -12,7 +12,6 @@ the file with `roles = []` or `active = false`.
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from mailcase.domain import (
     SenderView,
     TechnicianEntry,
 )
+from mailcase.store.common import prepared
 from mailcase.store.models import (
     Contact,
     ContactRole,
@@ -434,7 +434,7 @@ def sender_view_and_name(
     pipeline's write transaction runs this for every message, and four statements cost it more
     than one."""
     address = _normalise(address)
-    rows = session.execute(_sender_query(), {"address": address}).all()
+    rows = _sender_query.run(session, {"address": address}).all()
     if not rows:
         return SenderView(address=address, is_technician=_is_active_technician(address, session=session)), None, None
     contact_id, organisation_id, contact_active, name, organisation_active, is_technician = rows[0][:6]
@@ -453,9 +453,9 @@ def sender_view_and_name(
     return view, name, organisation
 
 
-@functools.cache
-def _sender_query() -> Any:
-    """Built once; the address is a parameter, so the compiled statement is reused."""
+@prepared
+def _sender_query(dialect: str) -> Any:
+    """Prepared once (the address is a parameter): ingest runs it for every message."""
     address: sa.BindParameter[str] = sa.bindparam("address")
     technician = (
         sa.exists().where(col(Technician.email) == address, col(Technician.active) == sa.true()).label("is_technician")
@@ -487,6 +487,18 @@ def organisation_by_key(key: str, *, session: Session) -> OrganisationView | Non
     """The organisation whose directory `id` is `key`, or None."""
     row = session.exec(select(Organisation).where(Organisation.key == key)).first()
     return _organisation_view(row) if row else None
+
+
+def sla_overrides_of(organisation_id: int, *, session: Session) -> dict[str, dict[str, int]]:
+    """The organisation's SLA overrides ({} when it has none or does not exist): one prepared
+    SELECT of that column, since every new case asks."""
+    row = _sla_overrides_query.run(session, {"organisation_id": organisation_id}).first()
+    return {target: dict(fields) for target, fields in (row[0] or {}).items()} if row else {}
+
+
+@prepared
+def _sla_overrides_query(dialect: str) -> Any:
+    return sa.select(col(Organisation.sla_overrides)).where(col(Organisation.id) == sa.bindparam("organisation_id"))
 
 
 def organisation_by_id(organisation_id: int, *, session: Session) -> OrganisationView | None:

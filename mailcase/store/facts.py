@@ -16,7 +16,7 @@ from sqlmodel import Session, case, col, func, select
 
 from mailcase.domain import CaseView, Direction, SenderView
 from mailcase.store.cases import case_view, cases_by_ids, participants_of
-from mailcase.store.common import table_of
+from mailcase.store.common import prepared, table_of
 from mailcase.store.models import (
     AutoReplyLog,
     Case,
@@ -128,7 +128,7 @@ def auto_reply_history(*, session: Session, address: str, now: datetime, notice_
         "address": address, "day_start": day_start, "hour_start": hour_start, "notice_since": notice_since,
         "since": min(day_start, notice_since),
     }
-    counts: sa.Row[int, int, int] = session.execute(_auto_reply_history_query(), params).one()
+    counts = _auto_reply_history_query.run(session, params).one()
     day, hour, notices = counts
     return int(hour), int(day), bool(notices)
 
@@ -162,9 +162,9 @@ def auto_replied_since(*, session: Session, address: str, kind: str, since: date
     return recently is not None
 
 
-@functools.cache
-def _auto_reply_history_query() -> sa.Select[int, int, int]:
-    """Built once (values are parameters): building the CASE expressions per message cost more than running them."""
+@prepared
+def _auto_reply_history_query(dialect: str) -> sa.Select[int, int, int]:
+    """Prepared once (values are parameters): building the CASE expressions per message cost more than running them."""
     at = col(AutoReplyLog.at)
     when = functools.partial(sa.bindparam, type_=table_of(AutoReplyLog).c.at.type)
     in_day = case((at > when("day_start"), 1), else_=0)

@@ -2,13 +2,12 @@
 key), the decision written back to that row, the parsed message and its attachments on a case,
 and the log of automatic replies; `session=` in, never commits, decides nothing.
 
-The statements are built once per process (values go in as parameters, so their compiled form is
-reused): this is the ingest hot path, and building them per message cost more than running them.
+This is the ingest hot path: its statements are `Prepared` (built and compiled once, run through
+the driver's cursor), because SQLAlchemy's per-execution work cost more than running them.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailcase.domain import Direction, InboundMessage
-from mailcase.store.common import insert_or_ignore, table_of
+from mailcase.store.common import insert_or_ignore, prepared, table_of
 from mailcase.store.models import (
     Attachment,
     AutoReplyLog,
@@ -46,7 +45,7 @@ class NewRawRecord:
 def insert_raw(*, session: Session, values: Mapping[str, Any]) -> int | None:
     """Keep the raw message (`RawMessageRecord` columns); its id, or None when a message with the
     same `dedupe_key` is already stored (INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING id)."""
-    raw_id = session.execute(_insert_raw(session.get_bind().dialect.name), dict(values)).scalar_one_or_none()
+    raw_id = _insert_raw.run(session, values).scalar_one_or_none()
     return int(raw_id) if raw_id is not None else None
 
 
@@ -66,8 +65,8 @@ def save_decision(*, session: Session, record: RawMessageRecord | NewRawRecord) 
     if isinstance(record, RawMessageRecord):
         session.add(record)
         return
-    session.execute(
-        _update_record(), {"row_id": record.id, "decision": record.decision, "reason": record.reason, "case_id": record.case_id}
+    _update_record.run(
+        session, {"row_id": record.id, "decision": record.decision, "reason": record.reason, "case_id": record.case_id}
     )
 
 
@@ -78,8 +77,8 @@ def insert_inbound_message(
     once per content); returns the message row's id (one Core INSERT … RETURNING)."""
     m = message
     row_id = int(
-        session.execute(
-            _insert_message(),
+        _insert_message.run(
+            session,
             {
                 "case_id": case_id,
                 "direction": Direction.INBOUND,
@@ -124,11 +123,11 @@ def insert_inbound_message(
 
 def log_auto_reply(*, session: Session, address: str, kind: str, at: datetime, subject_key: str) -> None:
     """Count one automatic reply to `address` (the loop and flood caps read these rows)."""
-    session.execute(_insert_auto_reply(), {"address": address, "kind": kind, "at": at, "subject_key": subject_key})
+    _insert_auto_reply.run(session, {"address": address, "kind": kind, "at": at, "subject_key": subject_key})
 
 
-@functools.cache
-def _update_record() -> sa.Update:
+@prepared
+def _update_record(dialect: str) -> sa.Update:
     table = table_of(RawMessageRecord)
     return (
         sa.update(table)
@@ -137,7 +136,7 @@ def _update_record() -> sa.Update:
     )
 
 
-@functools.cache
+@prepared
 def _insert_raw(dialect: str) -> sa.Executable:
     """`insert_or_ignore`'s INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, built once per dialect."""
     table = table_of(RawMessageRecord)
@@ -145,14 +144,14 @@ def _insert_raw(dialect: str) -> sa.Executable:
     return insert.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
 
 
-@functools.cache
-def _insert_message() -> sa.Executable:
+@prepared
+def _insert_message(dialect: str) -> sa.Executable:
     table = table_of(Message)
     return sa.insert(table).returning(table.c.id)
 
 
-@functools.cache
-def _insert_auto_reply() -> sa.Insert:
+@prepared
+def _insert_auto_reply(dialect: str) -> sa.Insert:
     return sa.insert(table_of(AutoReplyLog))
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailcase.domain import AutoKind, Direction, EventKind, NotificationIntent, OutboxState
-from mailcase.store.common import rows_affected, table_of
+from mailcase.store.common import prepared, rows_affected, table_of
 from mailcase.store.models import (
     Attachment,
     CaseEvent,
@@ -47,16 +47,14 @@ def enqueue(
     The Message-ID is generated here and stored, so a reply can thread to this notice even before
     it is sent. The row is due at `intent.due_at` (delivery waits until then).
     """
-    statement = _insert_notice(session.get_bind().dialect.name)
-    new_id = session.execute(statement, _row(intent, now, hostname)).scalar_one_or_none()
+    new_id = _insert_notice.run(session, _row(intent, now, hostname)).scalar_one_or_none()
     return int(new_id) if new_id is not None else None
 
 
-@functools.cache
+@prepared
 def _insert_notice(dialect: str) -> Any:
-    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, built once per dialect: a
-    sweep queues thousands of rows, and rebuilding the statement for each cost more than running it
-    (values go in as parameters, so its compiled form is reused from SQLAlchemy's cache too)."""
+    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, prepared once per dialect:
+    every ingested message queues its notices with it."""
     table = table_of(Outbox)
     insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     return insert.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(table.c.id)

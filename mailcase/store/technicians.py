@@ -4,11 +4,10 @@ case's owners; reads in the caller's session (`session=`), never commits.
 
 from __future__ import annotations
 
-import functools
-
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
+from mailcase.store.common import prepared
 from mailcase.store.models import Technician
 
 
@@ -19,7 +18,7 @@ def active_in_team(team: str | None) -> sa.ColumnElement[bool]:
 
 def team_members(*, session: Session, team: str | None) -> list[tuple[int, str]]:
     """(id, address) of the team's active technicians, by id (the round-robin order)."""
-    rows = session.execute(_team_members(), {"team": team or ""})
+    rows = _team_members.run(session, {"team": team or ""})
     return [(int(row[0]), str(row[1])) for row in rows]
 
 
@@ -28,8 +27,8 @@ def team_addresses(*, session: Session, team: str | None) -> list[str]:
     return [address for _id, address in team_members(session=session, team=team)]
 
 
-@functools.cache
-def _team_members() -> sa.Select[int | None, str]:
+@prepared
+def _team_members(dialect: str) -> sa.Select[int | None, str]:
     # Built once: ingest asks for every new case.
     return (
         sa.select(col(Technician.id), col(Technician.email))
