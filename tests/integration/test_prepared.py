@@ -1,0 +1,102 @@
+"""`store.common.Prepared`, the ingest hot path's way to the driver, on SQLite and PostgreSQL: what it
+writes and reads is what `Session.execute` would, inside the session's transaction and savepoints,
+and the database's refusals arrive as SQLAlchemy's exceptions (the SMTP edge maps those to 451)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from mailcase.domain import AutoKind, Direction
+from mailcase.store.common import prepared, table_of
+from mailcase.store.models import Message, RawMessageRecord
+
+AT = datetime(2026, 11, 25, 23, 0, 0, 123456, tzinfo=UTC)
+
+
+@prepared
+def insert_message(dialect: str) -> Any:
+    table = table_of(Message)
+    return sa.insert(table).returning(table.c.id)
+
+
+@prepared
+def insert_raw(dialect: str) -> Any:
+    return sa.insert(table_of(RawMessageRecord))
+
+
+@prepared
+def read_message(dialect: str) -> Any:
+    table = table_of(Message)
+    return sa.select(table.c.direction, table.c.references, table.c.received_at, table.c.details).where(
+        table.c.id == sa.bindparam("message_id")
+    )
+
+
+def message_values(**changes: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "case_id": None, "direction": Direction.INBOUND, "message_id": "<a@example.com>", "in_reply_to": "",
+        "references": ["<r1@example.com>", "<r2@example.com>"], "from_address": "pat@acme.example",
+        "from_name": "Pat Ângelo", "to_addresses": ["support@support.example.com"], "cc_addresses": [],
+        "subject": "Trunk down", "text": "it is down", "new_text": "it is down", "auto_kind": AutoKind.HUMAN,
+        "raw_id": None, "outbox_id": None, "received_at": AT, "details": {"defects": ["x"]},
+    }
+    return values | changes
+
+
+def test_a_prepared_row_reads_back_through_the_orm_as_written(engine: Engine) -> None:
+    with Session(engine) as session:
+        row_id = insert_message.run(session, message_values()).scalar_one()
+        session.commit()
+    with Session(engine) as session:
+        row = session.exec(select(Message).where(Message.id == row_id)).one()
+        assert row.direction == Direction.INBOUND
+        assert row.references == ["<r1@example.com>", "<r2@example.com>"]
+        assert row.from_name == "Pat Ângelo"
+        assert row.received_at == AT
+        assert row.details == {"defects": ["x"]}
+        # And a prepared SELECT converts the columns as the ORM does (enum, JSON, aware datetime).
+        direction, references, received_at, details = read_message.run(session, {"message_id": row_id}).one()
+        assert (direction, references, received_at, details) == (row.direction, row.references, AT, row.details)
+
+
+def test_columns_left_out_take_their_python_side_defaults(engine: Engine) -> None:
+    values = {
+        "channel": "smtp", "received_at": AT, "envelope_from": "pat@acme.example", "envelope_to": ["support@x"],
+        "source": "test", "size": 3, "sha256": "0" * 64, "data": b"abc", "message_id_header": "<a@b>",
+        "dedupe_key": "k1", "sender_verdict": {},
+    }
+    with Session(engine) as session:
+        insert_raw.run(session, values)
+        session.commit()
+        stored = session.exec(select(RawMessageRecord).where(RawMessageRecord.dedupe_key == "k1")).one()
+        assert (stored.decision, stored.reason, bytes(stored.data)) == ("", "", b"abc")
+
+
+def test_a_rolled_back_savepoint_takes_its_prepared_writes_with_it(engine: Engine) -> None:
+    with Session(engine) as session:
+        kept = insert_message.run(session, message_values(message_id="<kept@x>")).scalar_one()
+        with pytest.raises(RuntimeError), session.begin_nested():
+            insert_message.run(session, message_values(message_id="<gone@x>"))
+            raise RuntimeError("the message failed half-way")
+        insert_message.run(session, message_values(message_id="<after@x>"))
+        session.commit()
+    with Session(engine) as session:
+        ids = set(session.exec(select(Message.message_id)))
+    assert ids == {"<kept@x>", "<after@x>"}
+    assert kept
+
+
+def test_the_database_refusing_arrives_as_sqlalchemys_exception_and_the_transaction_rolls_back(engine: Engine) -> None:
+    with Session(engine) as session:
+        insert_message.run(session, message_values(message_id="<first@x>"))
+        with pytest.raises(sa.exc.IntegrityError):
+            insert_message.run(session, message_values(case_id=987654))  # no such case: a foreign key
+        session.rollback()
+    with Session(engine) as session:
+        assert list(session.exec(select(Message.message_id))) == []
