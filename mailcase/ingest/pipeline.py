@@ -459,7 +459,12 @@ class Pipeline:
             session=session, address=sender.address, now=now,
             notice_since=now - timedelta(hours=settings.autoreply.non_mpoc_notice_hours),
         )
-        answered = store_facts.answered_subjects(session=session, address=sender.address, now=now) if hour else ()
+        answered = (
+            store_facts.answered_subjects(
+                session=session, address=sender.address, now=now, subject_key=subject_key(message.subject)
+            )
+            if hour else ()
+        )
         addressed = {a.lower() for a in recipients}
         known, notices_last_hour = False, 0
         if message.from_address and not sender.is_mpoc and not sender.is_technician:

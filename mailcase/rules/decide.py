@@ -61,7 +61,8 @@ class Facts:
     sender_organisation_known: bool = False
     non_mpoc_notices_last_hour: int = 0
     max_non_mpoc_notices_per_hour: int = 20
-    # Subject keys (`subject_key`) of the automatic replies this sender got in the last hour.
+    # Subject keys (`subject_key`) of the automatic replies this sender got in the last hour (the
+    # store reads only those with this message's key: the others never count).
     answered_subjects_last_hour: tuple[str, ...] = ()
     max_same_subject_per_hour: int = 2
     max_reply_attachment_bytes: int = 10_000_000  # [attachments] reply_max_bytes

@@ -142,14 +142,24 @@ def non_mpoc_notices_since(*, session: Session, since: datetime) -> int:
     )
 
 
-def answered_subjects(*, session: Session, address: str, now: datetime) -> tuple[str, ...]:
-    """Subject keys of the automatic replies `address` got in the last hour (index ix_auto_reply_address_at)."""
-    rows = session.exec(
-        select(AutoReplyLog.subject_key)
-        .where(AutoReplyLog.address == address, col(AutoReplyLog.at) > now - timedelta(hours=1))
-        .limit(500)
+def answered_subjects(*, session: Session, address: str, now: datetime, subject_key: str) -> tuple[str, ...]:
+    """The automatic replies `address` got in the last hour for `subject_key` (the loop guard
+    counts them; it stops answering at its cap, so they stay few): only those rows are read, so a
+    busy sender's hundreds of answers to other subjects cost nothing (ix_auto_reply_address_at)."""
+    params = {"address": address, "since": now - timedelta(hours=1), "subject_key": subject_key}
+    return tuple(row[0] for row in _answered_subjects_query.run(session, params))
+
+
+@prepared
+def _answered_subjects_query(dialect: str) -> sa.Select[str]:
+    return (
+        sa.select(col(AutoReplyLog.subject_key))
+        .where(
+            col(AutoReplyLog.address) == sa.bindparam("address"),
+            col(AutoReplyLog.at) > sa.bindparam("since", type_=table_of(AutoReplyLog).c.at.type),
+            col(AutoReplyLog.subject_key) == sa.bindparam("subject_key"),
+        )
     )
-    return tuple(rows)
 
 
 def auto_replied_since(*, session: Session, address: str, kind: str, since: datetime) -> bool:
