@@ -1,17 +1,16 @@
 """Raw RFC 5322 bytes in, one decoded `InboundMessage` out; it decides nothing and stores nothing.
 
-The MIME tree comes from mail-parser (`mailparser.MailParser` over the stdlib tree fed in
-pieces; a nesting bomb raises RecursionError there); if it raises we fall back to the stdlib
-`email` package (compat32), and if
-that fails too, to the header block alone. Over that one tree a single pass extracts what the
-rules need, with our own decoding policy, because mail-parser's body extraction falls short
-where support mail lives: it decodes an undeclared 8-bit body as UTF-8 with replacement
-characters (no Windows-1252 guess), takes a mislabelled "iso-8859-1" UTF-8 body at its word,
-mixes a forwarded message's or a bounce's returned text into the body, and hands attachments
-back as base64 text. Its own extracted text is still used when our pass finds none (it
-recovers parts from a broken epilogue). Measured on this machine for a 4 KB message: the
-mail-parser tree is about half of `parse_message`'s time (~2,100 msg/s; ~4,400 on a bare
-stdlib tree), so dropping it is the first speed-up to take if parsing ever limits ingest.
+The MIME tree is the stdlib `email` package's (compat32), fed in pieces (the tree
+`email.message_from_bytes` builds, without its whole-message copies); if that parser raises (a
+nesting bomb raises RecursionError), the header block alone is read. Over that one tree a single
+pass extracts what the rules need, with our own decoding policy, because mail-parser's body
+extraction falls short where support mail lives: it decodes an undeclared 8-bit body as UTF-8
+with replacement characters (no Windows-1252 guess), takes a mislabelled "iso-8859-1" UTF-8
+body at its word, mixes a forwarded message's or a bounce's returned text into the body, and
+hands attachments back as base64 text. mail-parser still reads the tree when our pass finds no
+text at all (it takes a named inline text part, which we file as an attachment, for the body),
+and only then: run on every message, its second pass over the tree was about a third of
+`parse_message`'s CPU for text that was almost never used (issue 16, bench/ingest).
 
 Decoding policy:
 * Headers: RFC 2047 encoded words (adjacent words of one charset joined before decoding, so
@@ -154,7 +153,7 @@ def parse_message(
     )
     if beyond:
         raise UnparseableMessage(beyond)
-    tree, parsed = _build_tree(message_bytes, defects)
+    tree, whole = _build_tree(message_bytes, defects)
 
     header_pairs = _decoded_headers(tree, defects)
     if not any(name.lower() in _KNOWN_HEADERS for name, _ in header_pairs):
@@ -175,8 +174,8 @@ def parse_message(
 
     extraction = _Extraction(defects)
     text = extraction.readable_text(tree, depth=0, collect=True)
-    if not text.strip() and parsed is not None:
-        text = _mail_parser_text(parsed)
+    if not text.strip() and whole:
+        text = _mail_parser_text(tree, defects)
         if text:
             defects.append("body-from-mail-parser")
 
@@ -280,44 +279,45 @@ def _fed_tree(data: bytes) -> Message:
     return parser.close()
 
 
-class MailParserResult(Protocol):
-    """What is read of a `mailparser.MailParser` (mail-parser ships no types): the stdlib tree
-    it built and the bodies it decoded."""
+def _build_tree(data: bytes, defects: list[str]) -> tuple[Message, bool]:
+    """(root part, whether it is the whole MIME tree) with the fallbacks of the module docstring.
 
-    @property
-    def message(self) -> Message | None: ...
+    There is no second stdlib attempt (`email.message_from_bytes`) after the fed parse fails:
+    it is the same parser over the same pieces, with more stack frames and more memory, so it
+    can only fail the same way.
+    """
+    try:
+        return _fed_tree(data), True
+    except Exception as exc:
+        defects.append(f"parser-fallback:headers-only ({type(exc).__name__})")
+        log.info("the MIME parser gave up (%s); reading the header block alone", type(exc).__name__)
+    try:
+        message = email.parser.BytesHeaderParser().parsebytes(data)
+    except Exception as exc:
+        raise UnparseableMessage(f"the header block cannot be read ({type(exc).__name__})") from exc
+    # The body stays one unparsed string; the walk reads it as text, so its words are kept.
+    return message, False
+
+
+class MailParserResult(Protocol):
+    """What is read of a `mailparser.MailParser` (mail-parser ships no types): the bodies it
+    decoded."""
+
     @property
     def text_plain(self) -> list[str]: ...
     @property
     def text_html(self) -> list[str]: ...
 
 
-def _build_tree(data: bytes, defects: list[str]) -> tuple[Message, MailParserResult | None]:
-    """(root part, the mail-parser result or None) with the fallbacks of the module docstring."""
+def _mail_parser_text(tree: Message, defects: list[str]) -> str:
+    """mail-parser's text of `tree`, for a message our own pass found no text in; "" when it
+    finds none or raises (recorded as `parser-fallback:stdlib`: the stdlib reading stands)."""
     try:
-        # mail-parser gets a tree fed in pieces (below) instead of the bytes: its
-        # `parse_from_bytes` parses the message as one string, whose StringIO copy costs about
-        # 8x the message at once (194 MB for 25 MB; bench/ingest); the tree is the same.
-        parsed: MailParserResult = mailparser.MailParser(_fed_tree(data))
+        parsed: MailParserResult = mailparser.MailParser(tree)
     except Exception as exc:
         defects.append(f"parser-fallback:stdlib ({type(exc).__name__})")
-        log.info("mail-parser gave up (%s); using the stdlib parser", type(exc).__name__)
-    else:
-        if parsed.message is not None:
-            return parsed.message, parsed
-    try:
-        return email.message_from_bytes(data), None
-    except Exception as exc:
-        defects.append(f"parser-fallback:headers-only ({type(exc).__name__})")
-    try:
-        message = email.parser.BytesHeaderParser().parsebytes(data)
-    except Exception as exc:
-        raise UnparseableMessage(f"the header block cannot be read ({type(exc).__name__})") from exc
-    # The body stays one unparsed string; the walk reads it as text, so its words are kept.
-    return message, None
-
-
-def _mail_parser_text(parsed: MailParserResult) -> str:
+        log.info("mail-parser gave up (%s); keeping the stdlib reading", type(exc).__name__)
+        return ""
     plain = [t for t in getattr(parsed, "text_plain", []) or [] if isinstance(t, str) and t.strip()]
     if plain:
         return _tidy("\n\n".join(plain))
@@ -732,6 +732,7 @@ class _Extraction:
         named = bool(_filename(part, self.defects))
         readable = content_type in {"text/plain", "text/html"}
         if readable and disposition != "attachment" and not named:
+            self._note_decoding_defects(part)
             if body:
                 kind = "plain" if content_type == "text/plain" else "html"
                 out.append((kind, _part_text(part, content_type, self.defects)))
@@ -844,6 +845,23 @@ class _Extraction:
 
     def _note_defects(self, part: Message) -> None:
         for defect in getattr(part, "defects", ()) or ():
+            self.defects.append(f"mime:{type(defect).__name__}")
+
+    def _note_decoding_defects(self, part: Message) -> None:
+        """Damaged base64 in a text part (bad characters, bad padding): the stdlib finds it only
+        while decoding, so the part is decoded its way once for the defects it adds (our own
+        decoding, `_payload_bytes`, takes a faster route that reports nothing)."""
+        if str(part.get("Content-Transfer-Encoding", "")).lower() != "base64":
+            return  # the stdlib's own test: only then does it decode base64
+        defects = getattr(part, "defects", None)
+        if not isinstance(defects, list):
+            return
+        known = len(defects)
+        try:
+            part.get_payload(decode=True)
+        except Exception:
+            return
+        for defect in defects[known:]:
             self.defects.append(f"mime:{type(defect).__name__}")
 
     # ---- RFC 3464 delivery status notifications

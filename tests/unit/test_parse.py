@@ -259,6 +259,28 @@ def test_empty_plain_alternative_falls_back_to_html() -> None:
     assert message.text == "Only the HTML says it"
 
 
+def test_a_named_inline_text_part_alone_is_still_the_text() -> None:
+    # Our own pass files a named part as an attachment and finds no text; mail-parser, asked
+    # only then, reads the inline part as the body.
+    headers = BASIC + '\nContent-Type: text/plain; charset=utf-8\nContent-Disposition: inline; filename="note.txt"'
+    message = parse_message(_message(headers, "The trunk is down again.\n"))
+    assert message.text == "The trunk is down again."
+    assert "body-from-mail-parser" in message.defects
+    assert [attachment.filename for attachment in message.attachments] == ["note.txt"]
+
+
+def test_damaged_base64_in_a_text_part_is_recorded() -> None:
+    encoded = base64.b64encode("Ligações caindo na filial".encode()).decode()
+    body = (
+        f"--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded[:-2]}\r\n"
+        f"--b\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n!{encoded}\r\n--b--\r\n"
+    )
+    message = parse_message(_message(BASIC + '\nContent-Type: multipart/alternative; boundary="b"', body))
+    assert message.text.startswith("Ligações caindo")
+    assert "mime:InvalidBase64PaddingDefect" in message.defects  # the plain part, read
+    assert "mime:InvalidBase64CharactersDefect" in message.defects  # the HTML part, not read
+
+
 def test_html_charset_from_meta_tag_when_the_header_has_none() -> None:
     body = '<html><head><meta charset="windows-1252"></head><body>Caf\xe9</body></html>'.encode("latin-1")
     message = parse_message(_message(BASIC + "\nContent-Type: text/html", body))
