@@ -413,6 +413,30 @@ def _q_decode(payload: str) -> bytes:
     return _Q_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
 
 
+# RFC 5322 atext without "=" and "?", so that no atom can hold an encoded word.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_SIMPLE_MAILBOX = re.compile(
+    rf"[ \t]*(?:(?:(?P<name>{_ATOM}(?:[ \t]+{_ATOM})*)[ \t]*)?<(?P<angle>{_DOT_ATOM}@{_DOT_ATOM})>"
+    rf"|(?P<bare>{_DOT_ATOM}@{_DOT_ATOM}))[ \t]*"
+)
+
+
+def _simple_mailboxes(value: str) -> list[tuple[str, str]] | None:
+    """(display name, address) of each mailbox of an address field in the shape nearly all
+    have, "Name <local@domain>" or a bare address, comma-separated, the name plain ASCII words;
+    None for any other shape. Both stdlib address parsers read these fields exactly so (no
+    quotes, comments, dots, groups or encoded words to interpret), at a small fraction of
+    their cost: the RFC 5322 parser took ~120 us of a ~600 us parse for one From field."""
+    mailboxes = []
+    for piece in value.split(","):
+        found = _SIMPLE_MAILBOX.fullmatch(piece)
+        if found is None:
+            return None
+        mailboxes.append((found["name"] or "", found["angle"] or found["bare"]))
+    return mailboxes
+
+
 def _addresses(
     raw: str | None, defects: list[str], name: str, *, keep_bare_names: bool = False
 ) -> list[tuple[str, str]]:
@@ -424,11 +448,13 @@ def _addresses(
         raw_bytes = value.encode("ascii", "surrogateescape")
         value = _decode_bytes(raw_bytes, "utf-8", f"header {name}", defects)
     result: list[tuple[str, str]] = []
-    try:
-        parsed = email.utils.getaddresses([value])
-    except Exception:
-        defects.append(f"bad-address-header:{name}")
-        return []
+    parsed = _simple_mailboxes(value)
+    if parsed is None:
+        try:
+            parsed = email.utils.getaddresses([value])
+        except Exception:
+            defects.append(f"bad-address-header:{name}")
+            return []
     for display, address in parsed:
         address = address.strip().strip("<>").strip().lower()
         if not address or ("@" not in address and not keep_bare_names):
@@ -460,14 +486,18 @@ def _authors(tree: Message, defects: list[str]) -> list[tuple[str, str]]:
         text = _unfold(value)
         if _SURROGATES.search(text):
             text = _decode_bytes(text.encode("ascii", "surrogateescape"), "utf-8", "header From", defects)
-        try:
-            header: Any = email.policy.default.header_factory("From", text)
-            mailboxes = [(a.display_name, a.addr_spec) for a in header.addresses]
-            invalid = any(
-                isinstance(d, email.errors.InvalidHeaderDefect) for d in header.defects
-            )
-        except Exception:
-            mailboxes, invalid = [], True
+        simple = _simple_mailboxes(text)
+        if simple is not None:
+            mailboxes, invalid = simple, False
+        else:
+            try:
+                header: Any = email.policy.default.header_factory("From", text)
+                mailboxes = [(a.display_name, a.addr_spec) for a in header.addresses]
+                invalid = any(
+                    isinstance(d, email.errors.InvalidHeaderDefect) for d in header.defects
+                )
+            except Exception:
+                mailboxes, invalid = [], True
         if invalid:
             defects.append("from-not-rfc5322")
             angle = _ANGLE_ADDR.search(text)

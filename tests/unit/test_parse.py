@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import email.errors
+import email.policy
 import hashlib
 import os
+import string
 import tomllib
 import tracemalloc
 from datetime import UTC, datetime
@@ -12,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from mailcase.domain import AutoKind
 from mailcase.errors import MailcaseError
@@ -166,6 +171,57 @@ def test_addresses_are_lower_cased_bare_and_the_from_name_is_kept() -> None:
     assert message.to == ("support@support.example.com", "sam@acme.example")
     assert message.cc == ("lee@acme.example",)
     assert message.reply_to == ("noc@acme.example",)
+
+
+def test_plain_address_fields_read_every_mailbox() -> None:
+    data = _message(
+        "From: AT&T  NOC <Noc@ATT.example>\n"
+        "To: Support Desk <SUPPORT@support.example.com>,lee@acme.example , <sam@acme.example>\n"
+        "Cc: O'Brien\t<o.brien+noc@acme.example>\nSubject: x"
+    )
+    message = parse_message(data)
+    assert (message.from_name, message.from_address) == ("AT&T NOC", "noc@att.example")
+    assert message.to == ("support@support.example.com", "lee@acme.example", "sam@acme.example")
+    assert message.cc == ("o.brien+noc@acme.example",)
+    assert "from-not-rfc5322" not in message.defects
+
+
+# Words of RFC 5322 atext, now and then with a character that changes how a field is read.
+_FIELD_WORDS = st.text(string.ascii_letters + string.digits + "!#$%&'*+/^_`{|}~-" + '=?."(),;:@', min_size=1, max_size=6)
+
+
+@st.composite
+def _from_fields(draw: st.DrawFn) -> str:
+    mailboxes = []
+    for _ in range(draw(st.integers(1, 3))):
+        local = ".".join(draw(st.lists(_FIELD_WORDS, min_size=1, max_size=2)))
+        domain = ".".join(draw(st.lists(_FIELD_WORDS, min_size=1, max_size=3)))
+        name = " ".join(draw(st.lists(_FIELD_WORDS, max_size=3)))
+        address = f"{local}@{domain}"
+        mailboxes.append(f"{name} <{address}>" if name else draw(st.sampled_from([address, f"<{address}>"])))
+    return draw(st.sampled_from([", ", ","])).join(mailboxes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_from_fields())
+def test_a_valid_from_field_reads_as_the_rfc_5322_parser_reads_it(field: str) -> None:
+    try:
+        reference: Any = email.policy.default.header_factory("From", field)
+        mailboxes = reference.addresses
+    except Exception:  # the stdlib parser trips over some invalid fields; those are held
+        mailboxes = None
+    assume(mailboxes is not None)
+    assume(not any(isinstance(defect, email.errors.InvalidHeaderDefect) for defect in reference.defects))
+    expected = []
+    for mailbox in mailboxes:
+        address = mailbox.addr_spec.strip().lower()
+        local, _, domain = address.rpartition("@")
+        if local and domain and " " not in address:
+            expected.append((" ".join(mailbox.display_name.split()), address))
+    message = parse_message(_message(f"From: {field}\nSubject: x"))
+    assert message.from_addresses == tuple(dict.fromkeys(address for _, address in expected))
+    if len(expected) == 1:
+        assert (message.from_name, message.from_address) == expected[0]
 
 
 def test_encoded_display_name_with_a_comma_does_not_split_the_address() -> None:
