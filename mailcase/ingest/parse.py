@@ -766,18 +766,21 @@ class _Extraction:
             self._read_status(part)
             return
         if content_type == "text/rfc822-headers":
-            self._read_returned_headers(_part_text(part, content_type, self.defects))
+            self._read_returned_headers(
+                _part_text(part, content_type, self.defects, _type_params(part))
+            )
             return
-        named = bool(_filename(part, self.defects))
+        params = _type_params(part)
+        named = bool(_filename(part, self.defects, params))
         readable = content_type in {"text/plain", "text/html"}
         if readable and disposition != "attachment" and not named:
             self._note_decoding_defects(part)
             if body:
                 kind = "plain" if content_type == "text/plain" else "html"
-                out.append((kind, _part_text(part, content_type, self.defects)))
+                out.append((kind, _part_text(part, content_type, self.defects, params)))
             return
         if collect:
-            self._attach(part, content_type, disposition)
+            self._attach(part, content_type, disposition, params)
 
     def _walk_alternative(
         self,
@@ -828,7 +831,8 @@ class _Extraction:
                 return
         self.defects.append(f"multipart-without-parts:{content_type}")
         if body:
-            text = _decode_bytes(raw, _param(part, "charset") or None, content_type, self.defects)
+            charset = _param(_type_params(part), "charset")
+            text = _decode_bytes(raw, charset or None, content_type, self.defects)
             out.append(("plain", text))
 
     def _walk_forwarded(
@@ -837,11 +841,11 @@ class _Extraction:
         inner = _inner_message(part)
         if inner is None:
             if collect:
-                self._attach(part, _content_type(part), _disposition(part))
+                self._attach(part, _content_type(part), _disposition(part), _type_params(part))
             return
         self._read_returned_headers_from(inner)
         if collect:
-            name = _filename(part, self.defects)
+            name = _filename(part, self.defects, _type_params(part))
             if not name:
                 raw_subject = str(inner.get("Subject", "") or "")
                 inner_subject = _decode_header_text(raw_subject, "Subject", self.defects)
@@ -861,10 +865,10 @@ class _Extraction:
             inner_text = self.readable_text(inner, depth=depth + 1, collect=False)
             out.append(("forward", _forward_block(inner, inner_text, self.defects)))
 
-    def _attach(self, part: Message, content_type: str, disposition: str) -> None:
+    def _attach(self, part: Message, content_type: str, disposition: str, params: _Params) -> None:
         data = _payload_bytes(part)
         content_id = _unfold(str(part.get("Content-ID", "") or "")).strip().strip("<>").strip()
-        name = _filename(part, self.defects)
+        name = _filename(part, self.defects, params)
         if content_type in _TNEF_TYPES or name.lower() == "winmail.dat":
             unpacked = _tnef_files(data, self.defects)
             if unpacked:
@@ -910,7 +914,7 @@ class _Extraction:
         if isinstance(payload, list):
             self.status_blocks.extend(block for block in payload if isinstance(block, Message))
             return
-        text = _part_text(part, "message/delivery-status", self.defects)
+        text = _part_text(part, "message/delivery-status", self.defects, _type_params(part))
         for chunk in re.split(r"\r?\n[ \t]*\r?\n", text):
             if chunk.strip():
                 block = email.parser.HeaderParser().parsestr(chunk.strip() + "\n")
@@ -1085,7 +1089,7 @@ def _payload_bytes(part: Message) -> bytes:
     return b""
 
 
-def _part_text(part: Message, content_type: str, defects: list[str]) -> str:
+def _part_text(part: Message, content_type: str, defects: list[str], params: _Params) -> str:
     data = _payload_bytes(part)
     omitted = ""
     if len(data) > MAX_TEXT_PART_BYTES:
@@ -1100,22 +1104,42 @@ def _part_text(part: Message, content_type: str, defects: list[str]) -> str:
             f"\n\n[{rest} more bytes of this {content_type} part are not shown here; "
             f"the original message is kept whole (part sha256 {digest})]"
         )
-    declared = _param(part, "charset")
+    declared = _param(params, "charset")
     if not declared and content_type == "text/html":
         meta = _META_CHARSET.search(data[:4096])
         if meta:
             declared = meta.group(1).decode("ascii", "replace")
     text = _decode_bytes(data, declared or None, content_type, defects)
-    if _param(part, "format").lower() == "flowed":
-        text = _unflowed(text, delete_space=_param(part, "delsp").lower() == "yes")
+    if _param(params, "format").lower() == "flowed":
+        text = _unflowed(text, delete_space=_param(params, "delsp").lower() == "yes")
     return text + omitted
 
 
-def _param(part: Message, name: str) -> str:
+_Params = list[tuple[str, Any]] | None
+"""A part's Content-Type parameters as `Message.get_params` gives them (unquoted, RFC 2231
+continuations joined); None when the part has no Content-Type or it cannot be read."""
+
+
+def _type_params(part: Message) -> _Params:
+    """The Content-Type parameters of `part`, parsed once for all the look-ups of one part
+    (every `Message.get_param` parses the whole field again)."""
     try:
-        value = part.get_param(name)
+        params = part.get_params()
     except Exception:
-        return ""
+        return None
+    return params if isinstance(params, list) else None
+
+
+def _raw_param(params: _Params, name: str, missing: Any = None) -> Any:
+    """The parameter `name` (lower case) as `Message.get_param` finds it: the first so named."""
+    for key, value in params or ():
+        if key.lower() == name:
+            return value
+    return missing
+
+
+def _param(params: _Params, name: str) -> str:
+    value = _raw_param(params, name)
     if isinstance(value, tuple):  # an RFC 2231 encoded value
         value = email.utils.collapse_rfc2231_value(value)
     return value.strip() if isinstance(value, str) else ""
@@ -1140,9 +1164,9 @@ def _unflowed(text: str, *, delete_space: bool) -> str:
     return "\n".join(out)
 
 
-def _filename(part: Message, defects: list[str]) -> str:
+def _filename(part: Message, defects: list[str], params: _Params) -> str:
     try:
-        name = part.get_filename()  # RFC 2231 (charset, continuations) and the `name` fallback
+        name = _raw_filename(part, params)
     except Exception:
         name = None
     if not name:
@@ -1154,6 +1178,18 @@ def _filename(part: Message, defects: list[str]) -> str:
         # Outlook and others put RFC 2047 words in filename parameters (RFC 2047 §5 forbids it).
         name = _decode_encoded_words(name, "filename", defects)
     return _safe_name(name)
+
+
+def _raw_filename(part: Message, params: _Params) -> str | None:
+    """`Message.get_filename()`, reading Content-Type's `name` from `params`: Content-Disposition's
+    `filename`, else the `name` fallback; RFC 2231 charsets and continuations applied."""
+    missing = object()
+    name: Any = part.get_param("filename", missing, "content-disposition")
+    if name is missing:
+        name = _raw_param(params, "name", missing)
+    if name is missing:
+        return None
+    return email.utils.collapse_rfc2231_value(name).strip()
 
 
 def _safe_name(name: str) -> str:
