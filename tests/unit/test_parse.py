@@ -149,6 +149,16 @@ def test_a_message_nested_past_the_bound_is_refused_before_any_parser_runs() -> 
         parse_message(flat, max_parts=29)
 
 
+def test_parts_far_into_a_large_message_are_counted() -> None:
+    log = "2025-06-03T10:00:00Z trunk-7 SIP/2.0 503 Service Unavailable\r\n" * 60  # ~4 KB a part
+    wide = "".join(f"--w\r\nContent-Type: text/plain\r\n\r\n{log}" for _ in range(40)) + "--w--\r\n"
+    data = (BASIC.replace("\n", "\r\n") + '\r\nContent-Type: multipart/mixed; boundary="w"\r\n\r\n' + wide).encode()
+    assert len(data) > 150_000
+    assert parse_message(data, max_parts=40).subject == "Trunk down"
+    with pytest.raises(UnparseableMessage, match="more than 39 MIME parts"):
+        parse_message(data, max_parts=39)
+
+
 def test_hostile_headers_do_not_crash_and_are_capped() -> None:
     many = "\n".join(f"X-Junk-{i}: {'=?utf-8?B?' + '!' * 5 + '?='}" for i in range(1500))
     data = _message(BASIC + "\n" + many + "\nReferences: <<<>>> <a@b> <@> <x@y\nIn-Reply-To: garbage")
