@@ -335,6 +335,15 @@ def test_a_named_inline_text_part_alone_is_still_the_text() -> None:
     assert [attachment.filename for attachment in message.attachments] == ["note.txt"]
 
 
+def test_when_mail_parser_trips_over_a_message_without_text_the_stdlib_reading_stands() -> None:
+    # Mixed RFC 2231 continuations make the stdlib's parameter decoding raise inside mail-parser.
+    body = '--b\r\nContent-Type: text/calendar; name*1="b.ics"; name*="a.ics"\r\n\r\nBEGIN:VCALENDAR\r\n--b--\r\n'
+    message = parse_message(_message(BASIC + '\nContent-Type: multipart/mixed; boundary="b"', body))
+    assert message.text == ""
+    assert "parser-fallback:stdlib (TypeError)" in message.defects
+    assert [attachment.data for attachment in message.attachments] == [b"BEGIN:VCALENDAR"]
+
+
 def test_damaged_base64_in_a_text_part_is_recorded() -> None:
     encoded = base64.b64encode("Ligações caindo na filial".encode()).decode()
     body = (
