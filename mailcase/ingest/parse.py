@@ -1,17 +1,16 @@
 """Raw RFC 5322 bytes in, one decoded `InboundMessage` out; it decides nothing and stores nothing.
 
-The MIME tree comes from mail-parser (`mailparser.MailParser` over the stdlib tree fed in
-pieces; a nesting bomb raises RecursionError there); if it raises we fall back to the stdlib
-`email` package (compat32), and if
-that fails too, to the header block alone. Over that one tree a single pass extracts what the
-rules need, with our own decoding policy, because mail-parser's body extraction falls short
-where support mail lives: it decodes an undeclared 8-bit body as UTF-8 with replacement
-characters (no Windows-1252 guess), takes a mislabelled "iso-8859-1" UTF-8 body at its word,
-mixes a forwarded message's or a bounce's returned text into the body, and hands attachments
-back as base64 text. Its own extracted text is still used when our pass finds none (it
-recovers parts from a broken epilogue). Measured on this machine for a 4 KB message: the
-mail-parser tree is about half of `parse_message`'s time (~2,100 msg/s; ~4,400 on a bare
-stdlib tree), so dropping it is the first speed-up to take if parsing ever limits ingest.
+The MIME tree is the stdlib `email` package's (compat32), fed in pieces (the tree
+`email.message_from_bytes` builds, without its whole-message copies); if that parser raises (a
+nesting bomb raises RecursionError), the header block alone is read. Over that one tree a single
+pass extracts what the rules need, with our own decoding policy, because mail-parser's body
+extraction falls short where support mail lives: it decodes an undeclared 8-bit body as UTF-8
+with replacement characters (no Windows-1252 guess), takes a mislabelled "iso-8859-1" UTF-8
+body at its word, mixes a forwarded message's or a bounce's returned text into the body, and
+hands attachments back as base64 text. mail-parser still reads the tree when our pass finds no
+text at all (it takes a named inline text part, which we file as an attachment, for the body),
+and only then: run on every message, its second pass over the tree was about a third of
+`parse_message`'s CPU for text that was almost never used (issue 16, bench/ingest).
 
 Decoding policy:
 * Headers: RFC 2047 encoded words (adjacent words of one charset joined before decoding, so
@@ -103,7 +102,9 @@ _EXIM_FAILED = re.compile(
 )
 _BARE_ADDRESS = re.compile(r"[^\s<>():;,\"']+@[^\s<>():;,\"']+")
 _SURROGATES = re.compile(r"[\udc80-\udcff]")
-_BLANK_RUNS = re.compile(r"\n{3,}")
+# Spelled with a literal prefix, which the regex engine looks for with a fast scan; "\n{3,}"
+# is tried at every character (~26 us over a 2 KB body instead of ~1.3).
+_BLANK_RUNS = re.compile(r"\n\n\n+")
 # A "--boundary" line followed by a header line: how a lost boundary is found again.
 _BOUNDARY_LINE = re.compile(
     rb"^--([^\r\n]{1,200}?)[ \t]*\r?\n(?=[A-Za-z][A-Za-z0-9-]*:)", re.MULTILINE
@@ -154,7 +155,7 @@ def parse_message(
     )
     if beyond:
         raise UnparseableMessage(beyond)
-    tree, parsed = _build_tree(message_bytes, defects)
+    tree, whole = _build_tree(message_bytes, defects)
 
     header_pairs = _decoded_headers(tree, defects)
     if not any(name.lower() in _KNOWN_HEADERS for name, _ in header_pairs):
@@ -175,8 +176,8 @@ def parse_message(
 
     extraction = _Extraction(defects)
     text = extraction.readable_text(tree, depth=0, collect=True)
-    if not text.strip() and parsed is not None:
-        text = _mail_parser_text(parsed)
+    if not text.strip() and whole:
+        text = _mail_parser_text(tree, defects)
         if text:
             defects.append("body-from-mail-parser")
 
@@ -280,44 +281,45 @@ def _fed_tree(data: bytes) -> Message:
     return parser.close()
 
 
-class MailParserResult(Protocol):
-    """What is read of a `mailparser.MailParser` (mail-parser ships no types): the stdlib tree
-    it built and the bodies it decoded."""
+def _build_tree(data: bytes, defects: list[str]) -> tuple[Message, bool]:
+    """(root part, whether it is the whole MIME tree) with the fallbacks of the module docstring.
 
-    @property
-    def message(self) -> Message | None: ...
+    There is no second stdlib attempt (`email.message_from_bytes`) after the fed parse fails:
+    it is the same parser over the same pieces, with more stack frames and more memory, so it
+    can only fail the same way.
+    """
+    try:
+        return _fed_tree(data), True
+    except Exception as exc:
+        defects.append(f"parser-fallback:headers-only ({type(exc).__name__})")
+        log.info("the MIME parser gave up (%s); reading the header block alone", type(exc).__name__)
+    try:
+        message = email.parser.BytesHeaderParser().parsebytes(data)
+    except Exception as exc:
+        raise UnparseableMessage(f"the header block cannot be read ({type(exc).__name__})") from exc
+    # The body stays one unparsed string; the walk reads it as text, so its words are kept.
+    return message, False
+
+
+class MailParserResult(Protocol):
+    """What is read of a `mailparser.MailParser` (mail-parser ships no types): the bodies it
+    decoded."""
+
     @property
     def text_plain(self) -> list[str]: ...
     @property
     def text_html(self) -> list[str]: ...
 
 
-def _build_tree(data: bytes, defects: list[str]) -> tuple[Message, MailParserResult | None]:
-    """(root part, the mail-parser result or None) with the fallbacks of the module docstring."""
+def _mail_parser_text(tree: Message, defects: list[str]) -> str:
+    """mail-parser's text of `tree`, for a message our own pass found no text in; "" when it
+    finds none or raises (recorded as `parser-fallback:stdlib`: the stdlib reading stands)."""
     try:
-        # mail-parser gets a tree fed in pieces (below) instead of the bytes: its
-        # `parse_from_bytes` parses the message as one string, whose StringIO copy costs about
-        # 8x the message at once (194 MB for 25 MB; bench/ingest); the tree is the same.
-        parsed: MailParserResult = mailparser.MailParser(_fed_tree(data))
+        parsed: MailParserResult = mailparser.MailParser(tree)
     except Exception as exc:
         defects.append(f"parser-fallback:stdlib ({type(exc).__name__})")
-        log.info("mail-parser gave up (%s); using the stdlib parser", type(exc).__name__)
-    else:
-        if parsed.message is not None:
-            return parsed.message, parsed
-    try:
-        return email.message_from_bytes(data), None
-    except Exception as exc:
-        defects.append(f"parser-fallback:headers-only ({type(exc).__name__})")
-    try:
-        message = email.parser.BytesHeaderParser().parsebytes(data)
-    except Exception as exc:
-        raise UnparseableMessage(f"the header block cannot be read ({type(exc).__name__})") from exc
-    # The body stays one unparsed string; the walk reads it as text, so its words are kept.
-    return message, None
-
-
-def _mail_parser_text(parsed: MailParserResult) -> str:
+        log.info("mail-parser gave up (%s); keeping the stdlib reading", type(exc).__name__)
+        return ""
     plain = [t for t in getattr(parsed, "text_plain", []) or [] if isinstance(t, str) and t.strip()]
     if plain:
         return _tidy("\n\n".join(plain))
@@ -354,12 +356,19 @@ def _first_values(tree: Message) -> dict[str, str]:
 
 def _unfold(value: str) -> str:
     """RFC 5322 §2.2.3 unfolding (CRLF before white space removed) and stray line breaks."""
+    if "\n" not in value and "\r" not in value:
+        return value.strip()  # one line already (most fields)
     return _LINE_BREAKS.sub(" ", _FOLD.sub("", value)).strip()
+
+
+def _has_surrogates(value: str) -> bool:
+    """Whether `value` carries raw 8-bit bytes (the stdlib's surrogate escapes)."""
+    return not value.isascii() and _SURROGATES.search(value) is not None
 
 
 def _decode_header_text(raw: str, name: str, defects: list[str]) -> str:
     value = _unfold(raw)
-    if _SURROGATES.search(value):
+    if _has_surrogates(value):
         # Raw 8-bit bytes in a header: UTF-8 per RFC 6532, else a legacy charset (a guess).
         raw_bytes = value.encode("ascii", "surrogateescape")
         value = _decode_bytes(raw_bytes, "utf-8", f"header {name}", defects)
@@ -413,6 +422,30 @@ def _q_decode(payload: str) -> bytes:
     return _Q_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
 
 
+# RFC 5322 atext without "=" and "?", so that no atom can hold an encoded word.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_SIMPLE_MAILBOX = re.compile(
+    rf"[ \t]*(?:(?:(?P<name>{_ATOM}(?:[ \t]+{_ATOM})*)[ \t]*)?<(?P<angle>{_DOT_ATOM}@{_DOT_ATOM})>"
+    rf"|(?P<bare>{_DOT_ATOM}@{_DOT_ATOM}))[ \t]*"
+)
+
+
+def _simple_mailboxes(value: str) -> list[tuple[str, str]] | None:
+    """(display name, address) of each mailbox of an address field in the shape nearly all
+    have, "Name <local@domain>" or a bare address, comma-separated, the name plain ASCII words;
+    None for any other shape. Both stdlib address parsers read these fields exactly so (no
+    quotes, comments, dots, groups or encoded words to interpret), at a small fraction of
+    their cost: the RFC 5322 parser took ~120 us of a ~600 us parse for one From field."""
+    mailboxes = []
+    for piece in value.split(","):
+        found = _SIMPLE_MAILBOX.fullmatch(piece)
+        if found is None:
+            return None
+        mailboxes.append((found["name"] or "", found["angle"] or found["bare"]))
+    return mailboxes
+
+
 def _addresses(
     raw: str | None, defects: list[str], name: str, *, keep_bare_names: bool = False
 ) -> list[tuple[str, str]]:
@@ -420,15 +453,17 @@ def _addresses(
     if not raw:
         return []
     value = _unfold(raw)
-    if _SURROGATES.search(value):
+    if _has_surrogates(value):
         raw_bytes = value.encode("ascii", "surrogateescape")
         value = _decode_bytes(raw_bytes, "utf-8", f"header {name}", defects)
     result: list[tuple[str, str]] = []
-    try:
-        parsed = email.utils.getaddresses([value])
-    except Exception:
-        defects.append(f"bad-address-header:{name}")
-        return []
+    parsed = _simple_mailboxes(value)
+    if parsed is None:
+        try:
+            parsed = email.utils.getaddresses([value])
+        except Exception:
+            defects.append(f"bad-address-header:{name}")
+            return []
     for display, address in parsed:
         address = address.strip().strip("<>").strip().lower()
         if not address or ("@" not in address and not keep_bare_names):
@@ -458,16 +493,20 @@ def _authors(tree: Message, defects: list[str]) -> list[tuple[str, str]]:
         if name.strip().lower() != "from":
             continue
         text = _unfold(value)
-        if _SURROGATES.search(text):
+        if _has_surrogates(text):
             text = _decode_bytes(text.encode("ascii", "surrogateescape"), "utf-8", "header From", defects)
-        try:
-            header: Any = email.policy.default.header_factory("From", text)
-            mailboxes = [(a.display_name, a.addr_spec) for a in header.addresses]
-            invalid = any(
-                isinstance(d, email.errors.InvalidHeaderDefect) for d in header.defects
-            )
-        except Exception:
-            mailboxes, invalid = [], True
+        simple = _simple_mailboxes(text)
+        if simple is not None:
+            mailboxes, invalid = simple, False
+        else:
+            try:
+                header: Any = email.policy.default.header_factory("From", text)
+                mailboxes = [(a.display_name, a.addr_spec) for a in header.addresses]
+                invalid = any(
+                    isinstance(d, email.errors.InvalidHeaderDefect) for d in header.defects
+                )
+            except Exception:
+                mailboxes, invalid = [], True
         if invalid:
             defects.append("from-not-rfc5322")
             angle = _ANGLE_ADDR.search(text)
@@ -727,17 +766,21 @@ class _Extraction:
             self._read_status(part)
             return
         if content_type == "text/rfc822-headers":
-            self._read_returned_headers(_part_text(part, content_type, self.defects))
+            self._read_returned_headers(
+                _part_text(part, content_type, self.defects, _type_params(part))
+            )
             return
-        named = bool(_filename(part, self.defects))
+        params = _type_params(part)
+        named = bool(_filename(part, self.defects, params))
         readable = content_type in {"text/plain", "text/html"}
         if readable and disposition != "attachment" and not named:
+            self._note_decoding_defects(part)
             if body:
                 kind = "plain" if content_type == "text/plain" else "html"
-                out.append((kind, _part_text(part, content_type, self.defects)))
+                out.append((kind, _part_text(part, content_type, self.defects, params)))
             return
         if collect:
-            self._attach(part, content_type, disposition)
+            self._attach(part, content_type, disposition, params)
 
     def _walk_alternative(
         self,
@@ -788,7 +831,8 @@ class _Extraction:
                 return
         self.defects.append(f"multipart-without-parts:{content_type}")
         if body:
-            text = _decode_bytes(raw, _param(part, "charset") or None, content_type, self.defects)
+            charset = _param(_type_params(part), "charset")
+            text = _decode_bytes(raw, charset or None, content_type, self.defects)
             out.append(("plain", text))
 
     def _walk_forwarded(
@@ -797,11 +841,11 @@ class _Extraction:
         inner = _inner_message(part)
         if inner is None:
             if collect:
-                self._attach(part, _content_type(part), _disposition(part))
+                self._attach(part, _content_type(part), _disposition(part), _type_params(part))
             return
         self._read_returned_headers_from(inner)
         if collect:
-            name = _filename(part, self.defects)
+            name = _filename(part, self.defects, _type_params(part))
             if not name:
                 raw_subject = str(inner.get("Subject", "") or "")
                 inner_subject = _decode_header_text(raw_subject, "Subject", self.defects)
@@ -821,10 +865,10 @@ class _Extraction:
             inner_text = self.readable_text(inner, depth=depth + 1, collect=False)
             out.append(("forward", _forward_block(inner, inner_text, self.defects)))
 
-    def _attach(self, part: Message, content_type: str, disposition: str) -> None:
+    def _attach(self, part: Message, content_type: str, disposition: str, params: _Params) -> None:
         data = _payload_bytes(part)
         content_id = _unfold(str(part.get("Content-ID", "") or "")).strip().strip("<>").strip()
-        name = _filename(part, self.defects)
+        name = _filename(part, self.defects, params)
         if content_type in _TNEF_TYPES or name.lower() == "winmail.dat":
             unpacked = _tnef_files(data, self.defects)
             if unpacked:
@@ -846,6 +890,23 @@ class _Extraction:
         for defect in getattr(part, "defects", ()) or ():
             self.defects.append(f"mime:{type(defect).__name__}")
 
+    def _note_decoding_defects(self, part: Message) -> None:
+        """Damaged base64 in a text part (bad characters, bad padding): the stdlib finds it only
+        while decoding, so the part is decoded its way once for the defects it adds (our own
+        decoding, `_payload_bytes`, takes a faster route that reports nothing)."""
+        if str(part.get("Content-Transfer-Encoding", "")).lower() != "base64":
+            return  # the stdlib's own test: only then does it decode base64
+        defects = getattr(part, "defects", None)
+        if not isinstance(defects, list):
+            return
+        known = len(defects)
+        try:
+            part.get_payload(decode=True)
+        except Exception:
+            return
+        for defect in defects[known:]:
+            self.defects.append(f"mime:{type(defect).__name__}")
+
     # ---- RFC 3464 delivery status notifications
 
     def _read_status(self, part: Message) -> None:
@@ -853,7 +914,7 @@ class _Extraction:
         if isinstance(payload, list):
             self.status_blocks.extend(block for block in payload if isinstance(block, Message))
             return
-        text = _part_text(part, "message/delivery-status", self.defects)
+        text = _part_text(part, "message/delivery-status", self.defects, _type_params(part))
         for chunk in re.split(r"\r?\n[ \t]*\r?\n", text):
             if chunk.strip():
                 block = email.parser.HeaderParser().parsestr(chunk.strip() + "\n")
@@ -1028,7 +1089,7 @@ def _payload_bytes(part: Message) -> bytes:
     return b""
 
 
-def _part_text(part: Message, content_type: str, defects: list[str]) -> str:
+def _part_text(part: Message, content_type: str, defects: list[str], params: _Params) -> str:
     data = _payload_bytes(part)
     omitted = ""
     if len(data) > MAX_TEXT_PART_BYTES:
@@ -1043,22 +1104,42 @@ def _part_text(part: Message, content_type: str, defects: list[str]) -> str:
             f"\n\n[{rest} more bytes of this {content_type} part are not shown here; "
             f"the original message is kept whole (part sha256 {digest})]"
         )
-    declared = _param(part, "charset")
+    declared = _param(params, "charset")
     if not declared and content_type == "text/html":
         meta = _META_CHARSET.search(data[:4096])
         if meta:
             declared = meta.group(1).decode("ascii", "replace")
     text = _decode_bytes(data, declared or None, content_type, defects)
-    if _param(part, "format").lower() == "flowed":
-        text = _unflowed(text, delete_space=_param(part, "delsp").lower() == "yes")
+    if _param(params, "format").lower() == "flowed":
+        text = _unflowed(text, delete_space=_param(params, "delsp").lower() == "yes")
     return text + omitted
 
 
-def _param(part: Message, name: str) -> str:
+_Params = list[tuple[str, Any]] | None
+"""A part's Content-Type parameters as `Message.get_params` gives them (unquoted, RFC 2231
+continuations joined); None when the part has no Content-Type or it cannot be read."""
+
+
+def _type_params(part: Message) -> _Params:
+    """The Content-Type parameters of `part`, parsed once for all the look-ups of one part
+    (every `Message.get_param` parses the whole field again)."""
     try:
-        value = part.get_param(name)
+        params = part.get_params()
     except Exception:
-        return ""
+        return None
+    return params if isinstance(params, list) else None
+
+
+def _raw_param(params: _Params, name: str, missing: Any = None) -> Any:
+    """The parameter `name` (lower case) as `Message.get_param` finds it: the first so named."""
+    for key, value in params or ():
+        if key.lower() == name:
+            return value
+    return missing
+
+
+def _param(params: _Params, name: str) -> str:
+    value = _raw_param(params, name)
     if isinstance(value, tuple):  # an RFC 2231 encoded value
         value = email.utils.collapse_rfc2231_value(value)
     return value.strip() if isinstance(value, str) else ""
@@ -1083,20 +1164,32 @@ def _unflowed(text: str, *, delete_space: bool) -> str:
     return "\n".join(out)
 
 
-def _filename(part: Message, defects: list[str]) -> str:
+def _filename(part: Message, defects: list[str], params: _Params) -> str:
     try:
-        name = part.get_filename()  # RFC 2231 (charset, continuations) and the `name` fallback
+        name = _raw_filename(part, params)
     except Exception:
         name = None
     if not name:
         return ""
     name = str(name)
-    if _SURROGATES.search(name):
+    if _has_surrogates(name):
         name = _decode_bytes(name.encode("ascii", "surrogateescape"), "utf-8", "filename", defects)
     if "=?" in name:
         # Outlook and others put RFC 2047 words in filename parameters (RFC 2047 §5 forbids it).
         name = _decode_encoded_words(name, "filename", defects)
     return _safe_name(name)
+
+
+def _raw_filename(part: Message, params: _Params) -> str | None:
+    """`Message.get_filename()`, reading Content-Type's `name` from `params`: Content-Disposition's
+    `filename`, else the `name` fallback; RFC 2231 charsets and continuations applied."""
+    missing = object()
+    name: Any = part.get_param("filename", missing, "content-disposition")
+    if name is missing:
+        name = _raw_param(params, "name", missing)
+    if name is missing:
+        return None
+    return email.utils.collapse_rfc2231_value(name).strip()
 
 
 def _safe_name(name: str) -> str:

@@ -81,19 +81,19 @@ _QUOTED_LINE = re.compile(r"^[ \t]*>")
 _QUOTE_MARKERS = re.compile(r"^[ \t>]*")
 # Attribution lines of other languages our customers' colleagues write in (English and
 # Portuguese are above): German, Spanish, French, Italian, Dutch, Danish/Swedish, Polish, Czech.
-# Matched one stripped line at a time.
-_FOREIGN_ATTRIBUTIONS = tuple(
-    re.compile(rf"^{_QUOTE}{pattern}$", re.IGNORECASE)
-    for pattern in (
-        r"Am\s.+\sschrieb\s.+:",
-        r"El\s.+\sescribi[óo]\s?.*:",
-        r"Le\s.+\sa [ée]crit\s?.*:",
-        r"Il\s.+\sha scritto\s?.*:",
-        r"Op\s.+\sschreef\s?.*:",
-        r"Den\s.+\sskrev\s?.*:",
-        r"Dnia\s.+\s(?:nades[łl]a[łl]|napisa[łl]\(a\))\s?.*:",
-        r"Dne\s.+\snapsal\(a\)\s?.*:",
-    )
+# Matched one stripped line at a time, all languages in one pattern (one match call per line).
+_FOREIGN_ATTRIBUTION = re.compile(
+    rf"^{_QUOTE}(?:"
+    r"Am\s.+\sschrieb\s.+:"
+    r"|El\s.+\sescribi[óo]\s?.*:"
+    r"|Le\s.+\sa [ée]crit\s?.*:"
+    r"|Il\s.+\sha scritto\s?.*:"
+    r"|Op\s.+\sschreef\s?.*:"
+    r"|Den\s.+\sskrev\s?.*:"
+    r"|Dnia\s.+\s(?:nades[łl]a[łl]|napisa[łl]\(a\))\s?.*:"
+    r"|Dne\s.+\snapsal\(a\)\s?.*:"
+    r")$",
+    re.IGNORECASE,
 )
 _MAX_SCANNED_LINES = 5000
 """Quote headers are looked for in this many lines; a pasted 50 MB log is not scanned to its end."""
@@ -122,6 +122,8 @@ def split_reply(text: str) -> ReplyParts:
         unquoted = _without_trailing_quote(kept)
         quoted = [line for line in kept[len(unquoted):] if _QUOTED_LINE.match(line)] + quoted
         kept = _without_signature(unquoted)
+        if len(kept) == len(unquoted):
+            break  # no signature was cut, so another round would cut nothing either
     result = _trimmed(kept)
     if not result:
         return ReplyParts(_trimmed(lines), "")
@@ -180,20 +182,30 @@ def _substantive(quoted: str) -> list[str]:
 
 def _quote_header_line(lines: list[str]) -> int | None:
     limit = min(len(lines), _MAX_SCANNED_LINES)
+    # Every quote header pattern ends its line in ":" or "-" (white space aside), and a header
+    # block line has a ":"; the last visible character of each line is taken once, so the lines
+    # of prose, which end otherwise, skip the patterns (most lines of most messages).
+    ends = [line.rstrip()[-1:] for line in lines[: limit + 1]]
     for index in range(limit):
+        end = ends[index]
+        if not end:
+            continue  # a blank line
         line = lines[index]
-        if not line.strip():
-            continue
-        if _FORWARD_SEPARATOR.match(line):
-            # Everything below a forward separator is the forwarded message: content, never cut.
-            return None
-        if _SEPARATOR.match(line) or _ATTRIBUTION_ONE_LINE.match(line):
+        if end in ":-":
+            if _FORWARD_SEPARATOR.match(line):
+                # Everything below a forward separator is the forwarded message: content, never cut.
+                return None
+            if _SEPARATOR.match(line) or _ATTRIBUTION_ONE_LINE.match(line):
+                return _include_rule_above(lines, index)
+        if (
+            index + 1 < len(lines)
+            and ends[index + 1] == ":"
+            and _is_wrapped_attribution(line, lines[index + 1])
+        ):
             return _include_rule_above(lines, index)
-        if index + 1 < len(lines) and _is_wrapped_attribution(line, lines[index + 1]):
+        if ":" in line and _is_outlook_header_block(lines, index):
             return _include_rule_above(lines, index)
-        if _is_outlook_header_block(lines, index):
-            return _include_rule_above(lines, index)
-        if len(line) < 400 and any(pattern.match(line.strip()) for pattern in _FOREIGN_ATTRIBUTIONS):
+        if end == ":" and len(line) < 400 and _FOREIGN_ATTRIBUTION.match(line.strip()):
             return _include_rule_above(lines, index)
     return None
 
@@ -244,12 +256,20 @@ def _without_trailing_quote(lines: list[str]) -> list[str]:
 
 
 def _without_signature(lines: list[str]) -> list[str]:
+    # A mobile client's line counts only with at most two non-blank lines below it: from the
+    # third non-blank line from the end on (from the top when there are fewer).
+    near_end = len(lines)
+    below = 0
+    while near_end > 0 and below < 3:
+        near_end -= 1
+        if lines[near_end].strip():
+            below += 1
     for index, line in enumerate(lines):
         if index == 0:
             continue
-        if _SIGNATURE_SEPARATOR.match(line):
+        if line.startswith("--") and _SIGNATURE_SEPARATOR.match(line):
             return lines[:index]
-        if _MOBILE_SIGNATURE.match(line):
+        if index >= near_end and _MOBILE_SIGNATURE.match(line):
             # Only at the end of the new text, where clients put it: "Sent from my laptop,
             # the link is fine" in the middle of a message is the customer's words.
             rest = [later for later in lines[index + 1 :] if later.strip()]

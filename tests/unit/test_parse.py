@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import email.errors
+import email.policy
 import hashlib
 import os
+import string
 import tomllib
 import tracemalloc
 from datetime import UTC, datetime
@@ -12,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from mailcase.domain import AutoKind
 from mailcase.errors import MailcaseError
@@ -144,6 +149,16 @@ def test_a_message_nested_past_the_bound_is_refused_before_any_parser_runs() -> 
         parse_message(flat, max_parts=29)
 
 
+def test_parts_far_into_a_large_message_are_counted() -> None:
+    log = "2025-06-03T10:00:00Z trunk-7 SIP/2.0 503 Service Unavailable\r\n" * 60  # ~4 KB a part
+    wide = "".join(f"--w\r\nContent-Type: text/plain\r\n\r\n{log}" for _ in range(40)) + "--w--\r\n"
+    data = (BASIC.replace("\n", "\r\n") + '\r\nContent-Type: multipart/mixed; boundary="w"\r\n\r\n' + wide).encode()
+    assert len(data) > 150_000
+    assert parse_message(data, max_parts=40).subject == "Trunk down"
+    with pytest.raises(UnparseableMessage, match="more than 39 MIME parts"):
+        parse_message(data, max_parts=39)
+
+
 def test_hostile_headers_do_not_crash_and_are_capped() -> None:
     many = "\n".join(f"X-Junk-{i}: {'=?utf-8?B?' + '!' * 5 + '?='}" for i in range(1500))
     data = _message(BASIC + "\n" + many + "\nReferences: <<<>>> <a@b> <@> <x@y\nIn-Reply-To: garbage")
@@ -166,6 +181,57 @@ def test_addresses_are_lower_cased_bare_and_the_from_name_is_kept() -> None:
     assert message.to == ("support@support.example.com", "sam@acme.example")
     assert message.cc == ("lee@acme.example",)
     assert message.reply_to == ("noc@acme.example",)
+
+
+def test_plain_address_fields_read_every_mailbox() -> None:
+    data = _message(
+        "From: AT&T  NOC <Noc@ATT.example>\n"
+        "To: Support Desk <SUPPORT@support.example.com>,lee@acme.example , <sam@acme.example>\n"
+        "Cc: O'Brien\t<o.brien+noc@acme.example>\nSubject: x"
+    )
+    message = parse_message(data)
+    assert (message.from_name, message.from_address) == ("AT&T NOC", "noc@att.example")
+    assert message.to == ("support@support.example.com", "lee@acme.example", "sam@acme.example")
+    assert message.cc == ("o.brien+noc@acme.example",)
+    assert "from-not-rfc5322" not in message.defects
+
+
+# Words of RFC 5322 atext, now and then with a character that changes how a field is read.
+_FIELD_WORDS = st.text(string.ascii_letters + string.digits + "!#$%&'*+/^_`{|}~-" + '=?."(),;:@', min_size=1, max_size=6)
+
+
+@st.composite
+def _from_fields(draw: st.DrawFn) -> str:
+    mailboxes = []
+    for _ in range(draw(st.integers(1, 3))):
+        local = ".".join(draw(st.lists(_FIELD_WORDS, min_size=1, max_size=2)))
+        domain = ".".join(draw(st.lists(_FIELD_WORDS, min_size=1, max_size=3)))
+        name = " ".join(draw(st.lists(_FIELD_WORDS, max_size=3)))
+        address = f"{local}@{domain}"
+        mailboxes.append(f"{name} <{address}>" if name else draw(st.sampled_from([address, f"<{address}>"])))
+    return draw(st.sampled_from([", ", ","])).join(mailboxes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_from_fields())
+def test_a_valid_from_field_reads_as_the_rfc_5322_parser_reads_it(field: str) -> None:
+    try:
+        reference: Any = email.policy.default.header_factory("From", field)
+        mailboxes = reference.addresses
+    except Exception:  # the stdlib parser trips over some invalid fields; those are held
+        mailboxes = None
+    assume(mailboxes is not None)
+    assume(not any(isinstance(defect, email.errors.InvalidHeaderDefect) for defect in reference.defects))
+    expected = []
+    for mailbox in mailboxes:
+        address = mailbox.addr_spec.strip().lower()
+        local, _, domain = address.rpartition("@")
+        if local and domain and " " not in address:
+            expected.append((" ".join(mailbox.display_name.split()), address))
+    message = parse_message(_message(f"From: {field}\nSubject: x"))
+    assert message.from_addresses == tuple(dict.fromkeys(address for _, address in expected))
+    if len(expected) == 1:
+        assert (message.from_name, message.from_address) == expected[0]
 
 
 def test_encoded_display_name_with_a_comma_does_not_split_the_address() -> None:
@@ -257,6 +323,37 @@ def test_empty_plain_alternative_falls_back_to_html() -> None:
     )
     message = parse_message(_message(BASIC + '\nContent-Type: multipart/alternative; boundary="b"', body))
     assert message.text == "Only the HTML says it"
+
+
+def test_a_named_inline_text_part_alone_is_still_the_text() -> None:
+    # Our own pass files a named part as an attachment and finds no text; mail-parser, asked
+    # only then, reads the inline part as the body.
+    headers = BASIC + '\nContent-Type: text/plain; charset=utf-8\nContent-Disposition: inline; filename="note.txt"'
+    message = parse_message(_message(headers, "The trunk is down again.\n"))
+    assert message.text == "The trunk is down again."
+    assert "body-from-mail-parser" in message.defects
+    assert [attachment.filename for attachment in message.attachments] == ["note.txt"]
+
+
+def test_when_mail_parser_trips_over_a_message_without_text_the_stdlib_reading_stands() -> None:
+    # Mixed RFC 2231 continuations make the stdlib's parameter decoding raise inside mail-parser.
+    body = '--b\r\nContent-Type: text/calendar; name*1="b.ics"; name*="a.ics"\r\n\r\nBEGIN:VCALENDAR\r\n--b--\r\n'
+    message = parse_message(_message(BASIC + '\nContent-Type: multipart/mixed; boundary="b"', body))
+    assert message.text == ""
+    assert "parser-fallback:stdlib (TypeError)" in message.defects
+    assert [attachment.data for attachment in message.attachments] == [b"BEGIN:VCALENDAR"]
+
+
+def test_damaged_base64_in_a_text_part_is_recorded() -> None:
+    encoded = base64.b64encode("Ligações caindo na filial".encode()).decode()
+    body = (
+        f"--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded[:-2]}\r\n"
+        f"--b\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n!{encoded}\r\n--b--\r\n"
+    )
+    message = parse_message(_message(BASIC + '\nContent-Type: multipart/alternative; boundary="b"', body))
+    assert message.text.startswith("Ligações caindo")
+    assert "mime:InvalidBase64PaddingDefect" in message.defects  # the plain part, read
+    assert "mime:InvalidBase64CharactersDefect" in message.defects  # the HTML part, not read
 
 
 def test_html_charset_from_meta_tag_when_the_header_has_none() -> None:
