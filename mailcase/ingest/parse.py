@@ -743,7 +743,7 @@ class _Extraction:
         content_type = _content_type(part)
         disposition = _disposition(part)
         if content_type.startswith("multipart/"):
-            children = part.get_payload()
+            children = _payload(part)
             if not isinstance(children, list):
                 self._walk_broken_multipart(
                     part, content_type, depth, out, body=body, collect=collect
@@ -910,7 +910,7 @@ class _Extraction:
     # ---- RFC 3464 delivery status notifications
 
     def _read_status(self, part: Message) -> None:
-        payload = part.get_payload()
+        payload = _payload(part)
         if isinstance(payload, list):
             self.status_blocks.extend(block for block in payload if isinstance(block, Message))
             return
@@ -1019,7 +1019,7 @@ def _tnef_files(data: bytes, defects: list[str]) -> list[AttachmentPart]:
 def _alternative_rank(part: Message) -> int:
     leaf = part
     for _ in range(MAX_DEPTH):
-        payload = leaf.get_payload()
+        payload = _payload(leaf)
         if not isinstance(payload, list) or not payload or not isinstance(payload[0], Message):
             break
         leaf = payload[0]
@@ -1064,8 +1064,23 @@ def _disposition(part: Message) -> str:
         return ""
 
 
+def _payload(part: Message) -> Any:
+    """`part.get_payload()`: a list of parts, or the undecoded text. The stdlib raises on some
+    hostile parts (TypeError for 8-bit text under an RFC 2231 `charset*=` parameter, which it reads
+    as a tuple); then the text is the transfer-decoded bytes, undecoded (surrogate escapes), which is
+    what the callers decode themselves."""
+    try:
+        return part.get_payload()
+    except Exception:
+        try:
+            data = part.get_payload(decode=True)
+        except Exception:
+            return ""
+        return data.decode("ascii", "surrogateescape") if isinstance(data, bytes) else ""
+
+
 def _payload_bytes(part: Message) -> bytes:
-    raw_payload = part.get_payload()
+    raw_payload = _payload(part)
     encoding = str(part.get("Content-Transfer-Encoding", "") or "").strip().lower()
     if encoding == "base64" and isinstance(raw_payload, str) and raw_payload.isascii():
         # One pass over the encoded text, skipping line breaks (RFC 2045 §6.8): the stdlib
@@ -1080,7 +1095,7 @@ def _payload_bytes(part: Message) -> bytes:
         payload = None
     if isinstance(payload, bytes):
         return payload
-    raw = part.get_payload()
+    raw = _payload(part)
     if isinstance(raw, str):
         return raw.encode("ascii", "surrogateescape")
     if isinstance(raw, list):
@@ -1212,7 +1227,7 @@ def _invented_name(content_type: str, content_id: str, index: int) -> str:
 
 
 def _inner_message(part: Message) -> Message | None:
-    payload = part.get_payload()
+    payload = _payload(part)
     if isinstance(payload, list):
         return payload[0] if payload and isinstance(payload[0], Message) else None
     data = _payload_bytes(part)

@@ -507,3 +507,26 @@ def test_digest_counts_sender_subject_and_attachments() -> None:
     resent = parse_message(_message(BASIC + "\nContent-Type: text/plain"))
     attached = _parse("attachment_only.eml")
     assert resent.content_digest != attached.content_digest
+
+
+HOSTILE_HEAD = b"From: a@b.example\r\nTo: support@x.example\r\nSubject: down\r\nMessage-ID: <1@b.example>\r\nMIME-Version: 1.0\r\n"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"Content-Type: text/plain; charset*=utf-8''%C3%A9\r\nContent-Transfer-Encoding: 8bit\r\n\r\nCaf\xc3\xa9 down\r\n",
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain; charset*=utf-8''%C3%A9\r\nContent-Transfer-Encoding: 8bit\r\n\r\nCaf\xc3\xa9 down\r\n"
+        b"--b\r\nContent-Type: message/rfc822; charset*=utf-8''%C3%A9\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        b"From: x@y.example\r\nSubject: inner\r\n\r\nInn\xc3\xa9r\r\n--b--\r\n",
+    ],
+    ids=["single-part", "forwarded"],
+)
+def test_eight_bit_text_under_an_rfc2231_charset_parameter_is_read_not_a_crash(body: bytes) -> None:
+    # The stdlib's get_payload() raises TypeError here (it reads `charset*=` as a tuple); the
+    # pipeline only expects UnparseableMessage, so the sender got 451 for ever.
+    message = parse_message(HOSTILE_HEAD + body)
+
+    assert message.text.startswith("Café down")
+    assert "charset-guess:utf-8 for text/plain" in message.defects
