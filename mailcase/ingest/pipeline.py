@@ -224,6 +224,11 @@ class Pipeline:
             parse_error = ""
         except UnparseableMessage as exc:
             message, parse_error = None, exc.reason
+        except Exception as exc:
+            # Hostile bytes that break a library under us: the message is kept and held with the
+            # reason (an agent sees it, `trace` says why) rather than deferred (451) for ever.
+            log.exception("the parser failed on a message; it is held")
+            message, parse_error = None, f"the parser failed ({type(exc).__name__}); see the daemon's log"
         # The sender's evidence, before the transaction too: our own DKIM check may wait on DNS.
         verdict = self.verdict(raw.data, message, raw.envelope_to) if message is not None else NO_VERDICT
         if verdict.temporary and self.policy is SenderPolicy.ENFORCE:
