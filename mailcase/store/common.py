@@ -3,6 +3,7 @@ insert-or-ignore, and `Prepared` statements (the hot path's way to the driver)."
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -137,40 +138,23 @@ class Prepared:
         self.__name__ = build.__name__
 
     def run(self, session: Session, params: Mapping[str, Any] | None = None) -> Rows:
-        """Execute once with `params`; the rows it returned (RETURNING or SELECT) or its row count."""
-        return self._execute(session, [params or {}])
+        """Execute once with `params` in the session's transaction; the rows it returned (RETURNING
+        or SELECT) and its row count."""
+        return self.run_on(_flushed_connection(session), params)
 
     def run_many(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row of `rows` (all with the same keys) as one driver executemany; no RETURNING."""
         if rows:
-            self._execute(session, rows, many=True)
+            connection = _flushed_connection(session)
+            form = self._form(connection.dialect, tuple(rows[0]))
+            on_driver(connection, form.sql, [form.parameters(row) for row in rows], many=True)
 
-    def _execute(self, session: Session, batch: Sequence[Mapping[str, Any]], *, many: bool = False) -> Rows:
-        if session.autoflush:
-            session.flush()
-        connection = _connection(session)
-        dialect = connection.dialect
-        form = self._form(dialect, tuple(batch[0]))
-        values: Any = [form.parameters(params) for params in batch] if many else form.parameters(batch[0])
-        pooled = connection.connection
-        cursor = pooled.cursor()
-        try:
-            if many:
-                cursor.executemany(form.sql, values)
-            else:
-                cursor.execute(form.sql, values)
-            rows = form.convert(cursor.fetchall()) if not many and cursor.description else []
-            rowcount = cursor.rowcount
-        except dialect.loaded_dbapi.Error as error:
-            lost = dialect.is_disconnect(error, pooled.dbapi_connection, cursor)
-            if lost:
-                connection.invalidate(error)
-            raise sa.exc.DBAPIError.instance(
-                form.sql, values, error, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
-            ) from error
-        finally:
-            cursor.close()
-        return Rows(rows, rowcount if rowcount is not None and rowcount >= 0 else 0)
+    def run_on(self, connection: sa.Connection, params: Mapping[str, Any] | None = None) -> Rows:
+        """`run` on a Core connection, in its transaction (delivery's statements)."""
+        params = params or {}
+        form = self._form(connection.dialect, tuple(params))
+        rows, rowcount = on_driver(connection, form.sql, form.parameters(params))
+        return Rows(form.convert(rows) if rows else [], rowcount)
 
     def _form(self, dialect: sa.Dialect, keys: tuple[str, ...]) -> _Form:
         form = self._forms.get((dialect.name, keys))
@@ -178,6 +162,43 @@ class Prepared:
             with self._lock:
                 form = self._forms.setdefault((dialect.name, keys), _compile(self._build(dialect.name), dialect, keys))
         return form
+
+
+def on_driver(connection: sa.Connection, sql: str, values: Any, *, many: bool = False) -> tuple[Sequence[Any], int]:
+    """Run `sql` with the driver's own parameters on `connection`'s cursor, in its transaction: the
+    rows it returned and its row count. A driver error is raised as SQLAlchemy's wrapper of it,
+    without the values (they are customers' mail: never in a log), and a connection the driver lost
+    is invalidated, as `Connection.execute` does, so `is_transient` judges it the same."""
+    dialect = connection.dialect
+    pooled = connection.connection
+    cursor = pooled.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, values)
+        else:
+            cursor.execute(sql, values)
+        rows = cursor.fetchall() if not many and cursor.description else []
+        rowcount = cursor.rowcount
+    except dialect.loaded_dbapi.Error as error:
+        lost = dialect.is_disconnect(error, pooled.dbapi_connection, cursor)
+        wrapped = sa.exc.DBAPIError.instance(
+            sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True, connection_invalidated=lost,
+            dialect=dialect,
+        )
+        if lost:
+            connection.invalidate(error)
+        raise wrapped from error
+    finally:
+        with contextlib.suppress(Exception):  # a lost connection: the caller sees the first error
+            cursor.close()
+    return rows, rowcount if rowcount is not None and rowcount >= 0 else 0
+
+
+def _flushed_connection(session: Session) -> sa.Connection:
+    """The session's connection after its pending ORM changes are flushed (autoflush, as `Session.execute`)."""
+    if session.autoflush:
+        session.flush()
+    return _connection(session)
 
 
 _CONNECTION = "mailcase.prepared.connection"
