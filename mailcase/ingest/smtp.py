@@ -593,6 +593,7 @@ class _SupportSMTP(_HooksOnlyDir, SMTP):
         # report. The only bound left on DATA is the message size (552 5.3.4).
         self._stream_reader.__class__ = _LongLineReader  # type: ignore[attr-defined]
         self._transaction: asyncio.Future[None] | None = None
+        self._continued: list[bytes] = []
 
     @property
     def in_data(self) -> bool:
@@ -675,7 +676,16 @@ class _SupportSMTP(_HooksOnlyDir, SMTP):
         # status code; every 552 it sends is about size, so give it RFC 3463's 5.3.4.
         if isinstance(status, str) and status.startswith("552 ") and "5.3.4" not in status:
             status = REPLY_TOO_BIG
-        await super().push(status)
+        line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") if isinstance(status, str) else status
+        if line[3:4] == b"-":
+            # A multi-line reply (EHLO's) goes out in one write when its last line comes, instead
+            # of one send() per line: one reply, one segment for the client to read.
+            self._continued.append(line)
+            return
+        if self._continued:
+            line = b"\r\n".join([*self._continued, line])
+            self._continued.clear()
+        await super().push(line)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         if self._support.stopping:
