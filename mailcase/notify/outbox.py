@@ -63,6 +63,7 @@ from mailcase.notify.render import Rendered, Renderer
 from mailcase.notify.transport import Envelope, SendOutcome, SendResult, Transport
 from mailcase.rules.tokens import reply_address, staff_reply_address
 from mailcase.store import outbox as store
+from mailcase.store.common import savepoint
 from mailcase.store.engine import committed, is_transient, sqlite_writer_turn, transaction
 from mailcase.store.outbox import ClaimedNotice, RelayPause, SentCopy
 
@@ -432,7 +433,7 @@ class _Batch:
                 # database refuses can never undo the 250's record. A lost connection fails both
                 # and the whole is tried again, like the 250 alone before.
                 try:
-                    with connection.begin_nested():
+                    with savepoint(connection, "sent_copy"):
                         store.record_sent_copy(connection, notice=notice, copy=copy, now=now)
                 except Exception as error:
                     if is_transient(error):

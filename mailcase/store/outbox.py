@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailcase.domain import AutoKind, Direction, EventKind, NotificationIntent, OutboxState
-from mailcase.store.common import rows_affected, table_of
+from mailcase.store.common import execute_on_driver, rows_affected, table_of
 from mailcase.store.models import (
     Attachment,
     CaseEvent,
@@ -420,8 +420,9 @@ def renew_lease(connection: sa.Connection, *, ids: Sequence[int], holder: str, u
 
 def record_sent(connection: sa.Connection, *, notice_id: int, values: Mapping[str, Any]) -> None:
     """Write a 250's outcome (`values`: outbox columns) whoever holds the row now: the message was
-    accepted, so it must never be sent again."""
-    connection.execute(_set_sent(), {"outbox_id": notice_id, **values})
+    accepted, so it must never be sent again. On the driver's cursor (`execute_on_driver`): it
+    runs once per notice sent."""
+    execute_on_driver(connection, _set_sent(), {"outbox_id": notice_id, **values})
 
 
 def record_if_held(connection: sa.Connection, *, notice_id: int, holder: str, values: Mapping[str, Any]) -> bool:
@@ -465,8 +466,10 @@ def record_sent_copy(connection: sa.Connection, *, notice: ClaimedNotice, copy: 
     if notice.in_reply_to and notice.in_reply_to not in references:
         references.append(notice.in_reply_to)
     # The row as INSERT parameters, no `Message` object: building and validating one per sent
-    # notice cost more than the insert (issue 16). Every column but the generated id and raw_id.
-    connection.execute(
+    # notice cost more than the insert (issue 16); on the driver's cursor (`execute_on_driver`)
+    # for the same reason. Every column but the generated id.
+    execute_on_driver(
+        connection,
         _insert_message(),
         {
             "case_id": notice.case_id,
