@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from mailcase.errors import TransientError
+from mailcase.store.common import execute_sql_on_driver
 
 MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
 
@@ -54,7 +55,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # On the driver's cursor: every transaction begins here, and SQLAlchemy's execution machinery
+    # cost several times SQLite's own work for this statement (`execute_on_driver`).
+    execute_sql_on_driver(conn, "BEGIN IMMEDIATE")
 
 
 def is_postgres(session_or_engine: Session | Engine | sa.Connection) -> bool:
