@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import secrets
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -321,9 +322,11 @@ def _parameter(name: str, value: str) -> str:
 # Bodies
 
 
+@functools.lru_cache(maxsize=8)
 def _text_part(subtype: str, text: str) -> bytes:
     """A text/<subtype> part in UTF-8: 7bit when it is ASCII with short lines, else
-    quoted-printable (lines of at most 76 characters, RFC 2045 §6.7)."""
+    quoted-printable (lines of at most 76 characters, RFC 2045 §6.7). The last few are kept: the
+    notices of one case to each technician of a team have the same text, encoded once."""
     data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     if data.isascii() and b"\0" not in data and max(map(len, data.split(b"\n"))) <= FOLD_AT:
         encoding, body = "7bit", data

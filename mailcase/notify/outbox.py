@@ -38,7 +38,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -286,9 +286,18 @@ class _Batch:
         outbound = settings.outbound
         prepared: list[tuple[ClaimedNotice, Rendered, str]] = []
         envelopes: list[Envelope] = []
+        # A case's notice to each technician of a team is the same template with the same values
+        # (only the recipient and the reply token differ): rendered once per pass, not per person.
+        renders: dict[tuple[str, str, int | None], tuple[Mapping[str, Any], Rendered]] = {}
         for notice in self.claimed:
             try:
-                rendered = renderer.render(notice.template, notice.locale, notice.template_context)
+                key = (notice.template, notice.locale, notice.case_id)
+                earlier = renders.get(key)
+                if earlier is not None and earlier[0] == notice.template_context:
+                    rendered = earlier[1]
+                else:
+                    rendered = renderer.render(notice.template, notice.locale, notice.template_context)
+                    renders[key] = (notice.template_context, rendered)
                 reply_to = (
                     staff_reply_address(
                         settings.smtp.support_address, notice.reply_token_case, notice.reply_token_staff, secret
