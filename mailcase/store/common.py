@@ -53,7 +53,7 @@ def table_of(model: type[SQLModel]) -> sa.Table:
 # Statements run on the driver's cursor
 
 
-def execute_on_driver(connection: sa.Connection, statement: sa.Executable, values: Mapping[str, Any]) -> int:
+def execute_on_driver(connection: sa.Connection, statement: sa.Insert | sa.Update | sa.Delete, values: Mapping[str, Any]) -> int:
     """Run a Core INSERT, UPDATE or DELETE with `values` on the driver's own cursor, in
     `connection`'s transaction; returns the rows it changed.
 
@@ -108,7 +108,9 @@ class _DriverStatement:
 
 
 @functools.lru_cache(maxsize=64)
-def _driver_statement(statement: sa.Executable, dialect: sa.Dialect, names: tuple[str, ...]) -> _DriverStatement:
+def _driver_statement(
+    statement: sa.Insert | sa.Update | sa.Delete, dialect: sa.Dialect, names: tuple[str, ...]
+) -> _DriverStatement:
     compiled = statement.compile(dialect=dialect, column_keys=list(names))
     assert isinstance(compiled, SQLCompiler)
     positional = bool(dialect.positional)
@@ -116,7 +118,7 @@ def _driver_statement(statement: sa.Executable, dialect: sa.Dialect, names: tupl
     missing = [name for name in bound if name not in names]
     if missing:
         raise ValueError(f"no value for {', '.join(missing)}: execute_on_driver fills no defaults")
-    escaped = compiled.escaped_bind_names or {}
+    escaped: Mapping[str, str] = compiled.escaped_bind_names or {}
     return _DriverStatement(
         sql=compiled.string,
         names=tuple(bound),
