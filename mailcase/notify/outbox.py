@@ -57,11 +57,11 @@ from mailcase.notify.compose import (
     MailAttachment,
     OutgoingMail,
     compose,
+    reply_to_address,
 )
 from mailcase.notify.ics import invitation
 from mailcase.notify.render import Rendered, Renderer
 from mailcase.notify.transport import Envelope, SendOutcome, SendResult, Transport
-from mailcase.rules.tokens import reply_address, staff_reply_address
 from mailcase.store import outbox as store
 from mailcase.store.common import savepoint
 from mailcase.store.engine import committed, is_transient, sqlite_writer_turn, transaction
@@ -298,17 +298,11 @@ class _Batch:
                 else:
                     rendered = renderer.render(notice.template, notice.locale, notice.template_context)
                     renders[key] = (notice.template_context, rendered)
-                reply_to = (
-                    staff_reply_address(
-                        settings.smtp.support_address, notice.reply_token_case, notice.reply_token_staff, secret
-                    )
-                    if notice.reply_token_case is not None and notice.reply_token_staff
-                    else reply_address(settings.smtp.support_address, notice.reply_token_case, secret)
-                    if notice.reply_token_case is not None
-                    else ""
+                reply_to = reply_to_address(
+                    settings.smtp.support_address, notice.reply_token_case, notice.reply_token_staff, secret
                 )
                 message = compose(
-                    _outgoing(notice, now),
+                    _outgoing(notice, now, reply_to),
                     rendered,
                     from_address=outbound.from_address,
                     from_name=outbound.from_name,
@@ -595,7 +589,7 @@ def _attachment(filename: str, content_type: str, data: bytes) -> MailAttachment
     return MailAttachment(filename=filename, content_type=main, data=data, params=pairs)
 
 
-def _outgoing(notice: ClaimedNotice, now: datetime) -> OutgoingMail:
+def _outgoing(notice: ClaimedNotice, now: datetime, reply_to: str) -> OutgoingMail:
     return OutgoingMail(
         message_id=notice.message_id,
         recipients=notice.recipients,
@@ -608,6 +602,7 @@ def _outgoing(notice: ClaimedNotice, now: datetime) -> OutgoingMail:
         reply_token_staff=notice.reply_token_staff,
         locale=notice.locale,
         list_unsubscribe=_list_unsubscribe(notice.context.get("_list_unsubscribe")),
+        reply_to=reply_to,
     )
 
 
