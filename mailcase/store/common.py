@@ -6,7 +6,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -64,15 +64,24 @@ def execute_on_driver(connection: sa.Connection, statement: sa.Insert | sa.Updat
     passes through its column type's bind processing (JSON, UtcDateTime, EnumString). A driver
     error is raised as SQLAlchemy's wrapper of it (OperationalError for a locked database or a
     dropped connection, which is invalidated, as `connection.execute` does), so `is_transient`
-    judges it the same. Every parameter the statement binds must be in `values` (no defaults).
+    judges it the same. Every parameter the statement binds must be in `values` or be a literal.
     """
     compiled = _driver_statement(statement, connection.dialect, tuple(values))
-    return _run_on_driver(connection, compiled.sql, compiled.parameters(values))
+    return _run_on_driver(connection, compiled.sql, compiled.parameters(values), _rows_changed)
+
+
+def first_row_on_driver(connection: sa.Connection, statement: sa.Select[Any], values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """The first row of a Core SELECT run as `execute_on_driver` runs its statements, as the driver
+    returns it (no result processing: for columns that need none). Unlike `connection.execute` it
+    begins no transaction of SQLAlchemy's, so on SQLite a read takes no BEGIN IMMEDIATE (the
+    writer's lock) and outside a transaction runs on its own, in SQLite's autocommit mode."""
+    compiled = _driver_statement(statement, connection.dialect, tuple(values))
+    return _run_on_driver(connection, compiled.sql, compiled.parameters(values), _first_row)
 
 
 def execute_sql_on_driver(connection: sa.Connection, sql: str) -> None:
     """Run a statement without parameters (SAVEPOINT, RELEASE) as `execute_on_driver` does."""
-    _run_on_driver(connection, sql, ())
+    _run_on_driver(connection, sql, (), _rows_changed)
 
 
 @contextlib.contextmanager
@@ -89,6 +98,9 @@ def savepoint(connection: sa.Connection, name: str) -> Iterator[None]:
     execute_sql_on_driver(connection, f"RELEASE SAVEPOINT {name}")
 
 
+_FROM_VALUES: Any = object()
+
+
 @dataclass(frozen=True, slots=True)
 class _DriverStatement:
     sql: str
@@ -96,45 +108,67 @@ class _DriverStatement:
     """Bound names in the order a positional paramstyle takes them (`?`), else the dict's keys."""
     keys: tuple[str, ...]
     """The name each bound parameter has in the SQL (SQLAlchemy escapes some)."""
+    literals: tuple[Any, ...]
+    """Each bound parameter's value when the statement carries it (a literal, a LIMIT), else
+    _FROM_VALUES."""
     processors: tuple[Callable[[Any], Any] | None, ...]
     positional: bool
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
-        processed = [
-            values[name] if processor is None else processor(values[name])
-            for name, processor in zip(self.names, self.processors, strict=True)
-        ]
+        processed = []
+        for name, literal, processor in zip(self.names, self.literals, self.processors, strict=True):
+            value = values[name] if literal is _FROM_VALUES else literal
+            processed.append(value if processor is None else processor(value))
         return tuple(processed) if self.positional else dict(zip(self.keys, processed, strict=True))
 
 
 @functools.lru_cache(maxsize=64)
 def _driver_statement(
-    statement: sa.Insert | sa.Update | sa.Delete, dialect: sa.Dialect, names: tuple[str, ...]
+    statement: sa.Insert | sa.Update | sa.Delete | sa.Select[Any], dialect: sa.Dialect, names: tuple[str, ...]
 ) -> _DriverStatement:
     compiled = statement.compile(dialect=dialect, column_keys=list(names))
     assert isinstance(compiled, SQLCompiler)
     positional = bool(dialect.positional)
     bound = list(compiled.positiontup or ()) if positional else list(compiled.binds)
-    missing = [name for name in bound if name not in names]
-    if missing:
-        raise ValueError(f"no value for {', '.join(missing)}: execute_on_driver fills no defaults")
+    literals = []
+    for name in bound:
+        bind = compiled.binds[name]
+        if name in names:
+            literals.append(_FROM_VALUES)
+        elif bind.required or bind.callable is not None or bind.expanding:
+            raise ValueError(f"no value for {name}: the driver's statements fill in no defaults")
+        else:
+            literals.append(bind.value)
     escaped: Mapping[str, str] = compiled.escaped_bind_names or {}
     return _DriverStatement(
         sql=compiled.string,
         names=tuple(bound),
         keys=tuple(escaped.get(name, name) for name in bound),
+        literals=tuple(literals),
         processors=tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in bound),
         positional=positional,
     )
 
 
-def _run_on_driver(connection: sa.Connection, sql: str, parameters: Any) -> int:
+def _rows_changed(cursor: Any) -> int:
+    return max(int(cursor.rowcount or 0), 0)
+
+
+def _first_row(cursor: Any) -> tuple[Any, ...] | None:
+    row = cursor.fetchone()
+    return None if row is None else tuple(row)
+
+
+T = TypeVar("T")
+
+
+def _run_on_driver(connection: sa.Connection, sql: str, parameters: Any, read: Callable[[Any], T]) -> T:
     dialect = connection.dialect
     proxied = connection.connection
     cursor = proxied.cursor()
     try:
         cursor.execute(sql, parameters)
-        return max(int(cursor.rowcount or 0), 0)
+        return read(cursor)
     except dialect.loaded_dbapi.Error as error:
         disconnected = dialect.is_disconnect(error, proxied, cursor)
         wrapped = sa.exc.DBAPIError.instance(

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailcase.domain import AutoKind, Direction, EventKind, NotificationIntent, OutboxState
-from mailcase.store.common import execute_on_driver, rows_affected, table_of
+from mailcase.store.common import execute_on_driver, first_row_on_driver, rows_affected, table_of
 from mailcase.store.models import (
     Attachment,
     CaseEvent,
@@ -214,11 +214,13 @@ def failing_recipients(*, session: Session, addresses: Sequence[str]) -> set[str
 
 def any_due(engine: sa.Engine, now: datetime) -> bool:
     """True when a queued notice is due at `now`: the delivery process's cheap idle look (the
-    `(state, next_attempt_at)` index answers it), so it runs a full pass only when there is work."""
+    `(state, next_attempt_at)` index answers it), so it runs a full pass only when there is work.
+
+    On the driver's cursor (`first_row_on_driver`): the look runs before every pass, and through
+    `connection.execute` it began a transaction, which on SQLite is BEGIN IMMEDIATE: the writer's
+    lock, taken from ingest for a read, besides costing several times the query."""
     with engine.connect() as connection:
-        return (
-            connection.execute(_ANY_DUE, {"queued": OutboxState.QUEUED.value, "now": now}).first() is not None
-        )
+        return first_row_on_driver(connection, _ANY_DUE, {"queued": OutboxState.QUEUED.value, "now": now}) is not None
 
 
 _OUTBOX_TABLE = table_of(Outbox)
@@ -234,15 +236,18 @@ _ANY_DUE = (
 
 def installation_values(connection: sa.Connection, keys: Sequence[str]) -> dict[str, str]:
     """Values of the `installation` table (delivery's shared state: the relay pause, the pace)."""
-    rows = connection.execute(_installation_select(), {"installation_keys": list(keys)})
+    rows = connection.execute(_installation_select(len(keys)), {f"key_{n}": key for n, key in enumerate(keys)})
     return {str(key): str(value) for key, value in rows}
 
 
-@functools.cache
-def _installation_select() -> sa.Select[Any]:
-    """Built once: delivery reads the relay pause on every pass."""
+@functools.lru_cache(maxsize=8)
+def _installation_select(count: int) -> sa.Select[Any]:
+    """Built once per number of keys, each its own parameter: delivery reads the relay pause on
+    every pass, and an expanding IN list is rewritten into the SQL at every execution."""
     table = table_of(Installation)
-    return sa.select(table.c.key, table.c.value).where(table.c.key.in_(sa.bindparam("installation_keys", expanding=True)))
+    return sa.select(table.c.key, table.c.value).where(
+        table.c.key.in_([sa.bindparam(f"key_{n}") for n in range(count)])
+    )
 
 
 DELIVERY_HEALTH_KEYS = {"relay": "delivery_health_relay", "outbound": "delivery_health_outbound"}
