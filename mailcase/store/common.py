@@ -79,6 +79,12 @@ def first_row_on_driver(connection: sa.Connection, statement: sa.Select[Any], va
     return _run_on_driver(connection, compiled.sql, compiled.parameters(values), _first_row)
 
 
+def rows_on_driver(connection: sa.Connection, statement: sa.Select[Any], values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """Every row of a Core SELECT, as `first_row_on_driver` reads its first."""
+    compiled = _driver_statement(statement, connection.dialect, tuple(values))
+    return _run_on_driver(connection, compiled.sql, compiled.parameters(values), _all_rows)
+
+
 def execute_sql_on_driver(connection: sa.Connection, sql: str) -> None:
     """Run a statement without parameters (SAVEPOINT, RELEASE) as `execute_on_driver` does."""
     _run_on_driver(connection, sql, (), _rows_changed)
@@ -157,6 +163,10 @@ def _rows_changed(cursor: Any) -> int:
 def _first_row(cursor: Any) -> tuple[Any, ...] | None:
     row = cursor.fetchone()
     return None if row is None else tuple(row)
+
+
+def _all_rows(cursor: Any) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in cursor.fetchall()]
 
 
 T = TypeVar("T")

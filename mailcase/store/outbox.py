@@ -19,7 +19,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailcase.domain import AutoKind, Direction, EventKind, NotificationIntent, OutboxState
-from mailcase.store.common import execute_on_driver, first_row_on_driver, rows_affected, table_of
+from mailcase.store.common import (
+    execute_on_driver,
+    first_row_on_driver,
+    rows_affected,
+    rows_on_driver,
+    table_of,
+)
 from mailcase.store.models import (
     Attachment,
     CaseEvent,
@@ -235,15 +241,19 @@ _ANY_DUE = (
 
 
 def installation_values(connection: sa.Connection, keys: Sequence[str]) -> dict[str, str]:
-    """Values of the `installation` table (delivery's shared state: the relay pause, the pace)."""
-    rows = connection.execute(_installation_select(len(keys)), {f"key_{n}": key for n, key in enumerate(keys)})
+    """Values of the `installation` table (delivery's shared state: the relay pause, the pace).
+
+    On the driver's cursor (`rows_on_driver`, plain strings): delivery reads the relay pause on
+    every pass, and /readyz reads it too; outside a transaction this begins none (on SQLite, no
+    BEGIN IMMEDIATE for a read)."""
+    rows = rows_on_driver(connection, _installation_select(len(keys)), {f"key_{n}": key for n, key in enumerate(keys)})
     return {str(key): str(value) for key, value in rows}
 
 
 @functools.lru_cache(maxsize=8)
 def _installation_select(count: int) -> sa.Select[Any]:
-    """Built once per number of keys, each its own parameter: delivery reads the relay pause on
-    every pass, and an expanding IN list is rewritten into the SQL at every execution."""
+    """Built once per number of keys, each its own parameter (an expanding IN list is rewritten
+    into the SQL at every execution)."""
     table = table_of(Installation)
     return sa.select(table.c.key, table.c.value).where(
         table.c.key.in_([sa.bindparam(f"key_{n}") for n in range(count)])
