@@ -6,6 +6,7 @@
     .venv/bin/python bench/deliver/run.py --profile 25             # and the 25 costliest functions
     .venv/bin/python bench/deliver/run.py --code /tmp/base         # measure another checkout's mailcase
     .venv/bin/python bench/deliver/run.py --relay aiosmtpd         # bench/ingest/sink.py instead of smtp-sink
+    .venv/bin/python bench/deliver/run.py --against /tmp/base --rounds 5   # alternate two checkouts, medians
 
 It creates a database (`mailcase init`, a directory like bench/ingest/sidebyside.py's), starts an outbound
 relay in its own process (Postfix's `smtp-sink`, which advertises PIPELINING as Postfix does, or the bare
@@ -19,7 +20,9 @@ and one kept-open transport for the whole run; a look with `any_due` before each
 * `drain`: all the messages ingested, then passes of `[outbound] batch_size` until none is due (a backlog).
 
 Only the delivery calls are timed (thread CPU of this thread; the sink and the database server are other
-processes). Compare two checkouts with `--code`, alternating runs: the machine is shared, so ratios count.
+processes). `--against PATH` runs this checkout and PATH (e.g. `git archive <commit> | tar -x -C PATH`)
+alternately, each run in its own process, and prints the medians and their ratio: the machine is shared, so
+ratios of alternating runs are what count.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import json
 import os
 import pstats
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,11 +98,37 @@ def main() -> None:
     parser.add_argument("--code", type=Path, default=REPO, help="the checkout whose mailcase is measured")
     parser.add_argument("--relay", choices=("smtp-sink", "aiosmtpd"), default="smtp-sink" if SMTP_SINK.exists() else "aiosmtpd")
     parser.add_argument("--json", action="store_true", help="one JSON line instead of text")
+    parser.add_argument("--against", type=Path, help="another checkout: alternate runs of both, print medians")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each checkout with --against")
     args = parser.parse_args()
+    if args.against is not None:
+        compare(args)
+        return
     sys.path.insert(0, str(args.code.resolve()))
     with tempfile.TemporaryDirectory(prefix="mailcase-deliver-bench-") as tmp:
         result = run(Path(tmp), args)
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Alternate runs of this checkout and `--against`, each in a process of its own; medians, ratio."""
+    codes = {"before": args.against.resolve(), "after": args.code.resolve()}
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in codes}
+    passed = ["--messages", str(args.messages), "--database", args.database, "--shapes", args.shapes,
+              "--relay", args.relay]  # fmt: skip
+    for _ in range(args.rounds):
+        for side, code in codes.items():
+            argv = [sys.executable, str(Path(__file__).resolve()), "--code", str(code), "--json", *passed]
+            output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+            runs[side].append(json.loads(output.strip().splitlines()[-1]))
+            print(f"{side}: {runs[side][-1]}", flush=True)
+    for shape in args.shapes.split(","):
+        key = f"{shape}_us_per_notice"
+        before = statistics.median(run[key] for run in runs["before"])
+        after = statistics.median(run[key] for run in runs["after"])
+        print(f"{shape}: µs of CPU per notice, median of {args.rounds}: before {before:.0f} "
+              f"{sorted(run[key] for run in runs['before'])}, after {after:.0f} "
+              f"{sorted(run[key] for run in runs['after'])}, ratio {after / before:.2f}")  # fmt: skip
 
 
 def run(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
