@@ -105,7 +105,7 @@ def committed(connection: sa.Connection) -> Iterator[None]:
     like `transaction`, a database error a retry can fix becomes TransientError. On SQLite it takes
     the writer turn first (`sqlite_writer_turn`): delivery, in its own process, commits each outcome
     this way between the ingest processes' transactions, as a patient waiter (a notice can wait a
-    millisecond more; the CPU its polling burns is taken from ingest)."""
+    few milliseconds more; the CPU its polling burns is taken from ingest)."""
     try:
         with sqlite_writer_turn(connection.engine, patient=True), connection.begin():
             yield
