@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import secrets
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -99,6 +100,19 @@ class OutgoingMail:
     reply_token_staff: str = ""  # a staff notice's recipient: Reply-To is then their own token
     locale: str = "en"
     list_unsubscribe: str = ""  # RFC 2369 header value for broadcasts, "" for case mail
+    reply_to: str = ""
+    """The Reply-To when the caller has it already (from `reply_to_address`, to store it); empty:
+    computed here from the reply-token fields."""
+
+
+def reply_to_address(support_address: str, case_number: int | None, staff: str, secret: bytes) -> str:
+    """The Reply-To of a notice: its case's reply-token address, bound to the technician too for a
+    staff notice (rules/tokens.py); "" for a notice without a case token."""
+    if case_number is None:
+        return ""
+    if staff:
+        return staff_reply_address(support_address, case_number, staff, secret)
+    return reply_address(support_address, case_number, secret)
 
 
 def compose(
@@ -135,12 +149,10 @@ def compose(
         headers.append(_field("In-Reply-To", _structured(mail.in_reply_to)))
     if references:
         headers.append(_field("References", _structured(" ".join(references))))
-    if mail.reply_token_case is not None:
-        token_address = (
-            staff_reply_address(support_address, mail.reply_token_case, mail.reply_token_staff, secret)
-            if mail.reply_token_staff
-            else reply_address(support_address, mail.reply_token_case, secret)
-        )
+    token_address = mail.reply_to or reply_to_address(
+        support_address, mail.reply_token_case, mail.reply_token_staff, secret
+    )
+    if token_address:
         headers.append(_field("Reply-To", _structured(token_address)))
     if mail.auto_submitted not in ("", HUMAN):
         headers.append(_field("Auto-Submitted", _structured(mail.auto_submitted)))
@@ -321,9 +333,11 @@ def _parameter(name: str, value: str) -> str:
 # Bodies
 
 
+@functools.lru_cache(maxsize=8)
 def _text_part(subtype: str, text: str) -> bytes:
     """A text/<subtype> part in UTF-8: 7bit when it is ASCII with short lines, else
-    quoted-printable (lines of at most 76 characters, RFC 2045 §6.7)."""
+    quoted-printable (lines of at most 76 characters, RFC 2045 §6.7). The last few are kept: the
+    notices of one case to each technician of a team have the same text, encoded once."""
     data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     if data.isascii() and b"\0" not in data and max(map(len, data.split(b"\n"))) <= FOLD_AT:
         encoding, body = "7bit", data

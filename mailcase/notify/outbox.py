@@ -12,7 +12,8 @@ Delivery guarantees, and the one window we accept (docs/reliability.md has the f
   daemon's rows are never taken over however slow the relay; a row is queued again only when its
   lease ran out (its holder died or was cut off) or, at once, when its holder ran on this host and
   that process is gone (a restarted daemon recovers its crashed predecessor's claims). A pass
-  claims no more than it can send in half a lease at the pace measured so far.
+  claims no more than it can send in half a lease at the pace measured so far (the stored pace
+  follows the measured one to within a quarter, `PACE_TOLERANCE`).
 * Each message's outcome is committed as soon as the relay answers, before the next message is
   sent. A 250 is committed first and alone, and retried over a new connection if the database
   dropped ours, so a crash between the relay's 250 and that commit is the only way a message is
@@ -37,7 +38,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -56,18 +57,23 @@ from mailcase.notify.compose import (
     MailAttachment,
     OutgoingMail,
     compose,
+    reply_to_address,
 )
 from mailcase.notify.ics import invitation
 from mailcase.notify.render import Rendered, Renderer
 from mailcase.notify.transport import Envelope, SendOutcome, SendResult, Transport
-from mailcase.rules.tokens import reply_address, staff_reply_address
 from mailcase.store import outbox as store
+from mailcase.store.common import savepoint
 from mailcase.store.engine import committed, is_transient, sqlite_writer_turn, transaction
 from mailcase.store.outbox import ClaimedNotice, RelayPause, SentCopy
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+PACE_TOLERANCE = 0.25
+"""A pass between two full ones keeps its measured pace only when it moved by more than this
+fraction of the stored one: a batch may then be up to a quarter larger than half a lease allows,
+well within the lease, which the holder renews anyway."""
 SENT_RECORD_TRIES = 6
 """Tries to commit a relay's 250 (reconnecting between them, ~6 s in all) before giving up; what
 is still unrecorded then is the crash window of the module docstring."""
@@ -157,7 +163,8 @@ def deliver_due(
     to renew the lease while the batch is sent (default: `now` throughout); `holder` names this
     process in its claims (default `claimant()`). Without `housekeeping` the pass skips taking
     back abandoned claims and expiring old notices: the delivery process's passes between two full
-    ones, back to back during a burst, where those two write transactions found nothing each time.
+    ones, back to back during a burst, where those two write transactions found nothing each time;
+    such a pass also writes the measured pace only when it moved (`PACE_TOLERANCE`).
     """
     rng = rng or random.Random()
     holder = holder or claimant()
@@ -165,18 +172,28 @@ def deliver_due(
     lease = timedelta(seconds=outbound.lease_seconds)
     requeued = requeue_abandoned(engine, now=now, holder=holder) if housekeeping else 0
     expired = expire_old(engine, now=now, max_age=timedelta(hours=outbound.max_age_hours)) if housekeeping else 0
-    pause = relay_pause(engine)
-    if pause.until is not None and now < pause.until:
-        return DeliveryReport(requeued=requeued, expired=expired, paused=True)
-    probing = pause.until is not None
-    wanted = limit or outbound.batch_size
-    size = 1 if probing else min(wanted, batch_capacity(pause.seconds_per_message, lease))
-    claimed = claim_due(engine, now=now, limit=size, holder=holder, lease=lease)
+    # One connection for the whole pass (the pause, the claim, every outcome, the pace): a pass
+    # runs for every few notices during a burst, and each checkout from the pool cost a
+    # round trip of its own on PostgreSQL (pool_pre_ping) besides the pool's bookkeeping.
+    connection = engine.connect()
+    try:
+        with committed(connection):
+            pause = store.read_relay_pause(connection)
+            paused = pause.until is not None and now < pause.until
+            probing = pause.until is not None
+            size = 1 if probing else min(limit or outbound.batch_size, batch_capacity(pause.seconds_per_message, lease))
+            claimed = [] if paused else store.claim_due(
+                connection, now=now, limit=size, holder=holder, lease_until=now + lease
+            )  # fmt: skip
+    except BaseException:
+        connection.close()
+        raise
+    if paused or not claimed:
+        connection.close()
+        return DeliveryReport(requeued=requeued, expired=expired, paused=paused)
     counts = {SendOutcome.SENT: 0, SendOutcome.TEMPORARY: 0, SendOutcome.PERMANENT: 0}
-    if not claimed:
-        return DeliveryReport(requeued=requeued, expired=expired)
     batch = _Batch(
-        engine, claimed, counts, now=now, clock=clock or (lambda: now), holder=holder,
+        engine, connection, claimed, counts, now=now, clock=clock or (lambda: now), holder=holder,
         lease=lease, settings=settings, rng=rng,
     )  # fmt: skip
     started = time.monotonic()
@@ -185,17 +202,18 @@ def deliver_due(
             transport=transport, renderer=renderer, secret=secret,
             attachments=attachments or context_attachments,
         )  # fmt: skip
+        if batch.unreachable is None:
+            if probing:
+                log.warning("outbound relay reachable again: delivery resumes")
+            sent_over_wire = batch.sent_over_wire
+            seconds = (time.monotonic() - started) / sent_over_wire if sent_over_wire else None
+            _after_batch(batch, probing=probing, seconds_per_message=seconds, previous=pause.seconds_per_message,
+                         always=housekeeping)  # fmt: skip
     finally:
         batch.close()
     if batch.unreachable is not None:
         _pause_delivery(engine, now=now, settings=settings, rng=rng, passes=pause.passes + 1,
                         reason=batch.unreachable)  # fmt: skip
-    else:
-        if probing:
-            log.warning("outbound relay reachable again: delivery resumes")
-        sent_over_wire = batch.sent_over_wire
-        seconds = (time.monotonic() - started) / sent_over_wire if sent_over_wire else None
-        _after_batch(engine, probing=probing, seconds_per_message=seconds, previous=pause.seconds_per_message)
     return DeliveryReport(
         sent=counts[SendOutcome.SENT],
         retried=counts[SendOutcome.TEMPORARY],
@@ -225,6 +243,7 @@ class _Batch:
     def __init__(
         self,
         engine: Engine,
+        connection: sa.Connection,
         claimed: Sequence[ClaimedNotice],
         counts: dict[SendOutcome, int],
         *,
@@ -244,7 +263,7 @@ class _Batch:
         self.lease = lease
         self.settings = settings
         self.rng = rng
-        self.connection = engine.connect()
+        self.connection = connection
         self.renewed_at = now
         self.unreachable: str | None = None
         self.sent_over_wire = 0
@@ -267,20 +286,23 @@ class _Batch:
         outbound = settings.outbound
         prepared: list[tuple[ClaimedNotice, Rendered, str]] = []
         envelopes: list[Envelope] = []
+        # A case's notice to each technician of a team is the same template with the same values
+        # (only the recipient and the reply token differ): rendered once per pass, not per person.
+        renders: dict[tuple[str, str, int | None], tuple[Mapping[str, Any], Rendered]] = {}
         for notice in self.claimed:
             try:
-                rendered = renderer.render(notice.template, notice.locale, notice.template_context)
-                reply_to = (
-                    staff_reply_address(
-                        settings.smtp.support_address, notice.reply_token_case, notice.reply_token_staff, secret
-                    )
-                    if notice.reply_token_case is not None and notice.reply_token_staff
-                    else reply_address(settings.smtp.support_address, notice.reply_token_case, secret)
-                    if notice.reply_token_case is not None
-                    else ""
+                key = (notice.template, notice.locale, notice.case_id)
+                earlier = renders.get(key)
+                if earlier is not None and earlier[0] == notice.template_context:
+                    rendered = earlier[1]
+                else:
+                    rendered = renderer.render(notice.template, notice.locale, notice.template_context)
+                    renders[key] = (notice.template_context, rendered)
+                reply_to = reply_to_address(
+                    settings.smtp.support_address, notice.reply_token_case, notice.reply_token_staff, secret
                 )
                 message = compose(
-                    _outgoing(notice, now),
+                    _outgoing(notice, now, reply_to),
                     rendered,
                     from_address=outbound.from_address,
                     from_name=outbound.from_name,
@@ -312,7 +334,8 @@ class _Batch:
                 self.sent_over_wire += 1
             self.record(notice, result, rendered=rendered, reply_to=reply_to)
             recorded.add(index)
-            self.renew([n.id for i, (n, _r, _t) in enumerate(prepared) if i not in recorded])
+            if self.clock() - self.renewed_at >= self.lease / 8:  # else renew() would do nothing
+                self.renew([n.id for i, (n, _r, _t) in enumerate(prepared) if i not in recorded])
 
         try:
             if envelopes:
@@ -338,12 +361,12 @@ class _Batch:
         if not ids or current - self.renewed_at < self.lease / 8:
             return
         until = current + self.lease
-        renewed = self._commit(lambda c: store.renew_lease(c, ids=ids, holder=self.holder, until=until), tries=2)
+        renewed = self.commit(lambda c: store.renew_lease(c, ids=ids, holder=self.holder, until=until), tries=2)
         self.renewed_at = current
         if renewed < len(ids):
             raise _LeaseLost()
 
-    def _commit(self, work: Callable[[sa.Connection], T], *, tries: int = 1) -> T:
+    def commit(self, work: Callable[[sa.Connection], T], *, tries: int = 1) -> T:
         """Run `work` in one short transaction; a dropped connection is replaced and the work
         tried again, up to `tries` times in all (with a short pause between)."""
         for attempt in range(1, tries + 1):
@@ -413,14 +436,14 @@ class _Batch:
                 # database refuses can never undo the 250's record. A lost connection fails both
                 # and the whole is tried again, like the 250 alone before.
                 try:
-                    with connection.begin_nested():
+                    with savepoint(connection, "sent_copy"):
                         store.record_sent_copy(connection, notice=notice, copy=copy, now=now)
                 except Exception as error:
                     if is_transient(error):
                         raise
                     log.error("outbox %s sent, but its copy on the case was not stored: %s", notice.id, error)
 
-            self._commit(sent, tries=SENT_RECORD_TRIES)
+            self.commit(sent, tries=SENT_RECORD_TRIES)
             log.info("outbox %s sent: kind=%s message-id=%s", notice.id, notice.kind, notice.message_id)
             self.counts[outcome] += 1
             return
@@ -442,7 +465,7 @@ class _Batch:
             if changed and outcome is SendOutcome.PERMANENT:
                 store.note_failed_notice(connection, notice=notice, reason=str(values["last_error"]), now=now)
 
-        self._commit(write, tries=2)
+        self.commit(write, tries=2)
         if outcome is SendOutcome.TEMPORARY:
             if result.unreachable:
                 log.debug("outbox %s waits for the relay: %s", notice.id, values["last_error"])
@@ -517,27 +540,18 @@ def _pause_delivery(
 
 
 def _after_batch(
-    engine: Engine, *, probing: bool, seconds_per_message: float | None, previous: float | None
+    batch: _Batch, *, probing: bool, seconds_per_message: float | None, previous: float | None, always: bool
 ) -> None:
+    """Lift the pause after a probe the relay answered, and keep the pace measured (a running
+    average). Between two full passes (`always` false) the pace is written only when it moved by
+    more than PACE_TOLERANCE: on SQLite every write takes the one writer's turn from ingest."""
     pace = None
     if seconds_per_message is not None:
         pace = seconds_per_message if previous is None else (previous + seconds_per_message) / 2
+        if previous is not None and not always and abs(pace - previous) <= previous * PACE_TOLERANCE:
+            pace = None
     if probing or pace is not None:
-        with sqlite_writer_turn(engine), transaction(engine) as session:
-            store.record_batch(session.connection(), resume=probing, seconds_per_message=pace)
-
-
-def claim_due(
-    engine: Engine, *, now: datetime, limit: int, holder: str, lease: timedelta
-) -> list[ClaimedNotice]:
-    """Mark up to `limit` due queued rows `sending`, held by `holder` until `now + lease`, and
-    return them.
-
-    PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows without
-    waiting for each other. SQLite ignores the clause; its BEGIN IMMEDIATE serialises claimers.
-    """
-    with engine.connect() as connection, committed(connection):
-        return store.claim_due(connection, now=now, limit=limit, holder=holder, lease_until=now + lease)
+        batch.commit(lambda c: store.record_batch(c, resume=probing, seconds_per_message=pace))
 
 
 def context_attachments(notice: ClaimedNotice) -> list[MailAttachment]:
@@ -575,7 +589,7 @@ def _attachment(filename: str, content_type: str, data: bytes) -> MailAttachment
     return MailAttachment(filename=filename, content_type=main, data=data, params=pairs)
 
 
-def _outgoing(notice: ClaimedNotice, now: datetime) -> OutgoingMail:
+def _outgoing(notice: ClaimedNotice, now: datetime, reply_to: str) -> OutgoingMail:
     return OutgoingMail(
         message_id=notice.message_id,
         recipients=notice.recipients,
@@ -588,6 +602,7 @@ def _outgoing(notice: ClaimedNotice, now: datetime) -> OutgoingMail:
         reply_token_staff=notice.reply_token_staff,
         locale=notice.locale,
         list_unsubscribe=_list_unsubscribe(notice.context.get("_list_unsubscribe")),
+        reply_to=reply_to,
     )
 
 

@@ -190,13 +190,12 @@ def status_name(status: str, lang: str = DEFAULT_LANGUAGE) -> str:
 
 
 def paragraphs(text: str) -> Markup:
-    """Plain text as escaped HTML paragraphs, keeping line breaks (for bodies typed by people)."""
-    blocks = [block for block in str(text).replace("\r\n", "\n").split("\n\n") if block.strip()]
-    line_break = Markup("<br>\n")
-    return Markup("\n").join(
-        Markup("<p>{}</p>").format(line_break.join(escape(line) for line in block.strip().split("\n")))
-        for block in blocks
-    )
+    """Plain text as escaped HTML paragraphs, keeping line breaks (for bodies typed by people).
+
+    Each block is escaped whole and its line breaks become `<br>` after: escaping leaves line
+    breaks alone, so this is each line escaped, at a fraction of the cost for a long excerpt."""
+    blocks = (block.strip() for block in str(text).replace("\r\n", "\n").split("\n\n"))
+    return Markup("\n".join(f"<p>{escape(block)}</p>".replace("\n", "<br>\n") for block in blocks if block))
 
 
 @jinja2.pass_context

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import smtplib
 import ssl
 from collections.abc import Callable, Sequence
@@ -176,9 +177,7 @@ class SmtpTransport:
                     )
                     return result, None, result
             try:
-                # sendmail, not send_message: the bytes are final, so nothing is flattened or
-                # re-parsed here; smtplib only dot-stuffs them (RFC 5321 §4.5.2).
-                refused = client.sendmail(sender, list(recipients), message)
+                refused = _sendmail(client, message, sender, recipients)
             except smtplib.SMTPRecipientsRefused as error:
                 return _refused_all(error.recipients), _alive(client), None
             except smtplib.SMTPResponseException as error:
@@ -285,6 +284,96 @@ class SmtpTransport:
                 log.info("outbound relay: signed in with OAuth2 again")
             else:
                 log.error("outbound relay: cannot sign in (%s); mail waits in the outbox", reason)
+
+
+def _sendmail(
+    client: smtplib.SMTP, message: bytes, sender: str, recipients: Sequence[str]
+) -> dict[str, tuple[int, bytes]]:
+    """smtplib's `sendmail` for a composed message: the same commands, exceptions and result (the
+    refused recipients), but cheaper for the one process that sends every notice:
+
+    * the addresses go out as `<address>` as they are (bare ASCII addresses, checked by compose):
+      smtplib parses each with email.utils.parseaddr first, a third of the CPU of sending;
+    * when the relay offers PIPELINING (RFC 2920; Postfix, Exchange Online and Gmail do), MAIL,
+      every RCPT and DATA go out in one write and their replies are read in order, so a message
+      takes two round trips instead of four. The message itself still goes only after the
+      relay's 354, so a relay that dropped a kept-open connection is still noticed before it.
+
+    After a refusal the transaction is ended as smtplib ends it (QUIT-less close on 421, else RSET),
+    also after a refused DATA. The bytes are final: nothing is flattened or re-parsed, only
+    dot-stuffed (RFC 5321 §4.5.2).
+    """
+    client.ehlo_or_helo_if_needed()
+    size = f" SIZE={len(message)}" if client.does_esmtp and client.has_extn("size") else ""
+    commands = [f"MAIL FROM:{_path(sender)}{size}", *(f"RCPT TO:{_path(to)}" for to in recipients), "DATA"]
+    pipelined = client.does_esmtp and client.has_extn("pipelining")
+    if pipelined:
+        client.send("".join(f"{command}\r\n" for command in commands))
+    code, reply = _reply(client, commands[0], pipelined)
+    if code != 250:
+        _end_transaction(client, code, unread=len(commands) - 1 if pipelined else 0)
+        raise smtplib.SMTPSenderRefused(code, reply, sender)
+    refused: dict[str, tuple[int, bytes]] = {}
+    for number, recipient in enumerate(recipients, start=1):
+        code, reply = _reply(client, commands[number], pipelined)
+        if code not in (250, 251):
+            refused[recipient] = (code, reply)
+        if code == 421:
+            _end_transaction(client, code, unread=0)
+            raise smtplib.SMTPRecipientsRefused(refused)
+    if len(refused) == len(recipients):
+        _end_transaction(client, 0, unread=1 if pipelined else 0)
+        raise smtplib.SMTPRecipientsRefused(refused)
+    code, reply = _reply(client, "DATA", pipelined)
+    if code != 354:
+        _end_transaction(client, code, unread=0)
+        raise smtplib.SMTPDataError(code, reply)
+    body = _LINE_STARTING_WITH_DOT.sub(b"..", message)
+    client.send(body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"))
+    code, reply = client.getreply()
+    if code != 250:
+        _end_transaction(client, code, unread=0)
+        raise smtplib.SMTPDataError(code, reply)
+    return refused
+
+
+_LINE_STARTING_WITH_DOT = re.compile(rb"(?m)^\.")
+_BARE_ADDRESS = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")
+"""Printable ASCII without space or angle brackets, with an `@`: written as it is."""
+
+
+def _path(address: str) -> str:
+    """`<address>` (RFC 5321 §4.1.2); anything but a bare address is quoted by smtplib. A line
+    break would start another command: refused, as smtplib's putcmd refuses it."""
+    if _BARE_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    if "\r" in address or "\n" in address:
+        raise ValueError(f"an SMTP address cannot contain a line break: {address!r}")
+    return smtplib.quoteaddr(address)
+
+
+def _reply(client: smtplib.SMTP, command: str, pipelined: bool) -> tuple[int, bytes]:
+    """The reply to `command`: sent now, or already sent in the pipelined group."""
+    if not pipelined:
+        client.putcmd(command)
+    return client.getreply()
+
+
+def _end_transaction(client: smtplib.SMTP, code: int, *, unread: int) -> None:
+    """After a refusal: close on 421 (the relay is closing the connection), else read the replies
+    still owed to a pipelined group and RSET. Should the relay have answered the pipelined DATA
+    with 354 all the same, a lone dot first ends the empty message it waits for (RFC 2920 §3.1)."""
+    if code == 421:
+        client.close()
+        return
+    with contextlib.suppress(smtplib.SMTPServerDisconnected):
+        last = 0
+        for _ in range(unread):
+            last = client.getreply()[0]
+        if last == 354:
+            client.send(b".\r\n")
+            client.getreply()
+        client.rset()
 
 
 def _classify(code: int, reply: bytes | str) -> SendResult:

@@ -19,7 +19,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailcase.domain import AutoKind, Direction, EventKind, NotificationIntent, OutboxState
-from mailcase.store.common import prepared, rows_affected, table_of
+from mailcase.store.common import (
+    execute_on_driver,
+    first_row_on_driver,
+    prepared,
+    rows_affected,
+    rows_on_driver,
+    table_of,
+)
 from mailcase.store.models import (
     Attachment,
     CaseEvent,
@@ -212,11 +219,13 @@ def failing_recipients(*, session: Session, addresses: Sequence[str]) -> set[str
 
 def any_due(engine: sa.Engine, now: datetime) -> bool:
     """True when a queued notice is due at `now`: the delivery process's cheap idle look (the
-    `(state, next_attempt_at)` index answers it), so it runs a full pass only when there is work."""
+    `(state, next_attempt_at)` index answers it), so it runs a full pass only when there is work.
+
+    On the driver's cursor (`first_row_on_driver`): the look runs before every pass, and through
+    `connection.execute` it began a transaction, which on SQLite is BEGIN IMMEDIATE: the writer's
+    lock, taken from ingest for a read, besides costing several times the query."""
     with engine.connect() as connection:
-        return (
-            connection.execute(_ANY_DUE, {"queued": OutboxState.QUEUED.value, "now": now}).first() is not None
-        )
+        return first_row_on_driver(connection, _ANY_DUE, {"queued": OutboxState.QUEUED.value, "now": now}) is not None
 
 
 _OUTBOX_TABLE = table_of(Outbox)
@@ -231,10 +240,23 @@ _ANY_DUE = (
 
 
 def installation_values(connection: sa.Connection, keys: Sequence[str]) -> dict[str, str]:
-    """Values of the `installation` table (delivery's shared state: the relay pause, the pace)."""
-    table = table_of(Installation)
-    rows = connection.execute(sa.select(table.c.key, table.c.value).where(table.c.key.in_(list(keys))))
+    """Values of the `installation` table (delivery's shared state: the relay pause, the pace).
+
+    On the driver's cursor (`rows_on_driver`, plain strings): delivery reads the relay pause on
+    every pass, and /readyz reads it too; outside a transaction this begins none (on SQLite, no
+    BEGIN IMMEDIATE for a read)."""
+    rows = rows_on_driver(connection, _installation_select(len(keys)), {f"key_{n}": key for n, key in enumerate(keys)})
     return {str(key): str(value) for key, value in rows}
+
+
+@functools.lru_cache(maxsize=8)
+def _installation_select(count: int) -> sa.Select[Any]:
+    """Built once per number of keys, each its own parameter (an expanding IN list is rewritten
+    into the SQL at every execution)."""
+    table = table_of(Installation)
+    return sa.select(table.c.key, table.c.value).where(
+        table.c.key.in_([sa.bindparam(f"key_{n}") for n in range(count)])
+    )
 
 
 DELIVERY_HEALTH_KEYS = {"relay": "delivery_health_relay", "outbound": "delivery_health_outbound"}
@@ -334,28 +356,43 @@ def claim_due(
     PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows without
     waiting for each other. SQLite ignores the clause; its BEGIN IMMEDIATE serialises claimers.
     """
+    due, claim = _claim_statements()
+    claimed = [_snapshot(row) for row in connection.execute(due, {"due_now": now, "due_limit": limit})]
+    if claimed:
+        connection.execute(
+            claim,
+            {"claimed_ids": [notice.id for notice in claimed], "claim_now": now, "claim_holder": holder,
+             "claim_until": lease_until},
+        )  # fmt: skip
+    return claimed
+
+
+@functools.cache
+def _claim_statements() -> tuple[sa.Select[Any], sa.Update]:
+    """The claim's SELECT and UPDATE, built once: the delivery process claims once per pass, back
+    to back during a burst, and building them each time cost more than running them (issue 16)."""
     table = table_of(Outbox)
-    query = (
+    due = (
         sa.select(*(table.c[name] for name in _CLAIMED_COLUMNS))
         .where(
             table.c.state == OutboxState.QUEUED.value,
-            sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
+            sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= sa.bindparam("due_now")),
         )
         .order_by(table.c.id)
-        .limit(limit)
+        .limit(sa.bindparam("due_limit"))
         .with_for_update(skip_locked=True)
     )
-    claimed = [_snapshot(row) for row in connection.execute(query)]
-    if claimed:
-        connection.execute(
-            sa.update(table)
-            .where(table.c.id.in_([notice.id for notice in claimed]))
-            .values(
-                state=OutboxState.SENDING.value, next_attempt_at=now, claimed_by=holder,
-                lease_until=lease_until,
-            )
+    claim = (
+        sa.update(table)
+        .where(table.c.id.in_(sa.bindparam("claimed_ids", expanding=True)))
+        .values(
+            state=OutboxState.SENDING.value,
+            next_attempt_at=sa.bindparam("claim_now"),
+            claimed_by=sa.bindparam("claim_holder"),
+            lease_until=sa.bindparam("claim_until"),
         )
-    return claimed
+    )
+    return due, claim
 
 
 def _snapshot(row: sa.Row[Any]) -> ClaimedNotice:
@@ -397,8 +434,9 @@ def renew_lease(connection: sa.Connection, *, ids: Sequence[int], holder: str, u
 
 def record_sent(connection: sa.Connection, *, notice_id: int, values: Mapping[str, Any]) -> None:
     """Write a 250's outcome (`values`: outbox columns) whoever holds the row now: the message was
-    accepted, so it must never be sent again."""
-    connection.execute(_set_sent(), {"outbox_id": notice_id, **values})
+    accepted, so it must never be sent again. On the driver's cursor (`execute_on_driver`): it
+    runs once per notice sent."""
+    execute_on_driver(connection, _set_sent(), {"outbox_id": notice_id, **values})
 
 
 def record_if_held(connection: sa.Connection, *, notice_id: int, holder: str, values: Mapping[str, Any]) -> bool:
@@ -442,8 +480,10 @@ def record_sent_copy(connection: sa.Connection, *, notice: ClaimedNotice, copy: 
     if notice.in_reply_to and notice.in_reply_to not in references:
         references.append(notice.in_reply_to)
     # The row as INSERT parameters, no `Message` object: building and validating one per sent
-    # notice cost more than the insert (issue 16). Every column but the generated id and raw_id.
-    connection.execute(
+    # notice cost more than the insert (issue 16); on the driver's cursor (`execute_on_driver`)
+    # for the same reason. Every column but the generated id.
+    execute_on_driver(
+        connection,
         _insert_message(),
         {
             "case_id": notice.case_id,

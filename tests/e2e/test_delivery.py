@@ -38,9 +38,11 @@ def _batch(count: int, to: str = "pat@acme.example") -> list[tuple[bytes, str, l
     return [(_message(n, to), SENDER, [to]) for n in range(1, count + 1)]
 
 
-@pytest.fixture
-def relay() -> Iterator[CaptureRelay]:
-    with CaptureRelay() as running:
+@pytest.fixture(params=[False, True], ids=["one command at a time", "pipelining"])
+def relay(request: pytest.FixtureRequest) -> Iterator[CaptureRelay]:
+    """The relay, once without and once with PIPELINING (RFC 2920), which production relays offer
+    and the transport then uses: every behaviour below holds either way."""
+    with CaptureRelay(pipelining=request.param) as running:
         yield running
 
 
@@ -127,6 +129,27 @@ def test_a_refused_only_recipient_fails_the_message_permanently(relay: CaptureRe
     assert result.outcome is SendOutcome.PERMANENT
     assert result.refused == (("gone@acme.example", 550, "5.1.1 No such user"),)
     assert "gone@acme.example: 550 5.1.1 No such user" in result.describe()
+
+
+def test_a_refused_sender_fails_the_message_and_the_next_one_goes_over_the_same_connection(
+    relay: CaptureRelay,
+) -> None:
+    relay.fail_sender(1, "553 5.7.1 Sender address rejected")
+    first, second = SmtpTransport(relay.outbound_settings()).send(_batch(2))
+    assert first == SendResult(SendOutcome.PERMANENT, 553, "5.7.1 Sender address rejected")
+    assert second.outcome is SendOutcome.SENT
+    assert [m.message["Message-ID"] for m in relay.messages] == ["<mc.test2@mailcase.localhost>"]
+    assert relay.connections == 1
+
+
+def test_after_a_refused_recipient_the_next_message_goes_over_the_same_connection(relay: CaptureRelay) -> None:
+    relay.fail_recipient("gone@acme.example", "550 5.1.1 No such user")
+    transport = SmtpTransport(relay.outbound_settings())
+    first, second = transport.send([_batch(1, to="gone@acme.example")[0], _batch(2)[1]])
+    assert first.outcome is SendOutcome.PERMANENT
+    assert second.outcome is SendOutcome.SENT
+    assert [m.rcpt_tos for m in relay.messages] == [("pat@acme.example",)]
+    assert relay.connections == 1
 
 
 def test_a_temporarily_refused_recipient_is_retried_later(relay: CaptureRelay) -> None:

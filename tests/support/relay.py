@@ -9,8 +9,9 @@ Use it wherever mailcase must hand mail to a relay::
 
 Failure modes, each for a number of upcoming messages or for one recipient:
 `fail_next(n, "451 4.3.0 …")` answers DATA with that reply; `fail_recipient(addr, "550 5.1.1 …")`
-refuses RCPT for that address; `drop_after(n)` closes the connection right after accepting the
-next n messages (a relay restarting or timing out an idle client).
+refuses RCPT for that address; `fail_sender(n, "550 …")` refuses MAIL FROM of the next n messages;
+`drop_after(n)` closes the connection right after accepting the next n messages (a relay
+restarting or timing out an idle client).
 Messages are recorded before the relay answers 250, so a test can assert on them as soon as the
 client call returns: no waiting.
 """
@@ -57,11 +58,22 @@ class _Failures:
     next_replies: list[str] = field(default_factory=list)
     recipients: dict[str, str] = field(default_factory=dict)
     drop_after: int | None = None
+    sender_replies: list[str] = field(default_factory=list)
 
 
 class _Handler:
     def __init__(self, relay: CaptureRelay) -> None:
         self.relay = relay
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        with self.relay._lock:
+            if self.relay._failures.sender_replies:
+                return self.relay._failures.sender_replies.pop(0)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self,
@@ -116,6 +128,17 @@ class _Handler:
         return "250 2.0.0 Message accepted for delivery"
 
 
+class _PipeliningHandler(_Handler):
+    """Also offers PIPELINING (RFC 2920), as Postfix, Exchange Online and Gmail do; aiosmtpd reads
+    commands one line at a time, so a client's pipelined group is simply answered in order."""
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 class _BearerHandler(_Handler):
     """Also takes AUTH XOAUTH2 (the mechanism of Microsoft 365 and Gmail SMTP), checking the
     bearer token with the relay's `bearer(user, token)`; a refusal first sends the 334 JSON error
@@ -140,6 +163,7 @@ class CaptureRelay:
     """A thread-based aiosmtpd relay on a free loopback port; a context manager.
 
     `bearer`: require AUTH XOAUTH2 and accept the (user, token) pairs for which it returns True.
+    `pipelining`: offer PIPELINING in the EHLO reply (RFC 2920), as production relays do.
     """
 
     def __init__(
@@ -151,6 +175,7 @@ class CaptureRelay:
         bearer: Callable[[str, str], bool] | None = None,
         port: int | None = None,
         delay_seconds: float = 0.0,
+        pipelining: bool = False,
     ) -> None:
         self.host = HOST
         self.port = port or free_port()
@@ -182,7 +207,9 @@ class CaptureRelay:
             kwargs["ssl_context"] = tls_context
         elif tls_context is not None:
             kwargs.update(tls_context=tls_context, require_starttls=True)
-        handler = _BearerHandler(self) if bearer is not None else _Handler(self)
+        handler = (
+            _BearerHandler(self) if bearer is not None else _PipeliningHandler(self) if pipelining else _Handler(self)
+        )
         self._controller = Controller(handler, hostname=self.host, port=self.port, **kwargs)
 
     def __enter__(self) -> CaptureRelay:
@@ -224,6 +251,11 @@ class CaptureRelay:
         """Refuse RCPT TO for `address` with `reply` until `clear_failures()`."""
         with self._lock:
             self._failures.recipients[address.lower()] = reply
+
+    def fail_sender(self, count: int = 1, reply: str = "550 5.7.1 Sender rejected") -> None:
+        """Answer MAIL FROM of the next `count` messages with `reply`."""
+        with self._lock:
+            self._failures.sender_replies.extend([reply] * count)
 
     def drop_after(self, count: int = 1) -> None:
         """Close the connection right after accepting the next `count` messages."""
