@@ -48,45 +48,23 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SINK = REPO / "bench" / "ingest" / "sink.py"
+sys.path.insert(0, str(SINK.parent))
+import sidebyside  # noqa: E402  (the same directory and messages as the ingest benchmark)
+
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
 HOST = "127.0.0.1"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-SUPPORT = "support@support.example.com"
+SUPPORT = sidebyside.SUPPORT
 CONTACTS = 50
-DOMAIN = "bigco.example"
 
 
 def directory_toml() -> str:
-    parts = [
-        '[[products]]\nname = "Cisco"\n',
-        '[[technicians]]\nname = "Ana Lima"\nemail = "ana@support.example.com"\nteam = "support"\n',
-        '[[technicians]]\nname = "Bruno Costa"\nemail = "bruno@support.example.com"\nteam = "support"\n',
-        f'[[organisations]]\nid = "bigco"\nname = "Big Co"\ndomains = ["{DOMAIN}"]\nproducts = ["Cisco"]\n',
-    ]
-    for n in range(CONTACTS):
-        role = "primary" if n % 2 == 0 else "secondary"
-        parts.append(f'[[organisations.contacts]]\nname = "NOC {n}"\nemail = "noc{n}@{DOMAIN}"\nroles = ["{role}"]\n')
-    return "\n".join(parts)
-
-
-FILLER = "The trunk to the Denver POP drops calls after 30 seconds; logs attached below, line {n}.\r\n"
+    return sidebyside.directory_toml(CONTACTS)
 
 
 def message(run: str, number: int) -> bytes:
-    """A 4 KB multipart/alternative customer message opening a case (as bench/ingest/sidebyside.py's)."""
-    head = (
-        f"From: NOC {number % CONTACTS} <noc{number % CONTACTS}@{DOMAIN}>\r\n"
-        f"To: {SUPPORT}\r\nSubject: Site {run}-{number} drops calls\r\n"
-        f"Message-ID: <{run}-{number}@bench.invalid>\r\nDate: Wed, 25 Nov 2026 16:00:00 -0700\r\n"
-        f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="b-{run}"\r\n\r\n'
-    )
-    text = f"Site {run}-{number} drops calls since 16:00.\r\n" + "".join(FILLER.format(n=n) for n in range(20))
-    html = "<p>" + text.replace("\r\n", "<br>\r\n") + "</p>\r\n"
-    body = (
-        f"--b-{run}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n{text}"
-        f"--b-{run}\r\nContent-Type: text/html; charset=us-ascii\r\n\r\n{html}--b-{run}--\r\n"
-    )
-    return (head + body).encode("ascii")
+    """A 4 KB multipart/alternative customer message opening a case (bench/ingest/sidebyside.py's)."""
+    return sidebyside.message(run, number, contacts=CONTACTS)[1]
 
 
 def main() -> None:
@@ -216,7 +194,7 @@ def measure(workdir: Path, url: str, relay_port: int, args: argparse.Namespace) 
 
     def ingest(run: str, number: int) -> None:
         pipeline.ingest_one(RawMessage(data=message(run, number), channel=Channel.SMTP, received_at=datetime.now(UTC),
-                                       envelope_from=f"noc{number % CONTACTS}@{DOMAIN}", envelope_to=(SUPPORT,),
+                                       envelope_from=sidebyside.contact(number, CONTACTS), envelope_to=(SUPPORT,),
                                        source="bench"))
 
     def one_pass(housekeeping: bool) -> int:

@@ -70,31 +70,33 @@ TARGETS = {"ratio_sqlite": 0.5, "ratio_postgresql": 0.8, "p99_ms": 50.0, "ack_p9
 # Messages
 
 
-def contact(number: int) -> str:
-    return f"noc{number % CONTACTS}@{DOMAIN}"
+def contact(number: int, contacts: int = CONTACTS) -> str:
+    return f"noc{number % contacts}@{DOMAIN}"
 
 
-def directory_toml() -> str:
+def directory_toml(contacts: int = CONTACTS) -> str:
+    """One organisation of `contacts` MPOCs (half primary, half secondary) and a team of two technicians."""
     parts = [
         '[[products]]\nname = "Cisco"\n',
         '[[technicians]]\nname = "Ana Lima"\nemail = "ana@support.example.com"\nteam = "support"\n',
         '[[technicians]]\nname = "Bruno Costa"\nemail = "bruno@support.example.com"\nteam = "support"\n',
         f'[[organisations]]\nid = "bigco"\nname = "Big Co"\ndomains = ["{DOMAIN}"]\nproducts = ["Cisco"]\n',
     ]
-    for n in range(CONTACTS):
+    for n in range(contacts):
         role = "primary" if n % 2 == 0 else "secondary"
-        parts.append(f'[[organisations.contacts]]\nname = "NOC {n}"\nemail = "{contact(n)}"\nroles = ["{role}"]\n')
+        parts.append(f'[[organisations.contacts]]\nname = "NOC {n}"\nemail = "{contact(n, contacts)}"\nroles = ["{role}"]\n')
     return "\n".join(parts)
 
 
 FILLER = "The trunk to the Denver POP drops calls after 30 seconds; logs attached below, line {n}.\r\n"
 
 
-def message(run: str, number: int, size: int = 4096) -> tuple[str, bytes]:
-    """(Message-ID, DATA bytes ending in CRLF): a multipart/alternative message of about `size` bytes."""
+def message(run: str, number: int, size: int = 4096, contacts: int = CONTACTS) -> tuple[str, bytes]:
+    """(Message-ID, DATA bytes ending in CRLF): a multipart/alternative message of about `size` bytes
+    from one of `contacts` MPOCs."""
     mid = f"<{run}-{number}@bench.invalid>"
     head = (
-        f"From: NOC {number % CONTACTS} <{contact(number)}>\r\n"
+        f"From: NOC {number % contacts} <{contact(number, contacts)}>\r\n"
         f"To: {SUPPORT}\r\n"
         f"Subject: Site {run}-{number} drops calls\r\n"
         f"Message-ID: {mid}\r\n"
