@@ -125,7 +125,7 @@ def _sweep_case(
         if queued is not None:
             report.count(notice.kind.value, queued)
     changed = any(notice.kind in CHANGES_THE_CASE for notice in due)
-    replanned = planner.replan(session, case, now, known=None if changed else deadlines)
+    replanned = planner.replan(session, case, now, known=None if changed else deadlines, batched=True)
     if case.next_due_at is not None and case.next_due_at <= now:
         # Everything due now has been queued (or was already): look again at the next new instant.
         case.next_due_at = next_check_at(case_view(case), replanned, planner.policy, now)

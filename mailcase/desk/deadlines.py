@@ -61,12 +61,15 @@ class DeadlinePlanner:
         return case_deadlines(view, self.policy, self.calendar, now, self.overrides_for(session, case.organisation_id))
 
     def replan(
-        self, session: Session, case: Case, now: datetime, *, known: tuple[Deadline, ...] | None = None
+        self, session: Session, case: Case, now: datetime, *, known: tuple[Deadline, ...] | None = None,
+        batched: bool = False,
     ) -> tuple[Deadline, ...]:
         """Recompute and store the deadlines; `next_due_at` is the next instant a sweep must look.
 
         `known`: the deadlines the caller just computed with `deadlines(…, now)` for the case as it
-        still is (a sweep that only queued notices), so they are not computed twice."""
+        still is (a sweep that only queued notices), so they are not computed twice. `batched`: the
+        case's attributes are only set, for the caller's one flush of its whole batch (a sweep, under
+        `no_autoflush`); otherwise they are written at once by one prepared UPDATE."""
         view = case_view(case)
         deadlines = known if known is not None else case_deadlines(
             view, self.policy, self.calendar, now, self.overrides_for(session, case.organisation_id)
@@ -78,17 +81,21 @@ class DeadlinePlanner:
             return deadline.due_at if deadline is not None and deadline.pending else None
 
         pending_now = notices_due(view, deadlines, self.policy, now)
-        save_deadlines(
-            session=session,
-            case=case,
-            response_due_at=due(DeadlineName.INITIAL_RESPONSE),
-            update_due_at=due(DeadlineName.NEXT_UPDATE),
-            resolution_due_at=due(DeadlineName.RESOLUTION),
-            customer_due_at=due(DeadlineName.CLOSE_NO_RESPONSE) or due(DeadlineName.HOLD_EXPIRY),
-            next_due_at=(
+        values = {
+            "response_due_at": due(DeadlineName.INITIAL_RESPONSE),
+            "update_due_at": due(DeadlineName.NEXT_UPDATE),
+            "resolution_due_at": due(DeadlineName.RESOLUTION),
+            "customer_due_at": due(DeadlineName.CLOSE_NO_RESPONSE) or due(DeadlineName.HOLD_EXPIRY),
+            "next_due_at": (
                 min(n.due_at for n in pending_now) if pending_now else next_check_at(view, deadlines, self.policy, now)
             ),
-        )
+        }
+        if batched:
+            for name, value in values.items():
+                setattr(case, name, value)
+            session.add(case)
+        else:
+            save_deadlines(session=session, case=case, **values)
         return deadlines
 
     def __call__(self, session: Session, case: Case, now: datetime) -> None:

@@ -1065,18 +1065,16 @@ def _disposition(part: Message) -> str:
 
 
 def _payload(part: Message) -> Any:
-    """`part.get_payload()`: a list of parts, or the undecoded text. The stdlib raises on some
-    hostile parts (TypeError for 8-bit text under an RFC 2231 `charset*=` parameter, which it reads
-    as a tuple); then the text is the transfer-decoded bytes, undecoded (surrogate escapes), which is
-    what the callers decode themselves."""
+    """`part.get_payload()`: a list of parts, or the text still in its transfer encoding. The stdlib
+    raises on some hostile parts (TypeError for 8-bit text under an RFC 2231 `charset*=` parameter,
+    which it reads as a tuple) while turning 8-bit text into a string; the stored text is then
+    returned as it is (its 8-bit bytes as surrogate escapes, as the stdlib keeps them), and the
+    callers transfer-decode and decode it themselves, as they do any other part's."""
     try:
         return part.get_payload()
     except Exception:
-        try:
-            data = part.get_payload(decode=True)
-        except Exception:
-            return ""
-        return data.decode("ascii", "surrogateescape") if isinstance(data, bytes) else ""
+        stored = getattr(part, "_payload", "")  # compat32's own attribute: what get_payload() returns
+        return stored if isinstance(stored, str | list) else ""
 
 
 def _payload_bytes(part: Message) -> bytes:

@@ -193,6 +193,10 @@ class Pipeline:
                     except Exception as error:
                         log.error("ingest failed in a group, rolled back alone: %s", error, exc_info=True)
                         results[index] = error
+                        # Rows loaded or written by the rolled-back message are read again by the
+                        # next one (some were written on the driver's cursor, which the ORM does
+                        # not track, so the rollback alone would not expire them).
+                        session.expire_all()
         except Exception as error:
             log.warning("group commit of %d messages failed (%s); each is retried alone", len(raws), error)
             alone: list[IngestOutcome | Exception] = []
@@ -224,6 +228,8 @@ class Pipeline:
             parse_error = ""
         except UnparseableMessage as exc:
             message, parse_error = None, exc.reason
+        except MemoryError:
+            raise  # not the message's fault for certain: the sender retries (451), nothing is held
         except Exception as exc:
             # Hostile bytes that break a library under us: the message is kept and held with the
             # reason (an agent sees it, `trace` says why) rather than deferred (451) for ever.
@@ -293,6 +299,10 @@ class Pipeline:
             message = parse_message(record.data)
         except UnparseableMessage as exc:
             message = _salvage(record.data, exc.reason)
+        except MemoryError:
+            raise
+        except Exception as exc:  # held because the parser failed: released as what can be salvaged
+            message = _salvage(record.data, f"the parser failed ({type(exc).__name__})")
         verdict = _stored_verdict(record.sender_verdict)
         outcome = self._decide_and_apply(
             session, record, message, now=now, released=True, verdict=verdict,

@@ -172,8 +172,9 @@ def on_driver(connection: sa.Connection, sql: str, values: Any, *, many: bool = 
     is invalidated, as `Connection.execute` does, so `is_transient` judges it the same."""
     dialect = connection.dialect
     pooled = connection.connection
-    cursor = pooled.cursor()
+    cursor = None
     try:
+        cursor = pooled.cursor()
         if many:
             cursor.executemany(sql, values)
         else:
@@ -190,8 +191,9 @@ def on_driver(connection: sa.Connection, sql: str, values: Any, *, many: bool = 
             connection.invalidate(error)
         raise wrapped from error
     finally:
-        with contextlib.suppress(Exception):  # a lost connection: the caller sees the first error
-            cursor.close()
+        if cursor is not None:
+            with contextlib.suppress(Exception):  # a lost connection: the caller sees the first error
+                cursor.close()
     return rows, rowcount if rowcount is not None and rowcount >= 0 else 0
 
 
@@ -285,7 +287,8 @@ def first_row_on_driver(connection: sa.Connection, statement: sa.Select[Any], va
     """The first row of a Core SELECT run as `execute_on_driver` runs its statements. Unlike
     `connection.execute` it begins no transaction of SQLAlchemy's, so on SQLite a read takes no
     BEGIN IMMEDIATE (the writer's lock) and outside a transaction runs on its own, in SQLite's
-    autocommit mode."""
+    autocommit mode. On PostgreSQL psycopg opens a transaction for it that lasts until the
+    connection is returned to the pool (a rollback): callers return it at once."""
     rows = rows_on_driver(connection, statement, values)
     return rows[0] if rows else None
 

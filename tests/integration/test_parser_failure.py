@@ -11,6 +11,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from mailcase.ingest import pipeline as pipeline_module
+from mailcase.store.engine import transaction
+from mailcase.store.models import HeldMessage
 from support.threads import PAT, ThreadDesk, eml, fresh_message_id
 
 OPENED = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
@@ -33,3 +35,10 @@ def test_a_message_the_parser_crashes_on_is_held_with_the_reason(engine: Engine,
     [held] = desk.held()
     assert "the parser failed (TypeError)" in held.reason
     assert desk.case_count() == 0
+    # An agent who vouches for it releases it (what can be salvaged of it), as any held message.
+    with transaction(desk.engine) as session:
+        row = session.get(HeldMessage, held.id)
+        assert row is not None
+        released = desk.pipeline.release_held(session, row, now=OPENED, by="agent")
+    assert released.decision == "open_case" and released.case_number is not None
+    assert desk.case_count() == 1

@@ -530,3 +530,9 @@ def test_eight_bit_text_under_an_rfc2231_charset_parameter_is_read_not_a_crash(b
 
     assert message.text.startswith("Café down")
     assert "charset-guess:utf-8 for text/plain" in message.defects
+
+
+def test_base64_with_stray_eight_bit_bytes_under_an_rfc2231_charset_is_decoded_once() -> None:
+    body = b"Content-Type: text/plain; charset*=utf-8''utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nSGVs\xe9bG8gd29y\r\n"
+
+    assert parse_message(HOSTILE_HEAD + body).text == "Hello wor"
