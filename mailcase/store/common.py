@@ -83,9 +83,6 @@ class Rows:
             raise sa.exc.MultipleResultsFound("several rows")
         return self._rows[0][0] if self._rows else None
 
-    def scalars(self) -> list[Any]:
-        return [row[0] for row in self._rows]
-
 
 _Value = Callable[[Mapping[str, Any]], Any]
 
