@@ -67,6 +67,15 @@ class HealthBoard:
         with self._lock:
             return sorted(self._states.values(), key=lambda health: health.component)
 
+    def view(self, components: list[str]) -> tuple[list[ComponentHealth], dict[str, Pulse]]:
+        """Every state and the pulses of `components`, read together under one lock: /readyz must
+        never pair a state with a pulse from another moment (a mailbox that signs in again between
+        the two reads looked green with its old failure count: a passing warning)."""
+        with self._lock:
+            states = sorted(self._states.values(), key=lambda health: health.component)
+            pulses = {component: self._pulses[component] for component in components if component in self._pulses}
+        return states, pulses
+
     def healthy(self) -> bool:
         """No component is red (amber is a warning, not an outage)."""
         with self._lock:

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from mailcase.config import Settings
 from mailcase.notify.outbox import relay_pause
-from mailcase.oauth.health import ComponentHealth, HealthBoard, Pulse
+from mailcase.oauth.health import ComponentHealth, HealthBoard
 from mailcase.observe.readiness import Observations
 from mailcase.store.engine import database_problem
 from mailcase.store.health import oldest_due_notice, probe_database
@@ -65,12 +65,7 @@ class Probes:
                     self._paused_since = self._paused_since or now
                     paused = f"delivery paused until {pause.until.isoformat(timespec='seconds')} " \
                              f"after {pause.passes} unreachable pass(es)" + (f": {pause.reason}" if pause.reason else "")
-        components = [SCHEDULER, *(f"imap:{name}" for name in mailboxes)]
-        pulses: dict[str, Pulse] = {}
-        for component in components:
-            pulse = self.board.pulse(component)
-            if pulse is not None:
-                pulses[component] = pulse
+        states, pulses = self.board.view([SCHEDULER, *(f"imap:{name}" for name in mailboxes)])
         return Observations(
             started_at=self.started_at,
             smtp=self._ehlo() if self.smtp_address is not None else None,
@@ -83,7 +78,7 @@ class Probes:
             relay_paused_since=self._paused_since if paused else None,
             database_error=database_error,
             database_seconds=database_seconds,
-            board=[*self.board.snapshot(), *shared],
+            board=[*states, *shared],
             pulses=pulses,
         )
 
