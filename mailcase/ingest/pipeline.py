@@ -217,24 +217,12 @@ class Pipeline:
     def _prepare(self, raw: RawMessage) -> tuple[InboundMessage | None, str, SenderVerdict]:
         """What needs no transaction: the parsed message (or why it could not be parsed) and the sender's evidence."""
         # Parse before the transaction: it is the costliest step and needs no lock.
-        message: InboundMessage | None
         # SMTP's "" is the null sender <> (a bounce); for a file or IMAP, "" only means unknown.
         envelope_from = raw.envelope_from if raw.channel is Channel.SMTP else (raw.envelope_from or None)
-        try:
-            message = parse_message(
-                raw.data, envelope_from=envelope_from,
-                max_depth=self.settings.mime.max_depth, max_parts=self.settings.mime.max_parts,
-            )
-            parse_error = ""
-        except UnparseableMessage as exc:
-            message, parse_error = None, exc.reason
-        except MemoryError:
-            raise  # not the message's fault for certain: the sender retries (451), nothing is held
-        except Exception as exc:
-            # Hostile bytes that break a library under us: the message is kept and held with the
-            # reason (an agent sees it, `trace` says why) rather than deferred (451) for ever.
-            log.exception("the parser failed on a message; it is held")
-            message, parse_error = None, f"the parser failed ({type(exc).__name__}); see the daemon's log"
+        message, parse_error = _parsed(
+            raw.data, envelope_from=envelope_from,
+            max_depth=self.settings.mime.max_depth, max_parts=self.settings.mime.max_parts,
+        )
         # The sender's evidence, before the transaction too: our own DKIM check may wait on DNS.
         verdict = self.verdict(raw.data, message, raw.envelope_to) if message is not None else NO_VERDICT
         if verdict.temporary and self.policy is SenderPolicy.ENFORCE:
@@ -295,14 +283,8 @@ class Pipeline:
         (a case id), or as a new case with `new_case`."""
         record = raw_of(session=session, raw_id=held.raw_id)
         assert record is not None
-        try:
-            message = parse_message(record.data)
-        except UnparseableMessage as exc:
-            message = _salvage(record.data, exc.reason)
-        except MemoryError:
-            raise
-        except Exception as exc:  # held because the parser failed: released as what can be salvaged
-            message = _salvage(record.data, f"the parser failed ({type(exc).__name__})")
+        parsed, why = _parsed(record.data)
+        message = parsed if parsed is not None else _salvage(record.data, why)
         verdict = _stored_verdict(record.sender_verdict)
         outcome = self._decide_and_apply(
             session, record, message, now=now, released=True, verdict=verdict,
@@ -619,6 +601,22 @@ def _stored_verdict(data: dict[str, Any] | None) -> SenderVerdict:
         source=str(data.get("source", "none")), from_domain=str(data.get("from_domain", "")), dmarc=str(data.get("dmarc", "none")),
         dmarc_policy=str(data.get("dmarc_policy", "")), results=results, temporary=bool(data.get("temporary", False)),
     )
+
+
+def _parsed(data: bytes, **limits: Any) -> tuple[InboundMessage | None, str]:
+    """The parsed message and "", or None and why it could not be parsed: `UnparseableMessage`'s
+    reason, or the parser itself failing on hostile bytes (logged with its traceback; the message
+    is then held with that reason, or released as what `_salvage` keeps). A MemoryError is raised:
+    not certainly the message's fault, so the sender retries (451) and nothing is held."""
+    try:
+        return parse_message(data, **limits), ""
+    except UnparseableMessage as exc:
+        return None, exc.reason
+    except MemoryError:
+        raise
+    except Exception as exc:
+        log.exception("the parser failed on a message")
+        return None, f"the parser failed ({type(exc).__name__}); see the daemon's log"
 
 
 def _salvage(data: bytes, reason: str) -> InboundMessage:
