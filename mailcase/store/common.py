@@ -138,7 +138,11 @@ class Prepared:
     def run(self, session: Session, params: Mapping[str, Any] | None = None) -> Rows:
         """Execute once with `params` in the session's transaction; the rows it returned (RETURNING
         or SELECT) and its row count."""
-        return self.run_on(_flushed_connection(session), params)
+        params = params or {}
+        connection = _flushed_connection(session)
+        form = self._form(connection.dialect, tuple(params))
+        rows, rowcount = on_driver(connection, form.sql, form.parameters(params))
+        return Rows(form.convert(rows) if rows else [], rowcount)
 
     def run_many(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row of `rows` (all with the same keys) as one driver executemany; no RETURNING."""
@@ -146,13 +150,6 @@ class Prepared:
             connection = _flushed_connection(session)
             form = self._form(connection.dialect, tuple(rows[0]))
             on_driver(connection, form.sql, [form.parameters(row) for row in rows], many=True)
-
-    def run_on(self, connection: sa.Connection, params: Mapping[str, Any] | None = None) -> Rows:
-        """`run` on a Core connection, in its transaction (delivery's statements)."""
-        params = params or {}
-        form = self._form(connection.dialect, tuple(params))
-        rows, rowcount = on_driver(connection, form.sql, form.parameters(params))
-        return Rows(form.convert(rows) if rows else [], rowcount)
 
     def _form(self, dialect: sa.Dialect, keys: tuple[str, ...]) -> _Form:
         form = self._forms.get((dialect.name, keys))
@@ -270,7 +267,7 @@ def _value_of(bind: Any, defaults: Mapping[str, Any]) -> _Value:
 
 def execute_on_driver(connection: sa.Connection, statement: sa.Insert | sa.Update | sa.Delete, values: Mapping[str, Any]) -> int:
     """Run a Core INSERT, UPDATE or DELETE with `values` on the driver's own cursor, in
-    `connection`'s transaction (as `Prepared.run_on` does); returns the rows it changed.
+    `connection`'s transaction (as `Prepared.run` does in a session's); returns the rows it changed.
 
     For the statements delivery runs for every notice: SQLAlchemy's execution machinery (events,
     an execution context, a result) cost ~50 µs a statement, several times the driver's own work
