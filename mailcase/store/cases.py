@@ -8,13 +8,12 @@ from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from mailcase.domain import CaseKind, CaseStatus, CaseView, EventKind, Priority
-from mailcase.store.common import insert_or_ignore, prepared, table_of
+from mailcase.store.common import insert_ignoring, insert_or_ignore, prepared, table_of
 from mailcase.store.models import (
     AssignmentCursor,
     Case,
@@ -33,15 +32,16 @@ CASE_NUMBER_COUNTER = "case_number"
 def allocate_case_number(*, session: Session) -> int:
     """The next case number: one atomic UPDATE … RETURNING on a counter row.
 
-    The row lock (PostgreSQL) or the write lock (SQLite, BEGIN IMMEDIATE) serialises concurrent
-    writers, and a rolled-back transaction gives its number back only if nobody took a later one —
-    numbers are never reused because the counter only grows.
+    On PostgreSQL the UPDATE commits on its own (`Prepared.run_alone`), so its row lock does not
+    hold every other case-opening transaction until this one commits; on SQLite the write lock
+    (BEGIN IMMEDIATE) serialises writers. Numbers are never reused because the counter only grows;
+    a case whose transaction rolls back leaves its number unused (a gap).
     """
     statement = _next_case_number
-    number: int | None = statement.run(session).scalar_one_or_none()
+    number: int | None = statement.run_alone(session).scalar_one_or_none()
     if number is None:  # the very first case: create the counter (once, whoever races), then count
-        insert_or_ignore(session, table_of(Counter), {"name": CASE_NUMBER_COUNTER, "value": 0}, conflict=["name"])
-        number = statement.run(session).scalar_one()
+        _create_counter.run_alone(session, {"name": CASE_NUMBER_COUNTER, "value": 0})
+        number = statement.run_alone(session).scalar_one()
     return int(number)
 
 
@@ -249,6 +249,18 @@ def _next_case_number(dialect: str) -> Any:
 
 
 @prepared
+def _create_counter(dialect: str) -> Any:
+    """INSERT … ON CONFLICT (name) DO NOTHING of a counter row."""
+    return insert_ignoring(dialect, table_of(Counter), ["name"])
+
+
+@prepared
+def _create_cursor(dialect: str) -> Any:
+    """INSERT … ON CONFLICT (team) DO NOTHING of a team's round-robin cursor."""
+    return insert_ignoring(dialect, table_of(AssignmentCursor), ["team"])
+
+
+@prepared
 def _insert_case(dialect: str) -> Any:
     table: sa.Table = table_of(Case)
     return sa.insert(table).returning(table.c.id)
@@ -257,9 +269,7 @@ def _insert_case(dialect: str) -> Any:
 @prepared
 def _insert_participant(dialect: str) -> Any:
     """INSERT … ON CONFLICT (case_id, address) DO NOTHING, built once per dialect."""
-    table: sa.Table = table_of(CaseParticipant)
-    insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    return insert.on_conflict_do_nothing(index_elements=["case_id", "address"])
+    return insert_ignoring(dialect, table_of(CaseParticipant), ["case_id", "address"])
 
 
 @prepared
@@ -380,18 +390,19 @@ def assign_next(*, session: Session, team: str) -> tuple[str | None, list[str]]:
     and the team's active technicians' addresses (by id), for a caller that also notifies the
     team: the technicians are read once, and the cursor moves in one UPDATE.
 
-    The UPDATE takes the cursor row's lock (PostgreSQL) for the rest of the transaction, so two
-    writers never hand out the same turn.
+    The cursor moves in one atomic UPDATE, so two writers never hand out the same turn; on
+    PostgreSQL it commits on its own (`Prepared.run_alone`, as the case number does), so a message
+    whose transaction rolls back has passed a technician's turn.
     """
     technicians = team_members(session=session, team=team)
     if not technicians:
         insert_or_ignore(session, table_of(AssignmentCursor), {"team": team}, conflict=["team"])
         return None, []
     params = {"cursor_team": team, "first_id": technicians[0][0]}
-    chosen: int | None = _advance_cursor.run(session, params).scalar_one_or_none()
+    chosen: int | None = _advance_cursor.run_alone(session, params).scalar_one_or_none()
     if chosen is None:  # the team's first case: create its cursor (once, whoever races)
-        insert_or_ignore(session, table_of(AssignmentCursor), {"team": team}, conflict=["team"])
-        chosen = _advance_cursor.run(session, params).scalar_one()
+        _create_cursor.run_alone(session, {"team": team})
+        chosen = _advance_cursor.run_alone(session, params).scalar_one()
     emails = dict(technicians)
     email = emails.get(chosen)
     if email is None:  # changed between the two statements (PostgreSQL, READ COMMITTED)

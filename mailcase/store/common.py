@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
 
@@ -23,16 +25,23 @@ def insert_or_ignore(
 
     Idempotency by unique keys, never check-then-insert (two daemons may race).
     """
-    dialect = session.get_bind().dialect.name
-    insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     pk = list(table.primary_key.columns)
     # Values go in as parameters, not `.values(**values)`: the statement then compiles once per shape
     # and is reused from SQLAlchemy's cache (a sweep queues thousands of rows).
-    statement = insert.on_conflict_do_nothing(index_elements=conflict)
+    statement = insert_ignoring(session.get_bind().dialect.name, table, conflict)
     if len(pk) == 1:
-        statement = statement.returning(pk[0])
-        return session.execute(statement, values).scalar_one_or_none()
+        return session.execute(statement.returning(pk[0]), values).scalar_one_or_none()
     return True if rows_affected(session.execute(statement, values)) else None
+
+
+def conflict_insert(dialect: str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's own INSERT of `table`, the one with ON CONFLICT (SQLite and PostgreSQL)."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+def insert_ignoring(dialect: str, table: sa.Table, conflict: list[str]) -> postgresql.Insert | sqlite.Insert:
+    """INSERT … ON CONFLICT (`conflict`) DO NOTHING, for a statement built once per dialect."""
+    return conflict_insert(dialect, table).on_conflict_do_nothing(index_elements=conflict)
 
 
 def rows_affected(result: sa.Result[Any]) -> int:
@@ -144,6 +153,35 @@ class Prepared:
         rows, rowcount = on_driver(connection, form.sql, form.parameters(params))
         return Rows(form.convert(rows) if rows else [], rowcount)
 
+    def run_alone(self, session: Session, params: Mapping[str, Any] | None = None) -> Rows:
+        """Execute once in a transaction of its own that ends with the statement, where the database
+        lets several writers work at once (PostgreSQL): for a counter row every new case moves (the
+        case number, the team's round-robin turn). Its row lock is then held for the statement alone,
+        not until the message's commit; in the session's transaction every concurrent case-opening
+        transaction queued behind it (issue 16: two SMTP processes' ingest threads spent most of their
+        time waiting on the turn's row lock). The statement commits asynchronously: the caller's own
+        commit, later in the write-ahead log, makes it durable too. A caller that rolls back leaves
+        the counter moved (a case number skipped, a technician's turn passed), never a number reused.
+
+        On SQLite it runs in the session's transaction: the write lock admits one writer anyway, and
+        a second connection would wait for the lock this one holds."""
+        bind = session.get_bind()
+        if bind.dialect.name == "sqlite":
+            return self.run(session, params)
+        params = params or {}
+        for attempt in (1, 2):
+            try:
+                with _autonomous(bind.engine).connect() as connection:
+                    form = self._form(connection.dialect, tuple(params))
+                    rows, rowcount = on_driver(connection, form.sql, form.parameters(params))
+                return Rows(form.convert(rows) if rows else [], rowcount)
+            except sa.exc.DBAPIError as error:
+                # A pooled connection the server dropped (a restart) is tried once more on a new
+                # one: instead of a ping before every use. A counter moved twice leaves a gap.
+                if attempt == 2 or not error.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def run_many(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row of `rows` (all with the same keys) as one driver executemany; no RETURNING."""
         if rows:
@@ -214,6 +252,26 @@ def _connection(session: Session) -> sa.Connection:
     connection = session.connection()
     session.info[_CONNECTION] = (session.get_nested_transaction() or session.get_transaction(), connection)
     return connection
+
+
+_AUTONOMOUS: weakref.WeakKeyDictionary[sa.Engine, sa.Engine] = weakref.WeakKeyDictionary()
+_AUTONOMOUS_LOCK = threading.Lock()
+
+
+def _autonomous(engine: sa.Engine) -> sa.Engine:
+    """`engine`'s database through a small pool of its own whose statements each commit at once
+    (autocommit) and asynchronously (`synchronous_commit = off`), for `Prepared.run_alone`; disposed
+    with `engine`."""
+    with _AUTONOMOUS_LOCK:
+        side = _AUTONOMOUS.get(engine)
+        if side is None:
+            side = sa.create_engine(
+                engine.url, hide_parameters=True, pool_size=2, max_overflow=8,
+                isolation_level="AUTOCOMMIT", connect_args={"options": "-c synchronous_commit=off"},
+            )
+            event.listen(engine, "engine_disposed", lambda _engine, side=side: side.dispose())
+            _AUTONOMOUS[engine] = side
+        return side
 
 
 def prepared(build: Callable[[str], sa.Executable]) -> Prepared:

@@ -14,11 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailcase.domain import Direction, InboundMessage
-from mailcase.store.common import insert_or_ignore, prepared, table_of
+from mailcase.store.common import insert_ignoring, insert_or_ignore, prepared, table_of
 from mailcase.store.models import (
     Attachment,
     AutoReplyLog,
@@ -140,8 +139,7 @@ def _update_record(dialect: str) -> sa.Update:
 def _insert_raw(dialect: str) -> sa.Executable:
     """`insert_or_ignore`'s INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, built once per dialect."""
     table = table_of(RawMessageRecord)
-    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    return insert.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
+    return insert_ignoring(dialect, table, ["dedupe_key"]).returning(table.c.id)
 
 
 @prepared

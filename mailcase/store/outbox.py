@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from mailcase.domain import AutoKind, Direction, EventKind, NotificationIntent, OutboxState
 from mailcase.store.common import (
+    conflict_insert,
     execute_on_driver,
     first_row_on_driver,
+    insert_ignoring,
     prepared,
     rows_affected,
     rows_on_driver,
@@ -63,8 +64,7 @@ def _insert_notice(dialect: str) -> Any:
     """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, prepared once per dialect:
     every ingested message queues its notices with it."""
     table = table_of(Outbox)
-    insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    return insert.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(table.c.id)
+    return insert_ignoring(dialect, table, ["idempotency_key"]).returning(table.c.id)
 
 
 def enqueue_many(
@@ -78,9 +78,7 @@ def enqueue_many(
     if not intents:
         return set()
     table = table_of(Outbox)
-    dialect = session.get_bind().dialect.name
-    insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    statement = insert.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(table.c.idempotency_key)
+    statement = insert_ignoring(session.get_bind().dialect.name, table, ["idempotency_key"]).returning(table.c.idempotency_key)
     rows = [_row(intent, now, hostname) for intent in intents]
     return set(session.execute(statement, rows).scalars())
 
@@ -188,9 +186,7 @@ def record_bounce(
 
 def _upsert_health(session: Session, address: str, reason: str, now: datetime) -> None:
     table = table_of(RecipientHealth)
-    postgres = session.get_bind().dialect.name == "postgresql"
-    insert = postgresql.insert(table) if postgres else sqlite.insert(table)
-    statement = insert.values(
+    statement = conflict_insert(session.get_bind().dialect.name, table).values(
         address=address, failing=True, last_bounce_at=now, reason=reason, bounces=1
     ).on_conflict_do_update(
         index_elements=["address"],
@@ -290,8 +286,7 @@ def set_installation_values(connection: sa.Connection, values: dict[str, str]) -
     if not values:
         return
     table = table_of(Installation)
-    postgres = connection.dialect.name == "postgresql"
-    insert: Any = postgresql.insert(table) if postgres else sqlite.insert(table)
+    insert = conflict_insert(connection.dialect.name, table)
     statement = insert.on_conflict_do_update(index_elements=["key"], set_={"value": insert.excluded.value})
     connection.execute(statement, [{"key": key, "value": value} for key, value in values.items()])
 
