@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -431,6 +432,61 @@ class Database:
             admin.dispose()
 
 
+class Waits:
+    """What the database's backends for `database` were doing while the block ran (PostgreSQL only):
+    pg_stat_activity sampled every 20 ms from a thread, averaged per sample. Backends waiting on a
+    lock mean mailcase's transactions queue behind each other; idle in transaction means the
+    database waits for mailcase (its CPU, the GIL)."""
+
+    def __init__(self, database: Database | None) -> None:
+        self.database = database
+        self.samples: list[tuple[int, int, int]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Waits:
+        if self.database is not None and self.database.kind == "postgresql":
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _sample(self) -> None:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        query = sa.text(
+            "SELECT count(*) FILTER (WHERE state = 'active' AND wait_event_type IS DISTINCT FROM 'Lock'),"
+            " count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*) FILTER (WHERE state LIKE 'idle in transaction%')"
+            " FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"
+        )
+        with engine.connect() as connection:
+            while not self._stop.wait(0.02):
+                row = connection.execute(query, {"name": self.database.name}).one()  # type: ignore[union-attr]
+                self.samples.append((int(row[0]), int(row[1]), int(row[2])))
+        engine.dispose()
+
+    def summary(self) -> dict[str, float] | None:
+        if not self.samples:
+            return None
+        n = len(self.samples)
+        return {
+            name: round(sum(sample[i] for sample in self.samples) / n, 2)
+            for i, name in enumerate(("working", "waiting_on_a_lock", "idle_in_transaction"))
+        }
+
+
+def waits_text(waits: dict[str, float] | None) -> str:
+    if not waits:
+        return ""
+    return (f"\n{'':>12}PostgreSQL backends on average: {waits['working']} working, {waits['waiting_on_a_lock']} "
+            f"waiting on a lock, {waits['idle_in_transaction']} idle in a transaction")
+
+
 class Mailcase:
     """`mailcase serve` with delivery on to `relay_port`, on `database`, with `workers` SMTP processes."""
 
@@ -549,11 +605,12 @@ def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, A
                 pids = [sink.pid] if side == "sink" else [*daemon.pids(), relay.pid]
                 load_before = loadavg()
                 before, client_before = cpu_snapshot(pids), time.process_time()
-                tally, elapsed = asyncio.run(closed_loop(port, messages, args.concurrency))
+                with Waits(database if side == "mailcase" else None) as waits:
+                    tally, elapsed = asyncio.run(closed_loop(port, messages, args.concurrency))
                 row: dict[str, Any] = {
                     "side": side, "round": index + 1, "accepted": tally.sent, "errors": dict(tally.errors),
                     "msg_per_s": round(tally.sent / elapsed, 1), "load": load_before,
-                    "data_to_250_ms": distribution(tally.latencies, 1000),
+                    "data_to_250_ms": distribution(tally.latencies, 1000), "database_backends": waits.summary(),
                 }
                 if side == "mailcase":
                     drained = wait_drained(database, tally.last_250, args.drain_timeout, relay)
@@ -576,7 +633,8 @@ def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, A
         load_before = loadavg()
         pids = [*daemon.pids(), relay.pid]
         before = cpu_snapshot(pids)
-        tally, elapsed = asyncio.run(open_loop(daemon.port, batch(run, args.rate_messages), args.rate))
+        with Waits(database) as waits:
+            tally, elapsed = asyncio.run(open_loop(daemon.port, batch(run, args.rate_messages), args.rate))
         drained = wait_drained(database, tally.last_250, args.drain_timeout, relay)
         result["rate"] = {
             "offered": args.rate, "messages": args.rate_messages, "accepted": tally.sent, "errors": dict(tally.errors),
@@ -585,6 +643,7 @@ def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, A
             "drain_s": round(drained, 2) if drained is not None else None,
             "max_start_lag_ms": round(tally.max_start_lag * 1000, 1), "load": load_before, "load_after": loadavg(),
             "cpu_ms_per_msg": cpu_per_message(before, cpu_snapshot(pids), tally.sent),
+            "database_backends": waits.summary(),
         }
         all_sent.extend(tally.ended_data)
         print(rate_line(kind, result["rate"]), flush=True)
@@ -660,7 +719,7 @@ def round_line(kind: str, row: dict[str, Any]) -> str:
         text += (f"\n{'':>12}ack latency p50 {ack['p50']} p90 {ack['p90']} p99 {ack['p99']} max {ack['max']} s "
                  f"({ack['n']} matched); drain {row['drain_s']} s")
     cpu = ", ".join(f"{name} {ms}" for name, ms in row["cpu_ms_per_msg"].items())
-    return text + f"\n{'':>12}CPU ms/msg: {cpu}"
+    return text + f"\n{'':>12}CPU ms/msg: {cpu}" + waits_text(row.get("database_backends"))
 
 
 def rate_line(kind: str, rate: dict[str, Any]) -> str:
@@ -673,7 +732,7 @@ def rate_line(kind: str, rate: dict[str, Any]) -> str:
             f"[target p99 <= {TARGETS['ack_p99_s']:.0f} s: {verdict(a['p99'] <= TARGETS['ack_p99_s'])}]; "
             f"drain {rate['drain_s']} s; worst start lag {rate['max_start_lag_ms']} ms; load {rate['load']}"
             f"{'; errors ' + str(rate['errors']) if rate['errors'] else ''}"
-            f"\n{'':>12}CPU ms/msg: {cpu}")
+            f"\n{'':>12}CPU ms/msg: {cpu}" + waits_text(rate.get("database_backends")))
 
 
 def big_line(kind: str, big: dict[str, Any]) -> str:
