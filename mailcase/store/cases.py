@@ -395,8 +395,8 @@ def assign_next(*, session: Session, team: str) -> tuple[str | None, list[str]]:
     whose transaction rolls back has passed a technician's turn.
     """
     technicians = team_members(session=session, team=team)
-    if not technicians:
-        insert_or_ignore(session, table_of(AssignmentCursor), {"team": team}, conflict=["team"])
+    if not technicians:  # the cursor row is made now all the same (committed on its own too)
+        _create_cursor.run_alone(session, {"team": team})
         return None, []
     params = {"cursor_team": team, "first_id": technicians[0][0]}
     chosen: int | None = _advance_cursor.run_alone(session, params).scalar_one_or_none()

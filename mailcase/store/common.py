@@ -169,17 +169,21 @@ class Prepared:
         if bind.dialect.name == "sqlite":
             return self.run(session, params)
         params = params or {}
+        side = _autonomous(bind.engine)
         for attempt in (1, 2):
             try:
-                with _autonomous(bind.engine).connect() as connection:
+                with side.connect() as connection:
                     form = self._form(connection.dialect, tuple(params))
                     rows, rowcount = on_driver(connection, form.sql, form.parameters(params))
                 return Rows(form.convert(rows) if rows else [], rowcount)
             except sa.exc.DBAPIError as error:
-                # A pooled connection the server dropped (a restart) is tried once more on a new
-                # one: instead of a ping before every use. A counter moved twice leaves a gap.
+                # The server dropped a pooled connection (a restart dropped them all): the pool's
+                # connections are closed and the statement tried once more on a new one, instead of
+                # a ping before every use. A counter that did move before its answer was lost
+                # leaves a gap.
                 if attempt == 2 or not error.connection_invalidated:
                     raise
+                side.dispose()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def run_many(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -265,13 +269,22 @@ def _autonomous(engine: sa.Engine) -> sa.Engine:
     with _AUTONOMOUS_LOCK:
         side = _AUTONOMOUS.get(engine)
         if side is None:
+            # The same URL (and so the same libpq options: search_path, timeouts); the setting is
+            # made once per connection, not through `options`, which would replace the URL's.
             side = sa.create_engine(
-                engine.url, hide_parameters=True, pool_size=2, max_overflow=8,
-                isolation_level="AUTOCOMMIT", connect_args={"options": "-c synchronous_commit=off"},
+                engine.url, hide_parameters=True, pool_size=2, max_overflow=8, isolation_level="AUTOCOMMIT",
             )
+            event.listen(side, "connect", _commit_asynchronously)
             event.listen(engine, "engine_disposed", lambda _engine, side=side: side.dispose())
             _AUTONOMOUS[engine] = side
         return side
+
+
+def _commit_asynchronously(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET synchronous_commit TO off")
+    cursor.close()
+    dbapi_connection.commit()  # the SET stays for the session; no transaction is left open
 
 
 def prepared(build: Callable[[str], sa.Executable]) -> Prepared:

@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 
 from mailcase.clock import FixedClock
 from mailcase.present import cases_json
+from mailcase.store import common
 from mailcase.store.cases import CASE_NUMBER_COUNTER, allocate_case_number, assign_next, create_case
 from mailcase.store.engine import make_engine, transaction, upgrade_schema
 from mailcase.store.models import Case, CaseEvent, CaseParticipant, Counter, Technician
@@ -295,6 +296,12 @@ def test_cases_open_after_the_database_dropped_every_connection(
     admin = make_engine(pg_admin_url)
     try:
         assert open_case(engine, clock.now()) == 1
+        # Two of the counter's connections in its pool, as after two concurrent cases: the retry after
+        # the first stale one must not take the second.
+        side = common._autonomous(engine)
+        held = [side.connect(), side.connect()]
+        for connection in held:
+            connection.close()
         with admin.connect() as connection:
             ended = connection.execute(
                 sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :name"),
@@ -306,4 +313,55 @@ def test_cases_open_after_the_database_dropped_every_connection(
         assert committed_numbers(engine) == [1, 2]
     finally:
         admin.dispose()
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_cases_open_in_the_schema_the_database_url_chooses(fresh_pg_url: str, clock: FixedClock) -> None:
+    """A desk whose tables live in their own schema, chosen by libpq options in the URL: the case
+    number is taken there too (its own connection keeps the URL's options)."""
+    plain = make_engine(fresh_pg_url)
+    with plain.begin() as connection:
+        connection.execute(sa.text("CREATE SCHEMA desk"))
+    plain.dispose()
+    engine = make_engine(fresh_pg_url + "?options=-csearch_path%3Ddesk")
+    upgrade_schema(engine)
+    try:
+        assert open_case(engine, clock.now()) == 1
+        assert open_case(engine, clock.now()) == 2
+        with engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT value FROM desk.counter")).scalar_one() == 2
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_technician_added_while_a_transaction_is_open_gets_the_next_case_without_a_hang(
+    fresh_pg_url: str, clock: FixedClock
+) -> None:
+    """A message found the intake team empty (no assignee), an admin then added a technician, and a
+    later message of the same group transaction assigns them: nothing waits on the first one's work."""
+    engine = make_engine(fresh_pg_url)
+    upgrade_schema(engine)
+    assigned: list[str | None] = []
+    errors: list[BaseException] = []
+    try:
+        def group() -> None:
+            try:
+                with transaction(engine) as session:
+                    assigned.append(assign_next(session=session, team="support")[0])
+                    with transaction(engine) as admin:
+                        admin.add(Technician(email="ana@support.example.com", team="support"))
+                    assigned.append(assign_next(session=session, team="support")[0])
+            except BaseException as error:  # reported to the test thread below
+                errors.append(error)
+
+        thread = threading.Thread(target=group, daemon=True)
+        thread.start()
+        thread.join(timeout=30)
+
+        assert not thread.is_alive(), "the second assignment waited on the first one's transaction"
+        assert not errors, errors
+        assert assigned == [None, "ana@support.example.com"]
+    finally:
         engine.dispose()
