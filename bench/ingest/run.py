@@ -3,6 +3,7 @@ bench/ingest/drive.py, and profiles the ingest pipeline in-process. It never tal
 
     .venv/bin/python bench/ingest/run.py            # every figure (about 2 minutes on 2 cores)
     .venv/bin/python bench/ingest/run.py --quick    # smaller runs, for a first look
+    .venv/bin/python bench/ingest/run.py --only profile --profile-database-url postgresql://postgres@127.0.0.1/EMPTY_DB
 
 Figures (issue "Inbound mail over SMTP", targets on the 2-core development machine):
 1. throughput: messages/s accepted into cases, 8 connections, one message per connection, 10,000
@@ -273,7 +274,7 @@ def instrumented(profiler: StageProfiler) -> Iterator[None]:
                 setattr(owner, name, original)
 
 
-def profile_pipeline(root: Path, messages: int, top: int) -> dict[str, Any]:
+def profile_pipeline(root: Path, messages: int, top: int, database_url: str = "") -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(DRIVER.parent))
     import drive as driver
@@ -285,7 +286,7 @@ def profile_pipeline(root: Path, messages: int, top: int) -> dict[str, Any]:
 
     workdir = root / "profile"
     Serve(workdir)  # only for its directory; nothing is started
-    environ = {"MAILCASE_DATABASE__URL": f"sqlite:///{workdir / 'mailcase.db'}",
+    environ = {"MAILCASE_DATABASE__URL": database_url or f"sqlite:///{workdir / 'mailcase.db'}",
                "MAILCASE_AUTOREPLY__MAX_PER_HOUR": "1000000000", "MAILCASE_AUTOREPLY__MAX_PER_DAY": "1000000000"}
     settings = load_config(REPO / "config.toml", environ)
     subprocess.run([sys.executable, "-m", "mailcase", "--config", str(REPO / "config.toml"), "init"],
@@ -409,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-size", type=int, default=BIG, help="bytes of the large message")
     parser.add_argument("--profile-messages", type=int, default=1_000)
     parser.add_argument("--top", type=int, default=6, help="functions listed per stage")
+    parser.add_argument("--profile-database-url", default="",
+                        help="profile on this (empty) database instead of a fresh SQLite file, e.g. a new PostgreSQL database")
     parser.add_argument("--only", choices=["throughput", "rate", "big", "profile"], action="append",
                         help="run only these parts (repeatable)")
     parser.add_argument("--quick", action="store_true", help="1,000 / 500 / 200 messages instead")
@@ -439,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                 result |= {"rss_before_mb": before, "rss_after_mb": daemon.peak_rss_mb(), "cases": daemon.cases()}
             results["big"] = result
         if "profile" in parts:
-            results["profile"] = profile_pipeline(root, args.profile_messages, args.top)
+            results["profile"] = profile_pipeline(root, args.profile_messages, args.top, args.profile_database_url)
     print(json.dumps(results, indent=2) if args.json else report(results))
     return 0
 
