@@ -272,7 +272,8 @@ def _autonomous(engine: sa.Engine) -> sa.Engine:
             # The same URL (and so the same libpq options: search_path, timeouts); the setting is
             # made once per connection, not through `options`, which would replace the URL's.
             side = sa.create_engine(
-                engine.url, hide_parameters=True, pool_size=2, max_overflow=8, isolation_level="AUTOCOMMIT",
+                engine.url, echo=engine.echo, hide_parameters=True, pool_size=2, max_overflow=8,
+                isolation_level="AUTOCOMMIT",
             )
             event.listen(side, "connect", _commit_asynchronously)
             event.listen(engine, "engine_disposed", lambda _engine, side=side: side.dispose())
