@@ -147,11 +147,7 @@ class Prepared:
     def run(self, session: Session, params: Mapping[str, Any] | None = None) -> Rows:
         """Execute once with `params` in the session's transaction; the rows it returned (RETURNING
         or SELECT) and its row count."""
-        params = params or {}
-        connection = _flushed_connection(session)
-        form = self._form(connection.dialect, tuple(params))
-        rows, rowcount = on_driver(connection, form.sql, form.parameters(params))
-        return Rows(form.convert(rows) if rows else [], rowcount)
+        return self._execute(_flushed_connection(session), params or {})
 
     def run_alone(self, session: Session, params: Mapping[str, Any] | None = None) -> Rows:
         """Execute once in a transaction of its own that ends with the statement, where the database
@@ -168,14 +164,11 @@ class Prepared:
         bind = session.get_bind()
         if bind.dialect.name == "sqlite":
             return self.run(session, params)
-        params = params or {}
         side = _autonomous(bind.engine)
         for attempt in (1, 2):
             try:
                 with side.connect() as connection:
-                    form = self._form(connection.dialect, tuple(params))
-                    rows, rowcount = on_driver(connection, form.sql, form.parameters(params))
-                return Rows(form.convert(rows) if rows else [], rowcount)
+                    return self._execute(connection, params or {})
             except sa.exc.DBAPIError as error:
                 # The server dropped a pooled connection (a restart dropped them all): the pool's
                 # connections are closed and the statement tried once more on a new one, instead of
@@ -192,6 +185,11 @@ class Prepared:
             connection = _flushed_connection(session)
             form = self._form(connection.dialect, tuple(rows[0]))
             on_driver(connection, form.sql, [form.parameters(row) for row in rows], many=True)
+
+    def _execute(self, connection: sa.Connection, params: Mapping[str, Any]) -> Rows:
+        form = self._form(connection.dialect, tuple(params))
+        rows, rowcount = on_driver(connection, form.sql, form.parameters(params))
+        return Rows(form.convert(rows) if rows else [], rowcount)
 
     def _form(self, dialect: sa.Dialect, keys: tuple[str, ...]) -> _Form:
         form = self._forms.get((dialect.name, keys))
@@ -266,6 +264,9 @@ def _autonomous(engine: sa.Engine) -> sa.Engine:
     """`engine`'s database through a small pool of its own whose statements each commit at once
     (autocommit) and asynchronously (`synchronous_commit = off`), for `Prepared.run_alone`; disposed
     with `engine`."""
+    side = _AUTONOMOUS.get(engine)
+    if side is not None:  # every case but the first: no lock taken
+        return side
     with _AUTONOMOUS_LOCK:
         side = _AUTONOMOUS.get(engine)
         if side is None:
