@@ -446,7 +446,7 @@ class Waits:
 
     def __enter__(self) -> Waits:
         if self.database is not None and self.database.kind == "postgresql":
-            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread = threading.Thread(target=self._sample, args=(self.database.name,), daemon=True)
             self._thread.start()
         return self
 
@@ -455,7 +455,7 @@ class Waits:
         if self._thread is not None:
             self._thread.join()
 
-    def _sample(self) -> None:
+    def _sample(self, name: str) -> None:
         import sqlalchemy as sa
 
         engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
@@ -466,7 +466,7 @@ class Waits:
         )
         with engine.connect() as connection:
             while not self._stop.wait(0.02):
-                row = connection.execute(query, {"name": self.database.name}).one()  # type: ignore[union-attr]
+                row = connection.execute(query, {"name": name}).one()
                 self.samples.append((int(row[0]), int(row[1]), int(row[2])))
         engine.dispose()
 
