@@ -37,11 +37,10 @@ def allocate_case_number(*, session: Session) -> int:
     (BEGIN IMMEDIATE) serialises writers. Numbers are never reused because the counter only grows;
     a case whose transaction rolls back leaves its number unused (a gap).
     """
-    statement = _next_case_number
-    number: int | None = statement.run_alone(session).scalar_one_or_none()
+    number: int | None = _next_case_number.run_alone(session).scalar_one_or_none()
     if number is None:  # the very first case: create the counter (once, whoever races), then count
         _create_counter.run_alone(session, {"name": CASE_NUMBER_COUNTER, "value": 0})
-        number = statement.run_alone(session).scalar_one()
+        number = _next_case_number.run_alone(session).scalar_one()
     return int(number)
 
 
@@ -154,15 +153,16 @@ def save_deadlines(
         set_committed_value(case, name, value)
 
 
+_DEADLINE_COLUMNS = ("response_due_at", "update_due_at", "resolution_due_at", "customer_due_at", "next_due_at")
+
+
 @prepared
 def _save_deadlines(dialect: str) -> Any:
     table: sa.Table = table_of(Case)
     return (
         sa.update(table)
         .where(table.c.id == sa.bindparam("case_id"))
-        .values({name: sa.bindparam(f"new_{name}") for name in (
-            "response_due_at", "update_due_at", "resolution_due_at", "customer_due_at", "next_due_at",
-        )})
+        .values({name: sa.bindparam(f"new_{name}") for name in _DEADLINE_COLUMNS})
     )
 
 
