@@ -63,10 +63,6 @@ class HealthBoard:
         with self._lock:
             return self._states.get(component)
 
-    def snapshot(self) -> list[ComponentHealth]:
-        with self._lock:
-            return sorted(self._states.values(), key=lambda health: health.component)
-
     def view(self, components: list[str]) -> tuple[list[ComponentHealth], dict[str, Pulse]]:
         """Every state and the pulses of `components`, read together under one lock: /readyz must
         never pair a state with a pulse from another moment (a mailbox that signs in again between
