@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from mailcase.domain import AutoKind, Direction
-from mailcase.store.common import prepared, table_of
+from mailcase.store.common import ROWS_PER_STATEMENT, insert_ignoring, prepared, table_of
 from mailcase.store.models import Message, RawMessageRecord
 
 AT = datetime(2026, 11, 25, 23, 0, 0, 123456, tzinfo=UTC)
@@ -36,6 +36,16 @@ def read_message(dialect: str) -> Any:
     return sa.select(table.c.direction, table.c.references, table.c.received_at, table.c.details).where(
         table.c.id == sa.bindparam("message_id")
     )
+
+
+@prepared
+def insert_messages(dialect: str) -> Any:
+    return sa.insert(table_of(Message))
+
+
+@prepared
+def insert_raw_once(dialect: str) -> Any:
+    return insert_ignoring(dialect, table_of(RawMessageRecord), ["dedupe_key"])
 
 
 def message_values(**changes: Any) -> dict[str, Any]:
@@ -102,3 +112,49 @@ def test_the_database_refusing_arrives_as_sqlalchemys_exception_and_the_transact
     assert "INSERT INTO message" in str(refused.value) and "it is down" not in str(refused.value)
     with Session(engine) as session:
         assert list(session.exec(select(Message.message_id))) == []
+
+
+def test_many_rows_go_in_as_written_and_in_list_order(engine: Engine) -> None:
+    """`run_many` writes several statements' worth of rows (more than one INSERT holds), each column
+    converted as a single row's is, and the ids follow the list (a case's history reads in order)."""
+    count = ROWS_PER_STATEMENT * 2 + 3
+    rows = [
+        message_values(message_id=f"<m{n}@x>", references=[f"<r{n}@x>"], details={"n": n}, direction=
+                       Direction.OUTBOUND if n % 2 else Direction.INBOUND)
+        for n in range(count)
+    ]
+    with Session(engine) as session:
+        insert_messages.run_many(session, rows)
+        session.commit()
+    with Session(engine) as session:
+        stored = list(session.exec(select(Message).order_by(Message.id)))  # type: ignore[arg-type]
+    assert [m.message_id for m in stored] == [f"<m{n}@x>" for n in range(count)]
+    assert [m.details for m in stored] == [{"n": n} for n in range(count)]
+    assert [m.references for m in stored] == [[f"<r{n}@x>"] for n in range(count)]
+    assert {m.direction for m in stored[1::2]} == {Direction.OUTBOUND}
+    assert {m.received_at for m in stored} == {AT}
+
+
+def test_many_rows_skip_those_already_stored_and_their_own_repeats(engine: Engine) -> None:
+    """ON CONFLICT DO NOTHING holds for every row of the one statement: a row already in the table
+    and a row repeated later in the same list are both left out, the rest go in."""
+    def raw(key: str, source: str) -> dict[str, Any]:
+        return {
+            "channel": "smtp", "received_at": AT, "envelope_from": "pat@acme.example", "envelope_to": [],
+            "source": source, "size": 3, "sha256": "0" * 64, "data": b"abc", "message_id_header": "",
+            "dedupe_key": key, "decision": "", "reason": "", "case_id": None, "sender_verdict": {}, "purged_at": None,
+        }
+
+    with Session(engine) as session:
+        insert_raw_once.run_many(session, [raw("k1", "first")])
+        insert_raw_once.run_many(session, [raw("k1", "again"), raw("k2", "new"), raw("k2", "repeat"), raw("k3", "new")])
+        session.commit()
+        stored = {r.dedupe_key: r.source for r in session.exec(select(RawMessageRecord))}
+    assert stored == {"k1": "first", "k2": "new", "k3": "new"}
+
+
+def test_many_rows_must_give_each_column_that_has_a_default(engine: Engine) -> None:
+    """A column's default cannot be filled in per row of one multi-row statement: refused before the
+    database is asked, not stored with a wrong value."""
+    with Session(engine) as session, pytest.raises(ValueError, match="default"):
+        insert_raw.run_many(session, [{"channel": "smtp", "received_at": AT, "sha256": "0" * 64, "data": b"a"}])
