@@ -452,15 +452,10 @@ class Pipeline:
             store_facts.linked_case_of(session=session, master=case, sender=sender)
             if case is not None and case.kind is CaseKind.MASTER else None
         )
-        hour, day, noticed = store_facts.auto_reply_history(
+        hour, day, noticed, same_subject = store_facts.auto_reply_history(
             session=session, address=sender.address, now=now,
             notice_since=now - timedelta(hours=settings.autoreply.non_mpoc_notice_hours),
-        )
-        answered = (
-            store_facts.answered_subjects(
-                session=session, address=sender.address, now=now, subject_key=subject_key(message.subject)
-            )
-            if hour else ()
+            subject_key=subject_key(message.subject),
         )
         addressed = {a.lower() for a in recipients}
         known, notices_last_hour = False, 0
@@ -492,7 +487,7 @@ class Pipeline:
             sender_organisation_known=known,
             non_mpoc_notices_last_hour=notices_last_hour,
             max_non_mpoc_notices_per_hour=settings.autoreply.non_mpoc_max_per_hour,
-            answered_subjects_last_hour=answered,
+            same_subject_answers_last_hour=same_subject,
             max_same_subject_per_hour=settings.autoreply.max_same_subject_per_hour,
             max_reply_attachment_bytes=settings.attachments.reply_max_bytes,
             from_our_address=_is_our_address(message.from_address, settings),

@@ -61,9 +61,8 @@ class Facts:
     sender_organisation_known: bool = False
     non_mpoc_notices_last_hour: int = 0
     max_non_mpoc_notices_per_hour: int = 20
-    # Subject keys (`subject_key`) of the automatic replies this sender got in the last hour (the
-    # store reads only those with this message's key: the others never count).
-    answered_subjects_last_hour: tuple[str, ...] = ()
+    # Automatic replies this sender got in the last hour for this message's `subject_key`.
+    same_subject_answers_last_hour: int = 0
     max_same_subject_per_hour: int = 2
     max_reply_attachment_bytes: int = 10_000_000  # [attachments] reply_max_bytes
     from_our_address: bool = False  # From is the support, MACD or outbound address (or a +token form)
@@ -254,7 +253,7 @@ def auto_reply_withheld(facts: Facts) -> str:
     if facts.from_our_address:
         return f"{facts.message.from_address} is one of our own addresses: never answered (no mail loops)"
     key = subject_key(facts.message.subject)
-    repeats = sum(1 for answered in facts.answered_subjects_last_hour if answered == key)
+    repeats = facts.same_subject_answers_last_hour
     if key and repeats >= facts.max_same_subject_per_hour:
         return (
             f"loop guard: {facts.sender.address or 'the sender'} was already answered {repeats} times "

@@ -114,23 +114,25 @@ def message_texts_of_cases(*, session: Session, case_ids: Collection[int]) -> li
     return list(session.exec(select(Message.text).where(col(Message.case_id).in_(case_ids))))
 
 
-def auto_reply_history(*, session: Session, address: str, now: datetime, notice_since: datetime) -> tuple[int, int, bool]:
-    """Automatic replies to `address` in the last hour and the last day, and whether a non-MPOC
-    notice went to it after `notice_since`: one query over ix_auto_reply_address_at.
+def auto_reply_history(
+    *, session: Session, address: str, now: datetime, notice_since: datetime, subject_key: str
+) -> tuple[int, int, bool, int]:
+    """Automatic replies to `address` in the last hour and the last day, whether a non-MPOC notice
+    went to it after `notice_since`, and how many of the last hour's answered `subject_key` (the
+    loop guard's count): one query over ix_auto_reply_address_at.
 
     Counted by the database: loading the rows made every message cost more than the one before
     for a busy sender (bench/ingest profile, "decide" stage).
     """
     if not address:
-        return 0, 0, False
+        return 0, 0, False, 0
     day_start, hour_start = now - timedelta(days=1), now - timedelta(hours=1)
     params: dict[str, str | datetime] = {
         "address": address, "day_start": day_start, "hour_start": hour_start, "notice_since": notice_since,
-        "since": min(day_start, notice_since),
+        "since": min(day_start, notice_since), "subject_key": subject_key,
     }
-    counts = _auto_reply_history_query.run(session, params).one()
-    day, hour, notices = counts
-    return int(hour), int(day), bool(notices)
+    day, hour, notices, same_subject = _auto_reply_history_query.run(session, params).one()
+    return int(hour), int(day), bool(notices), int(same_subject)
 
 
 def non_mpoc_notices_since(*, session: Session, since: datetime) -> int:
@@ -139,26 +141,6 @@ def non_mpoc_notices_since(*, session: Session, since: datetime) -> int:
         session.execute(
             sa.select(func.count()).where(col(AutoReplyLog.kind) == NON_MPOC_NOTICE, col(AutoReplyLog.at) > since)
         ).scalar_one()
-    )
-
-
-def answered_subjects(*, session: Session, address: str, now: datetime, subject_key: str) -> tuple[str, ...]:
-    """The automatic replies `address` got in the last hour for `subject_key` (the loop guard
-    counts them; it stops answering at its cap, so they stay few): only those rows are read, so a
-    busy sender's hundreds of answers to other subjects cost nothing (ix_auto_reply_address_at)."""
-    params = {"address": address, "since": now - timedelta(hours=1), "subject_key": subject_key}
-    return tuple(row[0] for row in _answered_subjects_query.run(session, params))
-
-
-@prepared
-def _answered_subjects_query(dialect: str) -> sa.Select[str]:
-    return (
-        sa.select(col(AutoReplyLog.subject_key))
-        .where(
-            col(AutoReplyLog.address) == sa.bindparam("address"),
-            col(AutoReplyLog.at) > sa.bindparam("since", type_=table_of(AutoReplyLog).c.at.type),
-            col(AutoReplyLog.subject_key) == sa.bindparam("subject_key"),
-        )
     )
 
 
@@ -173,15 +155,17 @@ def auto_replied_since(*, session: Session, address: str, kind: str, since: date
 
 
 @prepared
-def _auto_reply_history_query(dialect: str) -> sa.Select[int, int, int]:
+def _auto_reply_history_query(dialect: str) -> sa.Select[int, int, int, int]:
     """Prepared once (values are parameters): building the CASE expressions per message cost more than running them."""
     at = col(AutoReplyLog.at)
     when = functools.partial(sa.bindparam, type_=table_of(AutoReplyLog).c.at.type)
     in_day = case((at > when("day_start"), 1), else_=0)
     in_hour = case((at > when("hour_start"), 1), else_=0)
     noticed = case(((col(AutoReplyLog.kind) == NON_MPOC_NOTICE) & (at > when("notice_since")), 1), else_=0)
+    same_subject = case(((at > when("hour_start")) & (col(AutoReplyLog.subject_key) == sa.bindparam("subject_key")), 1), else_=0)
     return sa.select(
-        func.coalesce(func.sum(in_day), 0), func.coalesce(func.sum(in_hour), 0), func.coalesce(func.max(noticed), 0)
+        func.coalesce(func.sum(in_day), 0), func.coalesce(func.sum(in_hour), 0), func.coalesce(func.max(noticed), 0),
+        func.coalesce(func.sum(same_subject), 0),
     ).where(col(AutoReplyLog.address) == sa.bindparam("address"), at > when("since"))
 
 
