@@ -33,7 +33,7 @@ from mailcase.store.directory import ContactOrganisation, organisation_for_addre
 from mailcase.store.facts import auto_replied_since, on_file_address
 from mailcase.store.messages import log_auto_reply
 from mailcase.store.models import Case, Contact, Message, Organisation, Technician
-from mailcase.store.outbox import enqueue
+from mailcase.store.outbox import enqueue, enqueue_many
 from mailcase.store.technicians import team_addresses
 
 # The case's organisation as a caller may already hold it: the row, or a contact's lookup of it.
@@ -183,17 +183,14 @@ def queue_staff_notice(
     key: str,
     extra: dict[str, Any] | None = None,
     organisation: ShownOrganisation | None = None,
-) -> int | None:
-    """Queue a notice to technicians or managers; replies to it thread back through the token."""
+) -> None:
+    """Queue a notice to technicians or managers (one statement for all of them); replies to it
+    thread back through the token."""
     intents = staff_notice(
         session, desk, case, template=template, recipients=recipients, now=now, key=key, extra=extra,
         organisation=organisation,
     )
-    first = None
-    for intent in intents:
-        queued = enqueue(intent, session=session, now=now, hostname=desk.hostname)
-        first = first if first is not None else queued
-    return first
+    enqueue_many(intents, session=session, now=now, hostname=desk.hostname)
 
 
 def staff_notice(

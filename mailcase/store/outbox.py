@@ -70,17 +70,21 @@ def _insert_notice(dialect: str) -> Any:
 def enqueue_many(
     intents: Sequence[NotificationIntent], *, session: Session, now: datetime, hostname: str
 ) -> set[str]:
-    """Queue many intents in one statement (a sweep's batch); returns the idempotency keys that were new.
+    """Queue several intents with one statement per ROWS_PER_STATEMENT (a sweep's batch, a notice to
+    each technician); returns the idempotency keys that were new.
 
-    The same insert-or-ignore as `enqueue`, sent as multi-row INSERT … ON CONFLICT DO NOTHING
-    RETURNING (SQLAlchemy's insertmanyvalues) instead of one round trip per notice.
+    The same insert-or-ignore as `enqueue`, as a multi-row INSERT … ON CONFLICT DO NOTHING
+    RETURNING instead of one round trip per notice.
     """
-    if not intents:
-        return set()
-    table = table_of(Outbox)
-    statement = insert_ignoring(session.get_bind().dialect.name, table, ["idempotency_key"]).returning(table.c.idempotency_key)
     rows = [_row(intent, now, hostname) for intent in intents]
-    return set(session.execute(statement, rows).scalars())
+    return {key for (key,) in _insert_notices.run_many(session, rows)}
+
+
+@prepared
+def _insert_notices(dialect: str) -> Any:
+    """`_insert_notice` for several rows at once, giving back the keys it inserted."""
+    table = table_of(Outbox)
+    return insert_ignoring(dialect, table, ["idempotency_key"]).returning(table.c.idempotency_key)
 
 
 def _row(intent: NotificationIntent, now: datetime, hostname: str) -> dict[str, Any]:
@@ -104,6 +108,7 @@ def _row(intent: NotificationIntent, now: datetime, hostname: str) -> dict[str, 
         "references": list(intent.references),
         "reply_to": "",
         "auto_submitted": intent.auto_submitted,
+        "claimed_by": "",
         "state": OutboxState.QUEUED.value,
         "attempts": 0,
         "next_attempt_at": intent.due_at,

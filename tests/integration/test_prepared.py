@@ -48,6 +48,12 @@ def insert_raw_once(dialect: str) -> Any:
     return insert_ignoring(dialect, table_of(RawMessageRecord), ["dedupe_key"])
 
 
+@prepared
+def insert_raw_once_returning_key(dialect: str) -> Any:
+    table = table_of(RawMessageRecord)
+    return insert_ignoring(dialect, table, ["dedupe_key"]).returning(table.c.dedupe_key)
+
+
 def message_values(**changes: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "case_id": None, "direction": Direction.INBOUND, "message_id": "<a@example.com>", "in_reply_to": "",
@@ -135,22 +141,37 @@ def test_many_rows_go_in_as_written_and_in_list_order(engine: Engine) -> None:
     assert {m.received_at for m in stored} == {AT}
 
 
+def raw_row(key: str, source: str) -> dict[str, Any]:
+    return {
+        "channel": "smtp", "received_at": AT, "envelope_from": "pat@acme.example", "envelope_to": [],
+        "source": source, "size": 3, "sha256": "0" * 64, "data": b"abc", "message_id_header": "",
+        "dedupe_key": key, "decision": "", "reason": "", "case_id": None, "sender_verdict": {}, "purged_at": None,
+    }
+
+
 def test_many_rows_skip_those_already_stored_and_their_own_repeats(engine: Engine) -> None:
     """ON CONFLICT DO NOTHING holds for every row of the one statement: a row already in the table
     and a row repeated later in the same list are both left out, the rest go in."""
-    def raw(key: str, source: str) -> dict[str, Any]:
-        return {
-            "channel": "smtp", "received_at": AT, "envelope_from": "pat@acme.example", "envelope_to": [],
-            "source": source, "size": 3, "sha256": "0" * 64, "data": b"abc", "message_id_header": "",
-            "dedupe_key": key, "decision": "", "reason": "", "case_id": None, "sender_verdict": {}, "purged_at": None,
-        }
-
     with Session(engine) as session:
-        insert_raw_once.run_many(session, [raw("k1", "first")])
-        insert_raw_once.run_many(session, [raw("k1", "again"), raw("k2", "new"), raw("k2", "repeat"), raw("k3", "new")])
+        insert_raw_once.run_many(session, [raw_row("k1", "first")])
+        insert_raw_once.run_many(
+            session, [raw_row("k1", "again"), raw_row("k2", "new"), raw_row("k2", "repeat"), raw_row("k3", "new")]
+        )
         session.commit()
         stored = {r.dedupe_key: r.source for r in session.exec(select(RawMessageRecord))}
     assert stored == {"k1": "first", "k2": "new", "k3": "new"}
+
+
+def test_many_rows_give_back_what_they_inserted_across_statements(engine: Engine) -> None:
+    """RETURNING over several statements' worth of rows (a sweep queueing a batch of notices): the
+    keys of the rows inserted, none of those already there."""
+    keys = [f"k{n}" for n in range(ROWS_PER_STATEMENT * 2 + 7)]
+    with Session(engine) as session:
+        insert_raw_once.run_many(session, [raw_row(key, "earlier") for key in keys[::3]])
+        returned = insert_raw_once_returning_key.run_many(session, [raw_row(key, "now") for key in keys])
+        session.commit()
+    assert sorted(key for (key,) in returned) == sorted(set(keys) - set(keys[::3]))
+    assert returned.rowcount == len(keys) - len(keys[::3])
 
 
 def test_many_rows_must_give_each_column_that_has_a_default(engine: Engine) -> None:
