@@ -325,9 +325,10 @@ def _compile(statement: sa.Executable, dialect: sa.Dialect, keys: tuple[str, ...
             raise ValueError(f"{name}: an IN list expanded at execution cannot be prepared")
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         binds.append((escaped.get(name, name), _value_of(bind, defaults), process))
-    columns = list(getattr(statement, "exported_columns", None) or [])
-    results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
-    return _Form(sql=compiled.string, positional=bool(compiled.positional), binds=tuple(binds), results=results)
+    return _Form(
+        sql=compiled.string, positional=bool(compiled.positional), binds=tuple(binds),
+        results=_result_processors(statement, dialect),
+    )
 
 
 ROWS_PER_STATEMENT = 50
@@ -359,9 +360,16 @@ def _compile_rows(statement: sa.Executable, dialect: sa.Dialect, keys: tuple[str
         row, key = slots[name]
         process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
         binds.append((escaped.get(name, name), _row_value(row, key), process))
+    return _Form(
+        sql=compiled.string, positional=bool(compiled.positional), binds=tuple(binds),
+        results=_result_processors(statement, dialect),
+    )
+
+
+def _result_processors(statement: sa.Executable, dialect: sa.Dialect) -> tuple[Callable[[Any], Any] | None, ...]:
+    """How each column the statement gives back (SELECT, RETURNING) is converted from the driver's value."""
     columns = list(getattr(statement, "exported_columns", None) or [])
-    results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
-    return _Form(sql=compiled.string, positional=bool(compiled.positional), binds=tuple(binds), results=results)
+    return tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
 
 
 def _row_value(row: int, key: str) -> _Value:
