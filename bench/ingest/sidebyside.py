@@ -16,8 +16,9 @@ default config; PostgreSQL: `[smtp] workers = 2`, a uniquely named database on 1
 1. rounds A/B x 3, alternating (sink, mailcase, sink, mailcase, ...): an asyncio client, 8
    concurrent connections, one message per connection, N distinct 4 KB multipart messages from
    the organisation's MPOCs; per round the accepted msg/s, the CPU per message of every process
-   (client, sink; mailcase's main process, its SMTP workers, its delivery worker; the relay), the
-   acknowledgement latency (end of the customer's DATA -> the relay accepted the acknowledgement
+   (client, sink; mailcase's main process, its SMTP workers, its delivery worker; the relay) and
+   the ceiling that CPU sets (all of them on the machine's cores; the busiest mailcase process on
+   one core), the acknowledgement latency (end of the customer's DATA -> the relay accepted the acknowledgement
    answering it, matched by In-Reply-To) and the drain time (last 250 -> no outbox row queued or
    sending); then medians and the ratio mailcase / sink;
 2. p99 DATA-to-250 and acknowledgement latency with 100 msg/s offered (open loop);
@@ -576,6 +577,18 @@ def cpu_per_message(before: dict[int, float], after: dict[int, float], messages:
     return per
 
 
+def cpu_ceiling(cpu_ms_per_msg: dict[str, float], cores: int) -> dict[str, float]:
+    """The rates the CPU alone allows: every measured process together on `cores` (the database
+    server's own CPU is not counted, so on PostgreSQL the real ceiling is lower), and the busiest
+    mailcase process on the one core its GIL lets it use."""
+    total = sum(cpu_ms_per_msg.values())
+    busiest = max((ms for name, ms in cpu_ms_per_msg.items() if name.startswith("mailcase")), default=0.0)
+    return {
+        "all_processes_msg_per_s": round(cores * 1000 / total, 1) if total else 0.0,
+        "busiest_process_msg_per_s": round(1000 / busiest, 1) if busiest else 0.0,
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # One database's side-by-side run
 
@@ -620,6 +633,8 @@ def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, A
                 after = cpu_snapshot(pids)
                 row["cpu_ms_per_msg"] = cpu_per_message(before, after, tally.sent) | {
                     "client": round((time.process_time() - client_before) / max(1, tally.sent) * 1000, 3)}
+                if side == "mailcase":
+                    row["cpu_ceiling"] = cpu_ceiling(row["cpu_ms_per_msg"], os.cpu_count() or 1)
                 row["load_after"] = loadavg()
                 result["rounds"].append(row)
                 print(round_line(kind, row), flush=True)
@@ -719,7 +734,13 @@ def round_line(kind: str, row: dict[str, Any]) -> str:
         text += (f"\n{'':>12}ack latency p50 {ack['p50']} p90 {ack['p90']} p99 {ack['p99']} max {ack['max']} s "
                  f"({ack['n']} matched); drain {row['drain_s']} s")
     cpu = ", ".join(f"{name} {ms}" for name, ms in row["cpu_ms_per_msg"].items())
-    return text + f"\n{'':>12}CPU ms/msg: {cpu}" + waits_text(row.get("database_backends"))
+    text += f"\n{'':>12}CPU ms/msg: {cpu}"
+    if "cpu_ceiling" in row:
+        ceiling = row["cpu_ceiling"]
+        text += (f"\n{'':>12}CPU ceiling: {ceiling['all_processes_msg_per_s']} msg/s for all these processes on "
+                 f"{os.cpu_count()} cores, {ceiling['busiest_process_msg_per_s']} msg/s for the busiest mailcase "
+                 f"process on one core (the database server's CPU not counted)")
+    return text + waits_text(row.get("database_backends"))
 
 
 def rate_line(kind: str, rate: dict[str, Any]) -> str:
