@@ -55,36 +55,26 @@ def enqueue(
     The Message-ID is generated here and stored, so a reply can thread to this notice even before
     it is sent. The row is due at `intent.due_at` (delivery waits until then).
     """
-    new_id = _insert_notice.run(session, _row(intent, now, hostname)).scalar_one_or_none()
-    return int(new_id) if new_id is not None else None
-
-
-@prepared
-def _insert_notice(dialect: str) -> Any:
-    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, prepared once per dialect:
-    every ingested message queues its notices with it."""
-    table = table_of(Outbox)
-    return insert_ignoring(dialect, table, ["idempotency_key"]).returning(table.c.id)
+    inserted = _insert_notices.run_many(session, [_row(intent, now, hostname)]).first()
+    return int(inserted[0]) if inserted is not None else None
 
 
 def enqueue_many(
     intents: Sequence[NotificationIntent], *, session: Session, now: datetime, hostname: str
 ) -> set[str]:
     """Queue several intents with one statement per ROWS_PER_STATEMENT (a sweep's batch, a notice to
-    each technician); returns the idempotency keys that were new.
-
-    The same insert-or-ignore as `enqueue`, as a multi-row INSERT … ON CONFLICT DO NOTHING
-    RETURNING instead of one round trip per notice.
-    """
+    each technician); returns the idempotency keys that were new. The same insert-or-ignore as
+    `enqueue`, instead of one round trip per notice."""
     rows = [_row(intent, now, hostname) for intent in intents]
-    return {key for (key,) in _insert_notices.run_many(session, rows)}
+    return {key for _id, key in _insert_notices.run_many(session, rows)}
 
 
 @prepared
 def _insert_notices(dialect: str) -> Any:
-    """`_insert_notice` for several rows at once, giving back the keys it inserted."""
+    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id and key, prepared once per
+    dialect and number of rows: every ingested message queues its notices with it."""
     table = table_of(Outbox)
-    return insert_ignoring(dialect, table, ["idempotency_key"]).returning(table.c.idempotency_key)
+    return insert_ignoring(dialect, table, ["idempotency_key"]).returning(table.c.id, table.c.idempotency_key)
 
 
 def _row(intent: NotificationIntent, now: datetime, hostname: str) -> dict[str, Any]:
