@@ -16,8 +16,9 @@ default config; PostgreSQL: `[smtp] workers = 2`, a uniquely named database on 1
 1. rounds A/B x 3, alternating (sink, mailcase, sink, mailcase, ...): an asyncio client, 8
    concurrent connections, one message per connection, N distinct 4 KB multipart messages from
    the organisation's MPOCs; per round the accepted msg/s, the CPU per message of every process
-   (client, sink; mailcase's main process, its SMTP workers, its delivery worker; the relay) and
-   the ceiling that CPU sets (all of them on the machine's cores; the busiest mailcase process on
+   (client, sink; mailcase's main process, its SMTP workers, its delivery worker; the relay; on
+   PostgreSQL the database server's processes), how busy the machine's cores were, and the
+   ceiling that CPU sets (all of them on the machine's cores; the busiest mailcase process on
    one core), the acknowledgement latency (end of the customer's DATA -> the relay accepted the acknowledgement
    answering it, matched by In-Reply-To) and the drain time (last 250 -> no outbox row queued or
    sending); then medians and the ratio mailcase / sink;
@@ -565,6 +566,31 @@ def cpu_snapshot(pids: Sequence[int]) -> dict[int, float]:
     return {pid: cpu_seconds(pid) for pid in pids}
 
 
+def server_cpu_seconds() -> float:
+    """CPU used so far by the PostgreSQL server's processes still alive (postmaster, backends, WAL
+    writer, ...): on this machine nothing but the benchmark uses the server while it runs, so the
+    difference around a round is the database's share of that round."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += cpu_seconds(int(entry.name))
+    return total
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot, from /proc/stat (busy: not idle, not iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def machine_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How busy the machine's cores were between two readings, in percent of all of them."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return round(100 * busy / total, 1) if total else 0.0
+
+
 def cpu_per_message(before: dict[int, float], after: dict[int, float], messages: int) -> dict[str, float]:
     per: dict[str, float] = {}
     for pid, seconds in after.items():
@@ -578,9 +604,9 @@ def cpu_per_message(before: dict[int, float], after: dict[int, float], messages:
 
 
 def cpu_ceiling(cpu_ms_per_msg: dict[str, float], cores: int) -> dict[str, float]:
-    """The rates the CPU alone allows: every measured process together on `cores` (the database
-    server's own CPU is not counted, so on PostgreSQL the real ceiling is lower), and the busiest
-    mailcase process on the one core its GIL lets it use."""
+    """The rates the CPU alone allows: every measured process together on `cores` (on PostgreSQL
+    the database server's processes too), and the busiest mailcase process on the one core its GIL
+    lets it use."""
     total = sum(cpu_ms_per_msg.values())
     busiest = max((ms for name, ms in cpu_ms_per_msg.items() if name.startswith("mailcase")), default=0.0)
     return {
@@ -618,6 +644,7 @@ def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, A
                 pids = [sink.pid] if side == "sink" else [*daemon.pids(), relay.pid]
                 load_before = loadavg()
                 before, client_before = cpu_snapshot(pids), time.process_time()
+                server_before, jiffies_before = server_cpu_seconds(), machine_jiffies()
                 with Waits(database if side == "mailcase" else None) as waits:
                     tally, elapsed = asyncio.run(closed_loop(port, messages, args.concurrency))
                 row: dict[str, Any] = {
@@ -633,6 +660,10 @@ def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, A
                 after = cpu_snapshot(pids)
                 row["cpu_ms_per_msg"] = cpu_per_message(before, after, tally.sent) | {
                     "client": round((time.process_time() - client_before) / max(1, tally.sent) * 1000, 3)}
+                if side == "mailcase" and kind == "postgresql":
+                    row["cpu_ms_per_msg"]["database server"] = round(
+                        (server_cpu_seconds() - server_before) / max(1, tally.sent) * 1000, 3)
+                row["machine_busy_percent"] = machine_busy(jiffies_before, machine_jiffies())
                 if side == "mailcase":
                     row["cpu_ceiling"] = cpu_ceiling(row["cpu_ms_per_msg"], os.cpu_count() or 1)
                 row["load_after"] = loadavg()
@@ -734,12 +765,12 @@ def round_line(kind: str, row: dict[str, Any]) -> str:
         text += (f"\n{'':>12}ack latency p50 {ack['p50']} p90 {ack['p90']} p99 {ack['p99']} max {ack['max']} s "
                  f"({ack['n']} matched); drain {row['drain_s']} s")
     cpu = ", ".join(f"{name} {ms}" for name, ms in row["cpu_ms_per_msg"].items())
-    text += f"\n{'':>12}CPU ms/msg: {cpu}"
+    text += f"\n{'':>12}CPU ms/msg: {cpu}; the machine's cores {row['machine_busy_percent']} % busy"
     if "cpu_ceiling" in row:
         ceiling = row["cpu_ceiling"]
         text += (f"\n{'':>12}CPU ceiling: {ceiling['all_processes_msg_per_s']} msg/s for all these processes on "
                  f"{os.cpu_count()} cores, {ceiling['busiest_process_msg_per_s']} msg/s for the busiest mailcase "
-                 f"process on one core (the database server's CPU not counted)")
+                 f"process on one core")
     return text + waits_text(row.get("database_backends"))
 
 
