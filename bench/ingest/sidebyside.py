@@ -17,9 +17,9 @@ default config; PostgreSQL: `[smtp] workers = 2`, a uniquely named database on 1
    concurrent connections, one message per connection, N distinct 4 KB multipart messages from
    the organisation's MPOCs; per round the accepted msg/s, the CPU per message of every process
    (client, sink; mailcase's main process, its SMTP workers, its delivery worker; the relay; on
-   PostgreSQL the database server's processes), how busy the machine's cores were, and the
-   ceiling that CPU sets (all of them on the machine's cores; the busiest mailcase process on
-   one core), the acknowledgement latency (end of the customer's DATA -> the relay accepted the acknowledgement
+   PostgreSQL the database server's processes), how busy the machine's cores were (for mailcase
+   until its outbox was empty, as the CPU figures), and the ceiling that CPU sets (all of them on
+   the machine's cores; the busiest mailcase process on one core), the acknowledgement latency (end of the customer's DATA -> the relay accepted the acknowledgement
    answering it, matched by In-Reply-To) and the drain time (last 250 -> no outbox row queued or
    sending); then medians and the ratio mailcase / sink;
 2. p99 DATA-to-250 and acknowledgement latency with 100 msg/s offered (open loop);
@@ -765,7 +765,8 @@ def round_line(kind: str, row: dict[str, Any]) -> str:
         text += (f"\n{'':>12}ack latency p50 {ack['p50']} p90 {ack['p90']} p99 {ack['p99']} max {ack['max']} s "
                  f"({ack['n']} matched); drain {row['drain_s']} s")
     cpu = ", ".join(f"{name} {ms}" for name, ms in row["cpu_ms_per_msg"].items())
-    text += f"\n{'':>12}CPU ms/msg: {cpu}; the machine's cores {row['machine_busy_percent']} % busy"
+    span = " until the outbox was empty" if row["side"] == "mailcase" else ""
+    text += f"\n{'':>12}CPU ms/msg: {cpu}; the machine's cores {row['machine_busy_percent']} % busy{span}"
     if "cpu_ceiling" in row:
         ceiling = row["cpu_ceiling"]
         text += (f"\n{'':>12}CPU ceiling: {ceiling['all_processes_msg_per_s']} msg/s for all these processes on "
