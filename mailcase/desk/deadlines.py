@@ -56,6 +56,11 @@ class DeadlinePlanner:
             known[organisation_id] = sla_overrides_of(organisation_id, session=session)
         return known[organisation_id]
 
+    def overrides_read(self, session: Session, organisation_id: int, overrides: Overrides) -> None:
+        """The organisation's SLA overrides as a query of this transaction already read them (the
+        sender's directory lookup brings their organisation's), so `overrides_for` need not ask again."""
+        session.info.setdefault(_OVERRIDES, {}).setdefault(organisation_id, overrides)
+
     def deadlines(self, session: Session, case: Case, now: datetime) -> tuple[Deadline, ...]:
         view = case_view(case)
         return case_deadlines(view, self.policy, self.calendar, now, self.overrides_for(session, case.organisation_id))

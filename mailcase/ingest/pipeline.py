@@ -356,6 +356,9 @@ class Pipeline:
             sender_view_and_name(message.from_address, session=session)
             if message.from_address else (SenderView(address=""), None, None)
         )
+        if looked_up[2] is not None and self.desk.planner is not None:
+            # Their organisation's SLA overrides came with it: a new case's deadlines need no query.
+            self.desk.planner.overrides_read(session, looked_up[2].id, looked_up[2].sla_overrides)
         facts = self._facts(
             session, record, message, now=now, released=released, sender=looked_up[0], verdict=verdict,
             sender_organisation=looked_up[2],

@@ -418,27 +418,32 @@ def sender_view(address: str, *, session: Session) -> SenderView:
 
 @dataclass(frozen=True, slots=True)
 class ContactOrganisation:
-    """The fields of a contact's organisation that a case's notices show (name, language, zone)."""
+    """The fields of a contact's organisation that a case's notices show (name, language, zone),
+    and its SLA overrides (a new case's deadlines need them)."""
 
     id: int
     name: str
     locale: str
     timezone: str
+    sla_overrides: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 def sender_view_and_name(
     address: str, *, session: Session
 ) -> tuple[SenderView, str | None, ContactOrganisation | None]:
-    """`sender_view`, the contact's name and their organisation's notice fields (None, None for
-    an address the directory does not list), in one query for a listed contact: the ingest
-    pipeline's write transaction runs this for every message, and four statements cost it more
-    than one."""
+    """`sender_view`, the contact's name and their organisation's notice fields and SLA overrides
+    (None, None for an address the directory does not list), in one query for a listed contact:
+    the ingest pipeline's write transaction runs this for every message, and five statements cost
+    it more than one."""
     address = _normalise(address)
     rows = _sender_query.run(session, {"address": address}).all()
     if not rows:
         return SenderView(address=address, is_technician=_is_active_technician(address, session=session)), None, None
     contact_id, organisation_id, contact_active, name, organisation_active, is_technician = rows[0][:6]
-    organisation = ContactOrganisation(id=organisation_id, name=rows[0][7], locale=rows[0][8], timezone=rows[0][9])
+    organisation = ContactOrganisation(
+        id=organisation_id, name=rows[0][7], locale=rows[0][8], timezone=rows[0][9],
+        sla_overrides=_overrides(rows[0][10]),
+    )
     roles: frozenset[Role] = frozenset()
     if contact_active and organisation_active:
         known = {role.value for role in Role}
@@ -464,7 +469,7 @@ def _sender_query(dialect: str) -> Any:
         sa.select(
             col(Contact.id), col(Contact.organisation_id), col(Contact.active), col(Contact.name),
             col(Organisation.active), technician, col(ContactRole.role),
-            col(Organisation.name), col(Organisation.locale), col(Organisation.timezone),
+            col(Organisation.name), col(Organisation.locale), col(Organisation.timezone), col(Organisation.sla_overrides),
         )
         .join(Organisation, col(Contact.organisation_id) == col(Organisation.id))
         .outerjoin(ContactRole, col(ContactRole.contact_id) == col(Contact.id))
@@ -493,7 +498,12 @@ def sla_overrides_of(organisation_id: int, *, session: Session) -> dict[str, dic
     """The organisation's SLA overrides ({} when it has none or does not exist): one prepared
     SELECT of that column, since every new case asks."""
     row = _sla_overrides_query.run(session, {"organisation_id": organisation_id}).first()
-    return {target: dict(fields) for target, fields in (row[0] or {}).items()} if row else {}
+    return _overrides(row[0]) if row else {}
+
+
+def _overrides(stored: Mapping[str, Mapping[str, int]] | None) -> dict[str, dict[str, int]]:
+    """The `sla_overrides` column as the planner takes it ({} when NULL)."""
+    return {target: dict(fields) for target, fields in (stored or {}).items()}
 
 
 @prepared
