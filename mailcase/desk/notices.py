@@ -144,6 +144,33 @@ def queue_customer_notice(
     """Queue a message to the case's requester (participants copied), threaded on their last message.
 
     `participants` and `recipient_name`: as `customer_thread`'s, when the caller knows them."""
+    intent = customer_notice(
+        session, desk, case, template=template, event=event, now=now, extra=extra, auto_submitted=auto_submitted,
+        in_reply_to=in_reply_to, references=references, key=key, participants=participants,
+        recipient_name=recipient_name, organisation=organisation,
+    )
+    return enqueue(intent, session=session, now=now, hostname=desk.hostname) if intent is not None else None
+
+
+def customer_notice(
+    session: Session,
+    desk: Desk,
+    case: Case,
+    *,
+    template: str,
+    event: str,
+    now: datetime,
+    extra: dict[str, Any] | None = None,
+    auto_submitted: str = "auto-generated",
+    in_reply_to: str | None = None,
+    references: tuple[str, ...] | None = None,
+    key: str | None = None,
+    participants: Sequence[str] | None = None,
+    recipient_name: str | None = None,
+    organisation: ShownOrganisation | None = None,
+) -> NotificationIntent | None:
+    """The notice `queue_customer_notice` queues, for a caller that queues it with others (None:
+    nobody to tell, or a master case, whose customers hear through its linked cases)."""
     thread = customer_thread(
         session, case, find_last_message=in_reply_to is None or references is None,
         participants=participants, recipient_name=recipient_name, organisation=organisation,
@@ -154,7 +181,7 @@ def queue_customer_notice(
     if thread.recipient_name:
         context["recipient_name"] = thread.recipient_name
     context |= extra or {}
-    intent = NotificationIntent(
+    return NotificationIntent(
         kind=template,
         template=template,
         recipients=thread.recipients,
@@ -169,7 +196,6 @@ def queue_customer_notice(
         auto_submitted=auto_submitted,
         reply_token_case=case.number,
     )
-    return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
 def queue_staff_notice(
@@ -240,13 +266,13 @@ def staff_thread_id(desk: Desk, number: int) -> str:
     return f"<mc.case-{format_case_number(number)}.staff@{desk.hostname}>"
 
 
-def _queue_reply_not_sent(
-    session: Session, desk: Desk, message: InboundMessage, *, template: str, now: datetime, key: str, held_id: int, reason: str,
-) -> int | None:
+def _reply_not_sent(
+    desk: Desk, message: InboundMessage, *, template: str, now: datetime, key: str, held_id: int, reason: str,
+) -> NotificationIntent:
     """A technician's emailed reply that did not reach the customer: they are told why, and how to
     get it through (issue 12). Once per held message; never to an automatic message (the caller
     holds only human mail from technicians)."""
-    intent = NotificationIntent(
+    return NotificationIntent(
         kind=template,
         template=template,
         recipients=(message.from_address,),
@@ -258,13 +284,12 @@ def _queue_reply_not_sent(
         references=(*message.references[-20:], message.message_id) if message.message_id else (),
         auto_submitted="auto-replied",
     )
-    return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
-def _queue_non_mpoc_notice(session: Session, desk: Desk, message: InboundMessage, *, now: datetime, key: str) -> int | None:
+def _non_mpoc_notice(session: Session, message: InboundMessage, *, now: datetime, key: str) -> NotificationIntent:
     """The one polite notice that only designated contacts can open cases (SPEC.md §1)."""
     organisation = organisation_for_address(message.from_address, session=session)
-    intent = NotificationIntent(
+    return NotificationIntent(
         kind="customer.non_mpoc",
         template="customer.non_mpoc",
         recipients=(message.from_address,),
@@ -281,17 +306,16 @@ def _queue_non_mpoc_notice(session: Session, desk: Desk, message: InboundMessage
         references=(*message.references[-20:], message.message_id) if message.message_id else (),
         auto_submitted="auto-replied",
     )
-    return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
-def _queue_sender_unverified_notice(
+def _sender_unverified_notice(
     session: Session, desk: Desk, message: InboundMessage, *, address: str, template: str, now: datetime, key: str, reason: str,
-) -> int | None:
+) -> NotificationIntent:
     """Tell a contact or technician, at their address on file, that a message claiming to be from
     them was held (issue 10). Not threaded on the held message: it may be a forgery, and its
     Message-ID and subject are the forger's; the subject is quoted in the body only."""
     organisation = organisation_for_address(address, session=session)
-    intent = NotificationIntent(
+    return NotificationIntent(
         kind=template,
         template=template,
         recipients=(address,),
@@ -308,7 +332,6 @@ def _queue_sender_unverified_notice(
         locale=organisation.locale if organisation else "en",
         auto_submitted="auto-generated",
     )
-    return enqueue(intent, session=session, now=now, hostname=desk.hostname)
 
 
 
@@ -337,11 +360,18 @@ def queue_notices(
 ) -> None:
     """Turn a decision's notices into outbox rows: resolve each audience to addresses, fill the
     key's and template's placeholders and the context the rule named; log the automatic answers
-    the loop guard counts. The rule chose the template, the audience and the key: nothing here does."""
+    the loop guard counts. The rule chose the template, the audience and the key: nothing here does.
+    All of them go in as one statement (a new case's acknowledgement and its notice to each
+    technician), in the rule's order."""
+    queued: list[NotificationIntent] = []
     for notice in notices:
-        for address, template in _queue_notice(session, desk, notice, message=message, now=now, case=case, known=known):
+        for address, template in _queue_notice(
+            session, desk, notice, message=message, now=now, case=case, known=known, into=queued,
+        ):
             if notice.loop_guarded:
                 log_auto_reply(session=session, address=address, kind=template, at=now, subject_key=known.subject_key)
+    if queued:
+        enqueue_many(queued, session=session, now=now, hostname=desk.hostname)
 
 
 def _fill(pattern: str, case: Case | None, known: Known, *, address: str = "", role: str = "") -> str:
@@ -364,19 +394,22 @@ def _desk_context(notice: NoticeIntent, message: InboundMessage, known: Known) -
 
 def _queue_notice(
     session: Session, desk: Desk, notice: NoticeIntent, *, message: InboundMessage, now: datetime, case: Case | None,
-    known: Known,
+    known: Known, into: list[NotificationIntent],
 ) -> list[tuple[str, str]]:
-    """Queue one notice; returns the addresses it went to with the template sent (for the loop guard's log)."""
+    """Resolve one notice into outbox rows, added to `into` for the caller's one statement; returns
+    the addresses it goes to with the template sent (for the loop guard's log)."""
     key = _fill(notice.idempotency_key, case, known).replace("{now}", notice.due_at.isoformat())
     match notice.audience:
         case Audience.REQUESTER:
             assert case is not None
-            queue_customer_notice(
+            intent = customer_notice(
                 session, desk, case, template=notice.template, event="", now=notice.due_at, extra=dict(notice.context),
                 auto_submitted=notice.auto_submitted, in_reply_to=message.message_id,
                 references=(*message.references, message.message_id), key=key, participants=known.participants,
                 recipient_name=known.recipient_name, organisation=known.organisation,
             )
+            if intent is not None:
+                into.append(intent)
             return [(message.from_address, notice.template)]
         case Audience.TEAM | Audience.ASSIGNEE:
             assert case is not None
@@ -384,21 +417,21 @@ def _queue_notice(
                 people = list(known.technicians) if known.technicians is not None else team_addresses(session=session, team=case.team)
             else:
                 people = [case.assignee] if case.assignee else team_addresses(session=session, team=case.team)
-            queue_staff_notice(
+            into.extend(staff_notice(
                 session, desk, case, template=notice.template, recipients=people, now=notice.due_at, key=key,
                 extra=_desk_context(notice, message, known), organisation=known.organisation,
-            )
+            ))
             return [(person, notice.template) for person in people]
         case Audience.SENDER:
             assert known.held_id is not None
             key = _fill(notice.idempotency_key, case, known, address=message.from_address)
             if notice.template == "customer.non_mpoc":
-                _queue_non_mpoc_notice(session, desk, message, now=notice.due_at, key=key)
+                into.append(_non_mpoc_notice(session, message, now=notice.due_at, key=key))
             else:
-                _queue_reply_not_sent(
-                    session, desk, message, template=notice.template, now=notice.due_at, key=key, held_id=known.held_id,
+                into.append(_reply_not_sent(
+                    desk, message, template=notice.template, now=notice.due_at, key=key, held_id=known.held_id,
                     reason=str(notice.context.get("reason", "")),
-                )
+                ))
             return [(message.from_address, notice.template)]
         case Audience.CLAIMED:
             found = on_file_address(session=session, address=message.from_address)
@@ -410,11 +443,11 @@ def _queue_notice(
             assert known.claimed_notice_since is not None
             if auto_replied_since(session=session, address=on_file, kind=template, since=known.claimed_notice_since):
                 return []
-            _queue_sender_unverified_notice(
+            into.append(_sender_unverified_notice(
                 session, desk, message, address=on_file, template=template, now=notice.due_at,
                 key=_fill(notice.idempotency_key, case, known, address=on_file, role=role),
                 reason=str(notice.context.get("reason", "")),
-            )
+            ))
             return [(on_file, template)]
         case _:
             assert_never(notice.audience)
