@@ -133,21 +133,14 @@ def queue_customer_notice(
     event: str,
     now: datetime,
     extra: dict[str, Any] | None = None,
-    auto_submitted: str = "auto-generated",
-    in_reply_to: str | None = None,
-    references: tuple[str, ...] | None = None,
     key: str | None = None,
-    participants: Sequence[str] | None = None,
-    recipient_name: str | None = None,
-    organisation: ShownOrganisation | None = None,
+    auto_submitted: str = "auto-generated",
 ) -> int | None:
-    """Queue a message to the case's requester (participants copied), threaded on their last message.
-
-    `participants` and `recipient_name`: as `customer_thread`'s, when the caller knows them."""
+    """Queue a message to the case's requester (participants copied), threaded on their last
+    message (`customer_notice`); the new outbox id, or None when nothing was queued."""
     intent = customer_notice(
-        session, desk, case, template=template, event=event, now=now, extra=extra, auto_submitted=auto_submitted,
-        in_reply_to=in_reply_to, references=references, key=key, participants=participants,
-        recipient_name=recipient_name, organisation=organisation,
+        session, desk, case, template=template, event=event, now=now, extra=extra, key=key,
+        auto_submitted=auto_submitted,
     )
     return enqueue(intent, session=session, now=now, hostname=desk.hostname) if intent is not None else None
 
@@ -169,8 +162,10 @@ def customer_notice(
     recipient_name: str | None = None,
     organisation: ShownOrganisation | None = None,
 ) -> NotificationIntent | None:
-    """The notice `queue_customer_notice` queues, for a caller that queues it with others (None:
-    nobody to tell, or a master case, whose customers hear through its linked cases)."""
+    """A message to the case's requester (participants copied), threaded on their last message,
+    for a caller that queues it (None: nobody to tell, or a master case, whose customers hear
+    through its linked cases). `participants` and `recipient_name`: as `customer_thread`'s, when
+    the caller knows them."""
     thread = customer_thread(
         session, case, find_last_message=in_reply_to is None or references is None,
         participants=participants, recipient_name=recipient_name, organisation=organisation,
