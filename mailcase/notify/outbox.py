@@ -63,7 +63,6 @@ from mailcase.notify.ics import invitation
 from mailcase.notify.render import Rendered, Renderer
 from mailcase.notify.transport import Envelope, SendOutcome, SendResult, Transport
 from mailcase.store import outbox as store
-from mailcase.store.common import savepoint
 from mailcase.store.engine import committed, is_transient, sqlite_writer_turn, transaction
 from mailcase.store.outbox import ClaimedNotice, RelayPause, SentCopy
 
@@ -234,6 +233,10 @@ def batch_capacity(seconds_per_message: float | None, lease: timedelta) -> int:
 
 class _LeaseLost(Exception):
     """Another daemon took over rows of this batch (our lease ran out): stop sending them."""
+
+
+class _CopyRefused(Exception):
+    """The database refused the case's copy of a sent notice (not a transient error)."""
 
 
 class _Batch:
@@ -427,23 +430,31 @@ class _Batch:
             )  # fmt: skip
             copy = _sent_copy(notice, rendered, settings) if notice.case_id is not None and rendered is not None else None
 
-            def sent(connection: sa.Connection) -> None:
+            def sent_alone(connection: sa.Connection) -> None:
                 store.record_sent(connection, notice_id=notice.id, values=values)
+
+            def sent(connection: sa.Connection) -> None:
+                sent_alone(connection)
                 if copy is None:
                     return
                 # The case's copy in the same commit (one commit per notice, not two: on
-                # PostgreSQL each waits for a WAL flush), inside a SAVEPOINT so that a copy the
-                # database refuses can never undo the 250's record. A lost connection fails both
-                # and the whole is tried again, like the 250 alone before.
+                # PostgreSQL each waits for a WAL flush). A lost connection fails both and the
+                # whole is tried again, like the 250 alone.
                 try:
-                    with savepoint(connection, "sent_copy"):
-                        store.record_sent_copy(connection, notice=notice, copy=copy, now=now)
+                    store.record_sent_copy(connection, notice=notice, copy=copy, now=now)
                 except Exception as error:
                     if is_transient(error):
                         raise
-                    log.error("outbox %s sent, but its copy on the case was not stored: %s", notice.id, error)
+                    raise _CopyRefused(str(error)) from error
 
-            self.commit(sent, tries=SENT_RECORD_TRIES)
+            try:
+                self.commit(sent, tries=SENT_RECORD_TRIES)
+            except _CopyRefused as refused:
+                # A copy the database refuses never undoes the 250's record: that is committed
+                # alone instead. No savepoint around every copy for this rare case: on PostgreSQL
+                # its SAVEPOINT and RELEASE were two of the six round trips of every sent notice.
+                log.error("outbox %s sent, but its copy on the case was not stored: %s", notice.id, refused)
+                self.commit(sent_alone, tries=SENT_RECORD_TRIES)
             log.info("outbox %s sent: kind=%s message-id=%s", notice.id, notice.kind, notice.message_id)
             self.counts[outcome] += 1
             return

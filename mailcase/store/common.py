@@ -433,20 +433,6 @@ def execute_sql_on_driver(connection: sa.Connection, sql: str) -> None:
     on_driver(connection, sql, ())
 
 
-@contextlib.contextmanager
-def savepoint(connection: sa.Connection, name: str) -> Iterator[None]:
-    """SAVEPOINT … RELEASE around the block, on the driver's cursor; an error inside rolls back to
-    the savepoint (the transaction's earlier work stays) and is raised."""
-    execute_sql_on_driver(connection, f"SAVEPOINT {name}")
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(Exception):  # a dropped connection: the caller sees the first error
-            execute_sql_on_driver(connection, f"ROLLBACK TO SAVEPOINT {name}")
-        raise
-    execute_sql_on_driver(connection, f"RELEASE SAVEPOINT {name}")
-
-
 @functools.lru_cache(maxsize=64)
 def _form_of(statement: sa.Executable, dialect: sa.Dialect, keys: tuple[str, ...]) -> _Form:
     """`_compile`, remembered for the statements delivery builds once and runs for every notice."""

@@ -227,8 +227,8 @@ def _refuse_case_messages(engine: Engine) -> None:
 def test_a_case_copy_the_database_refuses_never_undoes_the_sent_record(
     engine: Engine, clock: FixedClock, relay: CaptureRelay, relay_settings: Settings, renderer: Renderer
 ) -> None:
-    # The 250 and the case's copy share one commit; the copy is in a savepoint, so the relay's
-    # acceptance is recorded even when the copy cannot be, and the notice is never sent again.
+    # The 250 and the case's copy share one commit; when the copy is refused, the 250 is committed
+    # alone, so the relay's acceptance is recorded and the notice is never sent again.
     now = clock.now()
     case_id = _case(engine, now)
     outbox_id = _enqueue(engine, _ack(now, case_id), now)
