@@ -17,7 +17,8 @@ default config; PostgreSQL: `[smtp] workers = 2`, a uniquely named database on 1
    concurrent connections, one message per connection, N distinct 4 KB multipart messages from
    the organisation's MPOCs; per round the accepted msg/s, the CPU per message of every process
    (client, sink; mailcase's main process, its SMTP workers, its delivery worker; the relay; on
-   PostgreSQL the database server's processes), how busy the machine's cores were (for mailcase
+   PostgreSQL the database server's processes) and of each SMTP process's event loop thread (the
+   rest of such a process is chiefly its ingest threads), how busy the machine's cores were (for mailcase
    until its outbox was empty, as the CPU figures), and the ceiling that CPU sets (all of them on
    the machine's cores; the busiest mailcase process on one core), the acknowledgement latency (end of the customer's DATA -> the relay accepted the acknowledgement
    answering it, matched by In-Reply-To) and the drain time (last 250 -> no outbox row queued or
@@ -236,9 +237,11 @@ def batch(run: str, count: int) -> list[tuple[str, str, bytes]]:
 # Processes
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, *, main_thread_only: bool = False) -> float:
+    """CPU used so far by process `pid` (user and system), or by its main thread alone."""
+    stat = f"/proc/{pid}/task/{pid}/stat" if main_thread_only else f"/proc/{pid}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -566,6 +569,13 @@ def cpu_snapshot(pids: Sequence[int]) -> dict[int, float]:
     return {pid: cpu_seconds(pid) for pid in pids}
 
 
+def event_loop_snapshot(pids: Sequence[int]) -> dict[int, float]:
+    """CPU so far of the main thread of each process that takes SMTP (`serve` and its SMTP workers):
+    the event loop, which runs aiosmtpd's protocol and hands each message to the ingest threads."""
+    return {pid: cpu_seconds(pid, main_thread_only=True) for pid in pids
+            if process_name(pid) == "mailcase main" or process_name(pid).startswith("mailcase-smtp")}
+
+
 def server_cpu_seconds() -> float:
     """CPU used so far by the PostgreSQL server's processes still alive (postmaster, backends, WAL
     writer, ...): on this machine nothing but the benchmark uses the server while it runs, so the
@@ -644,6 +654,7 @@ def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, A
                 pids = [sink.pid] if side == "sink" else [*daemon.pids(), relay.pid]
                 load_before = loadavg()
                 before, client_before = cpu_snapshot(pids), time.process_time()
+                loops_before = event_loop_snapshot(pids) if side == "mailcase" else {}
                 server_before, jiffies_before = server_cpu_seconds(), machine_jiffies()
                 with Waits(database if side == "mailcase" else None) as waits:
                     tally, elapsed = asyncio.run(closed_loop(port, messages, args.concurrency))
@@ -665,6 +676,7 @@ def run_database(kind: str, root: Path, args: argparse.Namespace) -> dict[str, A
                         (server_cpu_seconds() - server_before) / max(1, tally.sent) * 1000, 3)
                 row["machine_busy_percent"] = machine_busy(jiffies_before, machine_jiffies())
                 if side == "mailcase":
+                    row["event_loop_ms_per_msg"] = cpu_per_message(loops_before, event_loop_snapshot(pids), tally.sent)
                     row["cpu_ceiling"] = cpu_ceiling(row["cpu_ms_per_msg"], os.cpu_count() or 1)
                 row["load_after"] = loadavg()
                 result["rounds"].append(row)
@@ -767,6 +779,9 @@ def round_line(kind: str, row: dict[str, Any]) -> str:
     cpu = ", ".join(f"{name} {ms}" for name, ms in row["cpu_ms_per_msg"].items())
     span = " until the outbox was empty" if row["side"] == "mailcase" else ""
     text += f"\n{'':>12}CPU ms/msg: {cpu}; the machine's cores {row['machine_busy_percent']} % busy{span}"
+    if row.get("event_loop_ms_per_msg"):
+        loops = ", ".join(f"{name} {ms}" for name, ms in row["event_loop_ms_per_msg"].items())
+        text += f"\n{'':>12}of which the event loop thread (the SMTP protocol; the rest is chiefly the ingest threads): {loops}"
     if "cpu_ceiling" in row:
         ceiling = row["cpu_ceiling"]
         text += (f"\n{'':>12}CPU ceiling: {ceiling['all_processes_msg_per_s']} msg/s for all these processes on "
