@@ -429,7 +429,7 @@ def rows_on_driver(connection: sa.Connection, statement: sa.Select[Any], values:
 
 
 def execute_sql_on_driver(connection: sa.Connection, sql: str) -> None:
-    """Run a statement without parameters (BEGIN IMMEDIATE, SAVEPOINT, RELEASE) on the driver's cursor."""
+    """Run a statement without parameters (SQLite's BEGIN IMMEDIATE) on the driver's cursor."""
     on_driver(connection, sql, ())
 
 
