@@ -206,8 +206,12 @@ def case_text(data: dict[str, Any], timezone: str) -> str:
     lines.append("")
     lines.append("Messages:")
     for message in data["messages"]:
-        arrow = "<-" if message["direction"] == "inbound" else "->"
-        lines.append(f"  {local(message['received_at'], timezone)} {arrow} {message['from']}: {message['subject']}")
+        # Who it came from, or whom we sent it to (our own address on every notice says nothing).
+        if message["direction"] == "inbound":
+            arrow, who = "<-", message["from"]
+        else:
+            arrow, who = "->", ", ".join([*message["to"], *message["cc"]]) or message["from"]
+        lines.append(f"  {local(message['received_at'], timezone)} {arrow} {who}: {message['subject']}")
         if message.get("reason"):
             lines.append(f"      [{message['decision']}: {message['reason']}]")
         if message.get("sender_verdict"):

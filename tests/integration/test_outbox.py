@@ -22,6 +22,7 @@ from mailcase.domain import Direction, NotificationIntent, OutboxState
 from mailcase.notify.outbox import DeliveryReport, deliver_due, retry_delay
 from mailcase.notify.render import Renderer
 from mailcase.notify.transport import Envelope, ResultCallback, SendResult, SmtpTransport
+from mailcase.present import case_detail_json, case_text
 from mailcase.rules.tokens import case_from_address
 from mailcase.store.engine import make_engine, transaction
 from mailcase.store.models import Case, Message, Outbox, RecipientHealth
@@ -205,6 +206,12 @@ def test_sent_case_message_is_recorded_on_the_case(
     assert "P4" in recorded.text
     assert recorded.to_addresses == ["pat@acme.example"]
     assert recorded.received_at == now
+    # `cases show` names whom it went to (the requester, and who was copied), not our own address.
+    with Session(engine) as session:
+        case = session.get(Case, case_id)
+        assert case is not None
+        shown = case_text(case_detail_json(session, case), "UTC")
+    assert "-> pat@acme.example, lee@acme.example: [Case #00001042] Received: Phones down" in shown
 
 
 def _refuse_case_messages(engine: Engine) -> None:
