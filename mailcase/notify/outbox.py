@@ -408,8 +408,9 @@ class _Batch:
 
         A 250 is committed with the case's copy of the message (alone when the database refuses
         the copy), retried over a fresh connection if the database dropped ours, so nothing after
-        it (a refused copy, a lease renewal) can make it be sent again. Attempts are charged only when the relay answered about this
-        message; an unreachable relay pauses the whole of delivery instead (`unreachable`).
+        it (a refused copy, a lease renewal) can make it be sent again. Attempts are charged only
+        when the relay answered about this message; an unreachable relay pauses the whole of
+        delivery instead (`unreachable`).
         """
         settings, now = self.settings, self.now
         outcome = result.outcome
